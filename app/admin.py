@@ -1,0 +1,130 @@
+from django.contrib import admin, messages
+from django.db.models import F
+
+from .models import (
+    ApiToken,
+    DeletionAudit,
+    PipelineRun,
+    PriceHistory,
+    Product,
+    StockAlert,
+    StockMovement,
+)
+from .services import alerts
+
+
+class ReadOnlyAdminMixin:
+    """History and audit rows are evidence: nobody edits or deletes them, not even admins."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class LowStockFilter(admin.SimpleListFilter):
+    title = "stock level"
+    parameter_name = "low_stock"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Below threshold"), ("no", "At or above threshold")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(stock__lt=F("low_stock_threshold"))
+        if self.value() == "no":
+            return queryset.filter(stock__gte=F("low_stock_threshold"))
+        return queryset
+
+
+class PriceHistoryInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = PriceHistory
+    fields = ["changed_at", "old_price", "new_price", "changed_by", "source"]
+    readonly_fields = fields
+    ordering = ["-changed_at", "-id"]
+    extra = 0
+    max_num = 0
+
+
+class StockAlertInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = StockAlert
+    fields = ["opened_at", "resolved_at", "stock", "threshold", "delivery_status", "attempts"]
+    readonly_fields = fields
+    extra = 0
+    max_num = 0
+
+
+@admin.register(Product)
+class ProductAdmin(admin.ModelAdmin):
+    list_display = ["sku", "name", "price", "stock", "low_stock_threshold", "updated_at"]
+    list_filter = [LowStockFilter]
+    search_fields = ["sku", "name"]
+    readonly_fields = ["created_at", "updated_at"]
+    inlines = [PriceHistoryInline, StockAlertInline]
+
+
+@admin.register(PriceHistory)
+class PriceHistoryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["changed_at", "sku", "name", "old_price", "new_price", "changed_by", "source"]
+    list_filter = ["source"]
+    search_fields = ["sku", "name"]
+
+
+@admin.register(StockMovement)
+class StockMovementAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["created_at", "sku", "delta", "stock_after", "reason", "changed_by", "source"]
+    search_fields = ["sku", "reason", "idempotency_key"]
+
+
+@admin.register(StockAlert)
+class StockAlertAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = [
+        "opened_at",
+        "sku",
+        "name",
+        "stock",
+        "threshold",
+        "resolved_at",
+        "delivery_status",
+        "attempts",
+    ]
+    list_filter = ["delivery_status", ("resolved_at", admin.EmptyFieldListFilter)]
+    search_fields = ["sku", "name"]
+    actions = ["retry_delivery"]
+
+    def has_change_permission(self, request, obj=None):
+        # Needed for the retry action; the fields themselves stay read-only.
+        return request.user.has_perm("app.change_stockalert")
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields]
+
+    @admin.action(description="Retry delivery of failed alerts")
+    def retry_delivery(self, request, queryset):
+        count = alerts.retry_failed(list(queryset.values_list("pk", flat=True)))
+        self.message_user(request, f"{count} alert(s) queued for delivery.", messages.SUCCESS)
+
+
+@admin.register(DeletionAudit)
+class DeletionAuditAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["deleted_at", "model_label", "object_pk", "object_repr", "changed_by", "source"]
+    search_fields = ["object_repr", "object_pk"]
+
+
+@admin.register(PipelineRun)
+class PipelineRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["created_at", "id", "name", "status", "user", "dry_run", "mode", "finished_at"]
+    list_filter = ["status", "mode"]
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ["name", "user", "prefix", "created_at", "last_used_at", "revoked_at"]
+    readonly_fields = ["prefix", "key_hash", "created_at", "last_used_at"]
+
+    def has_add_permission(self, request, obj=None):
+        return False  # tokens are created through the API, where the secret is shown once

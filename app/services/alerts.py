@@ -1,0 +1,184 @@
+"""Low-stock alerts: one per episode, delivered after commit, retried until delivered.
+
+The ``StockAlert`` row is the source of truth. A background task is only a trigger: if an
+enqueue is lost (process died after commit, broker down), ``enqueue_due_alerts`` (the
+``deliver_pending`` command) finds the row again. Delivery claims the row with a lease
+before talking SMTP, so two workers never send the same alert; the message carries a
+stable Message-ID, so the rare resend after a crash mid-send is recognisable downstream.
+"""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.core.mail import EmailMessage
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from ..models import DeliveryStatus, Product, StockAlert
+
+logger = logging.getLogger(__name__)
+
+CHUNK = 2000
+DELIVERY_LEASE = timedelta(minutes=5)
+
+
+def reconcile_alerts(products: Sequence[Product], *, using: str = "default") -> list[StockAlert]:
+    """Open an alert for each low product without one; resolve open alerts of restocked ones.
+
+    Callers have written (and so locked) the product rows first, which serialises this per
+    product; the partial unique constraint is the last line of defence.
+    """
+    now = timezone.now()
+    low = {p.pk: p for p in products if p.is_low_stock}
+    restocked = [p.pk for p in products if not p.is_low_stock]
+    alerts = StockAlert.objects.using(using)
+    for start in range(0, len(restocked), CHUNK):
+        alerts.filter(
+            product_id__in=restocked[start : start + CHUNK], resolved_at__isnull=True
+        ).update(resolved_at=now)
+    if not low:
+        return []
+    ids = list(low)
+    already_open: set[int] = set()
+    for start in range(0, len(ids), CHUNK):
+        already_open.update(
+            alerts.filter(
+                product_id__in=ids[start : start + CHUNK], resolved_at__isnull=True
+            ).values_list("product_id", flat=True)
+        )
+    opened = [
+        StockAlert(
+            product=p,
+            sku=p.sku,
+            name=p.name,
+            stock=p.stock,
+            threshold=p.low_stock_threshold,
+            opened_at=now,
+        )
+        for pk, p in low.items()
+        if pk not in already_open
+    ]
+    alerts.bulk_create(opened, batch_size=CHUNK)
+    for alert in opened:
+        logger.info(
+            "Low stock alert opened for %s: %s < %s", alert.sku, alert.stock, alert.threshold
+        )
+    schedule_delivery([a.pk for a in opened], using=using)
+    return opened
+
+
+def close_alerts_of_deleted(product: Product) -> None:
+    StockAlert.objects.filter(product=product, resolved_at__isnull=True).update(
+        resolved_at=timezone.now()
+    )
+
+
+def schedule_delivery(alert_ids: Sequence[int], *, using: str = "default") -> None:
+    """Enqueue delivery once the surrounding transaction commits (never for rolled-back work)."""
+    for start in range(0, len(alert_ids), CHUNK):
+        chunk = list(alert_ids[start : start + CHUNK])
+        transaction.on_commit(lambda chunk=chunk: enqueue_delivery(chunk), using=using, robust=True)
+
+
+def enqueue_delivery(alert_ids: Sequence[int], run_after: datetime | None = None) -> None:
+    from ..tasks import deliver_stock_alerts
+
+    task = deliver_stock_alerts.using(run_after=run_after) if run_after else deliver_stock_alerts
+    task.enqueue(list(alert_ids))
+
+
+def enqueue_due_alerts(now: datetime | None = None) -> int:
+    """Re-enqueue every pending alert that is due: the safety net for lost enqueues."""
+    now = now or timezone.now()
+    due = list(
+        StockAlert.objects.filter(delivery_status=DeliveryStatus.PENDING)
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    for start in range(0, len(due), CHUNK):
+        enqueue_delivery(due[start : start + CHUNK])
+    return len(due)
+
+
+def backoff(attempts: int) -> timedelta:
+    base = settings.STOCKPIPE_DELIVERY_BACKOFF_BASE
+    return timedelta(
+        seconds=min(base * 2 ** max(attempts - 1, 0), settings.STOCKPIPE_DELIVERY_BACKOFF_MAX)
+    )
+
+
+def alert_message(alert: StockAlert) -> EmailMessage:
+    domain = settings.DEFAULT_FROM_EMAIL.rpartition("@")[2] or "stockpipe"
+    return EmailMessage(
+        subject=f"Low Stock Alert: {alert.name}",
+        body=f"Only {alert.stock} units remaining",
+        to=[settings.STOCKPIPE_MANAGER_EMAIL],
+        headers={"Message-ID": f"<stock-alert-{alert.pk}@{domain}>"},
+    )
+
+
+def deliver_alert(alert_id: int) -> str:
+    """Send one alert if it is pending and due; return what happened."""
+    now = timezone.now()
+    claimed = (
+        StockAlert.objects.filter(pk=alert_id, delivery_status=DeliveryStatus.PENDING)
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+        .update(next_attempt_at=now + DELIVERY_LEASE, attempts=F("attempts") + 1)
+    )
+    if not claimed:
+        return "skipped"
+    alert = StockAlert.objects.get(pk=alert_id)
+    try:
+        alert_message(alert).send()
+    except (smtplib.SMTPException, OSError) as exc:
+        return _record_failure(alert, exc)
+    StockAlert.objects.filter(pk=alert_id).update(
+        delivery_status=DeliveryStatus.SENT,
+        sent_at=timezone.now(),
+        last_error="",
+        next_attempt_at=None,
+    )
+    logger.info("Low stock alert %s for %s sent", alert.pk, alert.sku)
+    return "sent"
+
+
+def _record_failure(alert: StockAlert, exc: BaseException) -> str:
+    error = f"{type(exc).__name__}: {exc}"[:2000]
+    if alert.attempts >= settings.STOCKPIPE_DELIVERY_MAX_ATTEMPTS:
+        StockAlert.objects.filter(pk=alert.pk).update(
+            delivery_status=DeliveryStatus.FAILED, last_error=error, next_attempt_at=None
+        )
+        logger.error(
+            "Low stock alert %s gave up after %s attempts: %s", alert.pk, alert.attempts, error
+        )
+        return "failed"
+    retry_at = timezone.now() + backoff(alert.attempts)
+    StockAlert.objects.filter(pk=alert.pk).update(last_error=error, next_attempt_at=retry_at)
+    logger.warning(
+        "Low stock alert %s attempt %s failed (%s); retry at %s",
+        alert.pk,
+        alert.attempts,
+        error,
+        retry_at,
+    )
+    try:
+        enqueue_delivery([alert.pk], run_after=retry_at)
+    except Exception:  # the sweeper will find the pending row
+        logger.exception("Could not enqueue retry of alert %s", alert.pk)
+    return "retry"
+
+
+def retry_failed(alert_ids: Sequence[int]) -> int:
+    """Put given failed alerts back in the queue (admin action)."""
+    count = StockAlert.objects.filter(
+        pk__in=alert_ids, delivery_status=DeliveryStatus.FAILED
+    ).update(delivery_status=DeliveryStatus.PENDING, attempts=0, next_attempt_at=None)
+    transaction.on_commit(lambda: enqueue_delivery(list(alert_ids)), robust=True)
+    return count

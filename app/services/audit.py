@@ -1,0 +1,39 @@
+"""Deletion audit: a deleted product leaves a JSON snapshot of itself and who deleted it.
+
+The snapshot is taken in ``pre_delete`` (the row still exists) and written in
+``post_delete`` (the deletion really happened), in the deleting transaction.
+"""
+
+from __future__ import annotations
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import models
+from django.utils import timezone
+
+from ..models import DeletionAudit
+from .context import current_change_context
+
+
+def capture_snapshot(instance: models.Model) -> None:
+    data = {f.attname: f.value_from_object(instance) for f in instance._meta.concrete_fields}
+    data["id"] = instance.pk
+    instance._deletion_snapshot = DjangoJSONEncoder().encode(data)
+
+
+def record_deletion(instance: models.Model, *, using: str) -> DeletionAudit:
+    import json
+
+    snapshot = getattr(instance, "_deletion_snapshot", None)
+    if snapshot is None:
+        capture_snapshot(instance)
+        snapshot = instance._deletion_snapshot
+    ctx = current_change_context()
+    return DeletionAudit.objects.using(using).create(
+        model_label=instance._meta.label,
+        object_pk=str(json.loads(snapshot)["id"]),
+        object_repr=str(instance)[:300],
+        snapshot=json.loads(snapshot),
+        deleted_at=timezone.now(),
+        changed_by_id=ctx.user_id,
+        source=ctx.source,
+    )

@@ -1,0 +1,376 @@
+"""Change tracking for products: the one place that turns a write into history.
+
+Every write path ends here: ``Product.save()`` (through ``guarded_update`` and the
+``post_save`` receiver), the queryset's ``update``/``bulk_update``/``bulk_create``, the admin
+and the pipeline. Each path sends ``pre_save``/``post_save`` per object, so receivers that
+users connect see every change, and records, in the transaction of the write:
+
+* one ``PriceHistory`` row per real price change (old value read under the row lock),
+* one ``StockMovement`` row per stock change (so stock always equals the ledger's sum),
+* the low-stock alert state (see ``app.services.alerts``).
+
+Inside ``collecting_changes()`` the rows are buffered and written set-based at the end of
+the block, which is what makes large pipelines fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from django.db import connections, models, transaction
+from django.db.models.signals import post_save, pre_save
+from django.utils import timezone
+
+from ..models import TRACKED_FIELDS, PriceHistory, Product, StockMovement
+from .context import current_change_context
+
+CHUNK = 2000
+
+
+@dataclass
+class ChangeBatch:
+    using: str
+    prices: list[PriceHistory] = field(default_factory=list)
+    movements: list[StockMovement] = field(default_factory=list)
+    alert_checks: dict[int, Product] = field(default_factory=dict)
+    price_changes: int = 0
+
+    def flush(self) -> None:
+        from .alerts import reconcile_alerts
+
+        PriceHistory.objects.using(self.using).bulk_create(self.prices, batch_size=CHUNK)
+        StockMovement.objects.using(self.using).bulk_create(self.movements, batch_size=CHUNK)
+        reconcile_alerts(list(self.alert_checks.values()), using=self.using)
+        self.prices, self.movements, self.alert_checks = [], [], {}
+
+
+_batch: ContextVar[ChangeBatch | None] = ContextVar("stockpipe_change_batch", default=None)
+
+
+@contextmanager
+def collecting_changes(using: str = "default") -> Iterator[ChangeBatch]:
+    """Buffer history, ledger and alert work of the block and write it set-based at its end.
+
+    Nested blocks share the outermost batch. Must run inside a transaction: the buffered
+    rows are written when the block exits, before the transaction commits.
+    """
+    outer = _batch.get()
+    if outer is not None:
+        yield outer
+        return
+    batch = ChangeBatch(using=using)
+    token = _batch.set(batch)
+    try:
+        yield batch
+    finally:
+        _batch.reset(token)
+    batch.flush()
+
+
+def _quantize(field_: models.Field, value: Any) -> Any:
+    value = field_.to_python(value)
+    if isinstance(field_, models.DecimalField) and isinstance(value, Decimal):
+        return value.quantize(Decimal(1).scaleb(-field_.decimal_places))
+    return value
+
+
+def normalize(product: Product) -> None:
+    """Coerce assigned values to their Python types, so '10.0' and Decimal('10.00') compare equal."""
+    meta = product._meta
+    for name in ("price", "stock", "low_stock_threshold"):
+        value = getattr(product, name)
+        if value is not None:
+            setattr(product, name, _quantize(meta.get_field(name), value))
+
+
+def guarded_update(product: Product, base_qs: models.QuerySet, pk_val: Any, values: list) -> bool:
+    """``Model._do_update`` for Product: learn the true old values without a SELECT.
+
+    The UPDATE is guarded by the values the instance was loaded with; if another writer
+    changed them meanwhile, the row is locked and read, so history stays exact under
+    concurrent writers (a SELECT only happens in that case).
+    """
+    written = {f.attname for f, _, _ in values}
+    tracked = [name for name in TRACKED_FIELDS if name in written]
+    filtered = base_qs.filter(pk=pk_val)
+    if not tracked:
+        product._before_write = {}
+        return filtered._update(values) > 0
+    loaded = getattr(product, "_loaded", None)
+    if loaded is not None and all(name in loaded for name in tracked):
+        expected = {name: loaded[name] for name in tracked}
+        if filtered.filter(**expected)._update(values) > 0:
+            product._before_write = expected
+            return True
+    current = filtered.select_for_update().values(*tracked).first()
+    if current is None:
+        return False
+    product._before_write = current
+    return filtered._update(values) > 0
+
+
+def record_saved(product: Product, *, created: bool) -> None:
+    """Record what a write of ``product`` changed (called from its ``post_save`` receiver)."""
+    batch = _batch.get()
+    if batch is None:
+        with collecting_changes(product._state.db or "default"):
+            record_saved(product, created=created)
+        return
+    ctx = current_change_context()
+    now = timezone.now()
+    if created:
+        if product.stock:
+            batch.movements.append(
+                _movement(product, product.stock, ctx, now, reason=ctx.reason or "initial stock")
+            )
+        batch.alert_checks[product.pk] = product
+        return
+    before = getattr(product, "_before_write", None) or {}
+    if "price" in before:
+        old, new = _quantize(Product._meta.get_field("price"), before["price"]), product.price
+        if old != new:
+            batch.price_changes += 1
+            batch.prices.append(
+                PriceHistory(
+                    product=product,
+                    sku=product.sku,
+                    name=product.name,
+                    old_price=old,
+                    new_price=new,
+                    changed_at=now,
+                    changed_by_id=ctx.user_id,
+                    source=ctx.source,
+                )
+            )
+    if "stock" in before and before["stock"] != product.stock:
+        batch.movements.append(_movement(product, product.stock - before["stock"], ctx, now))
+    if "stock" in before or "low_stock_threshold" in before:
+        old_stock = before.get("stock", product.stock)
+        old_threshold = before.get("low_stock_threshold", product.low_stock_threshold)
+        if (old_stock < old_threshold) != product.is_low_stock:
+            batch.alert_checks[product.pk] = product
+
+
+def _movement(product: Product, delta: int, ctx, now, reason: str | None = None) -> StockMovement:
+    return StockMovement(
+        product=product,
+        sku=product.sku,
+        delta=delta,
+        stock_after=product.stock,
+        reason=reason if reason is not None else ctx.reason,
+        idempotency_key=ctx.idempotency_key,
+        created_at=now,
+        changed_by_id=ctx.user_id,
+        source=ctx.source,
+    )
+
+
+# --- bulk write paths -------------------------------------------------------------------
+
+
+def write_products(objs: Sequence[Product], fields: Iterable[str], *, using: str) -> int:
+    """Write ``fields`` of already-locked ``objs`` set-based, with save()'s signals and history.
+
+    Each object's ``_loaded`` values must be the row's current values (the caller read them
+    under ``select_for_update``): they are the "before" of the history rows.
+    """
+    fields = list(dict.fromkeys([*fields, "updated_at"]))
+    update_fields = frozenset(fields)
+    now = timezone.now()
+    for obj in objs:
+        obj.updated_at = now
+        pre_save.send(
+            sender=Product, instance=obj, raw=False, using=using, update_fields=update_fields
+        )
+        obj._before_write = {name: obj._loaded[name] for name in TRACKED_FIELDS if name in fields}
+    update_rows(objs, fields, using=using)
+    with collecting_changes(using):
+        for obj in objs:
+            obj._state.db = using
+            post_save.send(
+                sender=Product,
+                instance=obj,
+                created=False,
+                update_fields=update_fields,
+                raw=False,
+                using=using,
+            )
+    for obj in objs:
+        obj.remember_current_values()
+    return len(objs)
+
+
+def update_rows(objs: Sequence[Product], fields: Sequence[str], *, using: str) -> int:
+    """One ``UPDATE ... FROM (VALUES ...)`` per chunk: the set-based write both databases support."""
+    if not objs:
+        return 0
+    connection = connections[using]
+    qn = connection.ops.quote_name
+    meta = Product._meta
+    model_fields = [meta.get_field(name) for name in fields]
+    columns = [qn(f.column) for f in model_fields]
+    if connection.vendor == "postgresql":
+        placeholders = ["%s::bigint"] + [f"%s::{f.cast_db_type(connection)}" for f in model_fields]
+    else:
+        placeholders = ["%s"] * (len(model_fields) + 1)
+    row_sql = "(" + ", ".join(placeholders) + ")"
+    table = qn(meta.db_table)
+    assignments = ", ".join(f"{c} = v.{c}" for c in columns)
+    per_chunk = max(1, min(CHUNK, 30000 // (len(model_fields) + 1)))
+    total = 0
+    with connection.cursor() as cursor:
+        for start in range(0, len(objs), per_chunk):
+            chunk = objs[start : start + per_chunk]
+            params: list[Any] = []
+            for obj in chunk:
+                params.append(obj.pk)
+                params.extend(
+                    f.get_db_prep_save(getattr(obj, f.attname), connection) for f in model_fields
+                )
+            sql = (
+                f"WITH v(id, {', '.join(columns)}) AS (VALUES {', '.join([row_sql] * len(chunk))}) "
+                f"UPDATE {table} SET {assignments} FROM v WHERE {table}.{qn('id')} = v.id"
+            )
+            cursor.execute(sql, params)
+            total += cursor.rowcount
+    return total
+
+
+def lock_current(pks: Iterable[Any], *, using: str) -> dict[Any, Product]:
+    """Lock rows by primary key and return them with their current values."""
+    pks = list(pks)
+    found: dict[Any, Product] = {}
+    base = Product._base_manager.db_manager(using).select_for_update().order_by("pk")
+    for start in range(0, len(pks), CHUNK):
+        for obj in base.filter(pk__in=pks[start : start + CHUNK]):
+            found[obj.pk] = obj
+    return found
+
+
+def tracked_queryset_update(qs: models.QuerySet, values: dict[str, Any]) -> int:
+    if not values:
+        raise TypeError("update() needs at least one field to set.")
+    if qs.query.is_sliced:
+        raise TypeError("Cannot update a query once a slice has been taken.")
+    meta = qs.model._meta
+    targets = [(meta.get_field(name), value) for name, value in values.items()]
+    expressions = {
+        f"_new_{f.attname}": models.ExpressionWrapper(v, output_field=f)
+        for f, v in targets
+        if hasattr(v, "resolve_expression")
+    }
+    using = qs.db
+    with transaction.atomic(using=using):
+        objs = list(qs.select_for_update().annotate(**expressions).order_by("pk"))
+        for obj in objs:
+            for f, v in targets:
+                raw = getattr(obj, f"_new_{f.attname}") if hasattr(v, "resolve_expression") else v
+                setattr(obj, f.attname, _quantize(f, raw))
+        return write_products(objs, [f.attname for f, _ in targets], using=using)
+
+
+def tracked_bulk_update(qs: models.QuerySet, objs: Sequence[Product], fields: Sequence[str]) -> int:
+    objs = list(objs)
+    if not fields:
+        raise ValueError("Field names must be given to bulk_update().")
+    if any(obj.pk is None for obj in objs):
+        raise ValueError("All bulk_update() objects must have a primary key set.")
+    names = [Product._meta.get_field(name).attname for name in fields]
+    using = qs.db
+    with transaction.atomic(using=using):
+        current = lock_current([obj.pk for obj in objs], using=using)
+        present = []
+        for obj in objs:
+            row = current.get(obj.pk)
+            if row is None:
+                continue
+            obj._loaded = {**(getattr(obj, "_loaded", None) or {}), **row._loaded}
+            normalize(obj)
+            present.append(obj)
+        return write_products(present, names, using=using)
+
+
+def tracked_bulk_create(
+    qs: models.QuerySet,
+    objs: Sequence[Product],
+    *,
+    batch_size: int | None,
+    ignore_conflicts: bool,
+    update_conflicts: bool,
+    update_fields: Sequence[str] | None,
+    unique_fields: Sequence[str] | None,
+) -> list[Product]:
+    objs = list(objs)
+    using = qs.db
+    base_create = models.QuerySet.bulk_create
+    with transaction.atomic(using=using):
+        existing: dict[Any, Product] = {}
+        attr = "sku"
+        if ignore_conflicts or update_conflicts:
+            key = (unique_fields or ["sku"])[0]
+            if len(unique_fields or ["sku"]) != 1 or key not in ("sku", "id", "pk"):
+                raise ValueError("Product upserts are keyed by 'sku' or 'pk' (unique_fields).")
+            attr = "pk" if key in ("id", "pk") else "sku"
+            keys = [getattr(obj, attr) for obj in objs]
+            for start in range(0, len(keys), CHUNK):
+                lookup = {f"{attr}__in": keys[start : start + CHUNK]}
+                for row in (
+                    Product._base_manager.db_manager(using).select_for_update().filter(**lookup)
+                ):
+                    existing[getattr(row, attr)] = row
+            new = [obj for obj in objs if getattr(obj, attr) not in existing]
+            matched = [obj for obj in objs if getattr(obj, attr) in existing]
+        else:
+            new, matched = objs, []
+        now = timezone.now()
+        for obj in new:
+            normalize(obj)
+            obj.created_at = obj.created_at or now
+            obj.updated_at = now
+            pre_save.send(sender=Product, instance=obj, raw=False, using=using, update_fields=None)
+        if new:
+            # Known conflicts were split off above; ignore_conflicts is not passed on because
+            # PostgreSQL then returns no primary keys, and the new rows need theirs.
+            base_create(
+                qs,
+                new,
+                batch_size=batch_size or CHUNK,
+                update_conflicts=update_conflicts,
+                update_fields=update_fields,
+                unique_fields=unique_fields,
+            )
+        upserted: list[Product] = []
+        if update_conflicts and matched:
+            names = [Product._meta.get_field(name).attname for name in update_fields or []]
+            for obj in matched:
+                row = existing[getattr(obj, attr)]
+                for f in Product._meta.concrete_fields:
+                    if f.attname not in names:
+                        setattr(obj, f.attname, getattr(row, f.attname))
+                obj._loaded = row._loaded
+                obj._state.adding = False
+                normalize(obj)
+                upserted.append(obj)
+        with collecting_changes(using):
+            for obj in new:
+                obj._state.adding = False
+                obj._state.db = using
+                if obj.pk is None:
+                    continue  # skipped by ignore_conflicts: nothing was written
+                post_save.send(
+                    sender=Product,
+                    instance=obj,
+                    created=True,
+                    update_fields=None,
+                    raw=False,
+                    using=using,
+                )
+                obj.remember_current_values()
+            if upserted:
+                write_products(upserted, names, using=using)
+    return objs

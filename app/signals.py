@@ -1,0 +1,40 @@
+"""Helpers for code that hooks into stockpipe's signals.
+
+Both styles work and see every write path (``save()``, queryset ``update``/``bulk_update``/
+``bulk_create``, admin, pipelines)::
+
+    @receiver(post_save, sender=Product)
+    def on_product_saved(sender, instance, created, **kwargs): ...
+
+    post_save.connect(on_product_saved, sender=Product, dispatch_uid="myapp.on_product_saved")
+    post_save.disconnect(on_product_saved, sender=Product, dispatch_uid="myapp.on_product_saved")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from django.dispatch import Signal
+
+
+@contextmanager
+def muted(
+    signal: Signal,
+    receiver: Callable | None = None,
+    *,
+    sender: type | None = None,
+    dispatch_uid: str | None = None,
+) -> Iterator[bool]:
+    """Disconnect a receiver for the duration of the block, then reconnect it, even on error.
+
+    Yields whether the receiver was connected. Signals are process-wide: the receiver is
+    muted for every thread while the block runs, so use it for bulk imports and scripts,
+    not inside request handling.
+    """
+    disconnected = signal.disconnect(receiver, sender=sender, dispatch_uid=dispatch_uid)
+    try:
+        yield disconnected
+    finally:
+        if disconnected:
+            signal.connect(receiver, sender=sender, dispatch_uid=dispatch_uid, weak=False)

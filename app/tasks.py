@@ -1,0 +1,41 @@
+"""Background tasks (Django Tasks API). Thin: each one calls a domain service."""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+
+from django.utils import timezone
+
+try:  # Django 6 ships the Tasks API; on 5.2 the django-tasks backport provides it.
+    from django.tasks import task
+except ImportError:
+    from django_tasks import task
+
+from .services import alerts, users
+
+logger = logging.getLogger(__name__)
+
+
+@task()
+def deliver_stock_alerts(alert_ids: list[int]) -> dict[str, int]:
+    outcome: dict[str, int] = {}
+    for alert_id in alert_ids:
+        result = alerts.deliver_alert(alert_id)
+        outcome[result] = outcome.get(result, 0) + 1
+    return outcome
+
+
+@task()
+def send_welcome_email(user_id: int, attempt: int = 1) -> bool:
+    try:
+        return users.send_welcome(user_id)
+    except (smtplib.SMTPException, OSError):
+        if attempt >= 10:
+            logger.exception(
+                "Welcome e-mail to user %s failed %s times, giving up", user_id, attempt
+            )
+            raise
+        retry_at = timezone.now() + alerts.backoff(attempt)
+        send_welcome_email.using(run_after=retry_at).enqueue(user_id, attempt + 1)
+        return False
