@@ -1,14 +1,17 @@
-"""Test settings: same as development, with fast hashing and in-memory e-mail.
+"""Test settings: development settings with fast hashing and in-memory e-mail.
 
-The database comes from DATABASE_URL, so the same suite runs on SQLite and PostgreSQL.
+The database comes from DATABASE_URL (default: a SQLite file), so the same suite runs on
+SQLite and PostgreSQL. SQLite tests use a file, not memory, so worker processes started by
+the reliability tests see the same database.
 """
 
 from . import *  # noqa: F403
-from . import BASE_DIR, env
+from . import BASE_DIR, DATABASES, env
 
 if not env.str("DATABASE_URL", default=""):
-    DATABASES = {"default": _database(f"sqlite:///{BASE_DIR / 'test-db.sqlite3'}")}  # noqa: F405
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test-db.sqlite3")}
+    DATABASES["default"] = _database(f"sqlite:///{BASE_DIR / 'db.sqlite3'}")  # noqa: F405
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["TEST"] = {"NAME": f"{DATABASES['default']['NAME']}.test"}
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"

@@ -1,0 +1,43 @@
+import pytest
+from django.core.management import call_command
+from django.db import connection
+
+from tests.smtp import SmtpServer
+
+
+@pytest.fixture
+def smtp_server(settings):
+    """A live SMTP server on 127.0.0.1 that Django's SMTP backend talks to."""
+    server = SmtpServer()
+    server.start()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST = "127.0.0.1"
+    settings.EMAIL_PORT = server.port
+    settings.EMAIL_USE_TLS = False
+    settings.EMAIL_TIMEOUT = 5
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def run_worker():
+    """Run the real django-tasks database worker until the queue is empty."""
+
+    def run() -> None:
+        call_command(
+            "db_worker", batch=True, interval=0, startup_delay=False, reload=False, verbosity=0
+        )
+
+    return run
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``postgres`` exercise PostgreSQL-only behaviour: they are deselected
+    (not skipped) on SQLite runs; ``scripts/test`` runs the suite on both databases."""
+    if connection.vendor == "postgresql":
+        return
+    selected = [item for item in items if "postgres" not in item.keywords]
+    deselected = [item for item in items if "postgres" in item.keywords]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = selected
