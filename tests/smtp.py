@@ -21,7 +21,7 @@ class RecordingHandler:
     messages: list[Message] = field(default_factory=list)
     refuse_with: str | None = None  # e.g. "451 4.3.0 Try again later"
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's hook name
+    async def handle_DATA(self, server, session, envelope):
         if self.refuse_with:
             return self.refuse_with
         self.messages.append(message_from_bytes(envelope.original_content))

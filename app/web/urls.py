@@ -1,0 +1,3 @@
+"""Server-rendered back-office pages (dashboard, product and pipeline pages)."""
+
+urlpatterns: list = []
