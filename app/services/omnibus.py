@@ -1,0 +1,117 @@
+"""The Omnibus prior price: the lowest price of the 30 days before a price reduction.
+
+Directive 98/6/EC art. 6a (as amended by Directive (EU) 2019/2161) requires every
+announcement of a price reduction to show the lowest price applied during the 30 days
+before the reduction. This module derives it from ``PriceHistory`` (which records every
+price change with its old and new value), so it needs nothing but the history.
+
+The rules, in the order they are applied:
+
+* The price at the moment ``at`` is a *reduction* when the last price change at or before
+  ``at`` lowered the price. A last change that raised the price means no reduction.
+* A reduction that deepens in steps (100 -> 90 -> 80) is one reduction: the window is
+  anchored at its *first* step, so later steps cannot pull the reference price down to an
+  earlier reduced price. Consecutive decreases belong to the same reduction while each
+  step follows the previous one within 30 days; an increase, or a reduced price that stood
+  for 30 days, ends the campaign and the next decrease starts a new one.
+* A reduced price that has stood for 30 days is no longer a reduction: it is now the
+  lowest price of the last 30 days itself, so no discount can be announced against it.
+* The prior price is the lowest price in effect during the 30 days before the anchor.
+  The prices in effect during ``(anchor - 30 days, anchor]`` are exactly the *old* prices
+  of the changes in that interval (each change's old price is the price in effect up to
+  it), so the minimum of those old prices is the answer. For a product younger than 30
+  days this is the lowest price since the product was introduced: its first change's old
+  price is its launch price, and nothing older exists.
+* ``discount_percent`` compares the price at ``at`` with the prior price and is rounded
+  *down* to 0.1 %, so the shown discount is never larger than the real one. It is ``None``
+  when the price is not below the prior price (a "reduction" back to a price above a
+  recent low cannot be announced as a discount).
+
+Each function runs one query: the product's history is read newest first, at or before
+``at``, and reading stops 30 days before the anchor (index ``pricehistory_product_time``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import ROUND_DOWN, Decimal
+
+from django.utils import timezone
+
+from ..models import PriceHistory, Product
+
+WINDOW = timedelta(days=30)
+PERCENT_STEP = Decimal("0.1")
+
+
+@dataclass(frozen=True)
+class Reduction:
+    """A price reduction in effect at some moment, with its legal reference price."""
+
+    price: Decimal  # the reduced price in effect at the moment asked about
+    prior_price: Decimal  # lowest price of the 30 days before ``started_at``
+    started_at: datetime  # the first step of the reduction: the window's anchor
+
+    @property
+    def discount_percent(self) -> Decimal | None:
+        if self.prior_price <= 0 or self.price >= self.prior_price:
+            return None
+        percent = (self.prior_price - self.price) * 100 / self.prior_price
+        return percent.quantize(PERCENT_STEP, rounding=ROUND_DOWN)
+
+
+def current_reduction(product: Product | int, at: datetime | None = None) -> Reduction | None:
+    """The reduction in effect at ``at`` (default: now), or ``None`` if the price is not one.
+
+    One query; use this when both the prior price and the discount are needed.
+    """
+    at = at or timezone.now()
+    product_id = product.pk if isinstance(product, Product) else product
+    rows = (
+        PriceHistory.objects.filter(product_id=product_id, changed_at__lte=at)
+        .order_by("-changed_at", "-id")
+        .values_list("changed_at", "old_price", "new_price")
+        .iterator(chunk_size=100)
+    )
+    price: Decimal | None = None
+    anchor: datetime | None = None
+    prior: Decimal | None = None
+    in_steps = True
+    for changed_at, old, new in rows:
+        if price is None:
+            # The latest change decides whether the price at ``at`` is a reduction at all.
+            if new >= old or at - changed_at >= WINDOW:
+                return None
+            price, anchor, prior = new, changed_at, old
+            continue
+        if in_steps and new < old and anchor - changed_at < WINDOW:
+            # An earlier step of the same reduction: move the anchor back to it.
+            anchor, prior = changed_at, old
+            continue
+        in_steps = False
+        if changed_at <= anchor - WINDOW:
+            break
+        prior = min(prior, old)
+    if price is None:
+        return None
+    return Reduction(price=price, prior_price=prior, started_at=anchor)
+
+
+def prior_price(product: Product | int, at: datetime | None = None) -> Decimal | None:
+    """Lowest price of the 30 days before the reduction in effect at ``at``; ``None`` if none.
+
+    The window is anchored at the start of the reduction, for a stepped reduction at its
+    first step (see the module docstring for the full rule).
+    """
+    reduction = current_reduction(product, at)
+    return reduction.prior_price if reduction else None
+
+
+def discount_percent(product: Product | int, at: datetime | None = None) -> Decimal | None:
+    """The reduction at ``at`` in percent of the prior price, rounded down to 0.1.
+
+    ``None`` when the price at ``at`` is not a reduction or not below the prior price.
+    """
+    reduction = current_reduction(product, at)
+    return reduction.discount_percent if reduction else None
