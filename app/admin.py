@@ -97,13 +97,10 @@ class StockAlertAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     actions = ["retry_delivery"]
 
     def has_change_permission(self, request, obj=None):
-        # Needed for the retry action; the fields themselves stay read-only.
-        return request.user.has_perm("app.change_stockalert")
+        # The changelist needs it for the retry action; a single alert is never editable.
+        return obj is None and request.user.has_perm("app.change_stockalert")
 
-    def get_readonly_fields(self, request, obj=None):
-        return [f.name for f in self.model._meta.fields]
-
-    @admin.action(description="Retry delivery of failed alerts")
+    @admin.action(description="Retry delivery of failed alerts", permissions=["change"])
     def retry_delivery(self, request, queryset):
         count = alerts.retry_failed(list(queryset.values_list("pk", flat=True)))
         self.message_user(request, f"{count} alert(s) queued for delivery.", messages.SUCCESS)

@@ -20,8 +20,17 @@ def smtp_server(settings):
 
 
 @pytest.fixture
-def run_worker():
-    """Run the real django-tasks database worker until the queue is empty."""
+def run_worker(monkeypatch):
+    """Run the real django-tasks database worker in-process until the queue is empty.
+
+    The worker recycles connections between tasks like a request would; inside a test's
+    transaction that would close the test's connection, so only that call is neutralised,
+    as Django's own test client does for request_finished. Worker processes started by the
+    reliability tests run unmodified.
+    """
+    from django_tasks_db.management.commands import db_worker
+
+    monkeypatch.setattr(db_worker, "close_old_connections", lambda: None)
 
     def run() -> None:
         call_command(

@@ -6,10 +6,10 @@ the reliability tests see the same database.
 """
 
 from . import *  # noqa: F403
-from . import BASE_DIR, DATABASES, env
+from . import BASE_DIR, DATABASES, _database, env
 
 if not env.str("DATABASE_URL", default=""):
-    DATABASES["default"] = _database(f"sqlite:///{BASE_DIR / 'db.sqlite3'}")  # noqa: F405
+    DATABASES["default"] = _database(f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": f"{DATABASES['default']['NAME']}.test"}
 
