@@ -1,3 +1,23 @@
 """Server-rendered back-office pages (dashboard, product and pipeline pages)."""
 
-urlpatterns: list = []
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("", views.dashboard, name="dashboard"),
+    path("dashboard/runs.json", views.runs_json, name="dashboard-runs"),
+    path("products/", views.product_list, name="product-list"),
+    path("products/<str:sku>/", views.product_detail, name="product-detail"),
+    path("pipelines/", views.pipeline, name="pipeline"),
+    path("pipelines/runs/<int:pk>/", views.pipeline_run, name="pipeline-run"),
+    path(
+        "accounts/login/",
+        auth_views.LoginView.as_view(
+            template_name="registration/login.html", next_page="dashboard"
+        ),
+        name="login",
+    ),
+    path("accounts/logout/", auth_views.LogoutView.as_view(next_page="login"), name="logout"),
+]

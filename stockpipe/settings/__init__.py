@@ -105,7 +105,7 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "/accounts/login/"
 
 # E-mail: EMAIL_URL such as smtp://user:pass@host:25, smtp+tls://..., consolemail://, filemail:///path
 vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
@@ -129,6 +129,8 @@ STOCKPIPE_LOW_STOCK_THRESHOLD = env.int("STOCKPIPE_LOW_STOCK_THRESHOLD", default
 STOCKPIPE_DELIVERY_BACKOFF_BASE = env.float("STOCKPIPE_DELIVERY_BACKOFF_BASE", default=30.0)
 STOCKPIPE_DELIVERY_BACKOFF_MAX = env.float("STOCKPIPE_DELIVERY_BACKOFF_MAX", default=3600.0)
 STOCKPIPE_DELIVERY_MAX_ATTEMPTS = env.int("STOCKPIPE_DELIVERY_MAX_ATTEMPTS", default=25)
+# How long a worker may hold a claimed alert before another may retry it (crash recovery).
+STOCKPIPE_DELIVERY_LEASE = env.float("STOCKPIPE_DELIVERY_LEASE", default=300.0)
 
 LOGGING = {
     "version": 1,

@@ -1,0 +1,112 @@
+"""Read queries behind the back-office pages: each returns a bounded, ready-to-render list.
+
+Pages must stay fast on large catalogues, so every list here is limited and fetches its
+related rows in the same query.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from django.db.models import QuerySet
+from django.shortcuts import get_object_or_404
+
+from ..models import PipelineRun, PriceHistory, Product, StockAlert, StockMovement
+
+RECENT = 10
+PRODUCT_ROWS = 50
+CHART_POINTS = 500
+
+
+def open_alerts(limit: int = 50) -> QuerySet[StockAlert]:
+    """Unresolved low-stock alerts, newest first, with the product's current stock."""
+    return (
+        StockAlert.objects.filter(resolved_at__isnull=True)
+        .select_related("product")
+        .order_by("-opened_at", "-id")[:limit]
+    )
+
+
+def recent_runs(limit: int = RECENT) -> QuerySet[PipelineRun]:
+    return PipelineRun.objects.select_related("user").order_by("-created_at", "-id")[:limit]
+
+
+def active_runs() -> QuerySet[PipelineRun]:
+    """Runs not finished yet: the ones the dashboard's progress bars poll for."""
+    return PipelineRun.objects.filter(
+        status__in=[PipelineRun.Status.PENDING, PipelineRun.Status.RUNNING]
+    ).order_by("-created_at", "-id")
+
+
+def runs_by_id(ids: list[int]) -> QuerySet[PipelineRun]:
+    return PipelineRun.objects.filter(pk__in=ids[:100]).order_by("-created_at", "-id")
+
+
+def run_progress(run: PipelineRun) -> int:
+    """Percent done: by rows when the run counts rows, else by steps; 100 once finished."""
+    if run.status in (
+        PipelineRun.Status.SUCCEEDED,
+        PipelineRun.Status.FAILED,
+        PipelineRun.Status.PREVIEWED,
+    ):
+        return 100
+    if run.rows_total:
+        return min(100, run.rows_done * 100 // run.rows_total)
+    if run.steps_total:
+        return min(100, run.steps_done * 100 // run.steps_total)
+    return 0
+
+
+def recent_price_changes(limit: int = RECENT) -> QuerySet[PriceHistory]:
+    return PriceHistory.objects.select_related("changed_by").order_by("-changed_at", "-id")[:limit]
+
+
+def product_list(query: str = "", limit: int = 200) -> QuerySet[Product]:
+    products = Product.objects.order_by("sku")
+    if query:
+        products = products.filter(sku__icontains=query) | products.filter(name__icontains=query)
+    return products[:limit]
+
+
+def product_by_sku(sku: str) -> Product:
+    return get_object_or_404(Product, sku=sku)
+
+
+def stock_movements(product: Product, limit: int = PRODUCT_ROWS) -> QuerySet[StockMovement]:
+    return product.stock_movements.select_related("changed_by").order_by("-created_at", "-id")[
+        :limit
+    ]
+
+
+def alert_history(product: Product, limit: int = PRODUCT_ROWS) -> QuerySet[StockAlert]:
+    return product.stock_alerts.order_by("-opened_at", "-id")[:limit]
+
+
+def price_changes(product: Product, limit: int = PRODUCT_ROWS) -> QuerySet[PriceHistory]:
+    return product.price_history.select_related("changed_by").order_by("-changed_at", "-id")[:limit]
+
+
+@dataclass(frozen=True)
+class PricePoint:
+    at: datetime
+    price: Decimal
+
+
+def price_series(product: Product, now: datetime, limit: int = CHART_POINTS) -> list[PricePoint]:
+    """The price over time as a step series: launch (or the oldest shown) price, each change,
+    and the current price at ``now``. Only the latest ``limit`` changes are read."""
+    rows = list(
+        product.price_history.order_by("-changed_at", "-id").values_list(
+            "changed_at", "old_price", "new_price"
+        )[:limit]
+    )
+    rows.reverse()
+    if not rows:
+        return [PricePoint(product.created_at, product.price), PricePoint(now, product.price)]
+    first_at = product.created_at if len(rows) < limit else rows[0][0]
+    points = [PricePoint(min(first_at, rows[0][0]), rows[0][1])]
+    points += [PricePoint(at, new) for at, _, new in rows]
+    points.append(PricePoint(max(now, rows[-1][0]), product.price))
+    return points
