@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import threading
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
@@ -20,6 +22,17 @@ def free_port() -> int:
 class RecordingHandler:
     messages: list[Message] = field(default_factory=list)
     refuse_with: str | None = None  # e.g. "451 4.3.0 Try again later"
+    stall: bool = False  # hold every session at RCPT until `release` is set
+    stalled: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if self.stall:
+            self.stalled.set()
+            while not self.release.is_set():
+                await asyncio.sleep(0.05)
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
         if self.refuse_with:

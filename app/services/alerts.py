@@ -25,7 +25,6 @@ from ..models import DeliveryStatus, Product, StockAlert
 logger = logging.getLogger(__name__)
 
 CHUNK = 2000
-DELIVERY_LEASE = timedelta(minutes=5)
 
 
 def reconcile_alerts(products: Sequence[Product], *, using: str = "default") -> list[StockAlert]:
@@ -130,7 +129,10 @@ def deliver_alert(alert_id: int) -> str:
     claimed = (
         StockAlert.objects.filter(pk=alert_id, delivery_status=DeliveryStatus.PENDING)
         .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
-        .update(next_attempt_at=now + DELIVERY_LEASE, attempts=F("attempts") + 1)
+        .update(
+            next_attempt_at=now + timedelta(seconds=settings.STOCKPIPE_DELIVERY_LEASE),
+            attempts=F("attempts") + 1,
+        )
     )
     if not claimed:
         return "skipped"
