@@ -18,6 +18,7 @@ from django.conf import settings
 from django.core.mail import EmailMessage
 from django.db import transaction
 from django.db.models import F, Q
+from django.dispatch import Signal
 from django.utils import timezone
 
 from ..models import DeliveryStatus, Product, StockAlert
@@ -25,6 +26,11 @@ from ..models import DeliveryStatus, Product, StockAlert
 logger = logging.getLogger(__name__)
 
 CHUNK = 2000
+
+# Sent inside the transaction that opened/resolved the alerts (for outboxes, webhooks...).
+# alerts_opened: kwargs alerts (list[StockAlert]), using. alerts_resolved: alerts, using.
+alerts_opened = Signal()
+alerts_resolved = Signal()
 
 
 def reconcile_alerts(products: Sequence[Product], *, using: str = "default") -> list[StockAlert]:
@@ -69,6 +75,8 @@ def reconcile_alerts(products: Sequence[Product], *, using: str = "default") -> 
             "Low stock alert opened for %s: %s < %s", alert.sku, alert.stock, alert.threshold
         )
     schedule_delivery([a.pk for a in opened], using=using)
+    if opened:
+        alerts_opened.send(sender=StockAlert, alerts=opened, using=using)
     return opened
 
 

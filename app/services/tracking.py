@@ -38,6 +38,7 @@ class ChangeBatch:
     prices: list[PriceHistory] = field(default_factory=list)
     movements: list[StockMovement] = field(default_factory=list)
     alert_checks: dict[int, Product] = field(default_factory=dict)
+    extra_rows: dict[type[models.Model], list[models.Model]] = field(default_factory=dict)
     price_changes: int = 0
 
     def flush(self) -> None:
@@ -45,8 +46,10 @@ class ChangeBatch:
 
         PriceHistory.objects.using(self.using).bulk_create(self.prices, batch_size=CHUNK)
         StockMovement.objects.using(self.using).bulk_create(self.movements, batch_size=CHUNK)
+        for model, rows in self.extra_rows.items():
+            model._default_manager.using(self.using).bulk_create(rows, batch_size=CHUNK)
         reconcile_alerts(list(self.alert_checks.values()), using=self.using)
-        self.prices, self.movements, self.alert_checks = [], [], {}
+        self.prices, self.movements, self.alert_checks, self.extra_rows = [], [], {}, {}
 
 
 _batch: ContextVar[ChangeBatch | None] = ContextVar("stockpipe_change_batch", default=None)
@@ -70,6 +73,19 @@ def collecting_changes(using: str = "default") -> Iterator[ChangeBatch]:
     finally:
         _batch.reset(token)
     batch.flush()
+
+
+def add_row(row: models.Model, *, using: str = "default") -> None:
+    """Write ``row`` with the current change: buffered in an open batch, else saved now.
+
+    For receivers that keep their own records of product changes (an outbox, say) and want
+    them written set-based with the history rows, in the same transaction.
+    """
+    batch = _batch.get()
+    if batch is None:
+        row.save(using=using)
+    else:
+        batch.extra_rows.setdefault(type(row), []).append(row)
 
 
 def _quantize(field_: models.Field, value: Any) -> Any:
