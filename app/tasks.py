@@ -12,6 +12,7 @@ try:  # Django 6 ships the Tasks API; on 5.2 the django-tasks backport provides 
 except ImportError:
     from django_tasks import task
 
+from .pipelines import service as pipelines
 from .services import alerts, users
 
 logger = logging.getLogger(__name__)
@@ -39,3 +40,9 @@ def send_welcome_email(user_id: int, attempt: int = 1) -> bool:
         retry_at = timezone.now() + alerts.backoff(attempt)
         send_welcome_email.using(run_after=retry_at).enqueue(user_id, attempt + 1)
         return False
+
+
+@task()
+def run_pipeline_task(run_id: int) -> str:
+    """Run a queued (``"mode": "async"``) pipeline run; returns its final status."""
+    return pipelines.execute_queued(run_id)

@@ -1,0 +1,96 @@
+"""Product rows for ``upsert_products``: one model validates JSON rows and CSV rows alike.
+
+CSV is read as a stream (``csv.reader`` over a file or string buffer), so memory stays flat
+however many rows a feed has; a bad cell fails the step with its line and column.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TextIO
+
+from pydantic import ValidationError
+
+from .base import Name, Price, Sku, Stock, Strict
+
+REQUIRED_COLUMNS = ("sku", "name", "price")
+OPTIONAL_COLUMNS = ("stock", "low_stock_threshold")
+
+
+class ProductRow(Strict):
+    sku: Sku
+    name: Name
+    price: Price
+    stock: Stock | None = None
+    low_stock_threshold: Stock | None = None
+
+
+def header_errors(header: list[str] | None) -> list[str]:
+    """What is wrong with a CSV header line (empty list when it is fine)."""
+    if not header:
+        return [
+            "CSV is empty: expected a header line with sku,name,price[,stock,low_stock_threshold]"
+        ]
+    columns = [c.strip() for c in header]
+    errors = [f"missing column {c!r}" for c in REQUIRED_COLUMNS if c not in columns]
+    known = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+    errors += [
+        f"unknown column {c!r} (known: {', '.join(known)})" for c in columns if c not in known
+    ]
+    errors += [f"duplicate column {c!r}" for c in dict.fromkeys(columns) if columns.count(c) > 1]
+    return errors
+
+
+def read_header(stream: TextIO) -> list[str] | None:
+    return next(csv.reader(stream), None)
+
+
+def open_csv(text: str | None = None, path: str | None = None) -> TextIO:
+    if path is not None:
+        return Path(path).open(newline="", encoding="utf-8-sig")
+    return io.StringIO(text or "", newline="")
+
+
+def count_data_lines(text: str | None = None, path: str | None = None) -> int:
+    """Data rows of a CSV, for progress (counts line breaks; quoted newlines over-count)."""
+    if path is not None:
+        lines = 0
+        with Path(path).open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                lines += block.count(b"\n")
+        return max(lines - 1, 0)
+    text = text or ""
+    return max(text.count("\n") - (1 if text.endswith("\n") else 0), 0)
+
+
+class RowError(Exception):
+    def __init__(self, line: int, column: str, msg: str) -> None:
+        self.line, self.column, self.msg = line, column, msg
+        super().__init__(f"line {line}, column {column}: {msg}")
+
+
+def iter_csv_rows(stream: TextIO) -> Iterator[tuple[int, ProductRow]]:
+    """Yield ``(line number, row)``; raise ``RowError`` at the first bad cell."""
+    reader = csv.reader(stream)
+    header = [c.strip() for c in next(reader, None) or []]
+    width = len(header)
+    for values in reader:
+        line = reader.line_num
+        if not values or (len(values) == 1 and not values[0].strip()):
+            continue  # blank line
+        if len(values) != width:
+            raise RowError(line, "*", f"expected {width} values, found {len(values)}")
+        data = {
+            k: v
+            for k, v in zip(header, values, strict=True)
+            if v.strip() != "" or k in REQUIRED_COLUMNS
+        }
+        try:
+            yield line, ProductRow.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            column = str(first["loc"][0]) if first["loc"] else "*"
+            raise RowError(line, column, f"{first['msg']} (got {data.get(column)!r})") from None

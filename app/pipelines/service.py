@@ -1,0 +1,257 @@
+"""Run pipelines: record a ``PipelineRun``, validate, execute all-or-nothing, report.
+
+The run row is written outside the run's transaction, so failed and previewed runs are
+recorded too; a successful run's final status is written inside it, so "succeeded" and the
+data commit together. Steps run inside ``change_context(source="pipeline:<id>")``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import router, transaction
+from django.utils import timezone
+
+from ..models import PipelineRun, Product
+from ..services.context import change_context
+from .base import StepFailure
+from .progress import Progress
+from .spec import PipelineSpec, SpecError, validate_spec
+from .writer import RunState, StepUnit
+
+logger = logging.getLogger(__name__)
+
+STALE_AFTER = timedelta(minutes=10)
+
+
+class _Rollback(Exception):
+    """Raised to roll back a dry run after it has run."""
+
+
+class _Abandoned(Exception):
+    """The run was declared dead (``fail_stale_runs``) while it ran: its work is rolled back."""
+
+
+def status_url(run_id: int) -> str:
+    return f"/api/pipelines/runs/{run_id}"
+
+
+def process_pipeline(
+    spec: dict[str, Any] | str | bytes | PipelineSpec,
+    *,
+    user=None,
+    allow_files: bool = False,
+    base_dir: str | Path | None = None,
+    force_sync: bool = False,
+    on_progress: Callable[[PipelineRun], None] | None = None,
+) -> dict[str, Any]:
+    """Validate and run a pipeline spec; return its result (also stored on the run).
+
+    ``"mode": "async"`` specs are queued instead (unless ``force_sync``): the result then
+    has status ``pending`` and the URL to poll. Validation errors and business failures come
+    back as status ``failed`` with ``error.kind`` ``invalid`` or ``failed``; nothing is
+    half-applied. Unexpected errors are recorded on the run and re-raised.
+    """
+    data = _as_data(spec)
+    using = router.db_for_write(Product)
+    run = PipelineRun.objects.using(using).create(
+        name=str(data.get("name", ""))[:200] if isinstance(data, dict) else "",
+        spec=data,
+        user=user if getattr(user, "is_authenticated", False) else None,
+        status=PipelineRun.Status.PENDING,
+        dry_run=bool(data.get("dry_run")) if isinstance(data, dict) else False,
+        mode="sync"
+        if force_sync or not isinstance(data, dict)
+        else str(data.get("mode", "sync"))[:10],
+    )
+    try:
+        parsed = validate_spec(data, allow_files=allow_files, base_dir=base_dir)
+    except SpecError as exc:
+        return _finish_failed(
+            run, "invalid", "Invalid pipeline spec.", exc.errors, time.monotonic()
+        )
+    if parsed.mode == "async" and not force_sync:
+        from ..tasks import run_pipeline_task
+
+        transaction.on_commit(lambda: run_pipeline_task.enqueue(run.pk), using=using)
+        return {"run_id": run.pk, "status": run.status, "status_url": status_url(run.pk)}
+    return execute(run, parsed, user=user, on_progress=on_progress)
+
+
+def execute_queued(run_id: int) -> str:
+    """Run a queued (async) run; a no-op if another worker already took it."""
+    using = router.db_for_write(Product)
+    run = PipelineRun.objects.using(using).filter(pk=run_id).select_related("user").first()
+    if run is None or run.status != PipelineRun.Status.PENDING:
+        return "skipped"
+    try:
+        parsed = validate_spec(run.spec)
+    except SpecError as exc:
+        return _finish_failed(
+            run, "invalid", "Invalid pipeline spec.", exc.errors, time.monotonic()
+        )["status"]
+    return execute(run, parsed, user=run.user)["status"]
+
+
+def execute(
+    run: PipelineRun,
+    spec: PipelineSpec,
+    *,
+    user=None,
+    on_progress: Callable[[PipelineRun], None] | None = None,
+) -> dict[str, Any]:
+    using = run._state.db or router.db_for_write(Product)
+    started = time.monotonic()
+    now = timezone.now()
+    run.steps_total = len(spec.steps)
+    run.rows_total = sum(step.size(using) for step in spec.steps)
+    run.steps_done = run.rows_done = 0
+    run.started_at = run.heartbeat_at = now
+    claimed = (
+        PipelineRun.objects.using(using)
+        .filter(pk=run.pk, status=PipelineRun.Status.PENDING)
+        .update(
+            status=PipelineRun.Status.RUNNING,
+            started_at=now,
+            heartbeat_at=now,
+            steps_total=run.steps_total,
+            rows_total=run.rows_total,
+        )
+    )
+    if not claimed:
+        raise RuntimeError(f"Pipeline run {run.pk} is not pending.")
+    run.status = PipelineRun.Status.RUNNING
+    progress = Progress(run, using=using, on_progress=on_progress)
+    state = RunState(using=using, dry_run=spec.dry_run, progress=progress)
+    try:
+        with (
+            transaction.atomic(using=using),
+            change_context(user=user, source=f"pipeline:{run.pk}"),
+        ):
+            for index, step in enumerate(spec.steps):
+                unit = StepUnit(index, step.op, state)
+                step.run(unit)
+                state.steps.append({"index": index, "op": step.op, **vars(unit.counts)})
+                progress.step_done()
+            if spec.dry_run:
+                raise _Rollback
+            result = _result(run, state, PipelineRun.Status.SUCCEEDED, started)
+            if not _store(run, PipelineRun.Status.SUCCEEDED, result=result, only_running=True):
+                raise _Abandoned
+    except _Rollback:
+        result = _result(run, state, PipelineRun.Status.PREVIEWED, started)
+        _store(run, PipelineRun.Status.PREVIEWED, result=result)
+        return result
+    except StepFailure as exc:
+        return _finish_failed(run, "failed", str(exc.errors[0]["msg"]), exc.errors, started, state)
+    except _Abandoned:
+        run.refresh_from_db()
+        return {"run_id": run.pk, "status": run.status, "error": run.error}
+    except Exception as exc:
+        logger.exception("Pipeline run %s crashed", run.pk)
+        _finish_failed(run, "internal", f"internal error: {type(exc).__name__}", [], started, state)
+        raise
+    finally:
+        progress.close()
+    return result
+
+
+def _result(run: PipelineRun, state: RunState, status: str, started: float) -> dict[str, Any]:
+    totals = {
+        key: sum(step[key] for step in state.steps)
+        for key in ("created", "updated", "unchanged", "deleted")
+    }
+    totals.update(
+        price_changes=state.price_change_count,
+        alerts_opened=state.alerts_opened_count,
+        alerts_resolved=state.alerts_resolved_count,
+    )
+    result = {
+        "run_id": run.pk,
+        "name": run.name,
+        "status": status,
+        "dry_run": state.dry_run,
+        "steps": state.steps,
+        "totals": totals,
+        "price_changes": state.price_changes,
+        "alerts": {"opened": state.alerts_opened, "resolved": state.alerts_resolved},
+        "duration_ms": int((time.monotonic() - started) * 1000),
+        "error": None,
+    }
+    if state.dry_run:
+        result["diff"] = state.diff_list()
+    return result
+
+
+def _store(run: PipelineRun, status: str, *, only_running: bool = False, **values: Any) -> bool:
+    now = timezone.now()
+    qs = PipelineRun.objects.using(run._state.db).filter(pk=run.pk)
+    if only_running:
+        qs = qs.filter(status=PipelineRun.Status.RUNNING)
+    values = {
+        "status": status,
+        "finished_at": now,
+        "heartbeat_at": now,
+        "steps_done": run.steps_done,
+        "rows_done": run.rows_done,
+        **values,
+    }
+    for key, value in values.items():
+        setattr(run, key, value)
+    return qs.update(**values) > 0
+
+
+def _finish_failed(
+    run: PipelineRun,
+    kind: str,
+    detail: str,
+    errors: list[dict[str, Any]],
+    started: float,
+    state: RunState | None = None,
+) -> dict[str, Any]:
+    """Record the run as failed (outside the rolled-back work) and return its result."""
+    error = {"kind": kind, "detail": detail, "errors": errors}
+    result = {
+        "run_id": run.pk,
+        "name": run.name,
+        "status": PipelineRun.Status.FAILED,
+        "dry_run": run.dry_run,
+        "duration_ms": int((time.monotonic() - started) * 1000),
+        "error": error,
+    }
+    _store(run, PipelineRun.Status.FAILED, result=result, error=error)
+    return result
+
+
+def _as_data(spec: Any) -> Any:
+    if isinstance(spec, PipelineSpec):
+        return spec.model_dump(mode="json", exclude_none=True)
+    if isinstance(spec, (str, bytes, bytearray)):
+        return json.loads(spec)
+    # Python callers may pass Decimals; the stored spec must be plain JSON.
+    return json.loads(json.dumps(spec, cls=DjangoJSONEncoder))
+
+
+def fail_stale_runs(older_than: timedelta = STALE_AFTER) -> int:
+    """Mark runs whose worker stopped (no heartbeat for ``older_than``) as failed.
+
+    On PostgreSQL a live run's heartbeat moves every second or so; elsewhere it only moves
+    between runs, so ``older_than`` must exceed the longest expected run there.
+    """
+    cutoff = timezone.now() - older_than
+    now = timezone.now()
+    error = {
+        "kind": "abandoned",
+        "detail": f"no heartbeat since before {cutoff.isoformat()}: the worker stopped",
+        "errors": [],
+    }
+    return PipelineRun.objects.filter(
+        status=PipelineRun.Status.RUNNING, heartbeat_at__lt=cutoff
+    ).update(status=PipelineRun.Status.FAILED, error=error, finished_at=now)

@@ -1,0 +1,1 @@
+"""One module per pipeline step type; each registers itself with ``@register``."""

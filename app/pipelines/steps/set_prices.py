@@ -1,0 +1,30 @@
+"""``set_prices``: give products (by SKU) a new price."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from ..base import Price, Sku, StepSpec
+from ..registry import register
+from ..writer import chunked
+
+
+@register
+class SetPrices(StepSpec):
+    """Set the price of each listed SKU; an unknown SKU fails the run."""
+
+    op: Literal["set_prices"]
+    prices: dict[Sku, Price] = Field(min_length=1)
+
+    def size(self, using: str) -> int:
+        return len(self.prices)
+
+    def run(self, unit) -> None:
+        for chunk in chunked(self.prices.items()):
+            found = unit.lock_skus([sku for sku, _ in chunk], lambda s: ("prices", s))
+            for sku, price in chunk:
+                found[sku].price = price
+            unit.save(found[sku] for sku, _ in chunk)
+            unit.advance(len(chunk))

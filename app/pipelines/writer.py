@@ -1,0 +1,275 @@
+"""The unit of work the steps share: set-based reads and writes through the tracking core.
+
+A step hands over products with new values assigned; the writer skips unchanged ones,
+groups the rest by which fields changed (so ``update_fields`` is what ``save()`` would have
+sent) and writes each group with ``tracking.write_products`` inside
+``tracking.collecting_changes()``. History, ledger, alerts and ``pre_save``/``post_save``
+receivers therefore see exactly what one ``save()`` per changed product would produce.
+Each chunk holds a product at most once, so flushing per chunk keeps alert episodes exact.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import connections
+from django.utils import timezone
+
+from ..models import Product, StockAlert
+from ..services import tracking
+from .base import Select, StepFailure
+
+CHUNK = tracking.CHUNK
+WRITABLE = ("name", "price", "stock", "low_stock_threshold")
+MAX_LISTED = 1000  # price changes / alerts listed in a result; the counts are always complete
+MAX_REPORTED = 20  # located errors reported for one failing chunk
+
+
+def jsonable(value: Any) -> Any:
+    return value if value is None or isinstance(value, (int, str, bool)) else str(value)
+
+
+@dataclass
+class StepCounts:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+
+
+@dataclass
+class RunState:
+    """What a run has done so far: counts, price changes, alerts, dry-run diff, progress."""
+
+    using: str
+    dry_run: bool
+    progress: Any = None  # service.Progress
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    price_changes: list[dict[str, Any]] = field(default_factory=list)
+    price_change_count: int = 0
+    alerts_opened: list[dict[str, Any]] = field(default_factory=list)
+    alerts_resolved: list[dict[str, Any]] = field(default_factory=list)
+    alerts_opened_count: int = 0
+    alerts_resolved_count: int = 0
+    diff: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def note_diff(self, sku: str, field_: str, before: Any, after: Any) -> None:
+        entry = self.diff.setdefault(sku, {"sku": sku, "action": "updated", "fields": {}})
+        if field_ in entry["fields"]:
+            entry["fields"][field_][1] = jsonable(after)
+        else:
+            entry["fields"][field_] = [jsonable(before), jsonable(after)]
+
+    def diff_list(self) -> list[dict[str, Any]]:
+        out = []
+        for entry in self.diff.values():
+            changes = [
+                {"field": name, "before": before, "after": after}
+                for name, (before, after) in entry["fields"].items()
+                if before != after or entry["action"] != "updated"
+            ]
+            if changes or entry["action"] != "updated":
+                out.append({"sku": entry["sku"], "action": entry["action"], "changes": changes})
+        return out
+
+
+class StepUnit:
+    """One step's access to the database: locked reads, tracked writes, counts, errors."""
+
+    def __init__(self, index: int, op: str, state: RunState) -> None:
+        self.index = index
+        self.op = op
+        self.state = state
+        self.using = state.using
+        self.counts = StepCounts()
+
+    # --- errors -------------------------------------------------------------------------
+
+    def loc(self, *parts: Any) -> list[Any]:
+        return ["steps", self.index, *parts]
+
+    def failure(self, items: Sequence[tuple[Sequence[Any], str]]) -> StepFailure:
+        return StepFailure(
+            [
+                {"loc": self.loc(*loc), "msg": f"step {self.index} ({self.op}): {msg}"}
+                for loc, msg in list(items)[:MAX_REPORTED]
+            ]
+        )
+
+    # --- reads --------------------------------------------------------------------------
+
+    def lock_skus(self, skus: Sequence[str], loc_of=None) -> dict[str, Product]:
+        """Lock the products with these SKUs; fail the step if any does not exist.
+
+        ``loc_of(sku)`` gives an unknown SKU's location inside the step.
+        """
+        found = {p.sku: p for p in self._locked(sku__in=list(skus))}
+        missing = [s for s in dict.fromkeys(skus) if s not in found]
+        if missing:
+            loc_of = loc_of or (lambda s: (s,))
+            raise self.failure([(loc_of(s), f"unknown SKU {s!r}") for s in missing])
+        return found
+
+    def lock_existing(self, skus: Sequence[str]) -> dict[str, Product]:
+        return {p.sku: p for p in self._locked(sku__in=list(skus))}
+
+    def iter_selected(self, select: Select) -> Iterator[list[Product]]:
+        """Chunks of locked products matching ``select`` (unknown explicit SKUs fail)."""
+        if select.skus is not None:
+            skus = list(dict.fromkeys(select.skus))
+            position = {s: i for i, s in enumerate(select.skus)}
+            for start in range(0, len(skus), CHUNK):
+                chunk = skus[start : start + CHUNK]
+                found = self.lock_skus(chunk, lambda s: ("select", "skus", position[s]))
+                yield [found[s] for s in chunk]
+            return
+        lookup = {} if select.all else {"sku__startswith": select.sku_prefix}
+        last = None
+        while True:
+            page = {"pk__gt": last} if last is not None else {}
+            chunk = self._locked(limit=CHUNK, **lookup, **page)
+            if not chunk:
+                return
+            yield chunk
+            last = chunk[-1].pk
+
+    def _locked(self, limit: int | None = None, **lookup: Any) -> list[Product]:
+        qs = (
+            Product._base_manager.db_manager(self.using)
+            .select_for_update()
+            .filter(**lookup)
+            .order_by("pk")
+        )
+        return list(qs[:limit] if limit else qs)
+
+    # --- writes -------------------------------------------------------------------------
+
+    def save(self, objs: Iterable[Product]) -> None:
+        """Write the products whose values differ from what was read; count the rest."""
+        groups: dict[tuple[str, ...], list[Product]] = {}
+        for obj in objs:
+            loaded = obj._loaded
+            changed = tuple(name for name in WRITABLE if loaded[name] != getattr(obj, name))
+            if changed:
+                groups.setdefault(changed, []).append(obj)
+            else:
+                self.counts.unchanged += 1
+        if not groups:
+            return
+        state = self.state
+        for fields, group in groups.items():
+            self.counts.updated += len(group)
+            if "price" in fields:
+                state.price_change_count += len(group)
+                room = MAX_LISTED - len(state.price_changes)
+                state.price_changes.extend(
+                    {
+                        "step": self.index,
+                        "sku": obj.sku,
+                        "old": str(obj._loaded["price"]),
+                        "new": str(obj.price),
+                    }
+                    for obj in group[: max(room, 0)]
+                )
+            if state.dry_run:
+                for obj in group:
+                    for name in fields:
+                        state.note_diff(obj.sku, name, obj._loaded[name], getattr(obj, name))
+        self._tracked(
+            lambda: [
+                tracking.write_products(group, fields, using=self.using)
+                for fields, group in groups.items()
+            ]
+        )
+
+    def create(self, objs: list[Product]) -> None:
+        if not objs:
+            return
+        self.counts.created += len(objs)
+        if self.state.dry_run:
+            for obj in objs:
+                self.state.diff[obj.sku] = {
+                    "sku": obj.sku,
+                    "action": "created",
+                    "fields": {n: [None, jsonable(getattr(obj, n))] for n in WRITABLE},
+                }
+        self._tracked(lambda: Product.objects.db_manager(self.using).bulk_create(objs))
+
+    def delete(self, products: list[Product]) -> None:
+        if not products:
+            return
+        ids = [p.pk for p in products]
+        closing = list(
+            StockAlert.objects.using(self.using)
+            .filter(product_id__in=ids, resolved_at__isnull=True)
+            .values_list("sku", flat=True)
+        )
+        _, per_model = Product.objects.db_manager(self.using).filter(pk__in=ids).delete()
+        self.counts.deleted += per_model.get(Product._meta.label, 0)
+        self._note_resolved(closing)
+        if self.state.dry_run:
+            for p in products:
+                self.state.diff[p.sku] = {
+                    "sku": p.sku,
+                    "action": "deleted",
+                    "fields": {n: [jsonable(p._loaded[n]), None] for n in WRITABLE},
+                }
+
+    def _tracked(self, write) -> None:
+        """Run ``write`` in one change batch, then note which alerts it opened or resolved."""
+        t0 = timezone.now()
+        with tracking.collecting_changes(self.using) as batch:
+            write()
+            checked = list(batch.alert_checks)
+        if not checked:
+            return
+        alerts = StockAlert.objects.using(self.using)
+        for start in range(0, len(checked), CHUNK):
+            ids = checked[start : start + CHUNK]
+            opened = alerts.filter(
+                product_id__in=ids, opened_at__gte=t0, resolved_at__isnull=True
+            ).values_list("sku", "stock", "threshold")
+            state = self.state
+            for sku, stock, threshold in opened:
+                state.alerts_opened_count += 1
+                if len(state.alerts_opened) < MAX_LISTED:
+                    state.alerts_opened.append(
+                        {"step": self.index, "sku": sku, "stock": stock, "threshold": threshold}
+                    )
+            self._note_resolved(
+                alerts.filter(product_id__in=ids, resolved_at__gte=t0).values_list("sku", flat=True)
+            )
+
+    def _note_resolved(self, skus: Iterable[str]) -> None:
+        state = self.state
+        for sku in skus:
+            state.alerts_resolved_count += 1
+            if len(state.alerts_resolved) < MAX_LISTED:
+                state.alerts_resolved.append({"step": self.index, "sku": sku})
+
+    def advance(self, items: int) -> None:
+        """Report progress: ``items`` more items of this step are done."""
+        if self.state.progress is not None:
+            self.state.progress.advance(items)
+
+
+def chunked(items: Iterable[Any], size: int = CHUNK) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def vendor(using: str) -> str:
+    return connections[using].vendor
+
+
+def monotonic_ms(start: float) -> int:
+    return int((time.monotonic() - start) * 1000)
