@@ -1,5 +1,26 @@
-"""The HTTP API (Django Ninja). Owned by the API work; this is the mount point."""
+"""The HTTP API (Django Ninja), mounted at ``/api/``; OpenAPI at ``/api/openapi.json``,
+interactive docs at ``/api/docs``."""
 
-from ninja import NinjaAPI
+from . import alerts, auth, errors, history, pipelines, products, stock, tokens
+from .base import StockpipeAPI
 
-api = NinjaAPI(title="stockpipe API", version="1.0.0", urls_namespace="api")
+api = StockpipeAPI(
+    title="stockpipe API",
+    version="1.0.0",
+    urls_namespace="api",
+    description=(
+        "Inventory API. Authenticate with `Authorization: Bearer <token>` (create tokens at "
+        "`POST /api/tokens` after `POST /api/auth/login`) or a browser session (send "
+        "`X-CSRFToken` on writes). Errors are always "
+        '`{"detail": ..., "errors": [{"loc": [...], "msg": ...}]}`; invalid input is 422.'
+    ),
+)
+errors.install(api)
+api.add_decorator(auth.attribute_to_auth_user)
+api.add_router("/auth", auth.router)
+api.add_router("/products", products.router)
+api.add_router("/products", stock.router)
+api.add_router("/products", history.router)
+api.add_router("/alerts", alerts.router)
+api.add_router("/pipelines", pipelines.router)
+api.add_router("/tokens", tokens.router)

@@ -1,0 +1,237 @@
+"""Request and response schemas shared by the API's routers.
+
+Input constraints mirror the database columns (lengths, 32-bit integers, 12.2 decimals,
+no NUL characters, which PostgreSQL cannot store), so bad input is a 422 that names the
+field instead of a database error.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any
+
+from ninja import Schema
+from pydantic import Field, StringConstraints, WithJsonSchema
+
+MAX_INT = 2**31 - 1
+MAX_ID = 2**63 - 1
+ObjectId = Annotated[int, Field(ge=1, le=MAX_ID)]
+
+# A SKU as it appears in a URL: no control characters and no "/" (it is one path segment).
+SKU_PATTERN = r"^[^\x00-\x1f\x7f/]+$"
+Sku = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=SKU_PATTERN)]
+Text200 = Annotated[str, StringConstraints(max_length=200, pattern=r"^[^\x00]*$")]
+Name = Annotated[
+    str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00]*\S[^\x00]*$")
+]
+Price = Annotated[
+    Decimal,
+    Field(ge=0, max_digits=12, decimal_places=2),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0, "maximum": 9999999999.99},
+                {"type": "string", "pattern": r"^[0-9]{1,10}(\.[0-9]{1,2})?$"},
+            ],
+            "description": "Up to 10 digits and 2 decimals, not negative.",
+        }
+    ),
+]
+StockLevel = Annotated[int, Field(ge=0, le=MAX_INT)]
+Threshold = Annotated[int, Field(ge=0, le=MAX_INT)]
+
+
+class Page(Schema):
+    """Page-number pagination: ``count`` is the total number of items."""
+
+    count: int
+    page: int
+    page_size: int
+    items: list[Any]
+
+
+def paginate(queryset, page: int, page_size: int) -> dict:
+    count = queryset.count()
+    start = (page - 1) * page_size
+    items = list(queryset[start : start + page_size]) if start < count else []
+    return {"count": count, "page": page, "page_size": page_size, "items": items}
+
+
+PageNumber = Annotated[int, Field(ge=1, le=1_000_000, description="1-based page number")]
+PageSize = Annotated[int, Field(ge=1, le=200, description="Items per page (max 200)")]
+
+
+# --- products ---------------------------------------------------------------------------
+
+
+class ProductOut(Schema):
+    id: int
+    sku: str
+    name: str
+    price: Decimal
+    stock: int
+    low_stock_threshold: int
+    is_low_stock: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class ProductPage(Schema):
+    """Cursor pagination by SKU: pass ``next_after`` as ``after`` to get the next page."""
+
+    items: list[ProductOut]
+    next_after: str | None
+
+
+class ProductIn(Schema):
+    sku: Sku
+    name: Name
+    price: Price
+    stock: StockLevel = 0
+    low_stock_threshold: Threshold | None = None
+
+
+class ProductPatch(Schema):
+    """Only the fields sent are changed; null is not a value for any of them."""
+
+    name: Name = None
+    price: Price = None
+    stock: StockLevel = None
+    low_stock_threshold: Threshold = None
+
+
+# --- stock ------------------------------------------------------------------------------
+
+
+class StockIn(Schema):
+    delta: Annotated[int, Field(ge=-MAX_INT, le=MAX_INT)] = Field(
+        description="Units to add (positive) or remove (negative); not zero."
+    )
+    reason: Text200 = ""
+    idempotency_key: (
+        Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00]+$")]
+        | None
+    ) = None
+
+
+class MovementOut(Schema):
+    id: int
+    sku: str
+    delta: int
+    stock_after: int
+    reason: str
+    idempotency_key: str | None
+    created_at: datetime
+    changed_by: str | None
+    source: str
+
+    @staticmethod
+    def resolve_changed_by(obj) -> str | None:
+        return obj.changed_by.get_username() if obj.changed_by_id else None
+
+
+# --- history ----------------------------------------------------------------------------
+
+
+class PriceChangeOut(Schema):
+    id: int
+    sku: str
+    old_price: Decimal
+    new_price: Decimal
+    changed_at: datetime
+    changed_by: str | None
+    source: str
+
+    @staticmethod
+    def resolve_changed_by(obj) -> str | None:
+        return obj.changed_by.get_username() if obj.changed_by_id else None
+
+
+class PriceChangePage(Page):
+    items: list[PriceChangeOut]
+
+
+class PriceAtOut(Schema):
+    sku: str
+    at: datetime
+    price: Decimal
+    changed_at: datetime | None = Field(
+        description="When this price was set (null: unchanged since the product was created)."
+    )
+
+
+# --- alerts -----------------------------------------------------------------------------
+
+
+class AlertOut(Schema):
+    id: int
+    sku: str
+    name: str
+    stock: int
+    threshold: int
+    is_open: bool
+    opened_at: datetime
+    resolved_at: datetime | None
+    delivery_status: str
+    attempts: int
+    last_error: str
+    next_attempt_at: datetime | None
+    sent_at: datetime | None
+
+
+class AlertPage(Page):
+    items: list[AlertOut]
+
+
+# --- pipelines --------------------------------------------------------------------------
+
+
+class RunOut(Schema):
+    id: int
+    name: str
+    status: str
+    dry_run: bool
+    mode: str
+    user: str | None
+    steps_done: int
+    steps_total: int
+    rows_done: int
+    rows_total: int
+    result: Any | None
+    error: Any | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @staticmethod
+    def resolve_user(obj) -> str | None:
+        return obj.user.get_username() if obj.user_id else None
+
+
+class RunPage(Page):
+    items: list[RunOut]
+
+
+# --- tokens -----------------------------------------------------------------------------
+
+
+class TokenIn(Schema):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[^\x00]+$")]
+
+
+class TokenOut(Schema):
+    id: int
+    name: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class NewTokenOut(TokenOut):
+    token: str = Field(description="The secret; shown only in this response.")
+
+
+class TokenPage(Page):
+    items: list[TokenOut]

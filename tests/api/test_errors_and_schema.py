@@ -1,0 +1,66 @@
+import pytest
+from django.db import connection
+from django.test import Client
+
+from tests.api.conftest import assert_error_shape
+
+pytestmark = pytest.mark.django_db
+
+
+def test_unknown_api_urls_are_json_404(api):
+    for path in ["/api/nope", "/api/products/a/b/c", "/api/products/X/stock/extra"]:
+        assert_error_shape(api.get(path), 404)
+    assert_error_shape(api.post("/api/nope", {}), 404)
+
+
+def test_wrong_method_is_json_405(api):
+    response = api.client.put("/api/products", headers=api.headers)
+    body = assert_error_shape(response, 405)
+    assert "GET" in response["Allow"] and "POST" in response["Allow"]
+    assert "PUT" in body["detail"]
+
+
+def test_unexpected_exception_is_json_500_without_traceback(reader_api, caplog):
+    """A real failure (the alerts table is gone) surfaces as the error shape, logged."""
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE app_stockalert RENAME TO app_stockalert_gone")
+    response = reader_api.get("/api/alerts")
+    body = assert_error_shape(response, 500)
+    assert body["detail"] == "Internal server error."
+    assert "app_stockalert" not in response.content.decode()
+    assert "Traceback" not in response.content.decode()
+    assert "Unhandled API error on GET /api/alerts" in caplog.text
+
+
+def test_openapi_document_and_docs():
+    client = Client()
+    schema = client.get("/api/openapi.json").json()
+    paths = schema["paths"]
+    for path in [
+        "/api/products",
+        "/api/products/{sku}",
+        "/api/products/{sku}/stock",
+        "/api/products/{sku}/price-history",
+        "/api/products/{sku}/price-at",
+        "/api/alerts",
+        "/api/pipelines/runs",
+        "/api/pipelines/runs/{run_id}",
+        "/api/pipelines/execute",
+        "/api/tokens",
+        "/api/tokens/{token_id}",
+        "/api/auth/login",
+    ]:
+        assert path in paths, path
+    assert set(schema["components"]["securitySchemes"]) == {"BearerToken", "SessionCookie"}
+    # Every operation declares its error responses with the shared error schema.
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            codes = set(operation["responses"])
+            assert any(c.startswith("2") for c in codes), (method, path)
+            if operation.get("security"):
+                assert "401" in codes, (method, path)
+            if any(p["in"] in ("path", "query") for p in operation.get("parameters", [])):
+                assert "422" in codes, (method, path)
+    stock = paths["/api/products/{sku}/stock"]["post"]["responses"]
+    assert {"200", "201", "401", "403", "404", "409", "422"} <= set(stock)
+    assert client.get("/api/docs").status_code == 200
