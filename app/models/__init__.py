@@ -9,6 +9,7 @@ from .models import (
     StockAlert,
     StockMovement,
 )
+from .webhooks import WebhookAttempt, WebhookDelivery, WebhookEvent, WebhookSubscription
 
 __all__ = [
     "TRACKED_FIELDS",
@@ -20,4 +21,8 @@ __all__ = [
     "Product",
     "StockAlert",
     "StockMovement",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEvent",
+    "WebhookSubscription",
 ]

@@ -1,0 +1,105 @@
+"""Outgoing webhooks: subscriptions, the outbox of deliveries, and the log of attempts.
+
+``WebhookDelivery`` is the outbox: one row per (event, subscription), written in the
+transaction of the change, so rolled-back work sends nothing and committed work is never
+lost. The row is the source of truth for delivery; tasks are only triggers.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+
+
+class WebhookEvent(models.TextChoices):
+    PRODUCT_CREATED = "product.created"
+    PRODUCT_UPDATED = "product.updated"
+    PRODUCT_DELETED = "product.deleted"
+    PRICE_CHANGED = "price.changed"
+    STOCK_LOW = "stock.low"
+    STOCK_RESTORED = "stock.restored"
+    PIPELINE_FINISHED = "pipeline.finished"
+
+
+class WebhookSubscription(models.Model):
+    """Where to POST which events. The secret is a shared secret (needed to sign), so it
+    is stored as given; the API shows it only once, at creation."""
+
+    name = models.CharField(max_length=100, blank=True, default="")
+    url = models.URLField(max_length=500)
+    events = models.JSONField(default=list, help_text='Event types, e.g. ["price.changed"].')
+    secret = models.CharField(max_length=200)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.name or self.url
+
+
+class WebhookDelivery(models.Model):
+    """One event for one subscription: the outbox row and its delivery state.
+
+    ``stream`` groups the rows that must arrive in order (``product:<id>``); a row is only
+    sent when no older pending row of the same (subscription, stream) exists.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        DEAD = "dead"
+
+    # No database constraint: a subscription deleted while a writer still had it cached
+    # must not make that writer's product change fail; delivery drops such orphans.
+    subscription = models.ForeignKey(
+        WebhookSubscription,
+        on_delete=models.CASCADE,
+        db_constraint=False,
+        related_name="deliveries",
+    )
+    event_id = models.UUIDField(default=uuid.uuid4, db_index=True)
+    event_type = models.CharField(max_length=40, choices=WebhookEvent.choices)
+    stream = models.CharField(max_length=80)
+    data = models.JSONField()
+    created_at = models.DateTimeField(db_index=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name_plural = "webhook deliveries"
+        indexes = [
+            models.Index(fields=["subscription", "stream", "status", "id"], name="webhook_stream"),
+            models.Index(fields=["status", "next_attempt_at"], name="webhook_delivery_queue"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} {self.event_id} -> subscription {self.subscription_id}"
+
+
+class WebhookAttempt(models.Model):
+    """The log of one HTTP attempt of a delivery."""
+
+    delivery = models.ForeignKey(
+        WebhookDelivery, on_delete=models.CASCADE, related_name="attempt_log"
+    )
+    number = models.PositiveIntegerField()
+    attempted_at = models.DateTimeField()
+    status_code = models.PositiveIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True, default="")
+    response_body = models.TextField(blank=True, default="")
+    duration_ms = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["delivery", "number"]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of delivery {self.delivery_id}: {self.status_code or self.error}"
