@@ -14,7 +14,7 @@ import time
 from decimal import Decimal
 
 
-def _wait_for_start() -> None:
+def _wait_for_start() -> None:  # all actors of a test start at the same instant
     start_at = float(os.environ.get("START_AT", "0"))
     delay = start_at - time.time()
     if delay > 0:
@@ -45,7 +45,50 @@ def create_low_product(sku: str) -> None:
     Product.objects.create(sku=sku, name=f"Product {sku}", price=Decimal("5.00"), stock=1)
 
 
-ACTIONS = {f.__name__: f for f in (change_prices, drop_stock, create_low_product)}
+def decrement_orm(sku: str, count: str, tag: str) -> None:
+    """Decrement through the stock service; refusals are counted, never raised."""
+    from django.contrib.auth import get_user_model
+
+    from app.services.stock import InsufficientStock, adjust_stock
+
+    user = get_user_model().objects.get(username="worker")
+    refused = 0
+    for i in range(int(count)):
+        try:
+            adjust_stock(sku, -1, user=user, reason="orm", idempotency_key=f"{tag}-{i}")
+        except InsufficientStock:
+            refused += 1
+    print(f"refused={refused}")
+
+
+def decrement_api(base_url: str, token: str, sku: str, count: str, tag: str) -> None:
+    """Decrement through the HTTP API; every answer must be 201 or a 409 refusal."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    refused = 0
+    for i in range(int(count)):
+        body = json.dumps({"delta": -1, "reason": "api", "idempotency_key": f"{tag}-{i}"}).encode()
+        request = urllib.request.Request(
+            f"{base_url}/api/products/{sku}/stock",
+            data=body,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                assert response.status == 201, response.status
+        except urllib.error.HTTPError as error:
+            assert error.code == 409, (error.code, error.read())
+            refused += 1
+    print(f"refused={refused}")
+
+
+ACTIONS = {
+    f.__name__: f
+    for f in (change_prices, drop_stock, create_low_product, decrement_orm, decrement_api)
+}
 
 
 def main() -> None:

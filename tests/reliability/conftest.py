@@ -6,10 +6,13 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 from django.db import connection
+
+from tests.smtp import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -63,16 +66,46 @@ class Processes:
         self.running.append(proc)
         return proc
 
-    def actors(self, calls: list[list[str]], **env: str) -> None:
-        """Run actor processes together (they start at the same instant) and wait for all."""
+    def actors(self, calls: list[list[str]], **env: str) -> list[str]:
+        """Run actor processes together (they start at the same instant); return their output."""
         start_at = str(time.time() + 2.0)
         procs = [
             self.start("-m", "tests.reliability.actors", *call, START_AT=start_at, **env)
             for call in calls
         ]
+        outputs = []
         for proc in procs:
-            out, _ = proc.communicate(timeout=300)
+            out, _ = proc.communicate(timeout=600)
             assert proc.returncode == 0, out
+            outputs.append(out)
+        return outputs
+
+    def web(self, workers: int = 2) -> str:
+        """Serve the project with gunicorn; return its base URL once it answers."""
+        port = free_port()
+        self.start(
+            "-m",
+            "gunicorn",
+            "stockpipe.wsgi",
+            "-w",
+            str(workers),
+            "-b",
+            f"127.0.0.1:{port}",
+            "--timeout",
+            "120",
+            CONN_MAX_AGE="0",
+        )
+        url = f"http://127.0.0.1:{port}"
+
+        def answers() -> bool:
+            try:
+                urllib.request.urlopen(f"{url}/api/openapi.json", timeout=2)
+                return True
+            except OSError:
+                return False
+
+        wait_until(answers, timeout=60, message="gunicorn to answer")
+        return url
 
     def manage(self, *args: str, timeout: float = 120, **env: str) -> str:
         proc = self.start("manage.py", *args, **env)
