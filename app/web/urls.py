@@ -12,6 +12,7 @@ urlpatterns = [
     path("products/<str:sku>/", views.product_detail, name="product-detail"),
     path("pipelines/", views.pipeline, name="pipeline"),
     path("pipelines/runs/<int:pk>/", views.pipeline_run, name="pipeline-run"),
+    path("pipelines/runs/<int:pk>/run", views.pipeline_commit, name="pipeline-commit"),
     path(
         "accounts/login/",
         auth_views.LoginView.as_view(

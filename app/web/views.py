@@ -3,15 +3,24 @@ price from ``app.services.omnibus``, pipeline runs from ``app.utils.utils.proces
 
 from __future__ import annotations
 
-from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
-from django.utils import timezone
-from django.views.decorators.http import require_GET
+import json
 
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required, permission_required
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from ..models import PipelineRun
+from ..pipelines import selectors as pipeline_selectors
 from ..selectors import dashboard as selectors
 from ..services.omnibus import current_reduction
+from ..utils.utils import process_pipeline
 from .charts import price_chart_svg
+from .forms import PipelineForm
+
+DIFF_ROWS = 500
 
 
 def _with_progress(runs):
@@ -92,11 +101,105 @@ def product_detail(request: HttpRequest, sku: str) -> HttpResponse:
     )
 
 
-@login_required
-def pipeline(request: HttpRequest) -> HttpResponse:  # replaced once the engine lands
-    return HttpResponse(status=501)
+PIPELINE_PERMISSION = "app.run_pipeline"
 
 
 @login_required
+@permission_required(PIPELINE_PERMISSION, raise_exception=True)
+@require_http_methods(["GET", "POST"])
+def pipeline(request: HttpRequest) -> HttpResponse:
+    """Paste or upload a spec/CSV; Preview runs it as a dry run, Run runs it for real.
+
+    Either way the run is recorded and the browser is redirected to its page (POST/redirect/
+    GET); the page of a preview offers to run the same spec for real.
+    """
+    if request.method == "POST":
+        form = PipelineForm(request.POST, request.FILES)
+        if form.is_valid():
+            preview = request.POST.get("action") != "run"
+            result = process_pipeline(
+                _for_action(form.cleaned_data["spec"], preview=preview), user=request.user
+            )
+            return redirect("pipeline-run", pk=result["run_id"])
+    else:
+        form = PipelineForm(initial={"source": _source_of(request)})
+    return render(
+        request,
+        "web/pipeline.html",
+        {
+            "form": form,
+            "runs": _with_progress(pipeline_selectors.runs_for(request.user)[: selectors.RECENT]),
+        },
+        status=400 if form.errors else 200,
+    )
+
+
+def _for_action(spec: dict, *, preview: bool) -> dict:
+    """The spec as the pressed button means it: a preview is a synchronous dry run."""
+    if preview:
+        return {**spec, "dry_run": True, "mode": "sync"}
+    return {**spec, "dry_run": False}
+
+
+def _source_of(request: HttpRequest) -> str:
+    """``?from=<run id>``: prefill the form with an earlier run's spec, to edit and retry."""
+    raw = request.GET.get("from", "")
+    if not raw.isdigit():
+        return ""
+    run = pipeline_selectors.runs_for(request.user).filter(pk=int(raw)).first()
+    if run is None or not isinstance(run.spec, dict):
+        return ""
+    spec = {k: v for k, v in run.spec.items() if k not in ("dry_run", "mode")}
+    return json.dumps(spec, indent=2, ensure_ascii=False)
+
+
+@login_required
+@permission_required(PIPELINE_PERMISSION, raise_exception=True)
+@require_GET
 def pipeline_run(request: HttpRequest, pk: int) -> HttpResponse:
-    return HttpResponse(status=501)
+    run = get_object_or_404(pipeline_selectors.runs_for(request.user), pk=pk)
+    run.progress = selectors.run_progress(run)
+    result = run.result or {}
+    return render(
+        request,
+        "web/pipeline_run.html",
+        {
+            "run": run,
+            "result": result,
+            "error": run.error or result.get("error"),
+            "diff_rows": _diff_rows(result.get("diff") or []),
+            "diff_count": len(result.get("diff") or []),
+            "spec_json": json.dumps(run.spec, indent=2, ensure_ascii=False)[:20000],
+        },
+    )
+
+
+def _diff_rows(diff: list[dict]) -> list[dict]:
+    """One table row per changed field, the SKU and action shown on the first row only."""
+    rows = []
+    for entry in diff[:DIFF_ROWS]:
+        changes = entry.get("changes") or [{"field": "", "before": None, "after": None}]
+        for i, change in enumerate(changes):
+            rows.append(
+                {
+                    "sku": entry["sku"],
+                    "action": entry["action"],
+                    "first": i == 0,
+                    "span": len(changes),
+                    **change,
+                }
+            )
+    return rows
+
+
+@login_required
+@permission_required(PIPELINE_PERMISSION, raise_exception=True)
+@require_POST
+def pipeline_commit(request: HttpRequest, pk: int) -> HttpResponse:
+    """Run a previewed spec for real, against the data as it is now."""
+    run = get_object_or_404(pipeline_selectors.runs_for(request.user), pk=pk)
+    if run.status != PipelineRun.Status.PREVIEWED:
+        messages.error(request, f"Run #{run.pk} is not a preview; only a preview can be run.")
+        return redirect("pipeline-run", pk=run.pk)
+    result = process_pipeline(_for_action(run.spec, preview=False), user=request.user)
+    return redirect("pipeline-run", pk=result["run_id"])

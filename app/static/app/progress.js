@@ -3,6 +3,7 @@
   var script = document.currentScript;
   var endpoint = script && script.dataset.endpoint;
   if (!endpoint) return;
+  var reload = script.dataset.reload === "true";
   var FINISHED = ["succeeded", "failed", "previewed"];
 
   function activeRows() {
@@ -37,6 +38,7 @@
         data.runs.forEach(function (run) {
           var row = document.querySelector('tr[data-run="' + run.id + '"]');
           if (row) update(row, run);
+          if (reload && FINISHED.indexOf(run.status) !== -1) window.location.reload();
         });
       })
       .catch(function () { /* transient; try again on the next tick */ })

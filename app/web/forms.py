@@ -1,0 +1,84 @@
+"""Forms of the back-office pages."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django import forms
+
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+SPEC_HELP = (
+    'Paste a pipeline spec as JSON ({"name": ..., "steps": [...]}) or CSV rows with a header '
+    "line sku,name,price[,stock,low_stock_threshold]. CSV becomes one upsert_products step."
+)
+
+
+def csv_spec(text: str, name: str) -> dict[str, Any]:
+    """A CSV feed as a pipeline spec: a single ``upsert_products`` step."""
+    return {"name": name or "CSV upload", "steps": [{"op": "upsert_products", "csv": text}]}
+
+
+class PipelineForm(forms.Form):
+    """A spec pasted as JSON or CSV text, or uploaded as a .json or .csv file.
+
+    ``cleaned_data["spec"]`` is the spec as a dict; the pipeline engine validates its
+    content (steps, fields, rows) and reports errors with their location.
+    """
+
+    source = forms.CharField(
+        label="Spec or CSV",
+        required=False,
+        strip=False,
+        widget=forms.Textarea(attrs={"rows": 14, "spellcheck": "false"}),
+        help_text=SPEC_HELP,
+    )
+    upload = forms.FileField(
+        label="…or upload a file", required=False, help_text=".json spec or .csv feed"
+    )
+    name = forms.CharField(label="Run name (for CSV)", required=False, max_length=200, strip=True)
+
+    def clean_upload(self):
+        upload = self.cleaned_data.get("upload")
+        if upload and upload.size > MAX_UPLOAD_BYTES:
+            raise forms.ValidationError(
+                f"The file is {upload.size:,} bytes; the limit is {MAX_UPLOAD_BYTES:,}."
+            )
+        return upload
+
+    def clean(self):
+        data = super().clean()
+        text = data.get("source") or ""
+        upload = data.get("upload")
+        if self.errors:
+            return data
+        if text.strip() and upload:
+            raise forms.ValidationError("Paste a spec or upload a file, not both.")
+        if upload:
+            try:
+                text = upload.read().decode("utf-8-sig")
+            except UnicodeDecodeError as exc:
+                self.add_error("upload", f"The file is not UTF-8 text (byte {exc.start}).")
+                return data
+            is_json = upload.name.lower().endswith(".json")
+            field = "upload"
+        elif text.strip():
+            is_json = text.lstrip()[:1] in ("{", "[")
+            field = "source"
+        else:
+            raise forms.ValidationError("Paste a spec or CSV, or upload a file.")
+        if is_json:
+            try:
+                spec = json.loads(text)
+            except json.JSONDecodeError as exc:
+                self.add_error(
+                    field, f"Invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}."
+                )
+                return data
+            if not isinstance(spec, dict):
+                self.add_error(field, "The spec must be a JSON object with a 'steps' list.")
+                return data
+        else:
+            spec = csv_spec(text, data.get("name", ""))
+        data["spec"] = spec
+        return data
