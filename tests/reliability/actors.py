@@ -7,6 +7,7 @@ Every actor waits for START_AT (epoch seconds) so all processes hit the database
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import sys
@@ -85,9 +86,109 @@ def decrement_api(base_url: str, token: str, sku: str, count: str, tag: str) -> 
     print(f"refused={refused}")
 
 
+def _http(method: str, url: str, token: str, payload: dict) -> int:
+    import json
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(payload).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        method=method,
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def soak_api(base_url: str, token: str, seconds: str, seed: str) -> None:
+    """Random stock moves and price edits through the API until the time is up."""
+    rng = random.Random(int(seed))
+    deadline = time.monotonic() + float(seconds)
+    statuses: dict[int, int] = {}
+    while time.monotonic() < deadline:
+        sku = f"SOAK-{rng.randrange(20):02d}"
+        if rng.random() < 0.7:
+            status = _http(
+                "POST",
+                f"{base_url}/api/products/{sku}/stock",
+                token,
+                {"delta": rng.choice([-5, -3, -1, 1, 2, 6]), "reason": "soak"},
+            )
+            assert status in (201, 409), status
+        else:
+            price = f"{rng.randint(100, 5000) / 100:.2f}"
+            status = _http("PATCH", f"{base_url}/api/products/{sku}", token, {"price": price})
+            assert status == 200, status
+        statuses[status] = statuses.get(status, 0) + 1
+    print(f"statuses={statuses}")
+
+
+def soak_orm(seconds: str, seed: str) -> None:
+    """Random saves, queryset updates and stock moves through the ORM and services."""
+    from django.db.models import F
+
+    from app.models import Product
+    from app.services.stock import InsufficientStock, adjust_stock
+
+    rng = random.Random(int(seed))
+    deadline = time.monotonic() + float(seconds)
+    while time.monotonic() < deadline:
+        sku = f"SOAK-{rng.randrange(20):02d}"
+        roll = rng.random()
+        if roll < 0.4:
+            product = Product.objects.get(sku=sku)
+            product.price = Decimal(rng.randint(100, 5000)) / 100
+            product.save()
+        elif roll < 0.6:
+            Product.objects.filter(sku=sku).update(price=F("price") + Decimal("0.10"))
+        else:
+            with contextlib.suppress(InsufficientStock):
+                adjust_stock(sku, rng.choice([-4, -2, 3, 5]), user=None, reason="soak")
+
+
+def soak_pipelines(seconds: str, seed: str) -> None:
+    """Random pipelines; the ones that would drive stock negative must roll back whole."""
+    from app.utils.utils import process_pipeline
+
+    rng = random.Random(int(seed))
+    deadline = time.monotonic() + float(seconds)
+    outcomes: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        skus = rng.sample([f"SOAK-{i:02d}" for i in range(20)], 5)
+        steps = [
+            {
+                "op": "set_prices",
+                "prices": {s: f"{rng.randint(100, 5000) / 100:.2f}" for s in skus[:2]},
+            },
+            {"op": "adjust_stock", "deltas": {s: rng.choice([-8, -3, 2, 9]) for s in skus}},
+            {
+                "op": "adjust_prices",
+                "select": {"skus": skus[2:]},
+                "percent": "-5",
+                "round_to": "0.01",
+            },
+        ]
+        result = process_pipeline({"name": "soak", "steps": steps})
+        outcomes[result["status"]] = outcomes.get(result["status"], 0) + 1
+    print(f"outcomes={outcomes}")
+
+
 ACTIONS = {
     f.__name__: f
-    for f in (change_prices, drop_stock, create_low_product, decrement_orm, decrement_api)
+    for f in (
+        change_prices,
+        drop_stock,
+        create_low_product,
+        decrement_orm,
+        decrement_api,
+        soak_api,
+        soak_orm,
+        soak_pipelines,
+    )
 }
 
 
