@@ -1,0 +1,103 @@
+"""The prior price equals the lowest price *in effect* during the window, on random histories.
+
+The reference below evaluates the price as a step function of time and takes the minimum
+over the window directly; the implementation instead takes the minimum of the changes' old
+prices in one ordered query. Hypothesis checks they agree, including stepped reductions.
+"""
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from app.models import PriceHistory
+from app.services.omnibus import current_reduction
+from tests.factories import ProductFactory
+
+WINDOW_HOURS = 30 * 24
+T0 = timezone.now().replace(microsecond=0) - timedelta(days=200)
+
+
+def reference(launch: int, changes: list[tuple[int, int]], at: int):
+    """(prior price, anchor hour) from first principles, or None if no reduction at ``at``."""
+    history, price = [], launch
+    for hour, new in changes:  # (hour, old, new) with distinct, increasing hours
+        history.append((hour, price, new))
+        price = new
+    past = [c for c in history if c[0] <= at]
+    if not past:
+        return None
+    latest = past[-1]
+    if latest[2] >= latest[1] or at - latest[0] >= WINDOW_HOURS:
+        return None
+    index = len(past) - 1
+    while index > 0:
+        prev = past[index - 1]
+        if prev[2] < prev[1] and past[index][0] - prev[0] < WINDOW_HOURS:
+            index -= 1
+        else:
+            break
+    anchor = past[index][0]
+
+    def price_at(hour):  # the price in effect from ``hour`` on
+        current = launch
+        for h, _, new in history:
+            if h <= hour:
+                current = new
+        return current
+
+    start = anchor - WINDOW_HOURS
+    in_effect = [price_at(start)] + [price_at(h) for h, _, _ in history if start < h < anchor]
+    return min(in_effect), anchor
+
+
+histories = st.tuples(
+    st.integers(1, 200),
+    st.lists(st.tuples(st.integers(1, 60 * 24), st.integers(1, 200)), min_size=0, max_size=12),
+    st.integers(0, 80 * 24),
+)
+
+
+@pytest.mark.django_db
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(histories)
+def test_matches_the_step_function_reference(history):
+    launch, gaps, at_offset = history
+    changes, hour, price = [], 0, launch
+    for gap, new in gaps:
+        hour += gap
+        if new != price:
+            changes.append((hour, new))
+            price = new
+    at = min(at_offset, hour + 40 * 24)
+    product = ProductFactory(price=Decimal(price))
+    previous = launch
+    rows = []
+    for h, new in changes:
+        rows.append(
+            PriceHistory(
+                product=product,
+                sku=product.sku,
+                name=product.name,
+                old_price=Decimal(previous),
+                new_price=Decimal(new),
+                changed_at=T0 + timedelta(hours=h),
+            )
+        )
+        previous = new
+    PriceHistory.objects.bulk_create(rows)
+    expected = reference(launch, changes, at)
+    got = current_reduction(product, T0 + timedelta(hours=at))
+    if expected is None:
+        assert got is None
+    else:
+        assert got is not None
+        assert (got.prior_price, got.started_at) == (
+            Decimal(expected[0]),
+            T0 + timedelta(hours=expected[1]),
+        )
