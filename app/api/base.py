@@ -92,10 +92,10 @@ def add_execute_pipeline(schema: dict, prefix: str) -> None:
                 "403": {"description": "Forbidden", **error},
                 "405": {"description": "Method not allowed", **error},
                 "409": {"description": "Conflict", **error},
-                "415": {"description": "Unsupported media type", **error},
+                "413": {"description": "Body too large", **error},
                 "422": {"description": "Invalid input", **error},
                 "429": {"description": "Too many requests", **error},
-                "501": {"description": "Not available", **error},
+                "500": {"description": "Pipeline error", **error},
             },
             "security": [{"BearerToken": []}, {"SessionCookie": []}],
         }
