@@ -125,3 +125,134 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request, obj=None):
         return False  # tokens are created through the API, where the secret is shown once
+
+
+# --- webhooks ---------------------------------------------------------------------------
+
+from django import forms  # noqa: E402
+from django.urls import reverse  # noqa: E402
+from django.utils.html import format_html  # noqa: E402
+
+from .models import (  # noqa: E402
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEvent,
+    WebhookSubscription,
+)
+from .webhooks import services as webhooks  # noqa: E402
+
+
+class WebhookSubscriptionForm(forms.ModelForm):
+    url = forms.URLField(max_length=500, assume_scheme="https")
+    events = forms.MultipleChoiceField(
+        choices=WebhookEvent.choices, widget=forms.CheckboxSelectMultiple
+    )
+    secret = forms.CharField(
+        required=False,
+        max_length=200,
+        help_text="Shared signing secret; leave empty to generate one. Shown once after saving.",
+    )
+
+    class Meta:
+        model = WebhookSubscription
+        fields = ["name", "url", "events", "is_active", "secret"]
+
+
+@admin.register(WebhookSubscription)
+class WebhookSubscriptionAdmin(admin.ModelAdmin):
+    form = WebhookSubscriptionForm
+    list_display = ["__str__", "url", "event_list", "is_active", "pending", "dead", "deliveries"]
+    list_filter = ["is_active"]
+    search_fields = ["name", "url"]
+
+    def get_fields(self, request, obj=None):
+        # The secret is set on creation only: it is never shown again.
+        return ["name", "url", "events", "is_active"] + (["secret"] if obj is None else [])
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        kwargs["fields"] = self.get_fields(request, obj)
+        return super().get_form(request, obj, change, **kwargs)
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        obj.secret = form.cleaned_data.get("secret") or webhooks.new_secret()
+        super().save_model(request, obj, form, change)
+        self.message_user(
+            request,
+            f"Signing secret of {obj} (copy it now, it is not shown again): {obj.secret}",
+            messages.WARNING,
+        )
+
+    @admin.display(description="events")
+    def event_list(self, obj):
+        return ", ".join(obj.events or [])
+
+    def _count(self, obj, status):
+        return obj.deliveries.filter(status=status).count()
+
+    @admin.display(description="pending")
+    def pending(self, obj):
+        return self._count(obj, WebhookDelivery.Status.PENDING)
+
+    @admin.display(description="dead")
+    def dead(self, obj):
+        return self._count(obj, WebhookDelivery.Status.DEAD)
+
+    @admin.display(description="deliveries")
+    def deliveries(self, obj):
+        url = reverse("admin:app_webhookdelivery_changelist")
+        return format_html('<a href="{}?subscription__id__exact={}">view</a>', url, obj.pk)
+
+
+class WebhookAttemptInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = WebhookAttempt
+    fields = ["number", "attempted_at", "status_code", "error", "duration_ms", "response_body"]
+    readonly_fields = fields
+    extra = 0
+    max_num = 0
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = [
+        "id",
+        "created_at",
+        "event_type",
+        "stream",
+        "subscription",
+        "status",
+        "attempts",
+        "last_status_code",
+        "delivered_at",
+    ]
+    list_filter = ["status", "event_type", "subscription"]
+    search_fields = ["event_id", "stream"]
+    readonly_fields = [
+        "subscription",
+        "event_id",
+        "event_type",
+        "stream",
+        "data",
+        "created_at",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "last_status_code",
+        "last_error",
+        "delivered_at",
+    ]
+    inlines = [WebhookAttemptInline]
+    actions = ["redeliver"]
+
+    def has_change_permission(self, request, obj=None):
+        # The changelist needs it for the redeliver action; a delivery is never editable.
+        return obj is None and request.user.has_perm("app.change_webhookdelivery")
+
+    @admin.action(
+        description="Redeliver selected (dead-lettered or delivered)", permissions=["change"]
+    )
+    def redeliver(self, request, queryset):
+        count = webhooks.redeliver(list(queryset.values_list("pk", flat=True)))
+        self.message_user(request, f"{count} delivery(ies) queued again.", messages.SUCCESS)

@@ -12,8 +12,39 @@ class InventoryConfig(AppConfig):
         from django.db.models.signals import post_delete, post_save, pre_delete, pre_save
 
         from . import receivers
-        from .models import Product
+        from .models import PipelineRun, Product, StockAlert, WebhookSubscription
+        from .services.alerts import alerts_opened, alerts_resolved
+        from .webhooks import receivers as webhooks
+        from .webhooks.signals import pipeline_finished
 
+        # Webhook outbox receivers first: a product's event precedes the alert it causes.
+        post_save.connect(
+            webhooks.product_saved, sender=Product, dispatch_uid="webhooks.product_saved"
+        )
+        post_delete.connect(
+            webhooks.product_deleted, sender=Product, dispatch_uid="webhooks.product_deleted"
+        )
+        alerts_opened.connect(
+            webhooks.alerts_opened, sender=StockAlert, dispatch_uid="webhooks.alerts_opened"
+        )
+        alerts_resolved.connect(
+            webhooks.alerts_resolved, sender=StockAlert, dispatch_uid="webhooks.alerts_resolved"
+        )
+        pipeline_finished.connect(
+            webhooks.pipeline_finished,
+            sender=PipelineRun,
+            dispatch_uid="webhooks.pipeline_finished",
+        )
+        post_save.connect(
+            webhooks.subscription_changed,
+            sender=WebhookSubscription,
+            dispatch_uid="webhooks.subscription_saved",
+        )
+        post_delete.connect(
+            webhooks.subscription_changed,
+            sender=WebhookSubscription,
+            dispatch_uid="webhooks.subscription_deleted",
+        )
         pre_save.connect(
             receivers.product_pre_save, sender=Product, dispatch_uid="app.product_pre_save"
         )

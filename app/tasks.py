@@ -14,6 +14,7 @@ except ImportError:
 
 from .pipelines import service as pipelines
 from .services import alerts, users
+from .webhooks import services as webhooks
 
 logger = logging.getLogger(__name__)
 
@@ -46,3 +47,9 @@ def send_welcome_email(user_id: int, attempt: int = 1) -> bool:
 def run_pipeline_task(run_id: int) -> str:
     """Run a queued (``"mode": "async"``) pipeline run; returns its final status."""
     return pipelines.execute_queued(run_id)
+
+
+@task()
+def deliver_webhooks(streams: list[list]) -> dict[str, int]:
+    """Deliver the pending outbox rows of these ``[subscription_id, stream]`` pairs, in order."""
+    return webhooks.deliver_streams(streams)

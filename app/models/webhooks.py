@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import uuid
 
+from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator
 from django.db import models
 
 
@@ -27,7 +29,7 @@ class WebhookSubscription(models.Model):
     is stored as given; the API shows it only once, at creation."""
 
     name = models.CharField(max_length=100, blank=True, default="")
-    url = models.URLField(max_length=500)
+    url = models.URLField(max_length=500, validators=[URLValidator(schemes=["http", "https"])])
     events = models.JSONField(default=list, help_text='Event types, e.g. ["price.changed"].')
     secret = models.CharField(max_length=200)
     is_active = models.BooleanField(default=True)
@@ -39,6 +41,19 @@ class WebhookSubscription(models.Model):
 
     def __str__(self) -> str:
         return self.name or self.url
+
+    def clean(self) -> None:
+        events = self.events
+        if not isinstance(events, list) or not events:
+            raise ValidationError({"events": "Give a non-empty list of event types."})
+        unknown = [e for e in events if e not in WebhookEvent.values]
+        if unknown:
+            raise ValidationError(
+                {
+                    "events": f"Unknown event type(s): {', '.join(map(str, unknown))}. "
+                    f"Known: {', '.join(WebhookEvent.values)}."
+                }
+            )
 
 
 class WebhookDelivery(models.Model):
@@ -99,7 +114,7 @@ class WebhookAttempt(models.Model):
     duration_ms = models.PositiveIntegerField(default=0)
 
     class Meta:
-        ordering = ["delivery", "number"]
+        ordering = ["delivery", "id"]
 
     def __str__(self) -> str:
         return f"attempt {self.number} of delivery {self.delivery_id}: {self.status_code or self.error}"

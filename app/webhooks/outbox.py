@@ -1,0 +1,305 @@
+"""Writing webhook events to the outbox, in the transaction of the change.
+
+Receivers call the ``record_*`` functions; each builds the event's data once and adds one
+``WebhookDelivery`` row per active subscription to that event type with
+``tracking.add_row`` (buffered and written set-based inside a change batch, saved at once
+otherwise). With no subscription to an event type nothing is built or written: the only
+cost is a dict lookup in a subscription set cached per process for a second or two.
+
+After commit, one task per chunk of (subscription, stream) pairs is enqueued; if that
+enqueue is lost, the ``deliver_pending`` sweeper finds the rows again.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from ..models import (
+    PipelineRun,
+    Product,
+    StockAlert,
+    WebhookDelivery,
+    WebhookEvent,
+    WebhookSubscription,
+)
+from ..services import tracking
+from ..services.context import current_change_context
+
+PRODUCT_FIELDS = ("name", "price", "stock", "low_stock_threshold")
+_CENT = Decimal("0.01")
+
+# --- which subscriptions want an event ----------------------------------------------------
+
+_lock = threading.Lock()
+_subscribers: dict[str, tuple[float, dict[str, tuple[int, ...]]]] = {}
+
+
+def _cache_seconds() -> float:
+    return float(getattr(settings, "STOCKPIPE_WEBHOOK_SUBSCRIPTION_CACHE", 2.0))
+
+
+def subscribers(event_type: str, *, using: str = "default") -> tuple[int, ...]:
+    """Ids of the active subscriptions to ``event_type``, cached for a moment per process.
+
+    Bulk writes ask this once per product; the cache makes that free. A subscription
+    created in another process starts receiving events within the cache time.
+    """
+    now = time.monotonic()
+    cached = _subscribers.get(using)
+    if cached is None or now - cached[0] > _cache_seconds():
+        by_type: dict[str, list[int]] = {}
+        rows = WebhookSubscription.objects.using(using).filter(is_active=True)
+        for pk, events in rows.values_list("pk", "events"):
+            for name in events or ():
+                by_type.setdefault(name, []).append(pk)
+        cached = (now, {name: tuple(ids) for name, ids in by_type.items()})
+        with _lock:
+            _subscribers[using] = cached
+    return cached[1].get(event_type, ())
+
+
+def forget_subscriptions() -> None:
+    """Drop the cached subscription sets."""
+    with _lock:
+        _subscribers.clear()
+
+
+def subscriptions_changed(*, using: str = "default") -> None:
+    """A subscription was saved or deleted: forget the cache now and again after commit
+    (another thread may have re-read the old set in between)."""
+    forget_subscriptions()
+    transaction.on_commit(forget_subscriptions, using=using, robust=True)
+
+
+# --- writing rows -----------------------------------------------------------------------
+
+
+def record_event(
+    event_type: str,
+    stream: str,
+    data: dict[str, Any],
+    *,
+    subscription_ids: Iterable[int],
+    using: str = "default",
+) -> uuid.UUID:
+    """Add one outbox row per subscription for this event; all share one event id."""
+    event_id = uuid.uuid4()
+    now = timezone.now()
+    for subscription_id in subscription_ids:
+        tracking.add_row(
+            WebhookDelivery(
+                subscription_id=subscription_id,
+                event_id=event_id,
+                event_type=event_type,
+                stream=stream,
+                data=data,
+                created_at=now,
+            ),
+            using=using,
+        )
+        _schedule(using, subscription_id, stream)
+    return event_id
+
+
+def _money(value: Any) -> str:
+    return str(Decimal(value).quantize(_CENT))
+
+
+def _jsonable(name: str, value: Any) -> Any:
+    return _money(value) if name == "price" and value is not None else value
+
+
+def product_data(product: Product) -> dict[str, Any]:
+    return {
+        "id": product.pk,
+        "sku": product.sku,
+        "name": product.name,
+        "price": _jsonable("price", product.price),
+        "stock": product.stock,
+        "low_stock_threshold": product.low_stock_threshold,
+    }
+
+
+def _who() -> dict[str, Any]:
+    ctx = current_change_context()
+    return {"source": ctx.source, "user_id": ctx.user_id}
+
+
+def record_product_saved(product: Product, *, created: bool, using: str) -> None:
+    """``product.created``, or ``product.updated`` (+ ``price.changed``) with old values.
+
+    Old values come from ``_before_write`` (read under the row lock by the tracking core)
+    for tracked fields and from the values the instance was loaded with for the name.
+    """
+    stream = f"product:{product.pk}"
+    if created:
+        subs = subscribers(WebhookEvent.PRODUCT_CREATED, using=using)
+        if subs:
+            data = {"product": product_data(product), **_who()}
+            record_event(
+                WebhookEvent.PRODUCT_CREATED, stream, data, subscription_ids=subs, using=using
+            )
+        return
+    updated = subscribers(WebhookEvent.PRODUCT_UPDATED, using=using)
+    priced = subscribers(WebhookEvent.PRICE_CHANGED, using=using)
+    if not updated and not priced:
+        return
+    before = getattr(product, "_before_write", None) or {}
+    loaded = getattr(product, "_loaded", None) or {}
+    changes = {}
+    for name in PRODUCT_FIELDS:
+        if name in before:
+            old = before[name]
+        elif name in loaded:
+            old = loaded[name]
+        else:
+            continue
+        old, new = _jsonable(name, old), _jsonable(name, getattr(product, name))
+        if old != new:
+            changes[name] = {"old": old, "new": new}
+    if not changes:
+        return
+    who = _who()
+    if updated:
+        data = {"product": product_data(product), "changes": changes, **who}
+        record_event(
+            WebhookEvent.PRODUCT_UPDATED, stream, data, subscription_ids=updated, using=using
+        )
+    if priced and "price" in changes:
+        data = {
+            "product": {"id": product.pk, "sku": product.sku, "name": product.name},
+            "old": changes["price"]["old"],
+            "new": changes["price"]["new"],
+            **who,
+        }
+        record_event(WebhookEvent.PRICE_CHANGED, stream, data, subscription_ids=priced, using=using)
+
+
+def record_product_deleted(product: Product, *, using: str) -> None:
+    subs = subscribers(WebhookEvent.PRODUCT_DELETED, using=using)
+    if subs and product.pk is not None:
+        data = {"product": product_data(product), **_who()}
+        stream = f"product:{product.pk}"
+        record_event(WebhookEvent.PRODUCT_DELETED, stream, data, subscription_ids=subs, using=using)
+
+
+def _alert_data(alert: StockAlert) -> dict[str, Any]:
+    product = alert._state.fields_cache.get("product")
+    return {
+        "alert": {
+            "id": alert.pk,
+            "opened_at": alert.opened_at.isoformat() if alert.opened_at else None,
+            "resolved_at": alert.resolved_at.isoformat() if alert.resolved_at else None,
+            "stock_when_opened": alert.stock,
+            "threshold": alert.threshold,
+        },
+        "product": {
+            "id": alert.product_id,
+            "sku": alert.sku,
+            "name": alert.name,
+            "stock": product.stock if product is not None else alert.stock,
+            "low_stock_threshold": (
+                product.low_stock_threshold if product is not None else alert.threshold
+            ),
+        },
+        **_who(),
+    }
+
+
+def record_alerts(event_type: str, alerts: Sequence[StockAlert], *, using: str) -> None:
+    """``stock.low`` / ``stock.restored`` for alerts opened/resolved, written set-based."""
+    subs = subscribers(event_type, using=using)
+    if not subs or not alerts:
+        return
+    with tracking.collecting_changes(using):
+        for alert in alerts:
+            stream = f"product:{alert.product_id}" if alert.product_id else f"alert:{alert.pk}"
+            record_event(event_type, stream, _alert_data(alert), subscription_ids=subs, using=using)
+
+
+def record_pipeline_finished(run: PipelineRun, *, using: str) -> None:
+    subs = subscribers(WebhookEvent.PIPELINE_FINISHED, using=using)
+    if not subs:
+        return
+    result = run.result if isinstance(run.result, dict) else {}
+    error = run.error if isinstance(run.error, dict) else None
+    data = {
+        "run": {
+            "id": run.pk,
+            "name": run.name,
+            "status": run.status,
+            "dry_run": run.dry_run,
+            "mode": run.mode,
+            "user_id": run.user_id,
+            "started_at": run.started_at.isoformat() if run.started_at else None,
+            "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+            "rows_total": run.rows_total,
+            "rows_done": run.rows_done,
+            "totals": result.get("totals"),
+            "error": {"kind": error.get("kind"), "detail": error.get("detail")} if error else None,
+        }
+    }
+    stream = f"pipeline:{run.pk}"
+    record_event(WebhookEvent.PIPELINE_FINISHED, stream, data, subscription_ids=subs, using=using)
+
+
+# --- enqueue after commit -----------------------------------------------------------------
+
+
+class _Streams:
+    """The streams written in one transaction; enqueued by one on_commit callback."""
+
+    def __init__(self) -> None:
+        self.streams: dict[tuple[int, str], None] = {}
+        self.index = -1
+
+    def __call__(self) -> None:
+        from .services import enqueue_streams
+
+        enqueue_streams(list(self.streams))
+
+
+_local = threading.local()
+
+
+def _schedule(using: str, subscription_id: int, stream: str) -> None:
+    """Remember the stream for the transaction's single on_commit callback.
+
+    One callback per transaction (not per row): a callback is reused while it is still
+    registered (a rollback, also of a savepoint, unregisters it and a new one is made).
+    """
+    connection = transaction.get_connection(using)
+    key = (subscription_id, stream)
+    if not connection.in_atomic_block:
+        transaction.on_commit(lambda: _enqueue_one(key), using=using, robust=True)
+        return
+    pending: dict[str, _Streams] = _local.__dict__.setdefault("pending", {})
+    current = pending.get(using)
+    hooks = connection.run_on_commit
+    if current is not None:
+        i = current.index
+        if not (i < len(hooks) and hooks[i][1] is current):
+            i = next((n for n, hook in enumerate(hooks) if hook[1] is current), -1)
+            current.index = i
+        if i < 0:
+            current = None
+    if current is None:
+        current = pending[using] = _Streams()
+        transaction.on_commit(current, using=using, robust=True)
+        current.index = len(hooks) - 1
+    current.streams[key] = None
+
+
+def _enqueue_one(key: tuple[int, str]) -> None:
+    from .services import enqueue_streams
+
+    enqueue_streams([key])
