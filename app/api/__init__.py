@@ -1,7 +1,7 @@
 """The HTTP API (Django Ninja), mounted at ``/api/``; OpenAPI at ``/api/openapi.json``,
 interactive docs at ``/api/docs``."""
 
-from . import alerts, auth, errors, history, pipelines, products, stock, tokens
+from . import alerts, auth, errors, history, pipelines, products, stock, tokens, webhooks
 from .base import StockpipeAPI
 
 api = StockpipeAPI(
@@ -24,3 +24,4 @@ api.add_router("/products", history.router)
 api.add_router("/alerts", alerts.router)
 api.add_router("/pipelines", pipelines.router)
 api.add_router("/tokens", tokens.router)
+api.add_router("/webhooks", webhooks.router)

@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from ..models import PipelineRun, Product
 from ..services.context import change_context
+from ..webhooks.signals import pipeline_finished
 from .base import StepFailure
 from .progress import Progress
 from .spec import PipelineSpec, SpecError, validate_spec
@@ -205,7 +206,10 @@ def _store(run: PipelineRun, status: str, *, only_running: bool = False, **value
     }
     for key, value in values.items():
         setattr(run, key, value)
-    return qs.update(**values) > 0
+    stored = qs.update(**values) > 0
+    if stored:  # webhooks: inside the run's transaction for a successful run
+        pipeline_finished.send(sender=PipelineRun, run=run, using=run._state.db)
+    return stored
 
 
 def _finish_failed(

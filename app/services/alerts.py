@@ -40,13 +40,20 @@ def reconcile_alerts(products: Sequence[Product], *, using: str = "default") -> 
     product; the partial unique constraint is the last line of defence.
     """
     now = timezone.now()
+    by_pk = {p.pk: p for p in products}
     low = {p.pk: p for p in products if p.is_low_stock}
     restocked = [p.pk for p in products if not p.is_low_stock]
     alerts = StockAlert.objects.using(using)
     for start in range(0, len(restocked), CHUNK):
-        alerts.filter(
+        chunk = alerts.filter(
             product_id__in=restocked[start : start + CHUNK], resolved_at__isnull=True
-        ).update(resolved_at=now)
+        )
+        resolved = list(chunk) if alerts_resolved.has_listeners(StockAlert) else []
+        chunk.update(resolved_at=now)
+        for alert in resolved:
+            alert.resolved_at, alert.product = now, by_pk[alert.product_id]
+        if resolved:
+            alerts_resolved.send(sender=StockAlert, alerts=resolved, using=using)
     if not low:
         return []
     ids = list(low)
