@@ -93,6 +93,13 @@ class ScopedRateThrottle(SimpleRateThrottle):
         self.scope = scope
         super().__init__(rate)
 
+    def get_ident(self, request: HttpRequest) -> str | None:
+        # Ninja trusts X-Forwarded-For unless NINJA_NUM_PROXIES is set, which would let a
+        # client pick a fresh identity per request; trust it only behind declared proxies.
+        if getattr(settings, "NINJA_NUM_PROXIES", None):
+            return super().get_ident(request)
+        return request.META.get("REMOTE_ADDR")
+
     def get_cache_key(self, request: HttpRequest) -> str | None:
         user = getattr(request, "auth", None)
         ident = f"user-{user.pk}" if user is not None else self.get_ident(request)

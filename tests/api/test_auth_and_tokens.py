@@ -67,6 +67,21 @@ def test_login_is_throttled(writer):
     assert body["detail"]
 
 
+def test_login_throttle_ignores_spoofed_forwarded_for(writer):
+    client = Client()
+    payload = {"username": writer.username, "password": "wrong"}
+    codes = [
+        client.post(
+            "/api/auth/login",
+            payload,
+            content_type="application/json",
+            headers={"X-Forwarded-For": f"10.0.0.{i}"},
+        ).status_code
+        for i in range(11)
+    ]
+    assert codes[-1] == 429
+
+
 def test_session_writes_need_csrf(writer, product):
     client, csrf = logged_in_client(writer)
     url = "/api/products/WIDGET-1/stock"

@@ -63,4 +63,9 @@ def test_openapi_document_and_docs():
                 assert "422" in codes, (method, path)
     stock = paths["/api/products/{sku}/stock"]["post"]["responses"]
     assert {"200", "201", "401", "403", "404", "409", "422"} <= set(stock)
+    execute = paths["/api/pipelines/execute"]["post"]
+    body = execute["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/PipelineSpec"}
+    assert "steps" in schema["components"]["schemas"]["PipelineSpec"]["properties"]
+    assert {"200", "202", "400", "401", "403"} <= set(execute["responses"])
     assert client.get("/api/docs").status_code == 200
