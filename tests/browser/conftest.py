@@ -1,7 +1,8 @@
 """Playwright driving Debian's Chromium against pytest-django's live server.
 
-Playwright's sync API runs an event loop in this thread; the test's own ORM calls are
-synchronous and safe, so Django's async-safety check is relaxed for these tests.
+Playwright's sync API keeps an asyncio loop running in the test's thread, which trips
+Django's async-safety check on the test's own (plain, synchronous) ORM calls. The check is
+relaxed only while a browser is open, so every other test keeps it.
 """
 
 import base64
@@ -32,10 +33,11 @@ CHROMIUM_ARGS = [
 PASSWORD = "pw-for-tests-1"
 
 
-@pytest.fixture(scope="session")
-def browser():
+@pytest.fixture
+def browser(monkeypatch):
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: run scripts/browser-deps to install Chromium.")
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield browser
