@@ -152,3 +152,18 @@ def test_dashboard_query_count_is_bounded(logged_in, django_assert_max_num_queri
         PipelineRun.objects.create(spec={}, status="succeeded")
     with django_assert_max_num_queries(8):
         assert logged_in.get("/").status_code == 200
+
+
+def test_sku_with_slash_and_space_has_a_product_page(logged_in):
+    ProductFactory(sku="AB/12 X", name="Odd")
+    page = logged_in.get("/products/").content.decode()
+    assert 'href="/products/AB/12%20X/"' in page
+    assert "Odd" in logged_in.get("/products/AB/12%20X/").content.decode()
+
+
+def test_run_links_only_for_users_who_may_see_runs(client, user, operator):
+    run = PipelineRun.objects.create(spec={}, status="succeeded", user=operator)
+    client.force_login(user)
+    assert f'href="/pipelines/runs/{run.pk}/"' not in client.get("/").content.decode()
+    client.force_login(operator)
+    assert f'href="/pipelines/runs/{run.pk}/"' in client.get("/").content.decode()
