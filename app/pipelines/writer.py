@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import connections
+from django.db.models.base import ModelState
+from django.db.models.signals import post_init, pre_init
 from django.utils import timezone
 
 from ..models import Product, StockAlert
@@ -137,13 +139,18 @@ class StepUnit:
             last = chunk[-1].pk
 
     def _locked(self, limit: int | None = None, **lookup: Any) -> list[Product]:
+        """Lock and read matching products (in primary-key order, so writers never deadlock)."""
         qs = (
             Product._base_manager.db_manager(self.using)
             .select_for_update()
             .filter(**lookup)
             .order_by("pk")
         )
-        return list(qs[:limit] if limit else qs)
+        if limit:
+            qs = qs[:limit]
+        if pre_init.has_listeners(Product) or post_init.has_listeners(Product):
+            return list(qs)  # someone watches instance creation: build them the usual way
+        return [_from_row(self.using, row) for row in qs.values_list(*ATTNAMES)]
 
     # --- writes -------------------------------------------------------------------------
 
@@ -254,6 +261,20 @@ class StepUnit:
         """Report progress: ``items`` more items of this step are done."""
         if self.state.progress is not None:
             self.state.progress.advance(items)
+
+
+ATTNAMES = tuple(f.attname for f in Product._meta.concrete_fields)
+
+
+def _from_row(using: str, row: tuple) -> Product:
+    """``Product.from_db`` without ``Model.__init__`` (only used when no init receivers exist)."""
+    obj = Product.__new__(Product)
+    state = obj._state = ModelState()
+    state.adding, state.db = False, using
+    values = dict(zip(ATTNAMES, row, strict=True))
+    obj.__dict__.update(values)
+    obj._loaded = values.copy()
+    return obj
 
 
 def chunked(items: Iterable[Any], size: int = CHUNK) -> Iterator[list[Any]]:

@@ -32,24 +32,90 @@ from .context import current_change_context
 CHUNK = 2000
 
 
+PRICE_COLUMNS = (
+    "product_id",
+    "sku",
+    "name",
+    "old_price",
+    "new_price",
+    "changed_at",
+    "changed_by_id",
+    "source",
+)
+MOVEMENT_COLUMNS = (
+    "product_id", "sku", "delta", "stock_after", "reason", "idempotency_key", "created_at",
+    "changed_by_id", "source",
+)  # fmt: skip
+
+
 @dataclass
 class ChangeBatch:
+    """History rows (as tuples in ``PRICE_COLUMNS``/``MOVEMENT_COLUMNS`` order), ledger rows
+    and alert checks of one change, written set-based by ``flush``."""
+
     using: str
-    prices: list[PriceHistory] = field(default_factory=list)
-    movements: list[StockMovement] = field(default_factory=list)
+    prices: list[tuple] = field(default_factory=list)
+    movements: list[tuple] = field(default_factory=list)
     alert_checks: dict[int, Product] = field(default_factory=dict)
     extra_rows: dict[type[models.Model], list[models.Model]] = field(default_factory=dict)
     price_changes: int = 0
+    now: Any = field(default_factory=timezone.now)
 
     def flush(self) -> None:
         from .alerts import reconcile_alerts
 
-        PriceHistory.objects.using(self.using).bulk_create(self.prices, batch_size=CHUNK)
-        StockMovement.objects.using(self.using).bulk_create(self.movements, batch_size=CHUNK)
+        insert_rows(PriceHistory, PRICE_COLUMNS, self.prices, using=self.using)
+        insert_rows(StockMovement, MOVEMENT_COLUMNS, self.movements, using=self.using)
         for model, rows in self.extra_rows.items():
             model._default_manager.using(self.using).bulk_create(rows, batch_size=CHUNK)
         reconcile_alerts(list(self.alert_checks.values()), using=self.using)
         self.prices, self.movements, self.alert_checks, self.extra_rows = [], [], {}, {}
+
+
+def insert_rows(
+    model: type[models.Model], columns: Sequence[str], rows: list[tuple], *, using: str
+) -> None:
+    """Multi-row ``INSERT`` of plain tuples: no model instances, no per-row compiler work.
+
+    Datetimes are adapted for the backend once per distinct value (a batch shares one).
+    """
+    if not rows:
+        return
+    connection = connections[using]
+    qn = connection.ops.quote_name
+    meta = model._meta
+    fields = [meta.get_field(name) for name in columns]
+    adapt = [i for i, f in enumerate(fields) if isinstance(f, models.DateTimeField)]
+    cache: dict[Any, Any] = {}
+    if adapt:
+        for row in rows:
+            for i in adapt:
+                if row[i] not in cache:
+                    cache[row[i]] = f_adapt(connection, row[i])
+    table = qn(meta.db_table)
+    names = ", ".join(qn(f.column) for f in fields)
+    row_sql = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    per_chunk = max(1, min(CHUNK, 30000 // len(fields)))
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), per_chunk):
+            chunk = rows[start : start + per_chunk]
+            params: list[Any] = []
+            if adapt:
+                for row in chunk:
+                    row = list(row)
+                    for i in adapt:
+                        row[i] = cache[row[i]]
+                    params.extend(row)
+            else:
+                for row in chunk:
+                    params.extend(row)
+            cursor.execute(
+                f"INSERT INTO {table} ({names}) VALUES {', '.join([row_sql] * len(chunk))}", params
+            )
+
+
+def f_adapt(connection, value: Any) -> Any:
+    return connection.ops.adapt_datetimefield_value(value)
 
 
 _batch: ContextVar[ChangeBatch | None] = ContextVar("stockpipe_change_batch", default=None)
@@ -95,13 +161,24 @@ def _quantize(field_: models.Field, value: Any) -> Any:
     return value
 
 
+PRICE_FIELD = Product._meta.get_field("price")
+CENTS = Decimal(1).scaleb(-PRICE_FIELD.decimal_places)
+_INT_FIELDS = tuple(
+    (name, Product._meta.get_field(name)) for name in ("stock", "low_stock_threshold")
+)
+
+
 def normalize(product: Product) -> None:
     """Coerce assigned values to their Python types, so '10.0' and Decimal('10.00') compare equal."""
-    meta = product._meta
-    for name in ("price", "stock", "low_stock_threshold"):
+    value = product.price
+    if type(value) is Decimal and value.is_finite():
+        product.price = value.quantize(CENTS)  # the common case, without to_python
+    elif value is not None:
+        product.price = _quantize(PRICE_FIELD, value)
+    for name, field_ in _INT_FIELDS:
         value = getattr(product, name)
-        if value is not None:
-            setattr(product, name, _quantize(meta.get_field(name), value))
+        if value is not None and type(value) is not int:
+            setattr(product, name, field_.to_python(value))
 
 
 def guarded_update(product: Product, base_qs: models.QuerySet, pk_val: Any, values: list) -> bool:
@@ -138,7 +215,7 @@ def record_saved(product: Product, *, created: bool) -> None:
             record_saved(product, created=created)
         return
     ctx = current_change_context()
-    now = timezone.now()
+    now = batch.now
     if created:
         if product.stock:
             batch.movements.append(
@@ -148,20 +225,11 @@ def record_saved(product: Product, *, created: bool) -> None:
         return
     before = getattr(product, "_before_write", None) or {}
     if "price" in before:
-        old, new = _quantize(Product._meta.get_field("price"), before["price"]), product.price
+        old, new = _quantize(PRICE_FIELD, before["price"]), product.price
         if old != new:
             batch.price_changes += 1
             batch.prices.append(
-                PriceHistory(
-                    product=product,
-                    sku=product.sku,
-                    name=product.name,
-                    old_price=old,
-                    new_price=new,
-                    changed_at=now,
-                    changed_by_id=ctx.user_id,
-                    source=ctx.source,
-                )
+                (product.pk, product.sku, product.name, old, new, now, ctx.user_id, ctx.source)
             )
     if "stock" in before and before["stock"] != product.stock:
         batch.movements.append(_movement(product, product.stock - before["stock"], ctx, now))
@@ -172,17 +240,17 @@ def record_saved(product: Product, *, created: bool) -> None:
             batch.alert_checks[product.pk] = product
 
 
-def _movement(product: Product, delta: int, ctx, now, reason: str | None = None) -> StockMovement:
-    return StockMovement(
-        product=product,
-        sku=product.sku,
-        delta=delta,
-        stock_after=product.stock,
-        reason=reason if reason is not None else ctx.reason,
-        idempotency_key=ctx.idempotency_key,
-        created_at=now,
-        changed_by_id=ctx.user_id,
-        source=ctx.source,
+def _movement(product: Product, delta: int, ctx, now, reason: str | None = None) -> tuple:
+    return (
+        product.pk,
+        product.sku,
+        delta,
+        product.stock,
+        reason if reason is not None else ctx.reason,
+        ctx.idempotency_key,
+        now,
+        ctx.user_id,
+        ctx.source,
     )
 
 
@@ -197,18 +265,20 @@ def write_products(objs: Sequence[Product], fields: Iterable[str], *, using: str
     """
     fields = list(dict.fromkeys([*fields, "updated_at"]))
     update_fields = frozenset(fields)
+    tracked = [name for name in TRACKED_FIELDS if name in update_fields]
     now = timezone.now()
+    send = pre_save.send
     for obj in objs:
         obj.updated_at = now
-        pre_save.send(
-            sender=Product, instance=obj, raw=False, using=using, update_fields=update_fields
-        )
-        obj._before_write = {name: obj._loaded[name] for name in TRACKED_FIELDS if name in fields}
+        send(sender=Product, instance=obj, raw=False, using=using, update_fields=update_fields)
+        loaded = obj._loaded
+        obj._before_write = {name: loaded[name] for name in tracked}
     update_rows(objs, fields, using=using)
+    send = post_save.send
     with collecting_changes(using):
         for obj in objs:
             obj._state.db = using
-            post_save.send(
+            send(
                 sender=Product,
                 instance=obj,
                 created=False,
@@ -216,9 +286,15 @@ def write_products(objs: Sequence[Product], fields: Iterable[str], *, using: str
                 raw=False,
                 using=using,
             )
+    attnames = CONCRETE_ATTNAMES
     for obj in objs:
-        obj.remember_current_values()
+        # Product.remember_current_values(), inlined: this loop runs per product.
+        obj._loaded = {name: getattr(obj, name) for name in attnames}
+        obj._before_write = None
     return len(objs)
+
+
+CONCRETE_ATTNAMES = tuple(f.attname for f in Product._meta.concrete_fields)
 
 
 def update_rows(objs: Sequence[Product], fields: Sequence[str], *, using: str) -> int:
@@ -238,6 +314,7 @@ def update_rows(objs: Sequence[Product], fields: Sequence[str], *, using: str) -
     table = qn(meta.db_table)
     assignments = ", ".join(f"{c} = v.{c}" for c in columns)
     per_chunk = max(1, min(CHUNK, 30000 // (len(model_fields) + 1)))
+    preps = [(f, {} if isinstance(f, models.DateTimeField) else None) for f in model_fields]
     total = 0
     with connection.cursor() as cursor:
         for start in range(0, len(objs), per_chunk):
@@ -245,9 +322,15 @@ def update_rows(objs: Sequence[Product], fields: Sequence[str], *, using: str) -
             params: list[Any] = []
             for obj in chunk:
                 params.append(obj.pk)
-                params.extend(
-                    f.get_db_prep_save(getattr(obj, f.attname), connection) for f in model_fields
-                )
+                for f, memo in preps:
+                    value = getattr(obj, f.attname)
+                    if memo is None:
+                        params.append(f.get_db_prep_save(value, connection))
+                    else:  # datetimes: one shared "now" per write, adapted once
+                        prepared = memo.get(value, memo)
+                        if prepared is memo:
+                            prepared = memo[value] = f.get_db_prep_save(value, connection)
+                        params.append(prepared)
             sql = (
                 f"WITH v(id, {', '.join(columns)}) AS (VALUES {', '.join([row_sql] * len(chunk))}) "
                 f"UPDATE {table} SET {assignments} FROM v WHERE {table}.{qn('id')} = v.id"

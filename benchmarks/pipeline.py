@@ -1,0 +1,436 @@
+"""Pipeline benchmark: one command, ratios measured in the same run on the same database.
+
+    python benchmarks/pipeline.py [--db sqlite|postgres|both] [--n 100000] [--quick]
+
+For each database it creates a fresh one (a temp SQLite file / PostgreSQL ``stockpipe_bench``),
+loads ``n`` products, and times the same workload (set every price, adjust every stock)
+three ways, restoring the products and emptying the history tables before each:
+
+* naive:    the seed's route, one ``save()`` per change with the seed's receivers (post_save
+            re-reads the product and writes PriceHistory; pre_save e-mails when stock < 5),
+            autocommit. Timed on a sample of products, extrapolated linearly to ``n``.
+* limit:    the practical limit, no Django in the loop: per operation one
+            ``INSERT ... SELECT`` for the history rows and one ``UPDATE ... FROM (VALUES ...)``.
+* pipeline: ``process_pipeline`` (validation, run record, locking, pre_save/post_save per
+            product, price history, stock ledger, low-stock alerts), one transaction.
+
+Then it measures peak memory (ru_maxrss) of ``manage.py run_pipeline`` upserting a
+``--memory-rows`` CSV (default 1,000,000) in a child process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from decimal import Decimal
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN = os.environ.get("BENCH_PG_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+PG_NAME = os.environ.get("BENCH_PG_DB", "stockpipe_bench")
+
+TARGET_NAIVE = 30.0
+TARGET_LIMIT = 0.5
+TARGET_MEMORY_MB = 400
+
+
+# --- database setup (before Django is configured) -------------------------------------
+
+
+def database_url(db: str, workdir: Path) -> str:
+    if db == "sqlite":
+        return f"sqlite:///{workdir / 'bench.sqlite3'}"
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{PG_NAME}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{PG_NAME}"')
+    base = PG_ADMIN.rsplit("/", 1)[0]
+    return f"{base}/{PG_NAME}"
+
+
+def setup_django(url: str) -> None:
+    os.environ["DATABASE_URL"] = url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "stockpipe.settings")
+    os.environ["EMAIL_URL"] = "memorymail://"  # the seed's e-mails go to memory, not SMTP
+    os.environ["LOG_LEVEL"] = "WARNING"
+    os.environ["DEBUG"] = "False"  # no query log: production-like for every route
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+# --- workload -------------------------------------------------------------------------
+
+
+def sku(i: int) -> str:
+    return f"SKU-{i:07d}"
+
+
+def initial(i: int) -> tuple[Decimal, int]:
+    return Decimal(10 + i % 990) + Decimal(i % 100) / 100, 3 + (i * 37) % 60
+
+
+def workload(n: int) -> tuple[dict[str, str], dict[str, int]]:
+    """New prices (all different from the current ones) and deltas (-3..+3, never negative);
+    some products cross the low-stock threshold both ways, so alerts open and resolve."""
+    prices = {sku(i): str(initial(i)[0] + Decimal("1.25")) for i in range(n)}
+    deltas = {sku(i): (i % 7) - 3 for i in range(n)}
+    return prices, deltas
+
+
+def load_products(n: int) -> None:
+    """Insert the products and a pristine copy of their tracked columns (not timed)."""
+    from django.db import connection
+    from django.utils import timezone
+
+    from app.models import Product
+
+    now = timezone.now()
+    table = Product._meta.db_table
+    with connection.cursor() as cursor:
+        rows = []
+        for i in range(n):
+            price, stock = initial(i)
+            rows.append((sku(i), f"Product {i}", price, stock, 5, now, now))
+            if len(rows) == 5000 or i == n - 1:
+                cursor.executemany(
+                    f"INSERT INTO {table} (sku, name, price, stock, low_stock_threshold, created_at, updated_at) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                    rows,
+                )
+                rows = []
+        cursor.execute("DROP TABLE IF EXISTS bench_pristine")
+        cursor.execute(f"CREATE TABLE bench_pristine AS SELECT id, price, stock FROM {table}")
+
+
+def reset() -> None:
+    """Restore prices and stock, empty history, ledger, alerts and queued tasks (not timed)."""
+    from django.db import connection
+
+    from app.models import PipelineRun, PriceHistory, Product, StockAlert, StockMovement
+
+    table = Product._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET price = b.price, stock = b.stock FROM bench_pristine b "
+            f"WHERE {table}.id = b.id"
+        )
+        for model in (PriceHistory, StockMovement, StockAlert, PipelineRun):
+            cursor.execute(f"DELETE FROM {model._meta.db_table}")
+        cursor.execute("DELETE FROM django_tasks_database_dbtaskresult")
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("VACUUM ANALYZE")
+    else:
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+# --- the three routes -------------------------------------------------------------------
+
+
+def seed_pre_save(sender, instance, **kwargs):
+    from django.core.mail import send_mail
+
+    if instance.stock < 5:
+        send_mail(
+            f"Low Stock Alert: {instance.name}",
+            f"Only {instance.stock} units remaining",
+            "stockpipe@localhost",
+            ["manager@company.com"],
+        )
+
+
+def seed_post_save(sender, instance, created, **kwargs):
+    from app.models import PriceHistory, Product
+
+    product = Product.objects.get(id=instance.id)
+    PriceHistory.objects.create(
+        product=product,
+        sku=product.sku,
+        name=product.name,
+        old_price=instance._loaded["price"],
+        new_price=product.price,
+        changed_at=product.updated_at,
+    )
+
+
+def run_naive(prices: dict[str, str], deltas: dict[str, int]) -> float:
+    """The seed: per-object get + save() in autocommit, with the seed's two receivers."""
+    from contextlib import ExitStack
+
+    from django.db.models.signals import post_delete, post_save, pre_delete, pre_save
+
+    from app import receivers
+    from app.models import Product
+    from app.signals import muted
+
+    with ExitStack() as stack:
+        for signal, receiver, uid in [
+            (pre_save, receivers.product_pre_save, "app.product_pre_save"),
+            (post_save, receivers.product_post_save, "app.product_post_save"),
+            (pre_delete, receivers.product_pre_delete, "app.product_pre_delete"),
+            (post_delete, receivers.product_post_delete, "app.product_post_delete"),
+        ]:
+            stack.enter_context(muted(signal, receiver, sender=Product, dispatch_uid=uid))
+        pre_save.connect(seed_pre_save, sender=Product, dispatch_uid="bench.seed_pre_save")
+        post_save.connect(seed_post_save, sender=Product, dispatch_uid="bench.seed_post_save")
+        stack.callback(pre_save.disconnect, sender=Product, dispatch_uid="bench.seed_pre_save")
+        stack.callback(post_save.disconnect, sender=Product, dispatch_uid="bench.seed_post_save")
+        start = time.perf_counter()
+        for key, price in prices.items():
+            product = Product.objects.get(sku=key)
+            product.price = Decimal(price)
+            product.save()
+        for key, delta in deltas.items():
+            product = Product.objects.get(sku=key)
+            product.stock += delta
+            product.save()
+        return time.perf_counter() - start
+
+
+def run_limit(prices: dict[str, str], deltas: dict[str, int]) -> float:
+    """One INSERT ... SELECT + one UPDATE ... FROM (VALUES ...) per operation, raw DB-API."""
+    from django.db import connection
+
+    from app.models import PriceHistory, Product, StockMovement
+
+    connection.ensure_connection()
+    raw = connection.connection  # the DB-API connection: no Django in the loop
+    product, history, ledger = (
+        Product._meta.db_table,
+        PriceHistory._meta.db_table,
+        StockMovement._meta.db_table,
+    )
+    pg = connection.vendor == "postgresql"
+    now = "now()" if pg else "strftime('%Y-%m-%d %H:%M:%f', 'now')"
+    num, bigint = ("::numeric(12,2)", "::integer") if pg else ("", "")
+    # SQLite runs a non-materialised VALUES CTE as a co-routine, quadratic here.
+    cte = "" if pg else "MATERIALIZED "
+    start = time.perf_counter()
+    price_values = ",".join(f"('{k}',{v}{num})" for k, v in prices.items())
+    delta_values = ",".join(f"('{k}',{d}{bigint})" for k, d in deltas.items())
+    statements = [
+        f"WITH v(sku, price) AS {cte}(VALUES {price_values}) "
+        f"INSERT INTO {history} (product_id, sku, name, old_price, new_price, changed_at, source) "
+        f"SELECT p.id, p.sku, p.name, p.price, v.price, {now}, 'raw' "
+        f"FROM v CROSS JOIN {product} p WHERE p.sku = v.sku AND p.price <> v.price",
+        f"WITH v(sku, price) AS {cte}(VALUES {price_values}) "
+        f"UPDATE {product} SET price = v.price, updated_at = {now} FROM v WHERE {product}.sku = v.sku",
+        f"WITH v(sku, delta) AS {cte}(VALUES {delta_values}) "
+        f"INSERT INTO {ledger} (product_id, sku, delta, stock_after, reason, created_at, source) "
+        f"SELECT p.id, p.sku, v.delta, p.stock + v.delta, '', {now}, 'raw' "
+        f"FROM v CROSS JOIN {product} p WHERE p.sku = v.sku AND v.delta <> 0",
+        f"WITH v(sku, delta) AS {cte}(VALUES {delta_values}) "
+        f"UPDATE {product} SET stock = {product}.stock + v.delta, updated_at = {now} "
+        f"FROM v WHERE {product}.sku = v.sku",
+    ]
+    cursor = raw.cursor()
+    if not pg:
+        cursor.execute("BEGIN IMMEDIATE")
+    for sql in statements:
+        t = time.perf_counter()
+        cursor.execute(sql)
+        if os.environ.get("BENCH_VERBOSE"):
+            print(f"    {time.perf_counter() - t:.3f}s {sql[:40]}...{sql[-60:]}")
+    t = time.perf_counter()
+    raw.commit()
+    if os.environ.get("BENCH_VERBOSE"):
+        print(f"    {time.perf_counter() - t:.3f}s commit")
+    cursor.close()
+    return time.perf_counter() - start
+
+
+def run_pipeline(prices: dict[str, str], deltas: dict[str, int]) -> float:
+    from app.utils.utils import process_pipeline
+
+    spec = {
+        "name": "benchmark",
+        "steps": [{"op": "set_prices", "prices": prices}, {"op": "adjust_stock", "deltas": deltas}],
+    }
+    start = time.perf_counter()
+    result = process_pipeline(spec)
+    elapsed = time.perf_counter() - start
+    assert result["status"] == "succeeded", result.get("error")
+    return elapsed
+
+
+def check_effects(n: int, label: str) -> None:
+    from app.models import PriceHistory, StockMovement
+
+    history = PriceHistory.objects.count()
+    assert history == n, f"{label}: {history} price history rows for {n} products"
+    moved = StockMovement.objects.count()
+    expected = sum(1 for i in range(n) if (i % 7) != 3)
+    assert moved == expected, f"{label}: {moved} stock movements, expected {expected}"
+
+
+# --- memory -------------------------------------------------------------------------------
+
+
+def measure_memory(url: str, rows: int, workdir: Path) -> float:
+    """Peak RSS (MB) of ``manage.py run_pipeline`` upserting ``rows`` CSV rows (fresh products)."""
+    feed = workdir / "feed.csv"
+    with feed.open("w") as fh:
+        fh.write("sku,name,price,stock\n")
+        for i in range(rows):
+            fh.write(f"MEM-{i:08d},Memory product {i},{10 + i % 500}.{i % 100:02d},{i % 50}\n")
+    spec = workdir / "memory.json"
+    spec.write_text(
+        json.dumps({"name": "memory", "steps": [{"op": "upsert_products", "csv_file": "feed.csv"}]})
+    )
+    code = (
+        "import resource, sys, runpy; sys.argv = ['manage.py', 'run_pipeline', sys.argv[1], '--no-progress'];"
+        "\ntry:\n    runpy.run_path('manage.py', run_name='__main__')\nfinally:\n"
+        "    print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)"
+    )
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "DJANGO_SETTINGS_MODULE": "stockpipe.settings",
+        "LOG_LEVEL": "WARNING",
+        "DEBUG": "False",
+    }
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(spec)], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"memory run failed:\n{proc.stdout}\n{proc.stderr}")
+    kb = int(
+        next(line for line in proc.stderr.splitlines() if line.startswith("MAXRSS_KB")).split()[1]
+    )
+    print(f"  memory: {rows:,} CSV rows upserted in {elapsed:.1f}s, peak RSS {kb / 1024:.0f} MB")
+    return kb / 1024
+
+
+# --- driver ---------------------------------------------------------------------------------
+
+
+def bench_one(db: str, n: int, sample: int, memory_rows: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="stockpipe-bench-") as tmp:
+        workdir = Path(tmp)
+        url = database_url(db, workdir)
+        setup_django(url)
+        from django.db import connection
+
+        print(f"== {db} ({connection.vendor}), n={n:,}, naive sample={sample:,}", flush=True)
+        load_products(n)
+        prices, deltas = workload(n)
+        sample_prices = dict(list(prices.items())[:sample])
+        sample_deltas = dict(list(deltas.items())[:sample])
+
+        import app.utils.utils  # noqa: F401  (imports are not part of any route's time)
+
+        reset()
+        naive_sample = run_naive(sample_prices, sample_deltas)
+        naive = naive_sample * n / sample
+        print(
+            f"  naive:    {naive_sample:.2f}s for {sample:,} -> {naive:.1f}s for {n:,} (extrapolated)",
+            flush=True,
+        )
+        reset()
+        limit = run_limit(prices, deltas)
+        check_effects(n, "limit")
+        print(f"  limit:    {limit:.2f}s", flush=True)
+        reset()
+        pipeline = run_pipeline(prices, deltas)
+        check_effects(n, "pipeline")
+        print(f"  pipeline: {pipeline:.2f}s", flush=True)
+        memory = measure_memory(url, memory_rows, workdir) if memory_rows else None
+        connection.close()
+    result = {
+        "db": db,
+        "n": n,
+        "naive_s": round(naive, 2),
+        "naive_sample": sample,
+        "limit_s": round(limit, 3),
+        "pipeline_s": round(pipeline, 3),
+        "speedup_vs_naive": round(naive / pipeline, 1),
+        "speed_vs_limit": round(limit / pipeline, 2),
+        "memory_rows": memory_rows,
+        "peak_memory_mb": round(memory) if memory else None,
+    }
+    print(
+        f"  => pipeline is {result['speedup_vs_naive']}x faster than naive (target >= {TARGET_NAIVE}x), "
+        f"{result['speed_vs_limit']}x the speed of the limit (target >= {TARGET_LIMIT}x)"
+        + (
+            f", peak {result['peak_memory_mb']} MB for {memory_rows:,} rows (target < {TARGET_MEMORY_MB})"
+            if memory
+            else ""
+        ),
+        flush=True,
+    )
+    print("RESULT " + json.dumps(result), flush=True)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
+    parser.add_argument("--n", type=int, default=100_000, help="products (default 100,000)")
+    parser.add_argument(
+        "--sample", type=int, default=2_000, help="products timed on the naive route"
+    )
+    parser.add_argument(
+        "--memory-rows", type=int, default=1_000_000, help="CSV rows for the memory run (0: skip)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="CI smoke test: n=2000, sample=300, 20,000 memory rows"
+    )
+    parser.add_argument("--check", action="store_true", help="exit non-zero if a target is missed")
+    args = parser.parse_args()
+    if args.quick:
+        args.n, args.sample, args.memory_rows = 2_000, 300, 20_000
+    args.sample = min(args.sample, args.n)
+    if args.db == "both":
+        # Django is configured once per process: each database gets its own child process.
+        failed = False
+        for db in ("sqlite", "postgres"):
+            cmd = [
+                sys.executable,
+                __file__,
+                "--db",
+                db,
+                "--n",
+                str(args.n),
+                "--sample",
+                str(args.sample),
+                "--memory-rows",
+                str(args.memory_rows),
+            ] + (["--check"] if args.check else [])
+            failed |= subprocess.run(cmd, check=False).returncode != 0
+        raise SystemExit(1 if failed else 0)
+    result = bench_one(args.db, args.n, args.sample, args.memory_rows)
+    if args.check:
+        missed = [
+            name
+            for name, ok in [
+                ("naive", result["speedup_vs_naive"] >= TARGET_NAIVE),
+                ("limit", result["speed_vs_limit"] >= TARGET_LIMIT),
+                (
+                    "memory",
+                    result["peak_memory_mb"] is None or result["peak_memory_mb"] < TARGET_MEMORY_MB,
+                ),
+            ]
+            if not ok
+        ]
+        if missed:
+            raise SystemExit(f"targets missed: {', '.join(missed)}")
+
+
+if __name__ == "__main__":
+    main()
