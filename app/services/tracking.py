@@ -96,6 +96,8 @@ def insert_rows(
     names = ", ".join(qn(f.column) for f in fields)
     row_sql = "(" + ", ".join(["%s"] * len(fields)) + ")"
     per_chunk = max(1, min(CHUNK, 30000 // len(fields)))
+    pg = connection.vendor == "postgresql"
+    arrays = ", ".join(f"%s::{f.cast_db_type(connection)}[]" for f in fields)
     with connection.cursor() as cursor:
         for start in range(0, len(rows), per_chunk):
             chunk = rows[start : start + per_chunk]
@@ -109,9 +111,17 @@ def insert_rows(
             else:
                 for row in chunk:
                     params.extend(row)
-            cursor.execute(
-                f"INSERT INTO {table} ({names}) VALUES {', '.join([row_sql] * len(chunk))}", params
-            )
+            if pg:  # one array per column: a short, cacheable statement however many rows
+                width = len(fields)
+                cursor.execute(
+                    f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays})",
+                    [params[i::width] for i in range(width)],
+                )
+            else:
+                cursor.execute(
+                    f"INSERT INTO {table} ({names}) VALUES {', '.join([row_sql] * len(chunk))}",
+                    params,
+                )
 
 
 def f_adapt(connection, value: Any) -> Any:
@@ -306,8 +316,10 @@ def update_rows(objs: Sequence[Product], fields: Sequence[str], *, using: str) -
     meta = Product._meta
     model_fields = [meta.get_field(name) for name in fields]
     columns = [qn(f.column) for f in model_fields]
-    if connection.vendor == "postgresql":
+    pg = connection.vendor == "postgresql"
+    if pg:
         placeholders = ["%s::bigint"] + [f"%s::{f.cast_db_type(connection)}" for f in model_fields]
+        arrays = [f"{p}[]" for p in placeholders]
     else:
         placeholders = ["%s"] * (len(model_fields) + 1)
     row_sql = "(" + ", ".join(placeholders) + ")"
@@ -331,10 +343,18 @@ def update_rows(objs: Sequence[Product], fields: Sequence[str], *, using: str) -
                         if prepared is memo:
                             prepared = memo[value] = f.get_db_prep_save(value, connection)
                         params.append(prepared)
-            sql = (
-                f"WITH v(id, {', '.join(columns)}) AS (VALUES {', '.join([row_sql] * len(chunk))}) "
-                f"UPDATE {table} SET {assignments} FROM v WHERE {table}.{qn('id')} = v.id"
-            )
+            if pg:  # one array per column: a short, cacheable statement however many rows
+                width = len(model_fields) + 1
+                params = [params[i::width] for i in range(width)]
+                sql = (
+                    f"UPDATE {table} SET {assignments} FROM unnest({', '.join(arrays)}) "
+                    f"AS v(id, {', '.join(columns)}) WHERE {table}.{qn('id')} = v.id"
+                )
+            else:
+                sql = (
+                    f"WITH v(id, {', '.join(columns)}) AS (VALUES {', '.join([row_sql] * len(chunk))}) "
+                    f"UPDATE {table} SET {assignments} FROM v WHERE {table}.{qn('id')} = v.id"
+                )
             cursor.execute(sql, params)
             total += cursor.rowcount
     return total
