@@ -5,3 +5,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("app.urls")),
 ]
+
+handler400 = "app.api.errors.handler400"
+handler403 = "app.api.errors.handler403"
+handler404 = "app.api.errors.handler404"
+handler500 = "app.api.errors.handler500"

@@ -9,10 +9,12 @@ invalid); a body that is not JSON at all is 400.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 from ninja import NinjaAPI, Schema
 from ninja.errors import AuthenticationError, HttpError, Throttled, ValidationError
 
@@ -120,3 +122,23 @@ def install(api: NinjaAPI) -> None:
     def unexpected(request, exc: Exception):
         logger.exception("Unhandled API error on %s %s", request.method, request.path)
         return respond(request, 500, error_body(STATUS_DETAIL[500]))
+
+
+def _django_handler(
+    status: int, default: Callable[..., HttpResponse]
+) -> Callable[..., HttpResponse]:
+    """Django's error view for a status, answering JSON under /api/ (errors raised outside
+    Ninja: middleware, DisallowedHost, unmatched URLs before the API's catch-all)."""
+
+    def view(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+        if request.path.startswith("/api/"):
+            return json_error(status)
+        return default(request) if status == 500 else default(request, exception)
+
+    return view
+
+
+handler400 = _django_handler(400, defaults.bad_request)
+handler403 = _django_handler(403, defaults.permission_denied)
+handler404 = _django_handler(404, defaults.page_not_found)
+handler500 = _django_handler(500, defaults.server_error)

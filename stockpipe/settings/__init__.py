@@ -114,6 +114,10 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="stockpipe@localhost"
 
 # Background tasks: durable database backend by default; TASKS_BACKEND=rq for Redis/RQ.
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+
+# Cache (throttling counters live here): per-process memory in development; production
+# settings default to Redis so limits hold across processes and machines.
+CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://")}
 TASKS_BACKEND = env.str("TASKS_BACKEND", default="database")
 if TASKS_BACKEND == "rq":
     INSTALLED_APPS.append("django_rq")
