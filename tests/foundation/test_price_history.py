@@ -45,6 +45,7 @@ def test_save_records_old_and_new_price_correctly(product):
 
 
 def test_save_knows_the_old_price_without_a_select(product):
+    product.save()  # warm per-process caches (e.g. the webhook subscription set)
     product = Product.objects.get(pk=product.pk)
     product.price = Decimal("12.00")
     with CaptureQueriesContext(connection) as ctx:
