@@ -17,9 +17,10 @@ from ninja.errors import HttpError
 from pydantic import Field
 
 from ..models import Product
+from ..services.omnibus import current_reduction
 from .auth import AUTH, require_perm
 from .errors import responses
-from .schemas import ProductIn, ProductOut, ProductPage, ProductPatch, Sku
+from .schemas import ProductDetailOut, ProductIn, ProductOut, ProductPage, ProductPatch, Sku
 
 # Optional by default, yet not "| None": a query parameter cannot be null, so OpenAPI
 # must not offer null.
@@ -59,9 +60,14 @@ def list_products(
     return {"items": items[:limit], "next_after": next_after}
 
 
-@router.get("/{sku}", response={200: ProductOut, **responses(401, 404, 422)})
+@router.get("/{sku}", response={200: ProductDetailOut, **responses(401, 404, 422)})
 def get_product(request: HttpRequest, sku: Sku):
-    return get_object_or_404(Product, sku=sku)
+    product = get_object_or_404(Product, sku=sku)
+    reduction = current_reduction(product)
+    if reduction is not None:
+        product.prior_price = reduction.prior_price
+        product.discount_percent = reduction.discount_percent
+    return product
 
 
 @router.post("", response={201: ProductOut, **responses(400, 401, 403, 409, 422)})

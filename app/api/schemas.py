@@ -77,6 +77,18 @@ class ProductOut(Schema):
     updated_at: datetime
 
 
+class ProductDetailOut(ProductOut):
+    """A product with its Omnibus reference price (EU Directive 98/6/EC art. 6a).
+
+    ``prior_price`` is the lowest price of the 30 days before the current reduction and
+    ``discount_percent`` the reduction against it (rounded down); both are null when the
+    current price is not a reduction.
+    """
+
+    prior_price: Decimal | None = None
+    discount_percent: Decimal | None = None
+
+
 class ProductPage(Schema):
     """Cursor pagination by SKU: pass ``next_after`` as ``after`` to get the next page."""
 

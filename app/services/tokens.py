@@ -41,6 +41,7 @@ def user_for_token(raw: str):
     token = (
         ApiToken.objects.select_related("user")
         .filter(key_hash=_digest(raw), revoked_at__isnull=True)
+        .order_by()  # key_hash is unique: skip the model's ORDER BY
         .first()
     )
     if token is None or not token.user.is_active:
