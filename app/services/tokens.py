@@ -38,12 +38,11 @@ def revoke_token(token: ApiToken) -> None:
 
 def user_for_token(raw: str):
     """The active user a raw token belongs to, or None (unknown, revoked or inactive user)."""
-    token = (
-        ApiToken.objects.select_related("user")
-        .filter(key_hash=_digest(raw), revoked_at__isnull=True)
-        .order_by()  # key_hash is unique: skip the model's ORDER BY
-        .first()
+    # key_hash is unique: a bare LIMIT 1, without the ORDER BY that .first() would add.
+    matches = ApiToken.objects.select_related("user").filter(
+        key_hash=_digest(raw), revoked_at__isnull=True
     )
+    token = next(iter(matches.order_by()[:1]), None)
     if token is None or not token.user.is_active:
         return None
     now = timezone.now()
