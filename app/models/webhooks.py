@@ -56,6 +56,20 @@ class WebhookSubscription(models.Model):
             )
 
 
+class OutboxQuerySet(models.QuerySet):
+    def bulk_create(self, objs, batch_size=None, **kwargs):
+        """Plain new outbox rows (thousands per pipeline chunk, flushed by the tracking
+        batch) go in with one multi-row INSERT per chunk, like the history rows; their
+        primary keys are not set on the objects. Anything else takes Django's way."""
+        objs = list(objs)
+        if any(kwargs.values()) or any(obj.pk is not None for obj in objs):
+            return super().bulk_create(objs, batch_size=batch_size, **kwargs)
+        from ..webhooks.outbox import insert_deliveries
+
+        insert_deliveries(objs, using=self.db)
+        return objs
+
+
 class WebhookDelivery(models.Model):
     """One event for one subscription: the outbox row and its delivery state.
 
@@ -87,6 +101,8 @@ class WebhookDelivery(models.Model):
     last_status_code = models.PositiveIntegerField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")
     delivered_at = models.DateTimeField(null=True, blank=True)
+
+    objects = OutboxQuerySet.as_manager()
 
     class Meta:
         ordering = ["-id"]

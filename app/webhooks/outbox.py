@@ -12,15 +12,19 @@ enqueue is lost, the ``deliver_pending`` sweeper finds the rows again.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import connections, transaction
+from django.db.models.base import ModelState
 from django.utils import timezone
 
 from ..models import (
@@ -36,10 +40,15 @@ from ..services.context import current_change_context
 
 PRODUCT_FIELDS = ("name", "price", "stock", "low_stock_threshold")
 _CENT = Decimal("0.01")
+PENDING = WebhookDelivery.Status.PENDING.value
+CREATED = WebhookEvent.PRODUCT_CREATED.value
+UPDATED = WebhookEvent.PRODUCT_UPDATED.value
+PRICE_CHANGED = WebhookEvent.PRICE_CHANGED.value
 
 # --- which subscriptions want an event ----------------------------------------------------
 
 _lock = threading.Lock()
+# per database alias: (valid until, {event type: subscription ids})
 _subscribers: dict[str, tuple[float, dict[str, tuple[int, ...]]]] = {}
 
 
@@ -53,18 +62,25 @@ def subscribers(event_type: str, *, using: str = "default") -> tuple[int, ...]:
     Bulk writes ask this once per product; the cache makes that free. A subscription
     created in another process starts receiving events within the cache time.
     """
-    now = time.monotonic()
+    return _by_type(using).get(event_type, ())
+
+
+def _by_type(using: str) -> dict[str, tuple[int, ...]]:
     cached = _subscribers.get(using)
-    if cached is None or now - cached[0] > _cache_seconds():
-        by_type: dict[str, list[int]] = {}
-        rows = WebhookSubscription.objects.using(using).filter(is_active=True)
-        for pk, events in rows.values_list("pk", "events"):
-            for name in events or ():
-                by_type.setdefault(name, []).append(pk)
-        cached = (now, {name: tuple(ids) for name, ids in by_type.items()})
-        with _lock:
-            _subscribers[using] = cached
-    return cached[1].get(event_type, ())
+    if cached is not None and time.monotonic() <= cached[0]:
+        return cached[1]
+    by_type: dict[str, list[int]] = {}
+    rows = WebhookSubscription.objects.using(using).filter(is_active=True)
+    for pk, events in rows.values_list("pk", "events"):
+        for name in events or ():
+            by_type.setdefault(str(name), []).append(pk)
+    cached = (
+        time.monotonic() + _cache_seconds(),
+        {name: tuple(ids) for name, ids in by_type.items()},
+    )
+    with _lock:
+        _subscribers[using] = cached
+    return cached[1]
 
 
 def forget_subscriptions() -> None:
@@ -90,24 +106,44 @@ def record_event(
     *,
     subscription_ids: Iterable[int],
     using: str = "default",
+    at: datetime | None = None,
 ) -> uuid.UUID:
-    """Add one outbox row per subscription for this event; all share one event id."""
+    """Add one outbox row per subscription for this event; all share one event id.
+
+    ``at`` is when the change happened (default: now); a bulk write passes its one
+    timestamp, so the rows of a batch share it.
+    """
     event_id = uuid.uuid4()
-    now = timezone.now()
+    at = at or timezone.now()
     for subscription_id in subscription_ids:
         tracking.add_row(
-            WebhookDelivery(
-                subscription_id=subscription_id,
-                event_id=event_id,
-                event_type=event_type,
-                stream=stream,
-                data=data,
-                created_at=now,
-            ),
-            using=using,
+            _delivery(subscription_id, event_id, event_type, stream, data, at), using=using
         )
         _schedule(using, subscription_id, stream)
     return event_id
+
+
+def _delivery(subscription_id, event_id, event_type, stream, data, at) -> WebhookDelivery:
+    """A new outbox row. Built without ``Model.__init__`` (so without pre_init/post_init,
+    which this internal row needs not), as bulk pipelines build one per event."""
+    row = WebhookDelivery.__new__(WebhookDelivery)
+    row.__dict__.update(
+        id=None,
+        subscription_id=subscription_id,
+        event_id=event_id,
+        event_type=event_type,
+        stream=stream,
+        data=data,
+        created_at=at,
+        status=PENDING,
+        attempts=0,
+        next_attempt_at=None,
+        last_status_code=None,
+        last_error="",
+        delivered_at=None,
+        _state=ModelState(),
+    )
+    return row
 
 
 def _money(value: Any) -> str:
@@ -134,23 +170,32 @@ def _who() -> dict[str, Any]:
     return {"source": ctx.source, "user_id": ctx.user_id}
 
 
-def record_product_saved(product: Product, *, created: bool, using: str) -> None:
+def record_product_saved(
+    product: Product, *, created: bool, using: str, update_fields: Iterable[str] | None = None
+) -> None:
     """``product.created``, or ``product.updated`` (+ ``price.changed``) with old values.
 
     Old values come from ``_before_write`` (read under the row lock by the tracking core)
     for tracked fields and from the values the instance was loaded with for the name.
     """
+    by_type = _by_type(using)
+    if not by_type:  # the common case in bulk work: nobody subscribed to anything
+        return
     stream = f"product:{product.pk}"
     if created:
-        subs = subscribers(WebhookEvent.PRODUCT_CREATED, using=using)
+        subs = by_type.get(CREATED)
         if subs:
             data = {"product": product_data(product), **_who()}
             record_event(
-                WebhookEvent.PRODUCT_CREATED, stream, data, subscription_ids=subs, using=using
+                WebhookEvent.PRODUCT_CREATED,
+                stream,
+                data,
+                subscription_ids=subs,
+                using=using,
+                at=product.updated_at,
             )
         return
-    updated = subscribers(WebhookEvent.PRODUCT_UPDATED, using=using)
-    priced = subscribers(WebhookEvent.PRICE_CHANGED, using=using)
+    updated, priced = by_type.get(UPDATED), by_type.get(PRICE_CHANGED)
     if not updated and not priced:
         return
     before = getattr(product, "_before_write", None) or {}
@@ -169,10 +214,12 @@ def record_product_saved(product: Product, *, created: bool, using: str) -> None
     if not changes:
         return
     who = _who()
+    # The write's own timestamp when it set one (a bulk write sets one for all its rows).
+    at = product.updated_at if update_fields is None or "updated_at" in update_fields else None
     if updated:
         data = {"product": product_data(product), "changes": changes, **who}
         record_event(
-            WebhookEvent.PRODUCT_UPDATED, stream, data, subscription_ids=updated, using=using
+            WebhookEvent.PRODUCT_UPDATED, stream, data, subscription_ids=updated, using=using, at=at
         )
     if priced and "price" in changes:
         data = {
@@ -181,7 +228,9 @@ def record_product_saved(product: Product, *, created: bool, using: str) -> None
             "new": changes["price"]["new"],
             **who,
         }
-        record_event(WebhookEvent.PRICE_CHANGED, stream, data, subscription_ids=priced, using=using)
+        record_event(
+            WebhookEvent.PRICE_CHANGED, stream, data, subscription_ids=priced, using=using, at=at
+        )
 
 
 def record_product_deleted(product: Product, *, using: str) -> None:
@@ -250,6 +299,31 @@ def record_pipeline_finished(run: PipelineRun, *, using: str) -> None:
     }
     stream = f"pipeline:{run.pk}"
     record_event(WebhookEvent.PIPELINE_FINISHED, stream, data, subscription_ids=subs, using=using)
+
+
+def insert_deliveries(rows: Sequence[WebhookDelivery], *, using: str) -> None:
+    """Write new outbox rows set-based (``tracking.insert_rows``), without per-row compiling.
+
+    Only the UUID and JSON columns need converting; the others are plain values already.
+    """
+    if not rows:
+        return
+    connection = connections[using]
+    native_uuid = connection.features.has_native_uuid_field
+    names = _attnames()
+    event_id, data = names.index("event_id"), names.index("data")
+    tuples = []
+    for row in rows:
+        values = [getattr(row, name) for name in names]
+        if not native_uuid:
+            values[event_id] = values[event_id].hex
+        values[data] = json.dumps(values[data], cls=DjangoJSONEncoder)
+        tuples.append(values)
+    tracking.insert_rows(WebhookDelivery, names, tuples, using=using)
+
+
+def _attnames() -> list[str]:
+    return [f.attname for f in WebhookDelivery._meta.concrete_fields if not f.primary_key]
 
 
 # --- enqueue after commit -----------------------------------------------------------------

@@ -11,9 +11,13 @@ from ..models import WebhookEvent
 from . import outbox
 
 
-def product_saved(sender, instance, created, raw=False, using=None, **kwargs) -> None:
+def product_saved(
+    sender, instance, created, raw=False, using=None, update_fields=None, **kwargs
+) -> None:
     if not raw:
-        outbox.record_product_saved(instance, created=created, using=using or "default")
+        outbox.record_product_saved(
+            instance, created=created, using=using or "default", update_fields=update_fields
+        )
 
 
 def product_deleted(sender, instance, using=None, **kwargs) -> None:

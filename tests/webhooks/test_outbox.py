@@ -120,6 +120,10 @@ def test_bulk_paths_write_rows_with_true_old_values(subscribe):
         r.data["product"]["sku"]: (r.data["old"], r.data["new"]) for r in rows("price.changed")
     }
     assert changes == {a.sku: ("5.00", "10.00"), b.sku: ("7.00", "14.00")}
+    batched = rows("price.changed")
+    assert len({r.event_id for r in batched}) == 2 and all(r.event_id.version == 4 for r in batched)
+    a.refresh_from_db()
+    assert {r.created_at for r in batched} == {a.updated_at}  # the write's one timestamp
     a.price = Decimal("1.00")
     Product.objects.bulk_update([a], ["price"])
     assert rows("price.changed")[-1].data["old"] == "10.00"
