@@ -17,6 +17,7 @@ from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import router, transaction
+from django.db.models import JSONField, Value
 from django.utils import timezone
 
 from ..models import PipelineRun, Product
@@ -64,7 +65,8 @@ def process_pipeline(
     using = router.db_for_write(Product)
     run = PipelineRun.objects.using(using).create(
         name=str(data.get("name", ""))[:200] if isinstance(data, dict) else "",
-        spec=data,
+        # A JSON null spec is stored as JSON null, not SQL NULL: the run is still recorded.
+        spec=data if data is not None else Value(None, JSONField()),
         user=user if getattr(user, "is_authenticated", False) else None,
         status=PipelineRun.Status.PENDING,
         dry_run=bool(data.get("dry_run")) if isinstance(data, dict) else False,
@@ -72,6 +74,7 @@ def process_pipeline(
         if force_sync or not isinstance(data, dict)
         else str(data.get("mode", "sync"))[:10],
     )
+    run.spec = data
     try:
         parsed = validate_spec(data, allow_files=allow_files, base_dir=base_dir)
     except SpecError as exc:
@@ -238,7 +241,12 @@ def _as_data(spec: Any) -> Any:
     if isinstance(spec, PipelineSpec):
         return spec.model_dump(mode="json", exclude_none=True)
     if isinstance(spec, (str, bytes, bytearray)):
-        return json.loads(spec)
+        try:
+            return json.loads(spec)
+        except (ValueError, UnicodeDecodeError):
+            # Not JSON text: keep it as given, so the run is recorded and validation says
+            # "the spec must be an object" at the top level.
+            return spec.decode(errors="replace") if isinstance(spec, (bytes, bytearray)) else spec
     # Python callers may pass Decimals; the stored spec must be plain JSON.
     return json.loads(json.dumps(spec, cls=DjangoJSONEncoder))
 

@@ -182,3 +182,17 @@ def test_async_run_returns_202_and_runs_in_the_worker(
         {"step": 0, "sku": "A-1", "old": "10.00", "new": "11.00"}
     ]
     assert status["started_at"] and status["finished_at"]
+
+
+@pytest.mark.django_db
+def test_a_json_body_that_is_not_an_object_is_a_located_400(client):
+    from django.contrib.auth.models import Permission, User
+
+    user = User.objects.create_user("fuzzer", "", "pw-for-tests-1")
+    user.user_permissions.add(Permission.objects.get(codename="run_pipeline"))
+    client.force_login(user)
+    for body in ('"AAA"', "[1, 2]", "42", "null"):
+        response = client.post("/api/pipelines/execute", body, content_type="application/json")
+        assert response.status_code == 400, (body, response.content)
+        payload = response.json()
+        assert set(payload) >= {"detail", "errors"} and payload["errors"][0]["loc"] == []
