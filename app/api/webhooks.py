@@ -25,7 +25,9 @@ router = Router(tags=["webhooks"], auth=AUTH)
 
 EventType = Literal[tuple(WebhookEvent.values)]  # type: ignore[valid-type]
 DeliveryStatus = Literal[tuple(WebhookDelivery.Status.values)]  # type: ignore[valid-type]
-Url = Annotated[str, StringConstraints(min_length=1, max_length=500)]
+Url = Annotated[
+    str, StringConstraints(min_length=1, max_length=500, pattern=r"^[^\s\x00-\x1f\x7f]+$")
+]
 SubscriptionName = Annotated[str, StringConstraints(max_length=100, pattern=r"^[^\x00]*$")]
 Secret = Annotated[
     str,
