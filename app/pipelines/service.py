@@ -264,6 +264,14 @@ def fail_stale_runs(older_than: timedelta = STALE_AFTER) -> int:
         "detail": f"no heartbeat since before {cutoff.isoformat()}: the worker stopped",
         "errors": [],
     }
-    return PipelineRun.objects.filter(
-        status=PipelineRun.Status.RUNNING, heartbeat_at__lt=cutoff
-    ).update(status=PipelineRun.Status.FAILED, error=error, finished_at=now)
+    with transaction.atomic():
+        stale = list(
+            PipelineRun.objects.select_for_update().filter(
+                status=PipelineRun.Status.RUNNING, heartbeat_at__lt=cutoff
+            )
+        )
+        for run in stale:
+            run.status, run.error, run.finished_at = PipelineRun.Status.FAILED, error, now
+            run.save(update_fields=["status", "error", "finished_at"])
+            pipeline_finished.send(sender=PipelineRun, run=run, using=run._state.db)
+    return len(stale)

@@ -232,3 +232,22 @@ def test_failed_and_previewed_runs_finish_without_product_events(subscribe):
     assert rows("product.created") == []
     statuses = {r.data["run"]["id"]: r.data["run"]["status"] for r in rows("pipeline.finished")}
     assert statuses == {previewed["run_id"]: "previewed", failed["run_id"]: "failed"}
+
+
+def test_abandoned_runs_marked_failed_also_finish(subscribe):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from app.models import PipelineRun
+    from app.pipelines.service import fail_stale_runs
+
+    subscribe()
+    run = PipelineRun.objects.create(
+        spec={"steps": []},
+        status=PipelineRun.Status.RUNNING,
+        heartbeat_at=timezone.now() - timedelta(hours=1),
+    )
+    assert fail_stale_runs(timedelta(minutes=10)) == 1
+    [event] = rows("pipeline.finished")
+    assert event.data["run"]["id"] == run.pk and event.data["run"]["status"] == "failed"
