@@ -21,7 +21,7 @@ from django.db.models.signals import post_init, pre_init
 from django.utils import timezone
 
 from ..models import Product, StockAlert
-from ..services import tracking
+from ..services import fastpath, tracking
 from .base import Select, StepFailure
 
 CHUNK = tracking.CHUNK
@@ -140,30 +140,41 @@ class StepUnit:
 
     def _locked(self, limit: int | None = None, **lookup: Any) -> list[Product]:
         """Lock and read matching products (in primary-key order, so writers never deadlock)."""
-        qs = (
-            Product._base_manager.db_manager(self.using)
-            .select_for_update()
-            .filter(**lookup)
-            .order_by("pk")
-        )
-        if limit:
-            qs = qs[:limit]
         if pre_init.has_listeners(Product) or post_init.has_listeners(Product):
-            return list(qs)  # someone watches instance creation: build them the usual way
-        return [_from_row(self.using, row) for row in qs.values_list(*ATTNAMES)]
+            # someone watches instance creation: build them the usual way
+            qs = (
+                Product._base_manager.db_manager(self.using)
+                .select_for_update()
+                .filter(**lookup)
+                .order_by("pk")
+            )
+            return list(qs[:limit] if limit else qs)
+        # Only the project's own receivers will see these instances: the timestamps they
+        # never read stay deferred. A user's receiver gets complete instances, as save() would.
+        attnames = NARROW_ATTNAMES if fastpath.saves_are_bulk() else ATTNAMES
+        using = self.using
+        return [
+            _from_row(using, attnames, row) for row in _locked_rows(using, attnames, limit, lookup)
+        ]
 
     # --- writes -------------------------------------------------------------------------
 
     def save(self, objs: Iterable[Product]) -> None:
         """Write the products whose values differ from what was read; count the rest."""
         groups: dict[tuple[str, ...], list[Product]] = {}
+        unchanged = 0
         for obj in objs:
-            loaded = obj._loaded
-            changed = tuple(name for name in WRITABLE if loaded[name] != getattr(obj, name))
+            loaded, values = obj._loaded, obj.__dict__
+            changed = tuple([name for name in WRITABLE if loaded[name] != values[name]])
             if changed:
-                groups.setdefault(changed, []).append(obj)
+                group = groups.get(changed)
+                if group is None:
+                    groups[changed] = [obj]
+                else:
+                    group.append(obj)
             else:
-                self.counts.unchanged += 1
+                unchanged += 1
+        self.counts.unchanged += unchanged
         if not groups:
             return
         state = self.state
@@ -264,16 +275,83 @@ class StepUnit:
 
 
 ATTNAMES = tuple(f.attname for f in Product._meta.concrete_fields)
+# What the project's receivers and the steps read; created_at/updated_at stay deferred.
+NARROW_ATTNAMES = tuple(name for name in ATTNAMES if name not in ("created_at", "updated_at"))
 
 
-def _from_row(using: str, row: tuple) -> Product:
-    """``Product.from_db`` without ``Model.__init__`` (only used when no init receivers exist)."""
+def _locked_rows(
+    using: str, attnames: Sequence[str], limit: int | None, lookup: dict[str, Any]
+) -> list[tuple]:
+    """Rows of ``attnames`` matching ``lookup``, locked, in primary-key order.
+
+    A long SKU list is bound as one array on PostgreSQL (one parameter, a cacheable
+    statement) and as a plain ``IN`` list elsewhere, without the ORM's per-element lookup
+    preparation; other lookups go through the ORM. Values get the ORM's converters.
+    """
+    skus = lookup.get("sku__in")
+    if skus is None or len(lookup) != 1:
+        qs = (
+            Product._base_manager.db_manager(using)
+            .select_for_update()
+            .filter(**lookup)
+            .order_by("pk")
+        )
+        return list((qs[:limit] if limit else qs).values_list(*attnames))
+    if not skus:
+        return []
+    connection = connections[using]
+    qn = connection.ops.quote_name
+    meta = Product._meta
+    table = qn(meta.db_table)
+    columns = ", ".join(f"{table}.{qn(meta.get_field(name).column)}" for name in attnames)
+    sku_column = f"{table}.{qn(meta.get_field('sku').column)}"
+    if connection.vendor == "postgresql":
+        where, params = f"{sku_column} = ANY(%s::varchar[])", [list(skus)]
+    else:
+        where, params = f"{sku_column} IN ({', '.join(['%s'] * len(skus))})", list(skus)
+    sql = f"SELECT {columns} FROM {table} WHERE {where} ORDER BY {table}.{qn(meta.pk.column)}"
+    if limit:
+        sql += f" LIMIT {int(limit)}"
+    if connection.features.has_select_for_update:
+        sql += " " + connection.ops.for_update_sql()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    converters = [
+        (i, found) for i, name in enumerate(attnames) if (found := _converters(connection, name))
+    ]
+    if not converters:
+        return rows
+    out = []
+    for row in rows:
+        row = list(row)
+        for i, funcs in converters:
+            value = row[i]
+            for func, expression in funcs:
+                value = func(value, expression, connection)
+            row[i] = value
+        out.append(tuple(row))
+    return out
+
+
+def _converters(connection, attname: str) -> list[tuple[Any, Any]]:
+    """The converters the ORM applies to a ``Product`` column read on ``connection``."""
+    field_ = Product._meta.get_field(attname)
+    col = field_.get_col(Product._meta.db_table)
+    funcs = connection.ops.get_db_converters(col) + col.get_db_converters(connection)
+    return [(func, col) for func in funcs]
+
+
+def _from_row(using: str, attnames: Sequence[str], row: tuple) -> Product:
+    """``Product.from_db`` without ``Model.__init__`` (only used when no init receivers exist);
+    columns not in ``attnames`` are deferred, as with ``.only()``."""
     obj = Product.__new__(Product)
-    state = obj._state = ModelState()
+    state = ModelState()
     state.adding, state.db = False, using
-    values = dict(zip(ATTNAMES, row, strict=True))
-    obj.__dict__.update(values)
-    obj._loaded = values.copy()
+    values = dict(zip(attnames, row, strict=True))
+    attributes = obj.__dict__
+    attributes.update(values)  # a copy: ``values`` stays the untouched ``_loaded``
+    attributes["_state"], attributes["_loaded"] = state, values
     return obj
 
 

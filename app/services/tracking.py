@@ -27,6 +27,7 @@ from django.db.models.signals import post_save, pre_save
 from django.utils import timezone
 
 from ..models import TRACKED_FIELDS, PriceHistory, Product, StockMovement
+from . import fastpath
 from .context import current_change_context
 
 CHUNK = 2000
@@ -219,35 +220,54 @@ def guarded_update(product: Product, base_qs: models.QuerySet, pk_val: Any, valu
 
 def record_saved(product: Product, *, created: bool) -> None:
     """Record what a write of ``product`` changed (called from its ``post_save`` receiver)."""
+    record_saved_many((product,), created=created, using=product._state.db or "default")
+
+
+def record_saved_many(
+    products: Sequence[Product], *, created: bool, using: str | None = None
+) -> None:
+    """``record_saved`` for each of ``products`` in order (the bulk writers' fast path)."""
     batch = _batch.get()
     if batch is None:
-        with collecting_changes(product._state.db or "default"):
-            record_saved(product, created=created)
+        if not products:
+            return
+        with collecting_changes(using or products[0]._state.db or "default"):
+            record_saved_many(products, created=created)
         return
     ctx = current_change_context()
     now = batch.now
+    checks = batch.alert_checks
     if created:
-        if product.stock:
-            batch.movements.append(
-                _movement(product, product.stock, ctx, now, reason=ctx.reason or "initial stock")
-            )
-        batch.alert_checks[product.pk] = product
+        reason = ctx.reason or "initial stock"
+        for product in products:
+            if product.stock:
+                batch.movements.append(_movement(product, product.stock, ctx, now, reason=reason))
+            checks[product.pk] = product
         return
-    before = getattr(product, "_before_write", None) or {}
-    if "price" in before:
-        old, new = _quantize(PRICE_FIELD, before["price"]), product.price
-        if old != new:
-            batch.price_changes += 1
-            batch.prices.append(
-                (product.pk, product.sku, product.name, old, new, now, ctx.user_id, ctx.source)
-            )
-    if "stock" in before and before["stock"] != product.stock:
-        batch.movements.append(_movement(product, product.stock - before["stock"], ctx, now))
-    if "stock" in before or "low_stock_threshold" in before:
+    prices, movements = batch.prices, batch.movements
+    user_id, source = ctx.user_id, ctx.source
+    for product in products:
+        before = getattr(product, "_before_write", None)
+        if not before:
+            continue
+        if "price" in before:
+            old, new = before["price"], product.price
+            old = old.quantize(CENTS) if type(old) is Decimal else _quantize(PRICE_FIELD, old)
+            if old != new:
+                batch.price_changes += 1
+                prices.append(
+                    (product.pk, product.sku, product.name, old, new, now, user_id, source)
+                )
+        if "stock" in before:
+            old_stock = before["stock"]
+            if old_stock != product.stock:
+                movements.append(_movement(product, product.stock - old_stock, ctx, now))
+        elif "low_stock_threshold" not in before:
+            continue
         old_stock = before.get("stock", product.stock)
         old_threshold = before.get("low_stock_threshold", product.low_stock_threshold)
-        if (old_stock < old_threshold) != product.is_low_stock:
-            batch.alert_checks[product.pk] = product
+        if (old_stock < old_threshold) != (product.stock < product.low_stock_threshold):
+            checks[product.pk] = product
 
 
 def _movement(product: Product, delta: int, ctx, now, reason: str | None = None) -> tuple:
@@ -271,37 +291,63 @@ def write_products(objs: Sequence[Product], fields: Iterable[str], *, using: str
     """Write ``fields`` of already-locked ``objs`` set-based, with save()'s signals and history.
 
     Each object's ``_loaded`` values must be the row's current values (the caller read them
-    under ``select_for_update``): they are the "before" of the history rows.
+    under ``select_for_update``): they are the "before" of the history rows. When only the
+    project's own receivers listen, their bulk equivalents run instead of per-object
+    dispatch (``fastpath``); the effects are the same.
     """
     fields = list(dict.fromkeys([*fields, "updated_at"]))
     update_fields = frozenset(fields)
     tracked = [name for name in TRACKED_FIELDS if name in update_fields]
     now = timezone.now()
-    send = pre_save.send
     for obj in objs:
         obj.updated_at = now
-        send(sender=Product, instance=obj, raw=False, using=using, update_fields=update_fields)
         loaded = obj._loaded
         obj._before_write = {name: loaded[name] for name in tracked}
+    _send_pre_save(objs, using=using, update_fields=update_fields)
     update_rows(objs, fields, using=using)
-    send = post_save.send
+    for obj in objs:
+        obj._state.db = using
     with collecting_changes(using):
-        for obj in objs:
-            obj._state.db = using
-            send(
-                sender=Product,
-                instance=obj,
-                created=False,
-                update_fields=update_fields,
-                raw=False,
-                using=using,
-            )
+        _send_post_save(objs, using=using, created=False, update_fields=update_fields)
     attnames = CONCRETE_ATTNAMES
     for obj in objs:
-        # Product.remember_current_values(), inlined: this loop runs per product.
-        obj._loaded = {name: getattr(obj, name) for name in attnames}
+        # Product.remember_current_values(), inlined: this loop runs per product. Fields
+        # left deferred by a narrow read stay deferred (and out of ``_loaded``).
+        values = obj.__dict__
+        obj._loaded = {name: values[name] for name in attnames if name in values}
         obj._before_write = None
     return len(objs)
+
+
+def _send_pre_save(objs: Sequence[Product], *, using: str, update_fields: Any) -> None:
+    handlers = fastpath.bulk_handlers(pre_save)
+    if handlers is not None:
+        for handler in handlers:
+            handler(objs, using=using, created=False, update_fields=update_fields)
+        return
+    send = pre_save.send
+    for obj in objs:
+        send(sender=Product, instance=obj, raw=False, using=using, update_fields=update_fields)
+
+
+def _send_post_save(
+    objs: Sequence[Product], *, using: str, created: bool, update_fields: Any
+) -> None:
+    handlers = fastpath.bulk_handlers(post_save)
+    if handlers is not None:
+        for handler in handlers:
+            handler(objs, using=using, created=created, update_fields=update_fields)
+        return
+    send = post_save.send
+    for obj in objs:
+        send(
+            sender=Product,
+            instance=obj,
+            created=created,
+            update_fields=update_fields,
+            raw=False,
+            using=using,
+        )
 
 
 CONCRETE_ATTNAMES = tuple(f.attname for f in Product._meta.concrete_fields)
@@ -326,23 +372,30 @@ def update_rows(objs: Sequence[Product], fields: Sequence[str], *, using: str) -
     table = qn(meta.db_table)
     assignments = ", ".join(f"{c} = v.{c}" for c in columns)
     per_chunk = max(1, min(CHUNK, 30000 // (len(model_fields) + 1)))
-    preps = [(f, {} if isinstance(f, models.DateTimeField) else None) for f in model_fields]
+    preps = [
+        (f.attname, f, {} if isinstance(f, models.DateTimeField) else None, _passthrough(f))
+        for f in model_fields
+    ]
     total = 0
     with connection.cursor() as cursor:
         for start in range(0, len(objs), per_chunk):
             chunk = objs[start : start + per_chunk]
             params: list[Any] = []
+            append = params.append
             for obj in chunk:
-                params.append(obj.pk)
-                for f, memo in preps:
-                    value = getattr(obj, f.attname)
-                    if memo is None:
-                        params.append(f.get_db_prep_save(value, connection))
+                append(obj.pk)
+                values = obj.__dict__
+                for attname, f, memo, plain in preps:
+                    value = values[attname]
+                    if type(value) is plain and (plain is not Decimal or value.is_finite()):
+                        append(value)  # what get_db_prep_save would bind
+                    elif memo is None:
+                        append(f.get_db_prep_save(value, connection))
                     else:  # datetimes: one shared "now" per write, adapted once
                         prepared = memo.get(value, memo)
                         if prepared is memo:
                             prepared = memo[value] = f.get_db_prep_save(value, connection)
-                        params.append(prepared)
+                        append(prepared)
             if pg:  # one array per column: a short, cacheable statement however many rows
                 width = len(model_fields) + 1
                 params = [params[i::width] for i in range(width)]
@@ -358,6 +411,19 @@ def update_rows(objs: Sequence[Product], fields: Sequence[str], *, using: str) -
             cursor.execute(sql, params)
             total += cursor.rowcount
     return total
+
+
+def _passthrough(field_: models.Field) -> type | None:
+    """The Python type whose values ``update_rows`` may bind as they are, skipping the
+    per-value ``get_db_prep_save`` (which returns them unchanged, or on PostgreSQL only
+    wraps ints, which the statement's explicit casts make unnecessary); else None."""
+    if isinstance(field_, models.DecimalField):
+        return Decimal  # finite ones only: update_rows checks
+    if isinstance(field_, (models.CharField, models.TextField)):
+        return str
+    if type(field_) in (models.IntegerField, models.PositiveIntegerField, models.BigIntegerField):
+        return int
+    return None
 
 
 def lock_current(pks: Iterable[Any], *, using: str) -> dict[Any, Product]:
@@ -451,7 +517,7 @@ def tracked_bulk_create(
             normalize(obj)
             obj.created_at = obj.created_at or now
             obj.updated_at = now
-            pre_save.send(sender=Product, instance=obj, raw=False, using=using, update_fields=None)
+        _send_pre_save(new, using=using, update_fields=None)
         if new:
             # Known conflicts were split off above; ignore_conflicts is not passed on because
             # PostgreSQL then returns no primary keys, and the new rows need theirs.
@@ -476,19 +542,14 @@ def tracked_bulk_create(
                 normalize(obj)
                 upserted.append(obj)
         with collecting_changes(using):
+            written = []
             for obj in new:
                 obj._state.adding = False
                 obj._state.db = using
-                if obj.pk is None:
-                    continue  # skipped by ignore_conflicts: nothing was written
-                post_save.send(
-                    sender=Product,
-                    instance=obj,
-                    created=True,
-                    update_fields=None,
-                    raw=False,
-                    using=using,
-                )
+                if obj.pk is not None:  # else skipped by ignore_conflicts: nothing was written
+                    written.append(obj)
+            _send_post_save(written, using=using, created=True, update_fields=None)
+            for obj in written:
                 obj.remember_current_values()
             if upserted:
                 write_products(upserted, names, using=using)
