@@ -284,9 +284,9 @@ def _locked_rows(
 ) -> list[tuple]:
     """Rows of ``attnames`` matching ``lookup``, locked, in primary-key order.
 
-    A long SKU list is bound as one array on PostgreSQL (one parameter, a cacheable
-    statement) and as a plain ``IN`` list elsewhere, without the ORM's per-element lookup
-    preparation; other lookups go through the ORM. Values get the ORM's converters.
+    A long SKU list travels as one JSON parameter (``tracking.json_rows``), without the
+    ORM's per-element lookup preparation; other lookups go through the ORM. Values get the
+    ORM's converters.
     """
     skus = lookup.get("sku__in")
     if skus is None or len(lookup) != 1:
@@ -306,9 +306,10 @@ def _locked_rows(
     columns = ", ".join(f"{table}.{qn(meta.get_field(name).column)}" for name in attnames)
     sku_column = f"{table}.{qn(meta.get_field('sku').column)}"
     if connection.vendor == "postgresql":
-        where, params = f"{sku_column} = ANY(%s::varchar[])", [list(skus)]
+        where = f"{sku_column} = ANY(ARRAY(SELECT jsonb_array_elements_text(%s::jsonb)))"
     else:
-        where, params = f"{sku_column} IN ({', '.join(['%s'] * len(skus))})", list(skus)
+        where = f"{sku_column} IN (SELECT value FROM json_each(%s))"
+    params = [tracking.json_rows(list(skus))]
     sql = f"SELECT {columns} FROM {table} WHERE {where} ORDER BY {table}.{qn(meta.pk.column)}"
     if limit:
         sql += f" LIMIT {int(limit)}"

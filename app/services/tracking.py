@@ -15,6 +15,9 @@ the block, which is what makes large pipelines fast.
 
 from __future__ import annotations
 
+import datetime
+import json
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -76,9 +79,11 @@ class ChangeBatch:
 def insert_rows(
     model: type[models.Model], columns: Sequence[str], rows: list[tuple], *, using: str
 ) -> None:
-    """Multi-row ``INSERT`` of plain tuples: no model instances, no per-row compiler work.
+    """Set-based ``INSERT`` of plain tuples: no model instances, no per-row compiler work.
 
-    Datetimes are adapted for the backend once per distinct value (a batch shares one).
+    Values are what the driver would bind (JSON columns as JSON text); datetimes are
+    adapted for the backend once per distinct value (a batch shares one). Each chunk of
+    rows travels as one JSON parameter (``json_rows``).
     """
     if not rows:
         return
@@ -92,41 +97,63 @@ def insert_rows(
         for row in rows:
             for i in adapt:
                 if row[i] not in cache:
-                    cache[row[i]] = f_adapt(connection, row[i])
+                    cache[row[i]] = _json_scalar(f_adapt(connection, row[i]))
     table = qn(meta.db_table)
     names = ", ".join(qn(f.column) for f in fields)
-    row_sql = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    per_chunk = max(1, min(CHUNK, 30000 // len(fields)))
-    pg = connection.vendor == "postgresql"
-    arrays = ", ".join(f"%s::{f.cast_db_type(connection)}[]" for f in fields)
+    source = json_rows_sql(connection, fields)
+    sql = f"INSERT INTO {table} ({names}) SELECT * FROM {source}"
     with connection.cursor() as cursor:
-        for start in range(0, len(rows), per_chunk):
-            chunk = rows[start : start + per_chunk]
-            params: list[Any] = []
+        for start in range(0, len(rows), CHUNK):
+            chunk = rows[start : start + CHUNK]
             if adapt:
+                adapted = []
                 for row in chunk:
                     row = list(row)
                     for i in adapt:
                         row[i] = cache[row[i]]
-                    params.extend(row)
-            else:
-                for row in chunk:
-                    params.extend(row)
-            if pg:  # one array per column: a short, cacheable statement however many rows
-                width = len(fields)
-                cursor.execute(
-                    f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays})",
-                    [params[i::width] for i in range(width)],
-                )
-            else:
-                cursor.execute(
-                    f"INSERT INTO {table} ({names}) VALUES {', '.join([row_sql] * len(chunk))}",
-                    params,
-                )
+                    adapted.append(row)
+                chunk = adapted
+            cursor.execute(sql, [json_rows(chunk)])
 
 
 def f_adapt(connection, value: Any) -> Any:
     return connection.ops.adapt_datetimefield_value(value)
+
+
+def json_rows(rows: Sequence[Sequence[Any]]) -> str:
+    """Rows (as arrays) in one JSON text: one parameter for a whole chunk, encoded in C, so
+    a statement stays short (and cached) however many rows it carries."""
+    return json.dumps(rows, default=_json_scalar, ensure_ascii=False, separators=(",", ":"))
+
+
+def _json_scalar(value: Any) -> Any:
+    """Values JSON has no type for, as the text the database parses back exactly."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    raise TypeError(f"cannot send {type(value).__name__} as a JSON row value")
+
+
+def json_rows_sql(connection, fields: Sequence[models.Field], names: Sequence[str] = ()) -> str:
+    """A ``FROM`` item reading a ``json_rows`` parameter back as typed columns
+    (named ``names`` if given). PostgreSQL casts each value to its column's type (text for
+    strings: an over-long one then fails on write, as with ``save()``, not truncated);
+    SQLite's column affinity converts them as it converts bound values."""
+    aliases = [f" AS {connection.ops.quote_name(n)}" for n in names] or [""] * len(fields)
+    if connection.vendor == "postgresql":
+        columns = []
+        for i, f in enumerate(fields):
+            cast = f.cast_db_type(connection)
+            cast = "text" if cast.startswith(("varchar", "char")) else cast
+            columns.append(f"(r->>{i})::{cast}{aliases[i]}")
+        return f"(SELECT {', '.join(columns)} FROM jsonb_array_elements(%s::jsonb) AS r) AS v"
+    columns = [f"json_extract(value, '$[{i}]'){aliases[i]}" for i in range(len(fields))]
+    return f"(SELECT {', '.join(columns)} FROM json_each(%s)) AS v"
 
 
 _batch: ContextVar[ChangeBatch | None] = ContextVar("stockpipe_change_batch", default=None)
@@ -354,7 +381,8 @@ CONCRETE_ATTNAMES = tuple(f.attname for f in Product._meta.concrete_fields)
 
 
 def update_rows(objs: Sequence[Product], fields: Sequence[str], *, using: str) -> int:
-    """One ``UPDATE ... FROM (VALUES ...)`` per chunk: the set-based write both databases support."""
+    """One ``UPDATE ... FROM`` per chunk, the new values read from one JSON parameter
+    (``json_rows``): the set-based write both databases support."""
     if not objs:
         return 0
     connection = connections[using]
@@ -362,61 +390,52 @@ def update_rows(objs: Sequence[Product], fields: Sequence[str], *, using: str) -
     meta = Product._meta
     model_fields = [meta.get_field(name) for name in fields]
     columns = [qn(f.column) for f in model_fields]
-    pg = connection.vendor == "postgresql"
-    if pg:
-        placeholders = ["%s::bigint"] + [f"%s::{f.cast_db_type(connection)}" for f in model_fields]
-        arrays = [f"{p}[]" for p in placeholders]
-    else:
-        placeholders = ["%s"] * (len(model_fields) + 1)
-    row_sql = "(" + ", ".join(placeholders) + ")"
     table = qn(meta.db_table)
     assignments = ", ".join(f"{c} = v.{c}" for c in columns)
-    per_chunk = max(1, min(CHUNK, 30000 // (len(model_fields) + 1)))
+    source = json_rows_sql(
+        connection, [meta.pk, *model_fields], [meta.pk.column, *(f.column for f in model_fields)]
+    )
+    pk = qn(meta.pk.column)
+    sql = f"UPDATE {table} SET {assignments} FROM {source} WHERE {table}.{pk} = v.{pk}"
     preps = [
         (f.attname, f, {} if isinstance(f, models.DateTimeField) else None, _passthrough(f))
         for f in model_fields
     ]
     total = 0
     with connection.cursor() as cursor:
-        for start in range(0, len(objs), per_chunk):
-            chunk = objs[start : start + per_chunk]
-            params: list[Any] = []
-            append = params.append
-            for obj in chunk:
-                append(obj.pk)
+        for start in range(0, len(objs), CHUNK):
+            rows = []
+            for obj in objs[start : start + CHUNK]:
                 values = obj.__dict__
+                row = [obj.pk]
+                append = row.append
                 for attname, f, memo, plain in preps:
                     value = values[attname]
-                    if type(value) is plain and (plain is not Decimal or value.is_finite()):
-                        append(value)  # what get_db_prep_save would bind
+                    if type(value) is plain:  # what get_db_prep_save would bind
+                        if plain is Decimal:
+                            if not value.is_finite():
+                                f.get_db_prep_save(value, connection)  # raises, as save() would
+                            value = str(value)
+                        append(value)
                     elif memo is None:
-                        append(f.get_db_prep_save(value, connection))
+                        append(_json_scalar(f.get_db_prep_save(value, connection)))
                     else:  # datetimes: one shared "now" per write, adapted once
                         prepared = memo.get(value, memo)
                         if prepared is memo:
-                            prepared = memo[value] = f.get_db_prep_save(value, connection)
+                            prepared = memo[value] = _json_scalar(
+                                f.get_db_prep_save(value, connection)
+                            )
                         append(prepared)
-            if pg:  # one array per column: a short, cacheable statement however many rows
-                width = len(model_fields) + 1
-                params = [params[i::width] for i in range(width)]
-                sql = (
-                    f"UPDATE {table} SET {assignments} FROM unnest({', '.join(arrays)}) "
-                    f"AS v(id, {', '.join(columns)}) WHERE {table}.{qn('id')} = v.id"
-                )
-            else:
-                sql = (
-                    f"WITH v(id, {', '.join(columns)}) AS (VALUES {', '.join([row_sql] * len(chunk))}) "
-                    f"UPDATE {table} SET {assignments} FROM v WHERE {table}.{qn('id')} = v.id"
-                )
-            cursor.execute(sql, params)
+                rows.append(row)
+            cursor.execute(sql, [json_rows(rows)])
             total += cursor.rowcount
     return total
 
 
 def _passthrough(field_: models.Field) -> type | None:
-    """The Python type whose values ``update_rows`` may bind as they are, skipping the
+    """The Python type whose values ``update_rows`` may send as they are, skipping the
     per-value ``get_db_prep_save`` (which returns them unchanged, or on PostgreSQL only
-    wraps ints, which the statement's explicit casts make unnecessary); else None."""
+    wraps ints for binding, which JSON rows do not need); else None."""
     if isinstance(field_, models.DecimalField):
         return Decimal  # finite ones only: update_rows checks
     if isinstance(field_, (models.CharField, models.TextField)):
