@@ -12,7 +12,7 @@ class InventoryConfig(AppConfig):
         from django.db.models.signals import post_delete, post_save, pre_delete, pre_save
 
         from . import receivers
-        from .models import PipelineRun, Product, StockAlert, WebhookSubscription
+        from .models import ApiToken, PipelineRun, Product, StockAlert, WebhookSubscription
         from .services.alerts import alerts_opened, alerts_resolved
         from .webhooks import receivers as webhooks
         from .webhooks.signals import pipeline_finished
@@ -59,4 +59,24 @@ class InventoryConfig(AppConfig):
         )
         post_save.connect(
             receivers.user_post_save, sender=get_user_model(), dispatch_uid="app.user_post_save"
+        )
+        # Cached API responses and token identities (app.services.product_cache, .tokens).
+        post_save.connect(
+            receivers.product_cache_saved, sender=Product, dispatch_uid="app.product_cache_saved"
+        )
+        post_delete.connect(
+            receivers.product_cache_deleted,
+            sender=Product,
+            dispatch_uid="app.product_cache_deleted",
+        )
+        post_save.connect(
+            receivers.api_token_saved, sender=ApiToken, dispatch_uid="app.api_token_saved"
+        )
+        post_delete.connect(
+            receivers.api_token_deleted, sender=ApiToken, dispatch_uid="app.api_token_deleted"
+        )
+        post_save.connect(
+            receivers.user_saved_forget_tokens,
+            sender=get_user_model(),
+            dispatch_uid="app.user_saved_forget_tokens",
         )

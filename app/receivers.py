@@ -5,7 +5,7 @@ They are connected once, in ``AppConfig.ready()``, with a ``dispatch_uid``.
 
 from __future__ import annotations
 
-from .services import alerts, audit, tracking, users
+from .services import alerts, audit, product_cache, tokens, tracking, users
 
 
 def product_pre_save(sender, instance, raw=False, **kwargs) -> None:
@@ -30,3 +30,27 @@ def product_post_delete(sender, instance, using, **kwargs) -> None:
 def user_post_save(sender, instance, created, raw=False, **kwargs) -> None:
     if created and not raw:
         users.on_user_created(instance)
+
+
+def product_cache_saved(sender, instance, created, using, **kwargs) -> None:
+    # A new product has no cached body (404s are not cached); renames and changes do.
+    if not created:
+        product_cache.product_written(instance, using=using)
+
+
+def product_cache_deleted(sender, instance, using, **kwargs) -> None:
+    product_cache.product_written(instance, using=using)
+
+
+def api_token_saved(sender, instance, created, using, **kwargs) -> None:
+    if not created:
+        tokens.forget_token(instance, using=using)
+
+
+def api_token_deleted(sender, instance, using, **kwargs) -> None:
+    tokens.forget_token(instance, using=using)
+
+
+def user_saved_forget_tokens(sender, instance, created, using, **kwargs) -> None:
+    if not created:
+        tokens.forget_user_tokens(instance, using=using)

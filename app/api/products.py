@@ -10,15 +10,16 @@ from typing import Annotated
 
 from django.db import IntegrityError, transaction
 from django.db.models import F
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from ninja import Router, Status
 from ninja.errors import HttpError
 from pydantic import Field
 
 from ..models import Product
-from ..services.omnibus import current_reduction
-from .auth import AUTH, require_perm
+from ..services import product_cache
+from ..services.omnibus import Reduction
+from .auth import AUTH, BearerToken, require_perm, session
 from .errors import responses
 from .schemas import ProductDetailOut, ProductIn, ProductOut, ProductPage, ProductPatch, Sku
 
@@ -60,14 +61,34 @@ def list_products(
     return {"items": items[:limit], "next_after": next_after}
 
 
-@router.get("/{sku}", response={200: ProductDetailOut, **responses(401, 404, 422)})
+def _product_key(request: HttpRequest) -> list[str]:
+    return [product_cache.key_for(request.resolver_match.kwargs["sku"])]
+
+
+# The product's cache entry comes in the same round trip as the token's.
+DETAIL_AUTH = [BearerToken(read_ahead=_product_key), session]
+
+
+@router.get(
+    "/{sku}", response={200: ProductDetailOut, **responses(401, 404, 422)}, auth=DETAIL_AUTH
+)
 def get_product(request: HttpRequest, sku: Sku):
-    product = get_object_or_404(Product, sku=sku)
-    reduction = current_reduction(product)
-    if reduction is not None:
-        product.prior_price = reduction.prior_price
-        product.discount_percent = reduction.discount_percent
-    return product
+    """A product with its Omnibus prior price. Served from the shared cache when there is
+    one (see ``app.services.product_cache``): the body is ``ProductDetailOut`` rendered once."""
+    from . import api  # the NinjaAPI this router is mounted on: its renderer and type
+
+    def render(product: Product, reduction: Reduction | None) -> bytes:
+        if reduction is not None:
+            product.prior_price = reduction.prior_price
+            product.discount_percent = reduction.discount_percent
+        data = ProductDetailOut.model_validate(product).model_dump()
+        return api.renderer.render(request, data, response_status=200).encode()
+
+    entry = getattr(request, "cache_entries", {}).get(product_cache.key_for(sku))
+    body = product_cache.detail_body(sku, render, entry=entry)
+    if body is None:
+        raise Http404
+    return HttpResponse(body, content_type=api.get_content_type())
 
 
 @router.post("", response={201: ProductOut, **responses(400, 401, 403, 409, 422)})

@@ -2,6 +2,13 @@
 
 A token looks like ``sp_<prefix>_<secret>``; the prefix lets people tell tokens apart in lists
 without the secret ever being stored or shown again.
+
+With a shared cache, a valid token's digest maps to its user's identity (id, username and
+flags, never the password hash) for at most ``CACHE_MAX_AGE`` seconds, so an API request
+needs no query to authenticate. Revocation stays immediate: ``revoke_token`` and every
+save or delete of a token or of its user invalidate the entry (``app.services.cache_guard``
+keeps a concurrent reader from storing the pre-revocation state). Permissions are not
+cached; checking them queries as before.
 """
 
 from __future__ import annotations
@@ -10,12 +17,16 @@ import hashlib
 import secrets
 from datetime import timedelta
 
+from django.contrib.auth import get_user_model
+from django.db import DEFAULT_DB_ALIAS
 from django.http import HttpRequest
 from django.utils import timezone
 
 from ..models import ApiToken
+from . import cache_guard
 
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+CACHE_MAX_AGE = 60
 
 
 def _digest(raw: str) -> str:
@@ -30,25 +41,80 @@ def create_token(user, name: str) -> tuple[ApiToken, str]:
     return token, raw
 
 
+def _cache_key(digest: str) -> str:
+    return "api:token:v1:" + digest
+
+
+def cache_key(raw: str) -> str:
+    """The cache key of a raw token's entry (to fetch it with others: ``user_for_token``)."""
+    return _cache_key(_digest(raw))
+
+
 def revoke_token(token: ApiToken) -> None:
+    """Revoke ``token``; it stops working at once (also where its user was cached)."""
     if token.revoked_at is None:
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])
+    forget_token(token)  # the post_save receiver does it too; revocation must not depend on it
 
 
-def user_for_token(raw: str):
-    """The active user a raw token belongs to, or None (unknown, revoked or inactive user)."""
+def forget_token(token: ApiToken, using: str = DEFAULT_DB_ALIAS) -> None:
+    """Drop the cached identity of ``token`` (it was saved, revoked or deleted)."""
+    cache_guard.invalidate([_cache_key(token.key_hash)], using=using)
+
+
+def forget_user_tokens(user, using: str = DEFAULT_DB_ALIAS) -> None:
+    """Drop the cached identity of every token of ``user`` (it was changed or deactivated)."""
+    if not cache_guard.enabled() or user.pk is None:
+        return
+    digests = (
+        ApiToken.objects.using(using).filter(user_id=user.pk).values_list("key_hash", flat=True)
+    )
+    cache_guard.invalidate([_cache_key(digest) for digest in digests], using=using)
+
+
+def _identity_fields() -> list[str]:
+    """The user fields kept in the cache: identity and flags, never secrets."""
+    model = get_user_model()
+    names = [model._meta.pk.attname, model.USERNAME_FIELD, "is_active", "is_staff", "is_superuser"]
+    present = {f.attname for f in model._meta.concrete_fields}
+    return list(dict.fromkeys(name for name in names if name in present))
+
+
+def user_for_token(raw: str, entry: cache_guard.Entry | None = None):
+    """The active user a raw token belongs to, or None (unknown, revoked or inactive user).
+
+    A cached user has only its identity fields loaded; others load on first access.
+    ``entry``: the token's cache entry if the caller fetched it already (``cache_key``).
+    """
+    digest = _digest(raw)
+    ticket = None
+    if cache_guard.enabled():
+        cached, ticket = entry or cache_guard.get(_cache_key(digest))
+        if cached is not None:
+            fields, values = cached
+            return get_user_model().from_db(DEFAULT_DB_ALIAS, fields, values)
     # key_hash is unique: a bare LIMIT 1, without the ORDER BY that .first() would add.
     matches = ApiToken.objects.select_related("user").filter(
-        key_hash=_digest(raw), revoked_at__isnull=True
+        key_hash=digest, revoked_at__isnull=True
     )
     token = next(iter(matches.order_by()[:1]), None)
     if token is None or not token.user.is_active:
         return None
     now = timezone.now()
-    if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
+    last_used = token.last_used_at
+    if last_used is None or now - last_used > LAST_USED_RESOLUTION:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
-    return token.user
+        last_used = now
+    user = token.user
+    if ticket is not None:
+        fields = _identity_fields()
+        # Expire when last_used_at is due again, so the next miss records the use: the
+        # column keeps its one-minute resolution and is still written at most once a minute.
+        due = (last_used + LAST_USED_RESOLUTION - now).total_seconds()
+        values = tuple(getattr(user, name) for name in fields)
+        cache_guard.fill(ticket, (fields, values), min(CACHE_MAX_AGE, due))
+    return user
 
 
 def bearer_user(request: HttpRequest):

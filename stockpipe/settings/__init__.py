@@ -118,6 +118,19 @@ REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 # Cache (throttling counters live here): per-process memory in development; production
 # settings default to Redis so limits hold across processes and machines.
 CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://")}
+
+
+def _cache(config: dict) -> dict:
+    """Django's Redis backend, but reusing its client (see ``stockpipe.cache``)."""
+    if config["BACKEND"] == "django.core.cache.backends.redis.RedisCache":
+        config["BACKEND"] = "stockpipe.cache.RedisCache"
+    return config
+
+
+CACHES["default"] = _cache(CACHES["default"])
+# API response and token caches (app.services.cache_guard): unset = on exactly when the
+# cache is shared between processes (Redis, Memcached); true/false forces it.
+STOCKPIPE_API_CACHE = env.bool("STOCKPIPE_API_CACHE", default=None)
 TASKS_BACKEND = env.str("TASKS_BACKEND", default="database")
 if TASKS_BACKEND == "rq":
     INSTALLED_APPS.append("django_rq")

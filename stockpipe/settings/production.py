@@ -3,7 +3,7 @@
 from django.core.exceptions import ImproperlyConfigured
 
 from . import *  # noqa: F403
-from . import REDIS_URL, env
+from . import REDIS_URL, _cache, env
 
 DEBUG = False
 SECRET_KEY = env.str("SECRET_KEY", default="")
@@ -11,7 +11,7 @@ if len(SECRET_KEY) < 50 or SECRET_KEY.startswith("dev-only"):
     raise ImproperlyConfigured("Set SECRET_KEY to a random string of at least 50 characters.")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS")
 
-CACHES = {"default": env.cache_url("CACHE_URL", default=REDIS_URL.rsplit("/", 1)[0] + "/1")}
+CACHES = {"default": _cache(env.cache_url("CACHE_URL", default=REDIS_URL.rsplit("/", 1)[0] + "/1"))}
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)

@@ -1,0 +1,186 @@
+"""Read-through caching in the shared cache that a committed write reliably invalidates.
+
+Used by the API's hot read paths (product detail, bearer tokens). The hazard of a plain
+read-through cache is a reader that misses, reads the database, and only then stores what
+it read: if a write commits and deletes the key between the reader's database read and its
+store, the pre-write value is cached for the whole timeout. So:
+
+* Invalidation does not delete: it writes a short-lived *tombstone* (``TOMBSTONE_TTL``).
+* Readers fill with ``add`` (store only if the key is absent), never over a tombstone, and
+  only if less than ``MAX_FILL_DELAY`` (half the tombstone's lifetime) passed since they
+  looked the key up. A write that committed after the reader's database read wrote its
+  tombstone after that lookup, so the tombstone is still there and the stale ``add`` fails.
+* Invalidation runs after the transaction commits (``on_commit``): before commit, other
+  processes still read the old committed row, so the old entry stays right for them. Inside
+  the writing transaction its invalidated keys are bypassed (read-your-writes), and the
+  first ``EAGER_KEYS`` keys of a transaction are tombstoned at once as well, so a small
+  write leaves no entry behind even if the process dies between commit and ``on_commit``.
+  Large (bulk) writes are tombstoned in chunks at commit: one round trip per ``CHUNK`` keys.
+
+Caching is on when the cache is shared between processes (Redis, Memcached) or when
+``STOCKPIPE_API_CACHE`` says so; a per-process cache (development's LocMemCache) would
+miss invalidations made by other processes, so it is never used for this.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import DEFAULT_CACHE_ALIAS, cache
+from django.core.cache.backends.memcached import BaseMemcachedCache
+from django.core.cache.backends.redis import RedisCache
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.utils.module_loading import import_string
+
+logger = logging.getLogger(__name__)
+
+TOMBSTONE = "\x00invalidated"
+TOMBSTONE_TTL = 10
+MAX_FILL_DELAY = TOMBSTONE_TTL / 2
+EAGER_KEYS = 100
+CHUNK = 1000
+SHARED_BACKENDS = (RedisCache, BaseMemcachedCache)
+
+
+def enabled() -> bool:
+    """Whether to cache: ``STOCKPIPE_API_CACHE`` if set, else only with a shared backend."""
+    setting = getattr(settings, "STOCKPIPE_API_CACHE", None)
+    if setting is not None:
+        return bool(setting)
+    return _is_shared(settings.CACHES[DEFAULT_CACHE_ALIAS]["BACKEND"])
+
+
+@functools.cache
+def _is_shared(backend: str) -> bool:
+    """Redis and Memcached (and subclasses) are shared and have an atomic ``add``."""
+    return issubclass(import_string(backend), SHARED_BACKENDS)
+
+
+class Ticket:
+    """Permission to fill one key after a miss, valid for ``MAX_FILL_DELAY`` seconds."""
+
+    __slots__ = ("key", "started")
+
+    def __init__(self, key: str, started: float) -> None:
+        self.key = key
+        self.started = started
+
+
+Entry = tuple[Any, "Ticket | None"]
+
+
+def get(key: str, using: str = DEFAULT_DB_ALIAS) -> Entry:
+    """``(value, None)`` on a hit; ``(None, ticket)`` on a miss that may be filled;
+    ``(None, None)`` when the caller must read the database and not fill (a fresh
+    invalidation, or a key this connection's open transaction has invalidated)."""
+    return get_many([key], using=using)[key]
+
+
+def get_many(keys: list[str], using: str = DEFAULT_DB_ALIAS) -> dict[str, Entry]:
+    """``get`` for several keys in one round trip."""
+    connection = connections[using]
+    pending: set[str] = set()
+    if connection.in_atomic_block:
+        batch = _open_batch(connection)
+        if batch is not None:
+            pending = batch.keys
+    started = time.monotonic()
+    found = cache.get_many(keys) if len(keys) > 1 else {keys[0]: cache.get(keys[0])}
+    entries: dict[str, Entry] = {}
+    for key in keys:
+        value = found.get(key)
+        if key in pending or value == TOMBSTONE:
+            entries[key] = (None, None)
+        elif value is None:
+            entries[key] = (None, Ticket(key, started))
+        else:
+            entries[key] = (value, None)
+    return entries
+
+
+def fill(ticket: Ticket | None, value: Any, timeout: float) -> None:
+    """Store what the reader read, unless the key was invalidated since its lookup."""
+    if ticket is None or timeout < 1:
+        return
+    if time.monotonic() - ticket.started > MAX_FILL_DELAY:
+        return
+    cache.add(ticket.key, value, timeout=int(timeout))
+
+
+def tombstone(keys: Iterable[str]) -> None:
+    """Invalidate ``keys`` now, in chunks of ``CHUNK`` keys per round trip."""
+    keys = list(keys)
+    for start in range(0, len(keys), CHUNK):
+        cache.set_many(dict.fromkeys(keys[start : start + CHUNK], TOMBSTONE), TOMBSTONE_TTL)
+
+
+class _Batch:
+    """Keys invalidated in one transaction, tombstoned when it commits.
+
+    One per transaction: while its callback is registered, any rollback that would drop
+    it also undoes every write made since, so later writes can add their keys to it.
+    """
+
+    __slots__ = ("callbacks", "connection", "flush", "keys")
+
+    def __init__(self, connection) -> None:
+        self.connection = connection
+        self.keys: set[str] = set()
+        self.flush = self._flush  # the very object registered, to find it again
+        # Django replaces this list at commit and at every rollback (also of a savepoint);
+        # while it is the same object, the callback is still registered.
+        self.callbacks = connection.run_on_commit
+
+    def is_registered(self) -> bool:
+        connection = self.connection
+        if self.callbacks is connection.run_on_commit:
+            return True
+        if not connection.in_atomic_block:
+            return False
+        # After a savepoint rollback: still registered unless it was that savepoint's.
+        if any(entry[1] is self.flush for entry in connection.run_on_commit):
+            self.callbacks = connection.run_on_commit
+            return True
+        return False
+
+    def _flush(self) -> None:
+        try:
+            tombstone(self.keys)
+        except Exception:  # the write has committed; a cache outage must not undo that
+            logger.exception("Could not invalidate %d cache keys", len(self.keys))
+
+
+def _open_batch(connection) -> _Batch | None:
+    batch = getattr(connection, "_cache_guard_batch", None)
+    if batch is not None and batch.is_registered():
+        return batch
+    return None
+
+
+def invalidate(keys: Iterable[str], using: str = DEFAULT_DB_ALIAS) -> None:
+    """Invalidate ``keys`` once the current transaction on ``using`` commits (now, outside
+    a transaction). Cheap per call, so per-object receivers of bulk writes can use it."""
+    if not enabled():
+        return
+    connection = connections[using]
+    if not connection.in_atomic_block:
+        tombstone(keys)
+        return
+    batch = _open_batch(connection)
+    if batch is None:
+        batch = connection._cache_guard_batch = _Batch(connection)
+        transaction.on_commit(batch.flush, using=using, robust=True)
+    eager = []
+    seen = batch.keys
+    for key in keys:
+        if key not in seen:
+            seen.add(key)
+            if len(seen) <= EAGER_KEYS:
+                eager.append(key)
+    if eager:
+        tombstone(eager)
