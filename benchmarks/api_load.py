@@ -29,7 +29,8 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from urllib.parse import urlparse
+
+from common import recreate_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -57,14 +58,7 @@ def free_port() -> int:
 
 
 def recreate_database(url: str) -> None:
-    import psycopg
-
-    parsed = urlparse(url)
-    name = parsed.path.lstrip("/")
-    admin = parsed._replace(path="/postgres").geturl()
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
+    recreate_postgres(url)
 
 
 SEED = """

@@ -27,8 +27,9 @@ from contextlib import ExitStack
 from decimal import Decimal
 from pathlib import Path
 
+from common import fresh_database_url
+
 ROOT = Path(__file__).resolve().parent.parent
-PG_ADMIN = os.environ.get("BENCH_PG_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 PG_NAME = os.environ.get("BENCH_WEBHOOKS_PG_DB", "stockpipe_bench_webhooks")
 
 TARGET_NO_SUBSCRIPTION = 1.05
@@ -36,14 +37,7 @@ TARGET_OUTBOX = 3.0
 
 
 def database_url(db: str, workdir: Path) -> str:
-    if db == "sqlite":
-        return f"sqlite:///{workdir / 'bench.sqlite3'}"
-    import psycopg
-
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{PG_NAME}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{PG_NAME}"')
-    return f"{PG_ADMIN.rsplit('/', 1)[0]}/{PG_NAME}"
+    return fresh_database_url(db, workdir, PG_NAME)
 
 
 def setup_django(url: str) -> None:

@@ -330,12 +330,12 @@ def write_products(objs: Sequence[Product], fields: Iterable[str], *, using: str
         obj.updated_at = now
         loaded = obj._loaded
         obj._before_write = {name: loaded[name] for name in tracked}
-    _send_pre_save(objs, using=using, update_fields=update_fields)
+    _send(pre_save, objs, using=using, update_fields=update_fields)
     update_rows(objs, fields, using=using)
     for obj in objs:
         obj._state.db = using
     with collecting_changes(using):
-        _send_post_save(objs, using=using, created=False, update_fields=update_fields)
+        _send(post_save, objs, using=using, created=False, update_fields=update_fields)
     attnames = CONCRETE_ATTNAMES
     for obj in objs:
         # Product.remember_current_values(), inlined: this loop runs per product. Fields
@@ -346,35 +346,18 @@ def write_products(objs: Sequence[Product], fields: Iterable[str], *, using: str
     return len(objs)
 
 
-def _send_pre_save(objs: Sequence[Product], *, using: str, update_fields: Any) -> None:
-    handlers = fastpath.bulk_handlers(pre_save)
+def _send(signal: Any, objs: Sequence[Product], *, using: str, **kwargs: Any) -> None:
+    """Send ``pre_save``/``post_save`` for each object, or, when only the project's own
+    receivers listen, run their set-based equivalents once for all (``fastpath``)."""
+    handlers = fastpath.bulk_handlers(signal)
     if handlers is not None:
+        created = kwargs.get("created", False)
         for handler in handlers:
-            handler(objs, using=using, created=False, update_fields=update_fields)
+            handler(objs, using=using, created=created, update_fields=kwargs["update_fields"])
         return
-    send = pre_save.send
+    send = signal.send
     for obj in objs:
-        send(sender=Product, instance=obj, raw=False, using=using, update_fields=update_fields)
-
-
-def _send_post_save(
-    objs: Sequence[Product], *, using: str, created: bool, update_fields: Any
-) -> None:
-    handlers = fastpath.bulk_handlers(post_save)
-    if handlers is not None:
-        for handler in handlers:
-            handler(objs, using=using, created=created, update_fields=update_fields)
-        return
-    send = post_save.send
-    for obj in objs:
-        send(
-            sender=Product,
-            instance=obj,
-            created=created,
-            update_fields=update_fields,
-            raw=False,
-            using=using,
-        )
+        send(sender=Product, instance=obj, raw=False, using=using, **kwargs)
 
 
 CONCRETE_ATTNAMES = tuple(f.attname for f in Product._meta.concrete_fields)
@@ -536,7 +519,7 @@ def tracked_bulk_create(
             normalize(obj)
             obj.created_at = obj.created_at or now
             obj.updated_at = now
-        _send_pre_save(new, using=using, update_fields=None)
+        _send(pre_save, new, using=using, update_fields=None)
         if new:
             # Known conflicts were split off above; ignore_conflicts is not passed on because
             # PostgreSQL then returns no primary keys, and the new rows need theirs.
@@ -567,7 +550,7 @@ def tracked_bulk_create(
                 obj._state.db = using
                 if obj.pk is not None:  # else skipped by ignore_conflicts: nothing was written
                     written.append(obj)
-            _send_post_save(written, using=using, created=True, update_fields=None)
+            _send(post_save, written, using=using, created=True, update_fields=None)
             for obj in written:
                 obj.remember_current_values()
             if upserted:
