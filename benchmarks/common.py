@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
+ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN = os.environ.get("BENCH_PG_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 
 
@@ -28,3 +30,20 @@ def fresh_database_url(db: str, workdir: Path, pg_name: str) -> str:
     url = f"{PG_ADMIN.rsplit('/', 1)[0]}/{pg_name}"
     recreate_postgres(url)
     return url
+
+
+def setup_django(url: str) -> None:
+    """Configure Django on ``url`` as production would run (no query log, quiet logs,
+    e-mail to memory) and migrate it."""
+    os.environ["DATABASE_URL"] = url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "stockpipe.settings")
+    os.environ["EMAIL_URL"] = "memorymail://"  # the seed's e-mails go to memory, not SMTP
+    os.environ["LOG_LEVEL"] = "WARNING"
+    os.environ["DEBUG"] = "False"
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)

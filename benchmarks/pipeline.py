@@ -34,7 +34,7 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-from common import fresh_database_url
+from common import fresh_database_url, setup_django
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_NAME = os.environ.get("BENCH_PG_DB", "stockpipe_bench")
@@ -49,21 +49,6 @@ TARGET_MEMORY_MB = 400
 
 def database_url(db: str, workdir: Path) -> str:
     return fresh_database_url(db, workdir, PG_NAME)
-
-
-def setup_django(url: str) -> None:
-    os.environ["DATABASE_URL"] = url
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "stockpipe.settings")
-    os.environ["EMAIL_URL"] = "memorymail://"  # the seed's e-mails go to memory, not SMTP
-    os.environ["LOG_LEVEL"] = "WARNING"
-    os.environ["DEBUG"] = "False"  # no query log: production-like for every route
-    sys.path.insert(0, str(ROOT))
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
 
 
 # --- workload -------------------------------------------------------------------------

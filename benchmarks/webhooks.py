@@ -27,7 +27,7 @@ from contextlib import ExitStack
 from decimal import Decimal
 from pathlib import Path
 
-from common import fresh_database_url
+from common import fresh_database_url, setup_django
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_NAME = os.environ.get("BENCH_WEBHOOKS_PG_DB", "stockpipe_bench_webhooks")
@@ -38,21 +38,6 @@ TARGET_OUTBOX = 3.0
 
 def database_url(db: str, workdir: Path) -> str:
     return fresh_database_url(db, workdir, PG_NAME)
-
-
-def setup_django(url: str) -> None:
-    os.environ["DATABASE_URL"] = url
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "stockpipe.settings")
-    os.environ["EMAIL_URL"] = "memorymail://"
-    os.environ["LOG_LEVEL"] = "WARNING"
-    os.environ["DEBUG"] = "False"
-    sys.path.insert(0, str(ROOT))
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
 
 
 def run(db: str, n: int, repeat: int) -> dict:
