@@ -6,6 +6,8 @@ The snapshot is taken in ``pre_delete`` (the row still exists) and written in
 
 from __future__ import annotations
 
+import json
+
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.utils import timezone
@@ -15,24 +17,21 @@ from .context import current_change_context
 
 
 def capture_snapshot(instance: models.Model) -> None:
+    """Keep the row's values as plain JSON (Decimals and datetimes as strings)."""
     data = {f.attname: f.value_from_object(instance) for f in instance._meta.concrete_fields}
-    data["id"] = instance.pk
-    instance._deletion_snapshot = DjangoJSONEncoder().encode(data)
+    instance._deletion_snapshot = json.loads(DjangoJSONEncoder().encode(data))
 
 
 def record_deletion(instance: models.Model, *, using: str) -> DeletionAudit:
-    import json
-
-    snapshot = getattr(instance, "_deletion_snapshot", None)
-    if snapshot is None:
+    if getattr(instance, "_deletion_snapshot", None) is None:
         capture_snapshot(instance)
-        snapshot = instance._deletion_snapshot
+    snapshot = instance._deletion_snapshot
     ctx = current_change_context()
     return DeletionAudit.objects.using(using).create(
         model_label=instance._meta.label,
-        object_pk=str(json.loads(snapshot)["id"]),
+        object_pk=str(snapshot[instance._meta.pk.attname]),
         object_repr=str(instance)[:300],
-        snapshot=json.loads(snapshot),
+        snapshot=snapshot,
         deleted_at=timezone.now(),
         changed_by_id=ctx.user_id,
         source=ctx.source,
