@@ -153,3 +153,13 @@ def test_deleting_a_product_closes_its_open_alert_but_keeps_it():
     product.delete()
     alert = StockAlert.objects.get()
     assert alert.product is None and alert.resolved_at is not None and alert.sku == product.sku
+
+
+def test_reconciling_again_keeps_the_one_open_alert(django_capture_on_commit_callbacks):
+    from app.services.alerts import reconcile_alerts
+
+    product = ProductFactory(stock=1)
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert reconcile_alerts([product]) == []  # already open: nothing new, nothing to send
+    assert callbacks == []
+    assert StockAlert.objects.filter(product=product).count() == 1
