@@ -35,8 +35,9 @@ def database_url() -> str:
 class Processes:
     """Start project processes (actors, workers, servers) with the test's database."""
 
-    def __init__(self, smtp_port: int | None = None) -> None:
+    def __init__(self, log_dir: Path, smtp_port: int | None = None) -> None:
         self.running: list[subprocess.Popen] = []
+        self.log_dir = log_dir
         self.smtp_port = smtp_port
 
     def env(self, **extra: str) -> dict[str, str]:
@@ -54,15 +55,23 @@ class Processes:
         env.update(extra)
         return env
 
-    def start(self, *args: str, **env: str) -> subprocess.Popen:
+    def start(self, *args: str, log: str | None = None, **env: str) -> subprocess.Popen:
+        """Start a process; its output is piped, or written to ``log`` in the log directory
+        for long-running servers and workers, whose output nobody reads while they run (a
+        full pipe would block them)."""
+        output = subprocess.PIPE
+        if log is not None:
+            output = open(self.log_dir / f"{len(self.running)}-{log}.log", "w")  # noqa: SIM115
         proc = subprocess.Popen(
             [sys.executable, *args],
             cwd=ROOT,
             env=self.env(**env),
-            stdout=subprocess.PIPE,
+            stdout=output,
             stderr=subprocess.STDOUT,
             text=True,
         )
+        if log is not None:
+            output.close()  # the child has its own descriptor
         self.running.append(proc)
         return proc
 
@@ -93,6 +102,7 @@ class Processes:
             f"127.0.0.1:{port}",
             "--timeout",
             "120",
+            log="gunicorn",
             CONN_MAX_AGE="0",
         )
         url = f"http://127.0.0.1:{port}"
@@ -121,6 +131,7 @@ class Processes:
             "0.1",
             "--no-startup-delay",
             "--no-reload",
+            log="worker",
             **env,
         )
 
@@ -144,7 +155,9 @@ def wait_until(predicate, timeout: float = 60, interval: float = 0.1, message: s
 
 
 @pytest.fixture
-def processes(smtp_server):
-    procs = Processes(smtp_port=smtp_server.port)
+def processes(smtp_server, tmp_path):
+    """Logs of servers and workers are in the test's ``tmp_path`` (pytest keeps the last
+    three runs' directories)."""
+    procs = Processes(tmp_path, smtp_port=smtp_server.port)
     yield procs
     procs.stop_all()
