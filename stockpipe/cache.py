@@ -1,64 +1,233 @@
-"""Django's Redis cache backend, reusing one ``redis.Redis`` client per connection pool.
+"""Django's Redis cache backend, with a near cache that Redis keeps coherent.
 
-Django's ``RedisCacheClient.get_client`` builds a new ``redis.Redis`` for every cache
-operation; with redis-py 5+ that rebuilds a table of about 170 response callbacks each
-time, which cost more than the network round trip itself (about 0.3 ms per operation in a
-profile of ``GET /api/products/<sku>``). A client only wraps its pool and is thread-safe,
-so one per pool is enough.
+Reads (``get``/``get_many``, the per-request reads of the API: a token's identity and a
+product's rendered body) are served from memory when this thread has read the key before
+and Redis has not reported a change since. The reporting is Redis's own server-assisted
+client-side caching (``CLIENT TRACKING``, Redis 6+): a dedicated RESP3 connection reads the
+keys, Redis remembers which keys it read and pushes an ``invalidate`` message on that
+connection as soon as any client changes, expires, evicts or flushes one of them. Before
+serving from memory, pending pushes are drained, so a write that another process has
+completed is seen by the next read here; a write made through this cache object drops its
+keys at once. A broken tracking connection empties the near cache (messages may be lost)
+and the read falls back to an ordinary round trip. Entries also keep the key's TTL, read
+in the same round trip, so nothing outlives its timeout even before Redis's lazy expiry.
 
-``get``/``get_many`` (the per-request reads of the API) also talk to a pooled connection
-directly: redis-py's command pipeline (retry wrapper, events, observability hooks) cost
-about as much as the round trip. If that fails on a broken connection, the read is retried
-once through redis-py's normal path, with its own retries. Writes are Django's unchanged.
+redis-py has this built in (``cache_config``) but refuses servers older than 7.4, and
+CLIENT TRACKING itself only needs 6.0; Debian's Redis here is 7.0.
+
+Django's ``RedisCacheClient.get_client`` also builds a new ``redis.Redis`` for every other
+cache operation, which with redis-py 5+ rebuilds a table of about 170 response callbacks
+each time; a client only wraps its pool and is thread-safe, so one per pool is reused.
+
+Option ``NEAR_CACHE_ENTRIES`` (in ``OPTIONS``; default 10,000 per thread, 0 disables)
+bounds the memory: the oldest entries are dropped first.
 """
 
 from __future__ import annotations
 
-from django.core.cache.backends import redis
+import os
+import time
 
-_FAILED = object()
+from django.core.cache.backends import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+NEVER = float("inf")
+_BROKEN = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+class NearCache:
+    """Raw values of keys read through one tracked connection, dropped when Redis says so.
+
+    Not thread-safe: Django gives every thread its own cache object, hence its own
+    ``NearCache`` and tracking connection.
+    """
+
+    def __init__(self, pool, max_entries: int) -> None:
+        self._pool = pool
+        self._max_entries = max_entries
+        self._values: dict[bytes, tuple[bytes, float]] = {}
+        self._connection = None
+        self._pid = 0
+
+    def get_many(self, keys: list[str]) -> dict[str, bytes] | None:
+        """Raw values of the ``keys`` that exist; ``None`` if Redis could not be asked."""
+        try:
+            connection = self._tracked_connection()
+            while connection.can_read(0):  # invalidations pushed since the last read
+                connection.read_response(push_request=True)
+            found: dict[str, bytes] = {}
+            missing: list[str] = []
+            now = time.monotonic()
+            for key in keys:
+                entry = self._values.get(key.encode())
+                if entry is not None and entry[1] > now:
+                    found[key] = entry[0]
+                else:
+                    missing.append(key)
+            if missing:
+                self._fetch(connection, missing, found)
+            return found
+        except _BROKEN:
+            self.reset()
+            return None
+
+    def _fetch(self, connection, keys: list[str], found: dict[str, bytes]) -> None:
+        # One round trip: the values, and each key's TTL so the entry expires with it.
+        commands = [("MGET", *keys), *(("PTTL", key) for key in keys)]
+        connection.send_packed_command(connection.pack_commands(commands))
+        values = connection.read_response()
+        ttls = [connection.read_response() for _ in keys]
+        now = time.monotonic()
+        for key, value, ttl in zip(keys, values, ttls, strict=True):
+            if value is None or ttl == -2:
+                continue
+            found[key] = value
+            self._remember(key.encode(), value, now + ttl / 1000 if ttl >= 0 else NEVER)
+
+    def _remember(self, key: bytes, value: bytes, expires: float) -> None:
+        values = self._values
+        values.pop(key, None)
+        if len(values) >= self._max_entries:
+            del values[next(iter(values))]  # the oldest
+        values[key] = (value, expires)
+
+    def discard(self, keys) -> None:
+        """Forget ``keys`` (written through this cache object) without waiting for Redis."""
+        for key in keys:
+            self._values.pop(key.encode() if isinstance(key, str) else key, None)
+
+    def clear(self) -> None:
+        self._values.clear()
+
+    def reset(self) -> None:
+        """Drop everything and the connection: invalidations may have been missed."""
+        self._values.clear()
+        if self._connection is not None:
+            self._connection.disconnect()
+            self._connection = None
+
+    def _invalidated(self, message) -> None:
+        keys = message[1]
+        if keys is None:  # FLUSHDB/FLUSHALL, or the server dropped its tracking table
+            self._values.clear()
+        else:
+            for key in keys:
+                self._values.pop(key, None)
+
+    def _tracked_connection(self):
+        if self._connection is not None and self._pid == os.getpid():
+            return self._connection
+        # New, or inherited across fork(): the parent's socket is not ours to read.
+        self._values.clear()
+        self._connection = None
+        connection = self._pool.connection_class(**{**self._pool.connection_kwargs, "protocol": 3})
+        connection.connect()
+        connection._parser.set_invalidation_push_handler(self._invalidated)
+        connection.send_command("CLIENT", "TRACKING", "ON")
+        reply = connection.read_response()
+        if reply not in (b"OK", "OK"):
+            connection.disconnect()
+            raise RedisConnectionError(f"CLIENT TRACKING ON answered {reply!r}")
+        self._connection, self._pid = connection, os.getpid()
+        return connection
 
 
 class ReusingRedisCacheClient(redis.RedisCacheClient):
-    def _read(self, *args):
-        pool = self._get_connection_pool(False)
-        connection = pool.get_connection()
-        try:
-            connection.send_command(*args)
-            return connection.read_response()
-        except (self._lib.ConnectionError, self._lib.TimeoutError):
-            connection.disconnect()
-            return _FAILED
-        except BaseException:
-            connection.disconnect()  # a reply may be left unread on it
-            raise
-        finally:
-            pool.release(connection)
+    def __init__(self, servers, near_cache_entries: int = 10_000, **options) -> None:
+        super().__init__(servers, **options)
+        self._near_cache_entries = near_cache_entries
+        self._near: NearCache | None = None
+        self._clients: dict[int, object] = {}
+
+    def _near_cache(self) -> NearCache | None:
+        if self._near is None and self._near_cache_entries > 0:
+            self._near = NearCache(self._get_connection_pool(False), self._near_cache_entries)
+        return self._near
 
     def get(self, key, default):
-        value = self._read("GET", key)
-        if value is _FAILED:
+        near = self._near_cache()
+        found = near.get_many([key]) if near is not None else None
+        if found is None:
             return super().get(key, default)
+        value = found.get(key)
         return default if value is None else self._serializer.loads(value)
 
     def get_many(self, keys):
-        values = self._read("MGET", *keys)
-        if values is _FAILED:
+        keys = list(keys)
+        near = self._near_cache()
+        found = near.get_many(keys) if near is not None else None
+        if found is None:
             return super().get_many(keys)
-        return {
-            k: self._serializer.loads(v) for k, v in zip(keys, values, strict=True) if v is not None
-        }
+        return {key: self._serializer.loads(value) for key, value in found.items()}
+
+    # Writes: Django's, then forget the written keys here (Redis tells the other threads
+    # and processes; this one must not depend on the push arriving before its next read).
+    def _written(self, keys) -> None:
+        if self._near is not None:
+            self._near.discard(keys)
+
+    def add(self, key, value, timeout):
+        try:
+            return super().add(key, value, timeout)
+        finally:
+            self._written([key])
+
+    def set(self, key, value, timeout):
+        try:
+            super().set(key, value, timeout)
+        finally:
+            self._written([key])
+
+    def touch(self, key, timeout):
+        try:
+            return super().touch(key, timeout)
+        finally:
+            self._written([key])
+
+    def delete(self, key):
+        try:
+            return super().delete(key)
+        finally:
+            self._written([key])
+
+    def incr(self, key, delta):
+        try:
+            return super().incr(key, delta)
+        finally:
+            self._written([key])
+
+    def set_many(self, data, timeout):
+        try:
+            super().set_many(data, timeout)
+        finally:
+            self._written(list(data))
+
+    def delete_many(self, keys):
+        keys = list(keys)
+        try:
+            super().delete_many(keys)
+        finally:
+            self._written(keys)
+
+    def clear(self):
+        try:
+            return super().clear()
+        finally:
+            if self._near is not None:
+                self._near.clear()
 
     def get_client(self, key=None, *, write=False):
         pool = self._get_connection_pool(write)
-        clients = self.__dict__.setdefault("_clients", {})
-        client = clients.get(id(pool))
+        client = self._clients.get(id(pool))
         if client is None:
-            client = clients[id(pool)] = self._client(connection_pool=pool)
+            client = self._clients[id(pool)] = self._client(connection_pool=pool)
         return client
 
 
 class RedisCache(redis.RedisCache):
     def __init__(self, server, params):
-        super().__init__(server, params)
+        options = dict(params.get("OPTIONS", {}))
+        entries = options.pop("NEAR_CACHE_ENTRIES", 10_000)
+        super().__init__(server, {**params, "OPTIONS": {**options, "near_cache_entries": entries}})
         self._class = ReusingRedisCacheClient

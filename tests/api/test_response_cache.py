@@ -348,7 +348,7 @@ def test_last_used_is_written_at_most_once_a_minute(shared_cache, client_, reade
 
 
 def test_redis_reads_survive_dropped_connections(shared_cache):
-    """stockpipe.cache reads on pooled connections directly, outside redis-py's retry
+    """stockpipe.cache reads through its own tracking connection, outside redis-py's retry
     wrapper: connections the server closed (here: all of them, killed) must not fail reads."""
     cache.set_many({"k:1": b"one", "k:2": ("two", 2)})
     assert cache.get_many(["k:1", "k:2", "k:3"]) == {"k:1": b"one", "k:2": ("two", 2)}
