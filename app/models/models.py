@@ -12,6 +12,7 @@ from django.core.validators import MinValueValidator
 from django.db import models, router, transaction
 from django.db.models import Q
 
+from ..services.encoding import FastJSONEncoder
 from .querysets import ProductQuerySet
 
 TRACKED_FIELDS = ("price", "stock", "low_stock_threshold")
@@ -218,7 +219,8 @@ class PipelineRun(models.Model):
         PREVIEWED = "previewed"
 
     name = models.CharField(max_length=200, blank=True, default="")
-    spec = models.JSONField()
+    # Python callers may pass Decimals: stored as their exact text. Specs can be large.
+    spec = models.JSONField(encoder=FastJSONEncoder)
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -76,7 +76,7 @@ def reconcile_alerts(products: Sequence[Product], *, using: str = "default") -> 
         for pk, p in low.items()
         if pk not in already_open
     ]
-    alerts.bulk_create(opened, batch_size=CHUNK)
+    _insert(opened, using=using)
     for alert in opened:
         logger.info(
             "Low stock alert opened for %s: %s < %s", alert.sku, alert.stock, alert.threshold
@@ -85,6 +85,25 @@ def reconcile_alerts(products: Sequence[Product], *, using: str = "default") -> 
     if opened:
         alerts_opened.send(sender=StockAlert, alerts=opened, using=using)
     return opened
+
+
+ALERT_COLUMNS = (
+    "product_id", "sku", "name", "stock", "threshold", "opened_at", "delivery_status",
+    "attempts", "last_error",
+)  # fmt: skip
+
+
+def _insert(opened: list[StockAlert], *, using: str) -> None:
+    """``bulk_create`` without per-field compiling (a pipeline can open thousands)."""
+    from .tracking import insert_rows
+
+    rows = [tuple(getattr(alert, name) for name in ALERT_COLUMNS) for alert in opened]
+    ids = dict(
+        insert_rows(StockAlert, ALERT_COLUMNS, rows, using=using, returning=("product", "id"))
+    )
+    for alert in opened:  # one new alert per product: its id is found by product
+        alert.pk = ids[alert.product_id]
+        alert._state.adding, alert._state.db = False, using
 
 
 def close_alerts_of_deleted(product: Product) -> None:

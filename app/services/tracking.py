@@ -16,7 +16,6 @@ the block, which is what makes large pipelines fast.
 from __future__ import annotations
 
 import datetime
-import json
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -30,7 +29,7 @@ from django.db.models.signals import post_save, pre_save
 from django.utils import timezone
 
 from ..models import TRACKED_FIELDS, PriceHistory, Product, StockMovement
-from . import fastpath
+from . import encoding, fastpath
 from .context import current_change_context
 
 CHUNK = 2000
@@ -77,16 +76,22 @@ class ChangeBatch:
 
 
 def insert_rows(
-    model: type[models.Model], columns: Sequence[str], rows: list[tuple], *, using: str
-) -> None:
+    model: type[models.Model],
+    columns: Sequence[str],
+    rows: list[tuple],
+    *,
+    using: str,
+    returning: Sequence[str] = (),
+) -> list[tuple]:
     """Set-based ``INSERT`` of plain tuples: no model instances, no per-row compiler work.
 
     Values are what the driver would bind (JSON columns as JSON text); datetimes are
     adapted for the backend once per distinct value (a batch shares one). Each chunk of
-    rows travels as one JSON parameter (``json_rows``).
+    rows travels as one JSON parameter (``json_rows``). ``returning``: columns of the new
+    rows to return, in no particular order (SQLite 3.35+ and PostgreSQL).
     """
     if not rows:
-        return
+        return []
     connection = connections[using]
     qn = connection.ops.quote_name
     meta = model._meta
@@ -102,6 +107,9 @@ def insert_rows(
     names = ", ".join(qn(f.column) for f in fields)
     source = json_rows_sql(connection, fields)
     sql = f"INSERT INTO {table} ({names}) SELECT * FROM {source}"
+    if returning:
+        sql += " RETURNING " + ", ".join(qn(meta.get_field(n).column) for n in returning)
+    inserted: list[tuple] = []
     with connection.cursor() as cursor:
         for start in range(0, len(rows), CHUNK):
             chunk = rows[start : start + CHUNK]
@@ -114,6 +122,9 @@ def insert_rows(
                     adapted.append(row)
                 chunk = adapted
             cursor.execute(sql, [json_rows(chunk)])
+            if returning:
+                inserted.extend(cursor.fetchall())
+    return inserted
 
 
 def f_adapt(connection, value: Any) -> Any:
@@ -123,7 +134,7 @@ def f_adapt(connection, value: Any) -> Any:
 def json_rows(rows: Sequence[Sequence[Any]]) -> str:
     """Rows (as arrays) in one JSON text: one parameter for a whole chunk, encoded in C, so
     a statement stays short (and cached) however many rows it carries."""
-    return json.dumps(rows, default=_json_scalar, ensure_ascii=False, separators=(",", ":"))
+    return encoding.dumps(rows, default=_json_scalar)
 
 
 def _json_scalar(value: Any) -> Any:
