@@ -23,8 +23,9 @@ Price = Annotated[
     Field(ge=0, max_digits=12, decimal_places=2, allow_inf_nan=False),
     AfterValidator(lambda d: d.quantize(CENT)),
 ]
-Stock = Annotated[int, Field(ge=0, le=2_147_483_647, strict=False)]
-Delta = Annotated[int, Field(ge=-2_147_483_647, le=2_147_483_647)]
+MAX_STOCK = 2_147_483_647  # Product.stock is a 32-bit integer column
+Stock = Annotated[int, Field(ge=0, le=MAX_STOCK, strict=False)]
+Delta = Annotated[int, Field(ge=-MAX_STOCK, le=MAX_STOCK)]
 
 MAX_PRICE = Decimal("9999999999.99")
 

@@ -6,11 +6,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from ..base import Delta, Sku, StepSpec
+from .. import staged
+from ..base import MAX_STOCK, Delta, Sku, StepSpec
 from ..registry import register
 from ..writer import chunked
-
-MAX_STOCK = 2_147_483_647
 
 
 @register
@@ -24,6 +23,9 @@ class AdjustStock(StepSpec):
         return len(self.deltas)
 
     def run(self, unit) -> None:
+        if staged.applies(unit):
+            staged.write_map(unit, "stock", self.deltas, key="deltas", add=True)
+            return
         for chunk in chunked(self.deltas.items()):
             found = unit.lock_skus([sku for sku, _ in chunk], lambda s: ("deltas", s))
             bad = []

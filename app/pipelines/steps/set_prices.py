@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from .. import staged
 from ..base import Price, Sku, StepSpec
 from ..registry import register
 from ..writer import chunked
@@ -22,6 +23,9 @@ class SetPrices(StepSpec):
         return len(self.prices)
 
     def run(self, unit) -> None:
+        if staged.applies(unit):
+            staged.write_map(unit, "price", self.prices, key="prices")
+            return
         for chunk in chunked(self.prices.items()):
             found = unit.lock_skus([sku for sku, _ in chunk], lambda s: ("prices", s))
             for sku, price in chunk:

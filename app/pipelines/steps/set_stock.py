@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from .. import staged
 from ..base import Sku, StepSpec, Stock
 from ..registry import register
 from ..writer import chunked
@@ -22,6 +23,9 @@ class SetStock(StepSpec):
         return len(self.stock)
 
     def run(self, unit) -> None:
+        if staged.applies(unit):
+            staged.write_map(unit, "stock", self.stock, key="stock")
+            return
         for chunk in chunked(self.stock.items()):
             found = unit.lock_skus([sku for sku, _ in chunk], lambda s: ("stock", s))
             for sku, stock in chunk:
