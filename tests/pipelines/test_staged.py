@@ -1,0 +1,125 @@
+"""The set-based route of map steps (``app.pipelines.staged``): when it is taken, and that
+it has the object route's effects beyond one chunk of products."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+
+import pytest
+from django.db import connection, transaction
+from django.db.models.signals import post_init, pre_save
+from django.test.utils import CaptureQueriesContext
+
+from app.models import Product, WebhookSubscription
+from app.pipelines.staged import STAGE
+from app.utils.utils import process_pipeline
+from app.webhooks import outbox
+from tests.pipelines.test_identity import Rollback, observe
+
+pytestmark = pytest.mark.django_db
+
+N = 2_500  # more than one chunk (tracking.CHUNK) of products
+
+
+def user_pre_save(sender, instance, **kwargs):
+    pass
+
+
+def user_post_init(sender, instance, **kwargs):
+    pass
+
+
+def staged_queries(spec: dict) -> int:
+    with CaptureQueriesContext(connection) as queries:
+        result = process_pipeline(spec)
+    assert result["status"] in ("succeeded", "previewed"), result
+    return sum(STAGE in q["sql"] for q in queries.captured_queries)
+
+
+@pytest.fixture
+def products(db):
+    Product.objects.bulk_create(
+        Product(sku=f"S-{i:05d}", name=f"P{i}", price=Decimal("10.00"), stock=4 + i % 12)
+        for i in range(N)
+    )
+
+
+def map_steps():
+    return [
+        {"op": "set_prices", "prices": {f"S-{i:05d}": f"{10 + i % 7}.50" for i in range(N)}},
+        {"op": "adjust_stock", "deltas": {f"S-{i:05d}": (i % 9) - 4 for i in range(N)}},
+        {"op": "set_stock", "stock": {f"S-{i:05d}": i % 8 for i in range(0, N, 3)}},
+    ]
+
+
+def test_only_project_receivers_take_the_staged_route(products):
+    assert staged_queries({"name": "x", "steps": map_steps()}) > 0
+
+
+@pytest.mark.parametrize("blocker", ["user pre_save", "user post_init", "dry run", "webhook"])
+def test_anything_needing_instances_takes_the_object_route(products, blocker):
+    spec = {"name": "x", "steps": map_steps()}
+    if blocker == "user pre_save":
+        pre_save.connect(user_pre_save, sender=Product, dispatch_uid="test.user_pre_save")
+    elif blocker == "user post_init":
+        post_init.connect(user_post_init, sender=Product, dispatch_uid="test.user_post_init")
+    elif blocker == "dry run":
+        spec["dry_run"] = True
+    else:
+        WebhookSubscription.objects.create(
+            url="https://hooks.example.com/x", events=["price.changed"], secret="s" * 32
+        )
+    try:
+        assert staged_queries(spec) == 0
+    finally:
+        pre_save.disconnect(sender=Product, dispatch_uid="test.user_pre_save")
+        post_init.disconnect(sender=Product, dispatch_uid="test.user_post_init")
+        outbox.forget_subscriptions()  # the subscription is rolled back, not deleted
+
+
+def test_both_routes_have_the_same_effects_over_many_chunks(products):
+    """History, ledger, alerts and products after the same map steps, staged vs per object."""
+    spec = {"name": "x", "steps": map_steps()}
+    seen = {}
+    for route in ("staged", "objects"):
+        try:
+            with transaction.atomic():
+                if route == "objects":
+                    pre_save.connect(user_pre_save, sender=Product, dispatch_uid="test.objects")
+                try:
+                    assert (staged_queries(spec) > 0) == (route == "staged")
+                finally:
+                    pre_save.disconnect(sender=Product, dispatch_uid="test.objects")
+                # Run ids differ (PostgreSQL does not roll sequences back): not the effects.
+                seen[route] = re.sub(r"pipeline:\d+", "pipeline:N", repr(observe()))
+                raise Rollback
+        except Rollback:
+            pass
+    assert seen["staged"].count("'pipeline:N'") > N  # history and ledger rows were written
+    assert "'pending'" in seen["staged"]  # and alerts opened
+    assert seen["staged"] == seen["objects"]
+
+
+def test_failure_names_the_item_and_leaves_everything_unchanged(products):
+    before = observe()
+    deltas = {f"S-{i:05d}": 1 for i in range(N)}
+    deltas["S-02400"] = -1000
+    deltas["NOPE"] = 1
+    result = process_pipeline(
+        {"name": "x", "steps": [map_steps()[0], {"op": "adjust_stock", "deltas": deltas}]}
+    )
+    assert result["status"] == "failed"
+    # Unknown SKUs are reported first; the stock check runs once every SKU is known.
+    assert result["error"]["errors"] == [
+        {"loc": ["steps", 1, "deltas", "NOPE"], "msg": "step 1 (adjust_stock): unknown SKU 'NOPE'"}
+    ]
+    del deltas["NOPE"]
+    result = process_pipeline({"name": "x", "steps": [{"op": "adjust_stock", "deltas": deltas}]})
+    assert result["error"]["errors"] == [
+        {
+            "loc": ["steps", 0, "deltas", "S-02400"],
+            "msg": "step 0 (adjust_stock): stock of S-02400 would go negative: 4 -1000 = -996",
+        }
+    ]
+    assert observe() == before
