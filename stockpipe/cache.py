@@ -133,6 +133,19 @@ class NearCache:
         return connection
 
 
+def _forgets_key(name: str):
+    """Django's single-key write ``name``, then the key is forgotten by the near cache."""
+
+    def write(self, key, *args):
+        try:
+            return getattr(redis.RedisCacheClient, name)(self, key, *args)
+        finally:
+            self._written([key])
+
+    write.__name__ = name
+    return write
+
+
 class ReusingRedisCacheClient(redis.RedisCacheClient):
     def __init__(self, servers, near_cache_entries: int = 10_000, **options) -> None:
         super().__init__(servers, **options)
@@ -167,35 +180,11 @@ class ReusingRedisCacheClient(redis.RedisCacheClient):
         if self._near is not None:
             self._near.discard(keys)
 
-    def add(self, key, value, timeout):
-        try:
-            return super().add(key, value, timeout)
-        finally:
-            self._written([key])
-
-    def set(self, key, value, timeout):
-        try:
-            super().set(key, value, timeout)
-        finally:
-            self._written([key])
-
-    def touch(self, key, timeout):
-        try:
-            return super().touch(key, timeout)
-        finally:
-            self._written([key])
-
-    def delete(self, key):
-        try:
-            return super().delete(key)
-        finally:
-            self._written([key])
-
-    def incr(self, key, delta):
-        try:
-            return super().incr(key, delta)
-        finally:
-            self._written([key])
+    add = _forgets_key("add")
+    set = _forgets_key("set")
+    touch = _forgets_key("touch")
+    delete = _forgets_key("delete")
+    incr = _forgets_key("incr")
 
     def set_many(self, data, timeout):
         try:

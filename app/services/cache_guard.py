@@ -17,6 +17,11 @@ store, the pre-write value is cached for the whole timeout. So:
   write leaves no entry behind even if the process dies between commit and ``on_commit``.
   Large (bulk) writes are tombstoned in chunks at commit: one round trip per ``CHUNK`` keys.
 
+With ``stockpipe.cache.RedisCache``, a hit may come from the process's near cache instead of
+a round trip: Redis pushes an invalidation to every process that read a key as soon as the
+key changes (the tombstone write included), and each read drains those pushes first, so a
+committed write is seen as it would be with a round trip; see ``stockpipe.cache``.
+
 Caching is on when the cache is shared between processes (Redis, Memcached) or when
 ``STOCKPIPE_API_CACHE`` says so; a per-process cache (development's LocMemCache) would
 miss invalidations made by other processes, so it is never used for this.
