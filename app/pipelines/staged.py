@@ -30,15 +30,18 @@ STAGE = "stockpipe_stage"
 
 
 def applies(unit: StepUnit) -> bool:
+    """Whether ``unit``'s map step may take this route (else the object route)."""
     return not unit.state.dry_run and fastpath.rows_suffice(unit.using)
 
 
-def write_map(unit: StepUnit, field: str, values: dict[str, Any], *, key: str, add: bool = False):
+def write_map(
+    unit: StepUnit, field: str, values: dict[str, Any], *, key: str, add: bool = False
+) -> None:
     """Set ``field`` (``price`` or ``stock``) of each SKU to its value, or add it (``add``).
 
     ``key`` is the step's spec field, for error locations.
     """
-    from .writer import MAX_LISTED, MAX_REPORTED, _converters
+    from .writer import MAX_LISTED, MAX_REPORTED, column_converters
 
     connection = connections[unit.using]
     pg = connection.vendor == "postgresql"
@@ -88,7 +91,7 @@ def write_map(unit: StepUnit, field: str, values: dict[str, Any], *, key: str, a
                 cursor.execute(
                     f"SELECT s.sku, p.price {rows} AND {changed} ORDER BY s.ord LIMIT {room}"
                 )
-                converters = _converters(connection, "price")
+                converters = column_converters(connection, "price")
                 for sku, old in cursor.fetchall():
                     for func, expression in converters:
                         old = func(old, expression, connection)
@@ -145,7 +148,7 @@ def write_map(unit: StepUnit, field: str, values: dict[str, Any], *, key: str, a
             if field == "price":
                 state.price_change_count += updated
 
-        unit._tracked(write)
+        unit.tracked(write)
     unit.advance(len(values))
 
 

@@ -11,7 +11,7 @@ Each chunk holds a product at most once, so flushing per chunk keeps alert episo
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -196,7 +196,7 @@ class StepUnit:
                 for obj in group:
                     for name in fields:
                         state.note_diff(obj.sku, name, obj._loaded[name], getattr(obj, name))
-        self._tracked(
+        self.tracked(
             lambda: [
                 tracking.write_products(group, fields, using=self.using)
                 for fields, group in groups.items()
@@ -214,7 +214,7 @@ class StepUnit:
                     "action": "created",
                     "fields": {n: [None, jsonable(getattr(obj, n))] for n in WRITABLE},
                 }
-        self._tracked(lambda: Product.objects.db_manager(self.using).bulk_create(objs))
+        self.tracked(lambda: Product.objects.db_manager(self.using).bulk_create(objs))
 
     def delete(self, products: list[Product]) -> None:
         if not products:
@@ -236,7 +236,7 @@ class StepUnit:
                     "fields": {n: [jsonable(p._loaded[n]), None] for n in WRITABLE},
                 }
 
-    def _tracked(self, write) -> None:
+    def tracked(self, write: Callable[[], Any]) -> None:
         """Run ``write`` in one change batch, then note which alerts it opened or resolved."""
         t0 = timezone.now()
         with tracking.collecting_changes(self.using) as batch:
@@ -319,7 +319,9 @@ def _locked_rows(
         cursor.execute(sql, params)
         rows = cursor.fetchall()
     converters = [
-        (i, found) for i, name in enumerate(attnames) if (found := _converters(connection, name))
+        (i, found)
+        for i, name in enumerate(attnames)
+        if (found := column_converters(connection, name))
     ]
     if not converters:
         return rows
@@ -335,7 +337,7 @@ def _locked_rows(
     return out
 
 
-def _converters(connection, attname: str) -> list[tuple[Any, Any]]:
+def column_converters(connection, attname: str) -> list[tuple[Any, Any]]:
     """The converters the ORM applies to a ``Product`` column read on ``connection``."""
     field_ = Product._meta.get_field(attname)
     col = field_.get_col(Product._meta.db_table)
