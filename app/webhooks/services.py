@@ -15,9 +15,11 @@ Tasks only trigger work; the rows are the truth. ``enqueue_due_deliveries`` (run
 from __future__ import annotations
 
 import http.client
+import ipaddress
 import json
 import logging
 import secrets
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -199,7 +201,55 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
         return None
 
 
-_opener = urllib.request.build_opener(_NoRedirects)
+class BlockedDestination(ValueError):
+    """The webhook URL leads to an address webhooks may not reach (dead-lettered at once)."""
+
+
+def check_peer(sock: socket.socket) -> None:
+    """Refuse a connection to a non-public address (loopback, private, link-local, ...).
+
+    Checked on the connected socket, not on a DNS answer, so a name that resolves to a
+    public address when checked and to an internal one when connecting (DNS rebinding)
+    is still refused. ``STOCKPIPE_WEBHOOK_ALLOW_PRIVATE_NETWORKS`` lifts the rule, for
+    receivers inside your own network.
+    """
+    if _setting("STOCKPIPE_WEBHOOK_ALLOW_PRIVATE_NETWORKS", False):
+        return
+    address = ipaddress.ip_address(sock.getpeername()[0])
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    if not address.is_global:
+        raise BlockedDestination(
+            f"refused to connect to {address}: not a public address "
+            "(set STOCKPIPE_WEBHOOK_ALLOW_PRIVATE_NETWORKS to allow it)"
+        )
+
+
+class _CheckedConnection(http.client.HTTPConnection):
+    def connect(self) -> None:
+        super().connect()
+        try:
+            check_peer(self.sock)
+        except BlockedDestination:
+            self.close()
+            raise
+
+
+class _CheckedHTTPSConnection(http.client.HTTPSConnection, _CheckedConnection):
+    """TLS starts only after ``_CheckedConnection.connect`` accepted the peer."""
+
+
+class _CheckedHTTPHandler(urllib.request.HTTPHandler):
+    def do_open(self, http_class, req, **kwargs):
+        return super().do_open(_CheckedConnection, req, **kwargs)
+
+
+class _CheckedHTTPSHandler(urllib.request.HTTPSHandler):
+    def do_open(self, http_class, req, **kwargs):
+        return super().do_open(_CheckedHTTPSConnection, req, **kwargs)
+
+
+_opener = urllib.request.build_opener(_NoRedirects, _CheckedHTTPHandler, _CheckedHTTPSHandler)
 
 
 def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, str, float]:
@@ -240,10 +290,13 @@ def attempt(delivery: WebhookDelivery, subscription: WebhookSubscription) -> str
     code: int | None = None
     text = error = ""
     retry_after = 0.0
+    blocked = False
     try:
         code, text, retry_after = post(subscription.url, body, headers)
     except (OSError, http.client.HTTPException, ValueError) as exc:
         error = f"{type(exc).__name__}: {exc}"[:2000]
+        # urllib wraps what connect() raised; a refused destination is not worth a retry.
+        blocked = isinstance(getattr(exc, "reason", exc), BlockedDestination)
     WebhookAttempt.objects.create(
         delivery=delivery,
         number=delivery.attempts,
@@ -267,7 +320,7 @@ def attempt(delivery: WebhookDelivery, subscription: WebhookSubscription) -> str
         error = f"HTTP {code}"
         retryable = code == 429 or code >= 500
     else:
-        retryable = True
+        retryable = not blocked
     if not retryable or delivery.attempts >= max_attempts():
         rows.update(
             status=Status.DEAD, last_status_code=code, last_error=error, next_attempt_at=None

@@ -140,6 +140,10 @@ else:
     TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}}
 
 # Domain settings
+# Webhooks may only reach public addresses unless this is set (receivers on your own network).
+STOCKPIPE_WEBHOOK_ALLOW_PRIVATE_NETWORKS = env.bool(
+    "STOCKPIPE_WEBHOOK_ALLOW_PRIVATE_NETWORKS", default=False
+)
 STOCKPIPE_MANAGER_EMAIL = env.str("STOCKPIPE_MANAGER_EMAIL", default="manager@company.com")
 STOCKPIPE_LOW_STOCK_THRESHOLD = env.int("STOCKPIPE_LOW_STOCK_THRESHOLD", default=5)
 # Alert delivery retries: delay = min(BASE * 2**(attempt-1), MAX) seconds, up to MAX_ATTEMPTS.

@@ -18,3 +18,5 @@ EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 STOCKPIPE_DELIVERY_BACKOFF_BASE = 0.0
 STOCKPIPE_DELIVERY_BACKOFF_MAX = 0.0
 DEBUG = False
+# The tests' webhook receivers listen on 127.0.0.1; tests of the block turn this off.
+STOCKPIPE_WEBHOOK_ALLOW_PRIVATE_NETWORKS = True

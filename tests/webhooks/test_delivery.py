@@ -294,3 +294,26 @@ def test_real_commit_enqueues_and_real_rollback_sends_nothing(receiver, subscrib
         ("price.changed", "OK-1"),
     ]
     assert statuses() == [Status.DELIVERED, Status.DELIVERED]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_private_destinations_are_refused_before_anything_is_sent(
+    receiver, subscribe, deliver, settings, scheme
+):
+    """SSRF: the peer of the connected socket is checked (so DNS rebinding cannot dodge it)
+    before a byte of the request, or of a TLS handshake, goes out; the row is dead at once."""
+    settings.STOCKPIPE_WEBHOOK_ALLOW_PRIVATE_NETWORKS = False
+    subscribe(events=["price.changed"], url=receiver.url.replace("http", scheme, 1))
+    set_price(ProductFactory(), "11.00")
+    deliver()
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.status == Status.DEAD and delivery.attempts == 1
+    assert "refused to connect to 127.0.0.1: not a public address" in delivery.last_error
+    assert receiver.requests == []
+    if scheme == "http":  # once allowed, the dead row can be redelivered by hand
+        settings.STOCKPIPE_WEBHOOK_ALLOW_PRIVATE_NETWORKS = True
+        assert services.redeliver([delivery.pk]) == 1
+        deliver()
+        delivery.refresh_from_db()
+        assert delivery.status == Status.DELIVERED and len(receiver.requests) == 1
