@@ -2,12 +2,13 @@
 
 The object route (``StepUnit.save``) builds a ``Product`` per row so that every receiver
 sees each save. When no receiver needs instances (``fastpath.rows_suffice``: only the
-project's own receivers listen and no webhook subscriber wants product events) and the run
-is not a dry run (whose per-field diff is built from instances), a SKU -> value map is
+project's own receivers listen) and the run is not a dry run (whose per-field diff is built
+from instances), a SKU -> value map is
 written without them: it is staged in a temporary table, checked (unknown SKU, stock out
 of range: nothing is written then), and applied with one ``INSERT ... SELECT`` per history
 table and one ``UPDATE ... FROM``. Products whose stock crosses their threshold are loaded
-and reconciled by ``alerts.reconcile_alerts``, as after ``save()``. The identity test
+and reconciled by ``alerts.reconcile_alerts``, as after ``save()``; webhook outbox rows are
+built from the changed rows when someone subscribes to product events. The identity test
 (tests/pipelines/test_identity.py) holds both routes to one ``save()`` per product.
 """
 
@@ -21,6 +22,7 @@ from django.utils import timezone
 from ..models import PriceHistory, Product, StockMovement
 from ..services import cache_guard, encoding, fastpath, product_cache, tracking
 from ..services.context import current_change_context
+from ..webhooks import outbox
 from .base import MAX_STOCK
 
 if TYPE_CHECKING:
@@ -31,7 +33,7 @@ STAGE = "stockpipe_stage"
 
 def applies(unit: StepUnit) -> bool:
     """Whether ``unit``'s map step may take this route (else the object route)."""
-    return not unit.state.dry_run and fastpath.rows_suffice(unit.using)
+    return not unit.state.dry_run and fastpath.rows_suffice()
 
 
 def write_map(
@@ -131,11 +133,14 @@ def write_map(
                         f"(p.stock < p.low_stock_threshold) <> ({new} < p.low_stock_threshold)"
                     )
                     crossing = [row[0] for row in cursor.fetchall()]
+                written_at = timezone.now()
+                if outbox.wants_product_updates(unit.using):
+                    _record_events(cursor, connection, field, new, rows, changed, written_at, unit)
                 set_to, changes = expressions(product)
                 cursor.execute(
                     f"UPDATE {product} SET {column} = {set_to}, updated_at = %s FROM {STAGE} s "
                     f"WHERE {product}.id = s.product_id AND {changes}",
-                    [connection.ops.adapt_datetimefield_value(timezone.now())],
+                    [connection.ops.adapt_datetimefield_value(written_at)],
                 )
                 updated = cursor.rowcount
                 if field == "stock":
@@ -150,6 +155,28 @@ def write_map(
 
         unit.tracked(write)
     unit.advance(len(values))
+
+
+def _record_events(cursor, connection, field, new, rows, changed, written_at, unit) -> None:
+    """The webhook outbox rows ``save()`` would write (``product.updated``,
+    ``price.changed``), from the rows about to change, in the map's order."""
+    from .writer import column_converters
+
+    price, stock = ("s.value", "p.stock") if field == "price" else ("p.price", new)
+    cursor.execute(
+        f"SELECT p.id, p.sku, p.name, {price}, {stock}, p.low_stock_threshold, p.{field} "
+        f"{rows} AND {changed} ORDER BY s.ord"
+    )
+    converters = column_converters(connection, "price")
+    prices = (3, 6) if field == "price" else (3,)
+    changed_rows = []
+    for row in cursor.fetchall():
+        row = list(row)
+        for i in prices:
+            for func, expression in converters:
+                row[i] = func(row[i], expression, connection)
+        changed_rows.append(row)
+    outbox.record_field_changes(field, changed_rows, using=unit.using, at=written_at)
 
 
 def _stage(cursor, pg: bool, values: dict[str, Any], product: str) -> None:

@@ -121,15 +121,14 @@ def saves_are_bulk() -> bool:
     return bulk_handlers(pre_save) is not None and bulk_handlers(post_save) is not None
 
 
-def rows_suffice(using: str) -> bool:
+def rows_suffice() -> bool:
     """True when a ``Product`` write needs no instances at all: only the project's own
-    receivers listen to saves, nobody to instance creation, and no webhook subscriber wants
-    product events (the outbox renders each product). Set-based SQL may then do the write."""
+    receivers listen to saves and nobody to instance creation. Set-based SQL may then do
+    the write (it writes the webhook outbox rows itself)."""
     from django.db.models.signals import post_init, pre_init
 
-    from ..webhooks import outbox
-
-    if not saves_are_bulk() or pre_init.has_listeners(Product) or post_init.has_listeners(Product):
-        return False
-    events = (WebhookEvent.PRODUCT_UPDATED.value, WebhookEvent.PRICE_CHANGED.value)
-    return not any(outbox.subscribers(event, using=using) for event in events)
+    return (
+        saves_are_bulk()
+        and not pre_init.has_listeners(Product)
+        and not post_init.has_listeners(Product)
+    )

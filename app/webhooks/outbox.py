@@ -65,6 +65,12 @@ def subscribers(event_type: str, *, using: str = "default") -> tuple[int, ...]:
     return _by_type(using).get(event_type, ())
 
 
+def wants_product_updates(using: str = "default") -> bool:
+    """Whether any active subscription wants ``product.updated`` or ``price.changed``."""
+    by_type = _by_type(using)
+    return bool(by_type.get(UPDATED) or by_type.get(PRICE_CHANGED))
+
+
 def _by_type(using: str) -> dict[str, tuple[int, ...]]:
     cached = _subscribers.get(using)
     if cached is not None and time.monotonic() <= cached[0]:
@@ -213,17 +219,49 @@ def record_product_saved(
             changes[name] = {"old": old, "new": new}
     if not changes:
         return
-    who = _who()
     # The write's own timestamp when it set one (a bulk write sets one for all its rows).
     at = product.updated_at if update_fields is None or "updated_at" in update_fields else None
+    _record_changes(product_data(product), changes, using=using, at=at, by_type=by_type)
+
+
+def record_field_changes(
+    field: str, rows: Iterable[tuple], *, using: str, at: datetime | None
+) -> None:
+    """``record_product_saved`` for products whose one ``field`` a set-based write changed
+    (the pipelines' SQL route). ``rows``: ``(id, sku, name, price, stock,
+    low_stock_threshold, old value of field)``, the other values as written."""
+    by_type = _by_type(using)
+    if not by_type.get(UPDATED) and not by_type.get(PRICE_CHANGED):
+        return
+    for pk, sku, name, price, stock, threshold, old in rows:
+        values = {"name": name, "price": price, "stock": stock, "low_stock_threshold": threshold}
+        data = {"id": pk, "sku": sku, **{n: _jsonable(n, values[n]) for n in PRODUCT_FIELDS}}
+        old, new = _jsonable(field, old), data[field]
+        if old != new:
+            changes = {field: {"old": old, "new": new}}
+            _record_changes(data, changes, using=using, at=at, by_type=by_type)
+
+
+def _record_changes(
+    product: dict[str, Any],
+    changes: dict[str, dict[str, Any]],
+    *,
+    using: str,
+    at: datetime | None,
+    by_type: dict[str, tuple[int, ...]],
+) -> None:
+    """``product.updated`` (and ``price.changed``) of one product (``product_data``)."""
+    updated, priced = by_type.get(UPDATED), by_type.get(PRICE_CHANGED)
+    who = _who()
+    stream = f"product:{product['id']}"
     if updated:
-        data = {"product": product_data(product), "changes": changes, **who}
+        data = {"product": product, "changes": changes, **who}
         record_event(
             WebhookEvent.PRODUCT_UPDATED, stream, data, subscription_ids=updated, using=using, at=at
         )
     if priced and "price" in changes:
         data = {
-            "product": {"id": product.pk, "sku": product.sku, "name": product.name},
+            "product": {"id": product["id"], "sku": product["sku"], "name": product["name"]},
             "old": changes["price"]["old"],
             "new": changes["price"]["new"],
             **who,
