@@ -8,17 +8,12 @@ three configurations (interleaved, best of ``--repeat``), restoring the products
 
 * baseline: no webhook subscription (the outbox receivers run but find no subscriber),
 * muted:    the webhook receivers disconnected (what "no webhooks at all" costs),
-* objects:  no subscription, but a no-op user ``pre_save`` receiver connected: the object
-            route (a ``Product`` per row), which map steps also take when someone subscribes
-            to product events (``app/pipelines/staged.py`` writes no outbox rows),
 * outbox:   one subscription to every event type (one outbox row per event, ~2 per product
             and step), showing the tasks enqueued after commit: a handful, never one per
             product. No HTTP happens inside the pipeline.
 
-Prints the ratios baseline/muted (target <= 1.05: no subscription costs ~nothing),
-outbox/objects (target <= 3.0: what the outbox adds to the route it runs on) and, for
-information, outbox/baseline (what subscribing costs against the SQL route), and the task
-count (target <= n / 1000 + a few).
+Prints the ratios baseline/muted (target <= 1.05: no subscription costs ~nothing) and
+outbox/baseline (target <= 3.0), and the task count (target <= n / 1000 + a few).
 """
 
 from __future__ import annotations
@@ -47,7 +42,7 @@ def database_url(db: str, workdir: Path) -> str:
 
 def run(db: str, n: int, repeat: int) -> dict:
     from django.db import connection, transaction
-    from django.db.models.signals import post_delete, post_save, pre_save
+    from django.db.models.signals import post_delete, post_save
     from django_tasks_db.models import DBTaskResult
 
     from app.models import (
@@ -107,23 +102,13 @@ def run(db: str, n: int, repeat: int) -> dict:
         (alerts_opened, receivers.alerts_opened, StockAlert, "webhooks.alerts_opened"),
         (alerts_resolved, receivers.alerts_resolved, StockAlert, "webhooks.alerts_resolved"),
     ]
-    times: dict[str, list[float]] = {"muted": [], "baseline": [], "objects": [], "outbox": []}
-
-    def user_pre_save(sender, **kwargs) -> None:
-        pass
-
+    times: dict[str, list[float]] = {"muted": [], "baseline": [], "outbox": []}
     rows = tasks = 0
 
     def measure(config: str) -> None:
         nonlocal rows, tasks
         if config == "baseline":
             times[config].append(timed())
-        elif config == "objects":
-            pre_save.connect(user_pre_save, sender=Product, dispatch_uid="bench.user_pre_save")
-            try:
-                times[config].append(timed())
-            finally:
-                pre_save.disconnect(sender=Product, dispatch_uid="bench.user_pre_save")
         elif config == "muted":
             with ExitStack() as stack:
                 for signal, receiver, sender, uid in connections:
@@ -139,19 +124,16 @@ def run(db: str, n: int, repeat: int) -> dict:
             WebhookDelivery._base_manager.all()._raw_delete(WebhookDelivery._base_manager.db)
             subscription.delete()
 
-    order = ["baseline", "muted", "objects", "outbox"]
+    order = ["baseline", "muted", "outbox"]
     for i in range(repeat):  # rotated order, best of each: machine load is noise, not cost
-        for config in order[i % 4 :] + order[: i % 4]:
+        for config in order[i % 3 :] + order[: i % 3]:
             measure(config)
-    without, baseline, objects, with_outbox = (
-        min(times[k]) for k in ("muted", "baseline", "objects", "outbox")
-    )
+    without, baseline, with_outbox = (min(times[k]) for k in ("muted", "baseline", "outbox"))
     return {
         "db": db,
         "n": n,
         "muted_s": without,
         "baseline_s": baseline,
-        "objects_s": objects,
         "outbox_s": with_outbox,
         "outbox_rows": rows,
         "tasks": tasks,
@@ -187,13 +169,11 @@ def main() -> int:
         setup_django(database_url(args.db, Path(workdir)))
         r = run(args.db, args.n, args.repeat)
     idle = r["baseline_s"] / r["muted_s"]
-    cost = r["outbox_s"] / r["objects_s"]
-    against_sql = r["outbox_s"] / r["baseline_s"]
+    cost = r["outbox_s"] / r["baseline_s"]
     task_limit = args.n // 1000 + 5
     print(
         f"[{r['db']}] n={r['n']}: webhooks muted {r['muted_s']:.2f}s, no subscription "
-        f"{r['baseline_s']:.2f}s, object route {r['objects_s']:.2f}s, "
-        f"subscribed to everything {r['outbox_s']:.2f}s "
+        f"{r['baseline_s']:.2f}s, subscribed to everything {r['outbox_s']:.2f}s "
         f"({r['outbox_rows']} outbox rows, {r['tasks']} delivery task(s) enqueued)"
     )
     ok_idle = idle <= TARGET_NO_SUBSCRIPTION
@@ -203,9 +183,8 @@ def main() -> int:
         f"  no subscription / muted = {idle:.3f} (target <= {TARGET_NO_SUBSCRIPTION}) {'OK' if ok_idle else 'MISSED'}"
     )
     print(
-        f"  outbox / object route = {cost:.3f} (target <= {TARGET_OUTBOX}) {'OK' if ok_cost else 'MISSED'}"
+        f"  outbox / no subscription = {cost:.3f} (target <= {TARGET_OUTBOX}) {'OK' if ok_cost else 'MISSED'}"
     )
-    print(f"  outbox / no subscription (SQL route) = {against_sql:.3f} (information)")
     print(
         f"  delivery tasks = {r['tasks']} (target <= {task_limit}) {'OK' if ok_tasks else 'MISSED'}"
     )

@@ -12,7 +12,6 @@ enqueue is lost, the ``deliver_pending`` sweeper finds the rows again.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import uuid
@@ -35,7 +34,7 @@ from ..models import (
     WebhookEvent,
     WebhookSubscription,
 )
-from ..services import tracking
+from ..services import encoding, tracking
 from ..services.context import current_change_context
 
 PRODUCT_FIELDS = ("name", "price", "stock", "low_stock_threshold")
@@ -350,12 +349,13 @@ def insert_deliveries(rows: Sequence[WebhookDelivery], *, using: str) -> None:
     native_uuid = connection.features.has_native_uuid_field
     names = _attnames()
     event_id, data = names.index("event_id"), names.index("data")
+    default = DjangoJSONEncoder().default
     tuples = []
     for row in rows:
         values = [getattr(row, name) for name in names]
         if not native_uuid:
             values[event_id] = values[event_id].hex
-        values[data] = json.dumps(values[data], cls=DjangoJSONEncoder)
+        values[data] = encoding.dumps(values[data], default=default)
         tuples.append(values)
     tracking.insert_rows(WebhookDelivery, names, tuples, using=using)
 
