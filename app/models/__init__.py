@@ -1,4 +1,5 @@
 from .models import (
+    MAX_STOCK,
     TRACKED_FIELDS,
     ApiToken,
     DeletionAudit,
@@ -12,6 +13,7 @@ from .models import (
 from .webhooks import WebhookAttempt, WebhookDelivery, WebhookEvent, WebhookSubscription
 
 __all__ = [
+    "MAX_STOCK",
     "TRACKED_FIELDS",
     "ApiToken",
     "DeletionAudit",

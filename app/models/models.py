@@ -16,6 +16,8 @@ from ..services.encoding import FastJSONEncoder
 from .querysets import ProductQuerySet
 
 TRACKED_FIELDS = ("price", "stock", "low_stock_threshold")
+# Product.stock is a 32-bit integer column (PostgreSQL): no stock may exceed this.
+MAX_STOCK = 2**31 - 1
 
 
 def default_low_stock_threshold() -> int:

@@ -14,6 +14,8 @@ from pydantic import (
     model_validator,
 )
 
+from ..models import MAX_STOCK
+
 Sku = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 CENT = Decimal("0.01")
@@ -23,11 +25,20 @@ Price = Annotated[
     Field(ge=0, max_digits=12, decimal_places=2, allow_inf_nan=False),
     AfterValidator(lambda d: d.quantize(CENT)),
 ]
-MAX_STOCK = 2_147_483_647  # Product.stock is a 32-bit integer column
 Stock = Annotated[int, Field(ge=0, le=MAX_STOCK, strict=False)]
 Delta = Annotated[int, Field(ge=-MAX_STOCK, le=MAX_STOCK)]
 
 MAX_PRICE = Decimal("9999999999.99")
+
+
+def stock_adjustment_error(sku: str, stock: int, delta: int) -> str | None:
+    """Why ``stock + delta`` is not a stock ``sku`` may have, or ``None`` if it is one."""
+    new = stock + delta
+    if new < 0:
+        return f"stock of {sku} would go negative: {stock} {delta:+d} = {new}"
+    if new > MAX_STOCK:
+        return f"stock of {sku} would exceed {MAX_STOCK}"
+    return None
 
 
 class StepFailure(Exception):

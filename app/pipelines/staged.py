@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any
 from django.db import connections
 from django.utils import timezone
 
-from ..models import PriceHistory, Product, StockMovement
+from ..models import MAX_STOCK, PriceHistory, Product, StockMovement
 from ..services import cache_guard, encoding, fastpath, product_cache, tracking
 from ..services.context import current_change_context
 from ..webhooks import outbox
-from .base import MAX_STOCK
+from .base import stock_adjustment_error
 
 if TYPE_CHECKING:
     from .writer import StepUnit
@@ -43,7 +43,7 @@ def write_map(
 
     ``key`` is the step's spec field, for error locations.
     """
-    from .writer import MAX_LISTED, MAX_REPORTED, column_converters
+    from .writer import MAX_LISTED, MAX_REPORTED
 
     connection = connections[unit.using]
     pg = connection.vendor == "postgresql"
@@ -84,7 +84,9 @@ def write_map(
             )
             bad = cursor.fetchall()
             if bad:
-                raise unit.failure([((key, sku), _out_of_range(sku, s, d)) for sku, s, d in bad])
+                raise unit.failure(
+                    [((key, sku), stock_adjustment_error(sku, s, int(d))) for sku, s, d in bad]
+                )
 
         state = unit.state
         if field == "price":
@@ -93,12 +95,15 @@ def write_map(
                 cursor.execute(
                     f"SELECT s.sku, p.price {rows} AND {changed} ORDER BY s.ord LIMIT {room}"
                 )
-                converters = column_converters(connection, "price")
+                convert = _price_converter(connection)
                 for sku, old in cursor.fetchall():
-                    for func, expression in converters:
-                        old = func(old, expression, connection)
                     state.price_changes.append(
-                        {"step": unit.index, "sku": sku, "old": str(old), "new": str(values[sku])}
+                        {
+                            "step": unit.index,
+                            "sku": sku,
+                            "old": str(convert(old)),
+                            "new": str(values[sku]),
+                        }
                     )
         if cache_guard.enabled():
             cursor.execute(f"SELECT s.sku {rows} AND {changed}")
@@ -160,23 +165,27 @@ def write_map(
 def _record_events(cursor, connection, field, new, rows, changed, written_at, unit) -> None:
     """The webhook outbox rows ``save()`` would write (``product.updated``,
     ``price.changed``), from the rows about to change, in the map's order."""
-    from .writer import column_converters
-
     price, stock = ("s.value", "p.stock") if field == "price" else ("p.price", new)
     cursor.execute(
         f"SELECT p.id, p.sku, p.name, {price}, {stock}, p.low_stock_threshold, p.{field} "
         f"{rows} AND {changed} ORDER BY s.ord"
     )
-    converters = column_converters(connection, "price")
+    convert = _price_converter(connection)
     prices = (3, 6) if field == "price" else (3,)
     changed_rows = []
     for row in cursor.fetchall():
         row = list(row)
         for i in prices:
-            for func, expression in converters:
-                row[i] = func(row[i], expression, connection)
+            row[i] = convert(row[i])
         changed_rows.append(row)
     outbox.record_field_changes(field, changed_rows, using=unit.using, at=written_at)
+
+
+def _price_converter(connection):
+    """Prices read with raw SQL, converted as the ORM would (a Decimal with two places)."""
+    from .writer import column_converter
+
+    return column_converter(connection, "price") or (lambda value: value)
 
 
 def _stage(cursor, pg: bool, values: dict[str, Any], product: str) -> None:
@@ -219,11 +228,3 @@ def _columns(connection, model, names) -> str:
     qn = connection.ops.quote_name
     meta = model._meta
     return f"{qn(meta.db_table)} ({', '.join(qn(meta.get_field(n).column) for n in names)})"
-
-
-def _out_of_range(sku: str, stock: int, delta: Any) -> str:
-    delta = int(delta)
-    new = stock + delta
-    if new < 0:
-        return f"stock of {sku} would go negative: {stock} {delta:+d} = {new}"
-    return f"stock of {sku} would exceed {MAX_STOCK}"

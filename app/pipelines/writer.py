@@ -321,28 +321,34 @@ def _locked_rows(
     converters = [
         (i, found)
         for i, name in enumerate(attnames)
-        if (found := column_converters(connection, name))
+        if (found := column_converter(connection, name))
     ]
     if not converters:
         return rows
     out = []
     for row in rows:
         row = list(row)
-        for i, funcs in converters:
-            value = row[i]
-            for func, expression in funcs:
-                value = func(value, expression, connection)
-            row[i] = value
+        for i, convert in converters:
+            row[i] = convert(row[i])
         out.append(tuple(row))
     return out
 
 
-def column_converters(connection, attname: str) -> list[tuple[Any, Any]]:
-    """The converters the ORM applies to a ``Product`` column read on ``connection``."""
+def column_converter(connection, attname: str) -> Callable[[Any], Any] | None:
+    """What the ORM does to a ``Product`` column's value read on ``connection`` (``None``:
+    nothing), for rows read with raw SQL."""
     field_ = Product._meta.get_field(attname)
     col = field_.get_col(Product._meta.db_table)
     funcs = connection.ops.get_db_converters(col) + col.get_db_converters(connection)
-    return [(func, col) for func in funcs]
+    if not funcs:
+        return None
+
+    def convert(value: Any) -> Any:
+        for func in funcs:
+            value = func(value, col, connection)
+        return value
+
+    return convert
 
 
 def _from_row(using: str, attnames: Sequence[str], row: tuple) -> Product:

@@ -13,11 +13,8 @@ from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
 
-from ..models import Product, StockMovement
+from ..models import MAX_STOCK, Product, StockMovement
 from .context import change_context
-
-# Product.stock is a 32-bit integer column on PostgreSQL.
-MAX_STOCK = 2**31 - 1
 
 
 class StockAdjustmentRefused(Exception):

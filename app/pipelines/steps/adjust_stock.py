@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from .. import staged
-from ..base import MAX_STOCK, Delta, Sku, StepSpec
+from ..base import Delta, Sku, StepSpec, stock_adjustment_error
 from ..registry import register
 from ..writer import chunked
 
@@ -31,17 +31,10 @@ class AdjustStock(StepSpec):
             bad = []
             for sku, delta in chunk:
                 product = found[sku]
-                new = product.stock + delta
-                if new < 0:
-                    bad.append(
-                        (
-                            ("deltas", sku),
-                            f"stock of {sku} would go negative: {product.stock} {delta:+d} = {new}",
-                        )
-                    )
-                elif new > MAX_STOCK:
-                    bad.append((("deltas", sku), f"stock of {sku} would exceed {MAX_STOCK}"))
-                product.stock = new
+                error = stock_adjustment_error(sku, product.stock, delta)
+                if error:
+                    bad.append((("deltas", sku), error))
+                product.stock += delta
             if bad:
                 raise unit.failure(bad)
             unit.save(found[sku] for sku, _ in chunk)
