@@ -56,14 +56,14 @@ def _webhook_product_saved(receiver: Callable[..., Any]) -> BulkHandler:
     object, exactly as the signal would."""
     from ..webhooks import outbox
 
-    created_events = (WebhookEvent.PRODUCT_CREATED.value,)
-    updated_events = (WebhookEvent.PRODUCT_UPDATED.value, WebhookEvent.PRICE_CHANGED.value)
-
     def handler(
         objs: Sequence[Product], *, using: str, created: bool, update_fields: Any = None
     ) -> None:
-        events = created_events if created else updated_events
-        if not any(outbox.subscribers(event, using=using) for event in events):
+        if created:
+            wanted = bool(outbox.subscribers(WebhookEvent.PRODUCT_CREATED.value, using=using))
+        else:
+            wanted = outbox.wants_product_updates(using)
+        if not wanted:
             return
         for obj in objs:
             receiver(

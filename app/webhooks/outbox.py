@@ -160,13 +160,25 @@ def _jsonable(name: str, value: Any) -> Any:
 
 
 def product_data(product: Product) -> dict[str, Any]:
+    return _product_values(
+        product.pk,
+        product.sku,
+        product.name,
+        product.price,
+        product.stock,
+        product.low_stock_threshold,
+    )
+
+
+def _product_values(pk, sku, name, price, stock, threshold) -> dict[str, Any]:
+    """A product in an event, from its values (``product_data`` for rows read with SQL)."""
     return {
-        "id": product.pk,
-        "sku": product.sku,
-        "name": product.name,
-        "price": _jsonable("price", product.price),
-        "stock": product.stock,
-        "low_stock_threshold": product.low_stock_threshold,
+        "id": pk,
+        "sku": sku,
+        "name": name,
+        "price": _jsonable("price", price),
+        "stock": stock,
+        "low_stock_threshold": threshold,
     }
 
 
@@ -229,12 +241,11 @@ def record_field_changes(
     """``record_product_saved`` for products whose one ``field`` a set-based write changed
     (the pipelines' SQL route). ``rows``: ``(id, sku, name, price, stock,
     low_stock_threshold, old value of field)``, the other values as written."""
-    by_type = _by_type(using)
-    if not by_type.get(UPDATED) and not by_type.get(PRICE_CHANGED):
+    if not wants_product_updates(using):
         return
-    for pk, sku, name, price, stock, threshold, old in rows:
-        values = {"name": name, "price": price, "stock": stock, "low_stock_threshold": threshold}
-        data = {"id": pk, "sku": sku, **{n: _jsonable(n, values[n]) for n in PRODUCT_FIELDS}}
+    by_type = _by_type(using)
+    for *values, old in rows:
+        data = _product_values(*values)
         old, new = _jsonable(field, old), data[field]
         if old != new:
             changes = {field: {"old": old, "new": new}}

@@ -295,8 +295,8 @@ def attempt(delivery: WebhookDelivery, subscription: WebhookSubscription) -> str
         code, text, retry_after = post(subscription.url, body, headers)
     except (OSError, http.client.HTTPException, ValueError) as exc:
         error = f"{type(exc).__name__}: {exc}"[:2000]
-        # urllib wraps what connect() raised; a refused destination is not worth a retry.
-        blocked = isinstance(getattr(exc, "reason", exc), BlockedDestination)
+        # Not an OSError, so urllib passes it through unwrapped; not worth a retry.
+        blocked = isinstance(exc, BlockedDestination)
     WebhookAttempt.objects.create(
         delivery=delivery,
         number=delivery.attempts,
