@@ -111,6 +111,24 @@ def test_an_entry_expires_with_its_key(admin):
     assert reader.get_many(["short", "long"]) == {"long": "v"}
 
 
+def test_an_entry_is_not_served_past_its_keys_ttl_without_a_push(admin):
+    """Redis deletes an expired key (and pushes its invalidation) only when its expiry cycle
+    gets to it; the entry's own deadline, the TTL read with the value, must not wait."""
+    reader = new_cache()
+    reader.set("k", "server", 30)
+    reader.set("forever", "v", None)
+    assert reader.get_many(["k", "forever"]) == {"k": "server", "forever": "v"}
+    values = near_values(reader)
+    k = reader.make_key("k").encode()
+    assert 29 < values[k][1] - time.monotonic() <= 30
+    assert values[reader.make_key("forever").encode()][1] == float("inf")
+    # Past its deadline, with no invalidation from Redis: Redis is asked again.
+    values[k] = (reader._cache._serializer.dumps("stale"), time.monotonic() - 0.001)
+    before = round_trips(admin)
+    assert reader.get("k") == "server"
+    assert round_trips(admin) == before + 1
+
+
 def test_a_lost_tracking_connection_empties_the_near_cache(admin):
     """Invalidations sent while the connection was down are lost, so nothing read before
     may be served from memory afterwards."""
