@@ -91,15 +91,22 @@ def test_a_change_by_another_process_is_seen(admin):
 
 
 def test_own_write_is_seen_at_once(admin):
+    """Own writes drop the key from memory themselves, not only through Redis's push."""
     cache = new_cache()
     cache.set("k", "old", 30)
     assert cache.get("k") == "old"
+    assert cache.make_key("k").encode() in near_values(cache)
     cache.set("k", "new", 30)
+    assert cache.make_key("k").encode() not in near_values(cache)  # before any push is read
     assert cache.get("k") == "new"
     cache.add("n", 1, 30)
     assert cache.get("n") == 1
     cache.incr("n")
+    assert cache.make_key("n").encode() not in near_values(cache)
     assert cache.get("n") == 2
+    cache.set_many({"k": "many"})
+    assert cache.make_key("k").encode() not in near_values(cache)
+    assert cache.get("k") == "many"
 
 
 def test_an_entry_expires_with_its_key(admin):
