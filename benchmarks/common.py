@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 from urllib.parse import urlparse
@@ -47,3 +48,13 @@ def setup_django(url: str) -> None:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
+
+
+def run_per_database(script: str) -> int:
+    """Run ``script`` with this process's arguments once per database, each in a process of
+    its own (Django is configured once per process); the worst exit code."""
+    codes = [
+        subprocess.call([sys.executable, script, *sys.argv[1:], "--db", db])  # last --db wins
+        for db in ("sqlite", "postgres")
+    ]
+    return max(codes)

@@ -34,7 +34,7 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-from common import fresh_database_url, setup_django
+from common import fresh_database_url, run_per_database, setup_django
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_NAME = os.environ.get("BENCH_PG_DB", "stockpipe_bench")
@@ -436,25 +436,7 @@ def main() -> None:
         args.n, args.sample, args.memory_rows, args.repeat = 2_000, 300, 20_000, 1
     args.sample = min(args.sample, args.n)
     if args.db == "both":
-        # Django is configured once per process: each database gets its own child process.
-        failed = False
-        for db in ("sqlite", "postgres"):
-            cmd = [
-                sys.executable,
-                __file__,
-                "--db",
-                db,
-                "--n",
-                str(args.n),
-                "--sample",
-                str(args.sample),
-                "--memory-rows",
-                str(args.memory_rows),
-                "--repeat",
-                str(args.repeat),
-            ] + (["--check"] if args.check else [])
-            failed |= subprocess.run(cmd, check=False).returncode != 0
-        raise SystemExit(1 if failed else 0)
+        raise SystemExit(run_per_database(__file__))
     result = bench_one(args.db, args.n, args.sample, args.memory_rows, args.repeat)
     if args.check:
         missed = [

@@ -27,7 +27,7 @@ from contextlib import ExitStack
 from decimal import Decimal
 from pathlib import Path
 
-from common import fresh_database_url, setup_django
+from common import fresh_database_url, run_per_database, setup_django
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_NAME = os.environ.get("BENCH_WEBHOOKS_PG_DB", "stockpipe_bench_webhooks")
@@ -146,25 +146,8 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    if args.db == "both":  # one process per database: Django is configured once
-        import subprocess
-
-        codes = [
-            subprocess.call(
-                [
-                    sys.executable,
-                    __file__,
-                    "--db",
-                    db,
-                    "--n",
-                    str(args.n),
-                    "--repeat",
-                    str(args.repeat),
-                ]
-            )
-            for db in ("sqlite", "postgres")
-        ]
-        return max(codes)
+    if args.db == "both":
+        return run_per_database(__file__)
     with tempfile.TemporaryDirectory() as workdir:
         setup_django(database_url(args.db, Path(workdir)))
         r = run(args.db, args.n, args.repeat)
