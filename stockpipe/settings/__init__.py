@@ -8,6 +8,8 @@ from pathlib import Path
 
 import environ
 
+from app.conf import environment_settings
+
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
 env = environ.Env()
@@ -128,9 +130,6 @@ def _cache(config: dict) -> dict:
 
 
 CACHES["default"] = _cache(CACHES["default"])
-# API response and token caches (app.services.cache_guard): unset = on exactly when the
-# cache is shared between processes (Redis, Memcached); true/false forces it.
-STOCKPIPE_API_CACHE = env.bool("STOCKPIPE_API_CACHE", default=None)
 TASKS_BACKEND = env.str("TASKS_BACKEND", default="database")
 if TASKS_BACKEND == "rq":
     INSTALLED_APPS.append("django_rq")
@@ -139,19 +138,9 @@ if TASKS_BACKEND == "rq":
 else:
     TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}}
 
-# Domain settings
-# Webhooks may only reach public addresses unless this is set (receivers on your own network).
-STOCKPIPE_WEBHOOK_ALLOW_PRIVATE_NETWORKS = env.bool(
-    "STOCKPIPE_WEBHOOK_ALLOW_PRIVATE_NETWORKS", default=False
-)
-STOCKPIPE_MANAGER_EMAIL = env.str("STOCKPIPE_MANAGER_EMAIL", default="manager@company.com")
-STOCKPIPE_LOW_STOCK_THRESHOLD = env.int("STOCKPIPE_LOW_STOCK_THRESHOLD", default=5)
-# Alert delivery retries: delay = min(BASE * 2**(attempt-1), MAX) seconds, up to MAX_ATTEMPTS.
-STOCKPIPE_DELIVERY_BACKOFF_BASE = env.float("STOCKPIPE_DELIVERY_BACKOFF_BASE", default=30.0)
-STOCKPIPE_DELIVERY_BACKOFF_MAX = env.float("STOCKPIPE_DELIVERY_BACKOFF_MAX", default=3600.0)
-STOCKPIPE_DELIVERY_MAX_ATTEMPTS = env.int("STOCKPIPE_DELIVERY_MAX_ATTEMPTS", default=25)
-# How long a worker may hold a claimed alert before another may retry it (crash recovery).
-STOCKPIPE_DELIVERY_LEASE = env.float("STOCKPIPE_DELIVERY_LEASE", default=300.0)
+# stockpipe's own settings (STOCKPIPE_*): each with its default and environment variable,
+# listed once in app/conf.py.
+vars().update(environment_settings(env))
 
 LOGGING = {
     "version": 1,

@@ -1,0 +1,141 @@
+"""stockpipe's own settings: every ``STOCKPIPE_*`` setting, its default and its variable.
+
+One place, as django-pghistory's ``config.py``: the settings module reads each option from
+the environment (``environment_settings``), code reads it through the function named after
+it, and the README's configuration table lists them all (a test compares the two). Tests may
+override any of them with ``settings``/``override_settings``; the function reads it at call
+time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    default: Any
+    kind: str  # how the environment variable is parsed: str, int, float, bool
+    doc: str
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("STOCKPIPE_MANAGER_EMAIL", "manager@company.com", "str", "who gets low-stock alerts"),
+    Option("STOCKPIPE_LOW_STOCK_THRESHOLD", 5, "int", "default threshold of new products"),
+    Option(
+        "STOCKPIPE_DELIVERY_BACKOFF_BASE",
+        30.0,
+        "float",
+        "first retry delay of an alert or webhook, in seconds (doubles per attempt)",
+    ),
+    Option("STOCKPIPE_DELIVERY_BACKOFF_MAX", 3600.0, "float", "longest retry delay, in seconds"),
+    Option(
+        "STOCKPIPE_DELIVERY_MAX_ATTEMPTS", 25, "int", "attempts before an alert e-mail is failed"
+    ),
+    Option(
+        "STOCKPIPE_DELIVERY_LEASE",
+        300.0,
+        "float",
+        "seconds a worker may hold a claimed alert or webhook before another retries it",
+    ),
+    Option(
+        "STOCKPIPE_WEBHOOK_MAX_ATTEMPTS", 12, "int", "attempts before a webhook is dead-lettered"
+    ),
+    Option("STOCKPIPE_WEBHOOK_TIMEOUT", 10.0, "float", "seconds to wait for a webhook receiver"),
+    Option(
+        "STOCKPIPE_WEBHOOK_ALLOW_PRIVATE_NETWORKS",
+        False,
+        "bool",
+        "let webhooks reach loopback/private addresses (refused by default)",
+    ),
+    Option(
+        "STOCKPIPE_WEBHOOK_SUBSCRIPTION_CACHE",
+        2.0,
+        "float",
+        "seconds a process remembers which subscriptions exist",
+    ),
+    Option(
+        "STOCKPIPE_API_CACHE",
+        None,
+        "bool",
+        "cache API product bodies and token identities (unset: only with a shared cache)",
+    ),
+    Option(
+        "STOCKPIPE_LOGIN_THROTTLE_RATE", "10/min", "str", "API login attempts per client address"
+    ),
+    Option("STOCKPIPE_TOKEN_THROTTLE_RATE", "10/hour", "str", "API tokens created per user"),
+)
+
+_BY_NAME = {option.name: option for option in OPTIONS}
+
+
+def environment_settings(env: Any) -> dict[str, Any]:
+    """Each option read from its environment variable (a ``django-environ`` ``Env``)."""
+    values = {}
+    for option in OPTIONS:
+        parse: Callable[..., Any] = getattr(env, option.kind)
+        values[option.name] = parse(option.name, default=option.default)
+    return values
+
+
+def get(name: str) -> Any:
+    """The current value of option ``name`` (settings first, else its default)."""
+    return getattr(settings, name, _BY_NAME[name].default)
+
+
+def manager_email() -> str:
+    return get("STOCKPIPE_MANAGER_EMAIL")
+
+
+def low_stock_threshold() -> int:
+    return int(get("STOCKPIPE_LOW_STOCK_THRESHOLD"))
+
+
+def delivery_backoff_base() -> float:
+    return float(get("STOCKPIPE_DELIVERY_BACKOFF_BASE"))
+
+
+def delivery_backoff_max() -> float:
+    return float(get("STOCKPIPE_DELIVERY_BACKOFF_MAX"))
+
+
+def delivery_max_attempts() -> int:
+    return int(get("STOCKPIPE_DELIVERY_MAX_ATTEMPTS"))
+
+
+def delivery_lease() -> float:
+    return float(get("STOCKPIPE_DELIVERY_LEASE"))
+
+
+def webhook_max_attempts() -> int:
+    return int(get("STOCKPIPE_WEBHOOK_MAX_ATTEMPTS"))
+
+
+def webhook_timeout() -> float:
+    return float(get("STOCKPIPE_WEBHOOK_TIMEOUT"))
+
+
+def webhook_allow_private_networks() -> bool:
+    return bool(get("STOCKPIPE_WEBHOOK_ALLOW_PRIVATE_NETWORKS"))
+
+
+def webhook_subscription_cache() -> float:
+    return float(get("STOCKPIPE_WEBHOOK_SUBSCRIPTION_CACHE"))
+
+
+def api_cache() -> bool | None:
+    value = get("STOCKPIPE_API_CACHE")
+    return None if value is None else bool(value)
+
+
+def login_throttle_rate() -> str:
+    return get("STOCKPIPE_LOGIN_THROTTLE_RATE")
+
+
+def token_throttle_rate() -> str:
+    return get("STOCKPIPE_TOKEN_THROTTLE_RATE")
