@@ -120,7 +120,7 @@ def schedule_delivery(alert_ids: Sequence[int], *, using: str = "default") -> No
 
 
 def enqueue_delivery(alert_ids: Sequence[int], run_after: datetime | None = None) -> None:
-    from ..tasks import deliver_stock_alerts
+    from ..tasks import deliver_stock_alerts  # tasks sit above (they call this module)
 
     task = deliver_stock_alerts.using(run_after=run_after) if run_after else deliver_stock_alerts
     task.enqueue(list(alert_ids))

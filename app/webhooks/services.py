@@ -98,7 +98,7 @@ def update_subscription(subscription: WebhookSubscription, **changes: Any) -> We
 
 def enqueue_streams(streams: Iterable[Sequence[Any]], run_after: datetime | None = None) -> int:
     """Enqueue delivery of ``(subscription_id, stream)`` pairs, one task per chunk."""
-    from ..tasks import deliver_webhooks
+    from ..tasks import deliver_webhooks  # tasks sit above (they call this module)
 
     task = deliver_webhooks.using(run_after=run_after) if run_after else deliver_webhooks
     pairs = [[int(sub), str(stream)] for sub, stream in streams]
