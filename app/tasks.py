@@ -13,7 +13,7 @@ except ImportError:
     from django_tasks import task
 
 from .pipelines import service as pipelines
-from .services import alerts, users
+from .services import alerts, delivery, users
 from .webhooks import services as webhooks
 
 logger = logging.getLogger(__name__)
@@ -23,7 +23,11 @@ logger = logging.getLogger(__name__)
 def deliver_stock_alerts(alert_ids: list[int]) -> dict[str, int]:
     outcome: dict[str, int] = {}
     for alert_id in alert_ids:
-        result = alerts.deliver_alert(alert_id)
+        try:
+            result = alerts.deliver_alert(alert_id)
+        except Exception:  # e.g. the database went away before the claim: the sweeper retries
+            logger.exception("Delivery of alert %s was not attempted", alert_id)
+            result = "error"
         outcome[result] = outcome.get(result, 0) + 1
     return outcome
 
@@ -38,7 +42,7 @@ def send_welcome_email(user_id: int, attempt: int = 1) -> bool:
                 "Welcome e-mail to user %s failed %s times, giving up", user_id, attempt
             )
             raise
-        retry_at = timezone.now() + alerts.backoff(attempt)
+        retry_at = timezone.now() + delivery.backoff(attempt)
         send_welcome_email.using(run_after=retry_at).enqueue(user_id, attempt + 1)
         return False
 

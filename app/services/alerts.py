@@ -10,18 +10,18 @@ stable Message-ID, so the rare resend after a crash mid-send is recognisable dow
 from __future__ import annotations
 
 import logging
-import smtplib
+import re
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.conf import settings
 from django.core.mail import EmailMessage
 from django.db import transaction
-from django.db.models import F, Q
 from django.dispatch import Signal
 from django.utils import timezone
 
 from ..models import DeliveryStatus, Product, StockAlert
+from . import delivery
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def schedule_delivery(alert_ids: Sequence[int], *, using: str = "default") -> No
 
 
 def enqueue_delivery(alert_ids: Sequence[int], run_after: datetime | None = None) -> None:
-    from ..tasks import deliver_stock_alerts
+    from ..tasks import deliver_stock_alerts  # tasks sit above (they call this module)
 
     task = deliver_stock_alerts.using(run_after=run_after) if run_after else deliver_stock_alerts
     task.enqueue(list(alert_ids))
@@ -129,28 +129,40 @@ def enqueue_delivery(alert_ids: Sequence[int], run_after: datetime | None = None
 def enqueue_due_alerts(now: datetime | None = None) -> int:
     """Re-enqueue every pending alert that is due: the safety net for lost enqueues."""
     now = now or timezone.now()
-    due = list(
-        StockAlert.objects.filter(delivery_status=DeliveryStatus.PENDING)
-        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
-        .order_by("pk")
-        .values_list("pk", flat=True)
-    )
+    due = list(ALERTS.pending_rows(now).order_by("pk").values_list("pk", flat=True))
     for start in range(0, len(due), CHUNK):
         enqueue_delivery(due[start : start + CHUNK])
     return len(due)
 
 
-def backoff(attempts: int) -> timedelta:
-    base = settings.STOCKPIPE_DELIVERY_BACKOFF_BASE
-    return timedelta(
-        seconds=min(base * 2 ** max(attempts - 1, 0), settings.STOCKPIPE_DELIVERY_BACKOFF_MAX)
-    )
+ALERTS = delivery.Track(
+    model=StockAlert,
+    label="Low stock alert",
+    status="delivery_status",
+    done_at="sent_at",
+    pending=DeliveryStatus.PENDING.value,
+    done=DeliveryStatus.SENT.value,
+    given_up=DeliveryStatus.FAILED.value,
+    max_attempts_setting="STOCKPIPE_DELIVERY_MAX_ATTEMPTS",
+    max_attempts_default=25,
+)
+
+# Line breaks (the e-mail library refuses them in a header) and other control characters.
+_UNSAFE_IN_HEADER = re.compile(r"\s*[\x00-\x1f\x7f-\x9f\u2028\u2029]+\s*")
+
+
+def header_text(value: str) -> str:
+    """``value`` on one line: each run of line breaks/control characters becomes a space.
+
+    New product names cannot contain them; rows written before that rule still can.
+    """
+    return _UNSAFE_IN_HEADER.sub(" ", value).strip()
 
 
 def alert_message(alert: StockAlert) -> EmailMessage:
     domain = settings.DEFAULT_FROM_EMAIL.rpartition("@")[2] or "stockpipe"
     return EmailMessage(
-        subject=f"Low Stock Alert: {alert.name}",
+        subject=f"Low Stock Alert: {header_text(alert.name)}",
         body=f"Only {alert.stock} units remaining",
         to=[settings.STOCKPIPE_MANAGER_EMAIL],
         headers={"Message-ID": f"<stock-alert-{alert.pk}@{domain}>"},
@@ -158,63 +170,38 @@ def alert_message(alert: StockAlert) -> EmailMessage:
 
 
 def deliver_alert(alert_id: int) -> str:
-    """Send one alert if it is pending and due; return what happened."""
-    now = timezone.now()
-    claimed = (
-        StockAlert.objects.filter(pk=alert_id, delivery_status=DeliveryStatus.PENDING)
-        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
-        .update(
-            next_attempt_at=now + timedelta(seconds=settings.STOCKPIPE_DELIVERY_LEASE),
-            attempts=F("attempts") + 1,
-        )
-    )
-    if not claimed:
+    """Send one alert if it is pending and due; return what happened.
+
+    Any error after the claim (loading the row, building the message, SMTP) is recorded as
+    a failed attempt of this alert, so one bad alert never stops the others of its batch.
+    """
+    attempt = delivery.claim(ALERTS, alert_id)
+    if attempt is None:
         return "skipped"
-    alert = StockAlert.objects.get(pk=alert_id)
     try:
+        alert = StockAlert.objects.get(pk=alert_id)
         alert_message(alert).send()
-    except (smtplib.SMTPException, OSError) as exc:
-        return _record_failure(alert, exc)
-    StockAlert.objects.filter(pk=alert_id).update(
-        delivery_status=DeliveryStatus.SENT,
-        sent_at=timezone.now(),
-        last_error="",
-        next_attempt_at=None,
-    )
+    except Exception as exc:  # any error: recorded on this alert, never stops the batch
+        outcome, retry_at = delivery.record_failure(ALERTS, alert_id, attempt, exc)
+        if retry_at is not None:
+            _enqueue_retry(alert_id, retry_at)
+        return outcome
+    outcome = delivery.record_success(ALERTS, alert_id)
     logger.info("Low stock alert %s for %s sent", alert.pk, alert.sku)
-    return "sent"
+    return outcome
 
 
-def _record_failure(alert: StockAlert, exc: BaseException) -> str:
-    error = f"{type(exc).__name__}: {exc}"[:2000]
-    if alert.attempts >= settings.STOCKPIPE_DELIVERY_MAX_ATTEMPTS:
-        StockAlert.objects.filter(pk=alert.pk).update(
-            delivery_status=DeliveryStatus.FAILED, last_error=error, next_attempt_at=None
-        )
-        logger.error(
-            "Low stock alert %s gave up after %s attempts: %s", alert.pk, alert.attempts, error
-        )
-        return "failed"
-    retry_at = timezone.now() + backoff(alert.attempts)
-    StockAlert.objects.filter(pk=alert.pk).update(last_error=error, next_attempt_at=retry_at)
-    logger.warning(
-        "Low stock alert %s attempt %s failed (%s); retry at %s",
-        alert.pk,
-        alert.attempts,
-        error,
-        retry_at,
-    )
+def _enqueue_retry(alert_id: int, retry_at: datetime) -> None:
     try:
-        enqueue_delivery([alert.pk], run_after=retry_at)
+        enqueue_delivery([alert_id], run_after=retry_at)
     except Exception:  # the sweeper will find the pending row
-        logger.exception("Could not enqueue retry of alert %s", alert.pk)
-    return "retry"
+        logger.exception("Could not enqueue retry of alert %s", alert_id)
 
 
 def retry_failed(alert_ids: Sequence[int]) -> int:
     """Put given failed alerts back in the queue (admin action)."""
-    count = StockAlert.objects.filter(
-        pk__in=alert_ids, delivery_status=DeliveryStatus.FAILED
-    ).update(delivery_status=DeliveryStatus.PENDING, attempts=0, next_attempt_at=None)
+    count = delivery.requeue(
+        ALERTS, StockAlert.objects.filter(pk__in=alert_ids, delivery_status=DeliveryStatus.FAILED)
+    )
     transaction.on_commit(lambda: enqueue_delivery(list(alert_ids)), robust=True)
     return count

@@ -14,29 +14,23 @@ Tasks only trigger work; the rows are the truth. ``enqueue_due_deliveries`` (run
 
 from __future__ import annotations
 
-import http.client
-import ipaddress
 import json
 import logging
 import secrets
-import socket
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
-from django.db.models import F, Q
 from django.utils import timezone
 
 from ..models import WebhookAttempt, WebhookDelivery, WebhookSubscription
-from ..services.alerts import backoff
+from ..services import delivery
 from .signing import sign
+from .transport import BlockedDestination, post
 
 logger = logging.getLogger(__name__)
 
@@ -45,12 +39,17 @@ USER_AGENT = "stockpipe-webhooks/1"
 Status = WebhookDelivery.Status
 
 
-def _setting(name: str, default: Any) -> Any:
-    return getattr(settings, name, default)
-
-
-def max_attempts() -> int:
-    return int(_setting("STOCKPIPE_WEBHOOK_MAX_ATTEMPTS", 12))
+WEBHOOKS = delivery.Track(
+    model=WebhookDelivery,
+    label="Webhook delivery",
+    status="status",
+    done_at="delivered_at",
+    pending=Status.PENDING.value,
+    done=Status.DELIVERED.value,
+    given_up=Status.DEAD.value,
+    max_attempts_setting="STOCKPIPE_WEBHOOK_MAX_ATTEMPTS",
+    max_attempts_default=12,
+)
 
 
 # --- subscriptions ------------------------------------------------------------------------
@@ -99,7 +98,7 @@ def update_subscription(subscription: WebhookSubscription, **changes: Any) -> We
 
 def enqueue_streams(streams: Iterable[Sequence[Any]], run_after: datetime | None = None) -> int:
     """Enqueue delivery of ``(subscription_id, stream)`` pairs, one task per chunk."""
-    from ..tasks import deliver_webhooks
+    from ..tasks import deliver_webhooks  # tasks sit above (they call this module)
 
     task = deliver_webhooks.using(run_after=run_after) if run_after else deliver_webhooks
     pairs = [[int(sub), str(stream)] for sub, stream in streams]
@@ -108,18 +107,12 @@ def enqueue_streams(streams: Iterable[Sequence[Any]], run_after: datetime | None
     return len(pairs)
 
 
-def _due(now: datetime) -> Q:
-    return Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
-
-
 def pending_streams(
     *, subscription_id: int | None = None, now: datetime | None = None
 ) -> list[tuple[int, str]]:
-    rows = WebhookDelivery.objects.filter(status=Status.PENDING, subscription__is_active=True)
+    rows = WEBHOOKS.pending_rows(now).filter(subscription__is_active=True)
     if subscription_id is not None:
         rows = rows.filter(subscription_id=subscription_id)
-    if now is not None:
-        rows = rows.filter(_due(now))
     return list(rows.order_by().values_list("subscription_id", "stream").distinct())
 
 
@@ -132,7 +125,7 @@ def redeliver(delivery_ids: Sequence[int]) -> int:
     """Queue dead-lettered (or delivered) rows again, with a fresh attempt count."""
     rows = WebhookDelivery.objects.filter(pk__in=list(delivery_ids)).exclude(status=Status.PENDING)
     streams = list(rows.order_by().values_list("subscription_id", "stream").distinct())
-    count = rows.update(status=Status.PENDING, attempts=0, next_attempt_at=None)
+    count = delivery.requeue(WEBHOOKS, rows)
     transaction.on_commit(lambda: enqueue_streams(streams), robust=True)
     return count
 
@@ -140,13 +133,13 @@ def redeliver(delivery_ids: Sequence[int]) -> int:
 # --- delivery -------------------------------------------------------------------------------
 
 
-def event_body(delivery: WebhookDelivery) -> bytes:
+def event_body(row: WebhookDelivery) -> bytes:
     """The exact JSON bytes sent (and signed); the same on every attempt of the event."""
     payload = {
-        "id": str(delivery.event_id),
-        "type": delivery.event_type,
-        "created_at": delivery.created_at.isoformat(),
-        "data": delivery.data,
+        "id": str(row.event_id),
+        "type": row.event_type,
+        "created_at": row.created_at.isoformat(),
+        "data": row.data,
     }
     return json.dumps(payload, cls=DjangoJSONEncoder, separators=(",", ":")).encode()
 
@@ -154,7 +147,13 @@ def event_body(delivery: WebhookDelivery) -> bytes:
 def deliver_streams(streams: Iterable[Sequence[Any]]) -> dict[str, int]:
     outcome: Counter[str] = Counter()
     for subscription_id, stream in streams:
-        outcome.update(deliver_stream(int(subscription_id), str(stream)))
+        try:
+            outcome.update(deliver_stream(int(subscription_id), str(stream)))
+        except Exception:  # e.g. the database went away: the sweeper finds the rows again
+            logger.exception(
+                "Delivery of stream %s of subscription %s stopped", stream, subscription_id
+            )
+            outcome["error"] += 1
     return dict(outcome)
 
 
@@ -170,183 +169,94 @@ def deliver_stream(subscription_id: int, stream: str) -> Counter[str]:
         outcome["inactive"] += 1
         return outcome
     while True:
-        head = rows.filter(status=Status.PENDING).order_by("pk").first()
+        # Only the head's id and due time: reading the event is part of the attempt.
+        head = (
+            rows.filter(status=Status.PENDING)
+            .order_by("pk")
+            .values_list("pk", "next_attempt_at")
+            .first()
+        )
         if head is None:
             break
-        now = timezone.now()
-        if head.next_attempt_at is not None and head.next_attempt_at > now:
+        pk, next_attempt_at = head
+        if next_attempt_at is not None and next_attempt_at > timezone.now():
             outcome["waiting"] += 1
             break
-        lease = timedelta(seconds=_setting("STOCKPIPE_DELIVERY_LEASE", 300.0))
-        claimed = (
-            WebhookDelivery.objects.filter(pk=head.pk, status=Status.PENDING)
-            .filter(_due(now))
-            .update(next_attempt_at=now + lease, attempts=F("attempts") + 1)
-        )
-        if not claimed:  # another worker holds this stream's head
+        number = delivery.claim(WEBHOOKS, pk)
+        if number is None:  # another worker holds this stream's head
             outcome["skipped"] += 1
             break
-        head.attempts += 1
-        result = attempt(head, subscription)
+        result = attempt(pk, number, subscription, stream)
         outcome[result] += 1
-        if result == "retry":
+        if result == delivery.RETRY:
             break
     return outcome
 
 
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    """A redirect is an answer, not a new target: the signed POST is never re-sent elsewhere."""
+def attempt(pk: int, number: int, subscription: WebhookSubscription, stream: str) -> str:
+    """Attempt ``number`` of the claimed row ``pk``: one signed POST, recorded.
 
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-class BlockedDestination(ValueError):
-    """The webhook URL leads to an address webhooks may not reach (dead-lettered at once)."""
-
-
-def check_peer(sock: socket.socket) -> None:
-    """Refuse a connection to a non-public address (loopback, private, link-local, ...).
-
-    Checked on the connected socket, not on a DNS answer, so a name that resolves to a
-    public address when checked and to an internal one when connecting (DNS rebinding)
-    is still refused. ``STOCKPIPE_WEBHOOK_ALLOW_PRIVATE_NETWORKS`` lifts the rule, for
-    receivers inside your own network.
+    Whatever fails, loading the event, building or sending it, is recorded as a failed
+    attempt of this row and never stops other streams. Returns delivered/retry/dead.
     """
-    if _setting("STOCKPIPE_WEBHOOK_ALLOW_PRIVATE_NETWORKS", False):
-        return
-    address = ipaddress.ip_address(sock.getpeername()[0])
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
-    if not address.is_global:
-        raise BlockedDestination(
-            f"refused to connect to {address}: not a public address "
-            "(set STOCKPIPE_WEBHOOK_ALLOW_PRIVATE_NETWORKS to allow it)"
-        )
-
-
-class _CheckedConnection(http.client.HTTPConnection):
-    def connect(self) -> None:
-        super().connect()
-        try:
-            check_peer(self.sock)
-        except BlockedDestination:
-            self.close()
-            raise
-
-
-class _CheckedHTTPSConnection(http.client.HTTPSConnection, _CheckedConnection):
-    """TLS starts only after ``_CheckedConnection.connect`` accepted the peer."""
-
-
-class _CheckedHTTPHandler(urllib.request.HTTPHandler):
-    def do_open(self, http_class, req, **kwargs):
-        return super().do_open(_CheckedConnection, req, **kwargs)
-
-
-class _CheckedHTTPSHandler(urllib.request.HTTPSHandler):
-    def do_open(self, http_class, req, **kwargs):
-        return super().do_open(_CheckedHTTPSConnection, req, **kwargs)
-
-
-_opener = urllib.request.build_opener(_NoRedirects, _CheckedHTTPHandler, _CheckedHTTPSHandler)
-
-
-def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, str, float]:
-    """POST ``body``; return (status code, first 2000 characters of the answer, the
-    answer's Retry-After in seconds or 0).
-
-    Raises ``OSError`` / ``http.client.HTTPException`` on network errors.
-    """
-    if not url.lower().startswith(("http://", "https://")):
-        raise ValueError(f"Not an http(s) URL: {url!r}")
-    request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310
-    timeout = float(_setting("STOCKPIPE_WEBHOOK_TIMEOUT", 10.0))
-    try:
-        with _opener.open(request, timeout=timeout) as response:
-            return response.status, response.read(2000).decode("utf-8", "replace"), 0.0
-    except urllib.error.HTTPError as exc:
-        with exc:
-            text = exc.read(2000).decode("utf-8", "replace") if exc.fp else ""
-        retry_after = (exc.headers.get("Retry-After") or "").strip() if exc.headers else ""
-        return exc.code, text, float(retry_after) if retry_after.isdigit() else 0.0
-
-
-def attempt(delivery: WebhookDelivery, subscription: WebhookSubscription) -> str:
-    """One signed POST of a claimed row; record it and return delivered/retry/dead."""
-    body = event_body(delivery)
-    timestamp = str(int(time.time()))
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": USER_AGENT,
-        "X-Stockpipe-Event": delivery.event_type,
-        "X-Stockpipe-Event-Id": str(delivery.event_id),
-        "X-Stockpipe-Delivery": str(delivery.pk),
-        "X-Stockpipe-Timestamp": timestamp,
-        "X-Stockpipe-Signature": sign(subscription.secret, timestamp, body),
-    }
     started = time.monotonic()
     attempted_at = timezone.now()
     code: int | None = None
     text = error = ""
     retry_after = 0.0
-    blocked = False
+    permanent = False
     try:
-        code, text, retry_after = post(subscription.url, body, headers)
-    except (OSError, http.client.HTTPException, ValueError) as exc:
-        error = f"{type(exc).__name__}: {exc}"[:2000]
-        # Not an OSError, so urllib passes it through unwrapped; not worth a retry.
-        blocked = isinstance(exc, BlockedDestination)
+        row = WebhookDelivery.objects.get(pk=pk)
+        body = event_body(row)
+        code, text, retry_after = post(
+            subscription.url, body, request_headers(row, subscription, body)
+        )
+    except BlockedDestination as exc:  # not worth a retry
+        error, permanent = delivery.describe(exc), True
+    except Exception as exc:  # network errors, and anything unexpected: retried
+        error = delivery.describe(exc)
     WebhookAttempt.objects.create(
-        delivery=delivery,
-        number=delivery.attempts,
+        delivery_id=pk,
+        number=number,
         attempted_at=attempted_at,
         status_code=code,
         error=error,
         response_body=text,
         duration_ms=int((time.monotonic() - started) * 1000),
     )
-    rows = WebhookDelivery.objects.filter(pk=delivery.pk)
     if code is not None and 200 <= code < 300:
-        rows.update(
-            status=Status.DELIVERED,
-            delivered_at=timezone.now(),
-            last_status_code=code,
-            last_error="",
-            next_attempt_at=None,
-        )
-        return "delivered"
+        return delivery.record_success(WEBHOOKS, pk, last_status_code=code)
     if code is not None:
         error = f"HTTP {code}"
-        retryable = code == 429 or code >= 500
-    else:
-        retryable = not blocked
-    if not retryable or delivery.attempts >= max_attempts():
-        rows.update(
-            status=Status.DEAD, last_status_code=code, last_error=error, next_attempt_at=None
-        )
-        logger.error(
-            "Webhook delivery %s (%s) dead after %s attempt(s): %s",
-            delivery.pk,
-            delivery.event_type,
-            delivery.attempts,
-            error,
-        )
-        return "dead"
-    # A 429's Retry-After is honoured up to the backoff ceiling.
-    ceiling = float(_setting("STOCKPIPE_DELIVERY_BACKOFF_MAX", 3600.0))
-    delay = max(backoff(delivery.attempts), timedelta(seconds=min(retry_after, ceiling)))
-    retry_at = timezone.now() + delay
-    rows.update(last_status_code=code, last_error=error, next_attempt_at=retry_at)
-    logger.warning(
-        "Webhook delivery %s attempt %s failed (%s); retry at %s",
-        delivery.pk,
-        delivery.attempts,
+        permanent = not (code == 429 or code >= 500)
+    outcome, retry_at = delivery.record_failure(
+        WEBHOOKS,
+        pk,
+        number,
         error,
-        retry_at,
+        permanent=permanent,
+        not_before=retry_after,  # a 429's Retry-After, up to the backoff ceiling
+        last_status_code=code,
     )
-    try:
-        enqueue_streams([(delivery.subscription_id, delivery.stream)], run_after=retry_at)
-    except Exception:  # the sweeper will find the pending row
-        logger.exception("Could not enqueue retry of webhook delivery %s", delivery.pk)
-    return "retry"
+    if retry_at is not None:
+        try:
+            enqueue_streams([(subscription.pk, stream)], run_after=retry_at)
+        except Exception:  # the sweeper will find the pending row
+            logger.exception("Could not enqueue retry of webhook delivery %s", pk)
+    return outcome
+
+
+def request_headers(
+    row: WebhookDelivery, subscription: WebhookSubscription, body: bytes
+) -> dict[str, str]:
+    """The request headers of one attempt; the signature covers a fresh timestamp."""
+    timestamp = str(int(time.time()))
+    return {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        "X-Stockpipe-Event": row.event_type,
+        "X-Stockpipe-Event-Id": str(row.event_id),
+        "X-Stockpipe-Delivery": str(row.pk),
+        "X-Stockpipe-Timestamp": timestamp,
+        "X-Stockpipe-Signature": sign(subscription.secret, timestamp, body),
+    }

@@ -301,8 +301,9 @@ def test_real_commit_enqueues_and_real_rollback_sends_nothing(receiver, subscrib
 def test_private_destinations_are_refused_before_anything_is_sent(
     receiver, subscribe, deliver, settings, scheme
 ):
-    """SSRF: the peer of the connected socket is checked (so DNS rebinding cannot dodge it)
-    before a byte of the request, or of a TLS handshake, goes out; the row is dead at once."""
+    """SSRF: the resolved address is checked before connecting (and the connection goes to
+    that address, so DNS rebinding cannot dodge it): nothing of the request, or of a TLS
+    handshake, goes out; the row is dead at once."""
     settings.STOCKPIPE_WEBHOOK_ALLOW_PRIVATE_NETWORKS = False
     subscribe(events=["price.changed"], url=receiver.url.replace("http", scheme, 1))
     set_price(ProductFactory(), "11.00")

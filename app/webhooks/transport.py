@@ -1,0 +1,130 @@
+"""Outgoing HTTP for webhooks: one POST, no redirects, and only to vetted addresses.
+
+The destination's name is resolved once, before any connection. If an address it resolves
+to is not public (loopback, private, link-local, ...), the request is refused without
+connecting, so a refused destination looks the same whether anything listens there or not.
+Otherwise the socket connects to the address that was checked, so a name that resolves to
+a public address when checked and to an internal one a moment later (DNS rebinding) cannot
+slip through; the Host header, TLS SNI and certificate check still use the name.
+``STOCKPIPE_WEBHOOK_ALLOW_PRIVATE_NETWORKS`` lifts the rule, for receivers inside your own
+network.
+"""
+
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import socket
+import urllib.error
+import urllib.request
+from typing import Any
+
+from django.conf import settings
+
+
+class BlockedDestination(ValueError):
+    """The webhook URL leads where webhooks may not go (dead-lettered at once)."""
+
+
+def _allow_private() -> bool:
+    return bool(getattr(settings, "STOCKPIPE_WEBHOOK_ALLOW_PRIVATE_NETWORKS", False))
+
+
+def _timeout() -> float:
+    return float(getattr(settings, "STOCKPIPE_WEBHOOK_TIMEOUT", 10.0))
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    address = ipaddress.ip_address(text)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return address.ipv4_mapped
+    return address
+
+
+def vetted_addresses(host: str, port: int) -> list[str]:
+    """The addresses ``host`` resolves to, if webhooks may reach every one of them.
+
+    Raises ``BlockedDestination`` (without connecting anywhere) otherwise, with a message
+    that depends on the address only, never on what listens there.
+    """
+    if not 0 < port < 65536:  # getaddrinfo would silently wrap 99999 to another port
+        raise BlockedDestination(f"refused to connect to port {port}: not a valid port")
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    if not _allow_private():
+        for text in addresses:
+            address = _ip(text.partition("%")[0])
+            if not address.is_global:
+                raise BlockedDestination(
+                    f"refused to connect to {address}: not a public address "
+                    "(set STOCKPIPE_WEBHOOK_ALLOW_PRIVATE_NETWORKS to allow it)"
+                )
+    return addresses
+
+
+def connect_vetted(
+    address: tuple[str, int], timeout: Any, source_address: Any = None
+) -> socket.socket:
+    """``socket.create_connection`` that only connects to vetted addresses of the name."""
+    host, port = address
+    error: OSError | None = None
+    for ip in vetted_addresses(host, port):
+        try:
+            return socket.create_connection((ip, port), timeout, source_address)
+        except OSError as exc:
+            error = exc
+    raise error or OSError(f"no address found for {host}")
+
+
+class _VettedConnection(http.client.HTTPConnection):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._create_connection = connect_vetted
+
+
+class _VettedHTTPSConnection(http.client.HTTPSConnection):
+    """TLS starts on the vetted socket, with the URL's name for SNI and the certificate."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._create_connection = connect_vetted
+
+
+class _VettedHTTPHandler(urllib.request.HTTPHandler):
+    def do_open(self, http_class, req, **kwargs):
+        return super().do_open(_VettedConnection, req, **kwargs)
+
+
+class _VettedHTTPSHandler(urllib.request.HTTPSHandler):
+    def do_open(self, http_class, req, **kwargs):
+        return super().do_open(_VettedHTTPSConnection, req, **kwargs)
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is an answer, not a new target: the signed POST is never re-sent elsewhere."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_opener = urllib.request.build_opener(_NoRedirects, _VettedHTTPHandler, _VettedHTTPSHandler)
+
+
+def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, str, float]:
+    """POST ``body``; return (status code, first 2000 characters of the answer, the
+    answer's Retry-After in seconds or 0).
+
+    Raises ``BlockedDestination`` for a destination webhooks may not reach, ``OSError`` /
+    ``http.client.HTTPException`` on network errors.
+    """
+    if not url.lower().startswith(("http://", "https://")):
+        raise BlockedDestination(f"Not an http(s) URL: {url!r}")
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310
+    try:
+        with _opener.open(request, timeout=_timeout()) as response:
+            return response.status, response.read(2000).decode("utf-8", "replace"), 0.0
+    except urllib.error.HTTPError as exc:
+        with exc:
+            text = exc.read(2000).decode("utf-8", "replace") if exc.fp else ""
+        retry_after = (exc.headers.get("Retry-After") or "").strip() if exc.headers else ""
+        return exc.code, text, float(retry_after) if retry_after.isdigit() else 0.0
