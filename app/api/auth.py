@@ -26,7 +26,7 @@ from ..services import cache_guard
 from ..services.context import change_context
 from ..services.login_lockout import LOCKED_DETAIL, client_address
 from ..services.tokens import cache_key as token_cache_key
-from ..services.tokens import user_for_token
+from ..services.tokens import has_bearer, user_for_token
 from .errors import ErrorOut, responses
 
 
@@ -67,6 +67,8 @@ class SessionCookie(APIKeyCookie):
         user = getattr(request, "user", None)
         if user is None or not user.is_authenticated:
             return None
+        if has_bearer(request):
+            return None  # the token decides alone; a wrong one is 401, not the cookie's user
         if not getattr(request, "_ninja_csrf_exempt", False) and check_csrf(request):
             raise HttpError(403, "CSRF check failed.")
         return user

@@ -131,6 +131,17 @@ def user_for_token(raw: str, entry: cache_guard.Entry | None = None):
     return user
 
 
+def has_bearer(request: HttpRequest) -> bool:
+    """Whether the request names a bearer token: then the token alone authenticates it.
+
+    A token is a credential a browser never sends by itself, so such a request needs no
+    CSRF check, and a session cookie sent alongside is ignored (a wrong token is 401, not a
+    silent fall-back to the cookie).
+    """
+    scheme, _, _ = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer"
+
+
 def bearer_user(request: HttpRequest):
     """The user of an ``Authorization: Bearer <token>`` header, or None."""
     header = request.headers.get("Authorization", "")
