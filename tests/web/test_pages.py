@@ -76,7 +76,7 @@ def test_dashboard_shows_recent_price_changes_and_runs(logged_in, user):
     assert "999.00" in changes and "949.00" in changes
     assert "clerk" in changes and "api" in changes  # who and where
     row = re.search(rf'<tr data-run="{run.pk}" data-status="running">(.*?)</tr>', page, re.S)
-    assert 'style="width: 25%"' in row.group(1) and "50/200 rows" in row.group(1)
+    assert 'aria-valuenow="25"' in row.group(1) and "50/200 rows" in row.group(1)
 
 
 def test_runs_json_reports_progress(logged_in, user):
