@@ -20,6 +20,7 @@ throttles use too.
 
 from __future__ import annotations
 
+from axes.backends import AxesStandaloneBackend
 from axes.handlers.database import AxesDatabaseHandler
 from axes.helpers import get_cool_off
 from django.conf import settings
@@ -48,6 +49,17 @@ def client_address(request: HttpRequest) -> str | None:
 def retry_after_seconds(request: HttpRequest | None = None) -> int:
     cool_off = get_cool_off(request)
     return int(cool_off.total_seconds()) if cool_off else 0
+
+
+class LockoutBackend(AxesStandaloneBackend):
+    """Axes' lockout check for logins over HTTP; ``authenticate()`` without a request (the
+    test client's ``login()``, a shell) has no client to lock out and is let through to the
+    next backend instead of failing."""
+
+    def authenticate(self, request, username=None, password=None, **kwargs):
+        if request is None:
+            return None
+        return super().authenticate(request, username=username, password=password, **kwargs)
 
 
 class LoginLockoutHandler(AxesDatabaseHandler):
@@ -101,6 +113,7 @@ def lockout_response(
 
 __all__ = [
     "LOCKED_DETAIL",
+    "LockoutBackend",
     "LoginLockoutHandler",
     "client_address",
     "lockout_response",

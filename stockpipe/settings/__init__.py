@@ -138,7 +138,7 @@ CONTENT_SECURITY_POLICY = {
 # STOCKPIPE_LOGIN_ADDRESS_FAILURE_LIMIT failures over any accounts; both unlock after
 # AXES_COOLOFF_TIME without failures, and a successful login clears its account's failures.
 AUTHENTICATION_BACKENDS = [
-    "axes.backends.AxesStandaloneBackend",
+    "app.services.login_lockout.LockoutBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
 AXES_HANDLER = "app.services.login_lockout.LoginLockoutHandler"

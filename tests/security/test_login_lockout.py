@@ -158,3 +158,11 @@ def test_lockout_holds_with_the_production_redis_cache(redis_cache):
     assert _admin(_from("10.7.7.8"), "judy", "wrong") == "locked"
     assert _page(_from("10.7.7.9"), "judy", PASSWORD) == "locked"
     assert _api(_from("10.7.7.9"), "judy", PASSWORD) == "locked"
+
+
+def test_test_clients_login_without_a_request_still_works():
+    """``Client.login()`` calls ``authenticate()`` without a request; it is not an HTTP login."""
+    _user("kim")
+    client = Client()
+    assert client.login(username="kim", password=PASSWORD)
+    assert client.get("/").status_code == 200
