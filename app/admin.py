@@ -11,6 +11,7 @@ from .models import (
     StockMovement,
 )
 from .services import alerts
+from .services.tokens import revoke_token
 
 
 class ReadOnlyAdminMixin:
@@ -120,11 +121,51 @@ class PipelineRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
+    """Tokens can be renamed, revoked (an action) and deleted, never re-owned or revived.
+
+    Everyone sees and manages only their own tokens, except superusers and holders of
+    ``ALL_TOKENS_PERMISSION``: whoever may change any user can take over any account
+    anyway, so managing everybody's tokens gives them nothing more.
+    """
+
+    ALL_TOKENS_PERMISSION = "auth.change_user"
+
     list_display = ["name", "user", "prefix", "created_at", "last_used_at", "revoked_at"]
-    readonly_fields = ["prefix", "key_hash", "created_at", "last_used_at"]
+    list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
+    fields = ["name", "user", "prefix", "key_hash", "created_at", "last_used_at", "revoked_at"]
+    # Everything but the name: an owner or a revocation date edited here would hand a token
+    # to another user or revive a revoked one.
+    readonly_fields = [name for name in fields if name != "name"]
+    actions = ["revoke"]
+
+    def manages_all(self, request) -> bool:
+        return request.user.is_superuser or request.user.has_perm(self.ALL_TOKENS_PERMISSION)
+
+    def get_queryset(self, request):
+        tokens = super().get_queryset(request).select_related("user")
+        return tokens if self.manages_all(request) else tokens.filter(user=request.user)
+
+    def _may_touch(self, request, obj) -> bool:
+        return obj is None or obj.user_id == request.user.pk or self.manages_all(request)
 
     def has_add_permission(self, request, obj=None):
         return False  # tokens are created through the API, where the secret is shown once
+
+    def has_view_permission(self, request, obj=None):
+        return super().has_view_permission(request, obj) and self._may_touch(request, obj)
+
+    def has_change_permission(self, request, obj=None):
+        return super().has_change_permission(request, obj) and self._may_touch(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return super().has_delete_permission(request, obj) and self._may_touch(request, obj)
+
+    @admin.action(description="Revoke selected tokens", permissions=["change"])
+    def revoke(self, request, queryset):
+        tokens = list(queryset.filter(revoked_at__isnull=True))
+        for token in tokens:
+            revoke_token(token)
+        self.message_user(request, f"{len(tokens)} token(s) revoked.", messages.SUCCESS)
 
 
 # --- webhooks ---------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
-from .services.tokens import bearer_user
+from .services.tokens import bearer_user, has_bearer
 from .utils.utils import process_pipeline
 
 FAILURE_STATUS = {"invalid": 400, "failed": 422, "abandoned": 409}
@@ -40,7 +40,8 @@ def csrf_failure(request: HttpRequest) -> str | None:
 class ExecutePipelineView(View):
     """``POST /api/pipelines/execute``: run a pipeline spec (JSON body).
 
-    Session users must pass CSRF; API clients send ``Authorization: Bearer <token>``.
+    API clients send ``Authorization: Bearer <token>`` (used whenever present, no CSRF);
+    otherwise the session user must pass CSRF.
     200 with the result (sync, incl. dry runs), 202 with the status URL (async), 400 for an
     invalid spec, 422 when a step fails (all rolled back), 401/403 for auth.
     """
@@ -48,13 +49,17 @@ class ExecutePipelineView(View):
     http_method_names = ["post"]
 
     def post(self, request: HttpRequest) -> JsonResponse:
-        user = request.user if request.user.is_authenticated else None
-        if user is not None:
+        # A bearer token decides alone (no CSRF: browsers never send it by themselves);
+        # only cookie authentication needs the CSRF check.
+        if has_bearer(request):
+            user = bearer_user(request)
+        elif request.user.is_authenticated:
+            user = request.user
             reason = csrf_failure(request)
             if reason:
                 return error_response(403, f"CSRF verification failed: {reason}")
         else:
-            user = bearer_user(request)
+            user = None
         if user is None:
             response = error_response(401, "Authentication required (session or Bearer token).")
             response["WWW-Authenticate"] = 'Bearer realm="stockpipe"'

@@ -24,8 +24,9 @@ from pydantic import Field
 
 from ..services import cache_guard
 from ..services.context import change_context
+from ..services.login_lockout import LOCKED_DETAIL, client_address
 from ..services.tokens import cache_key as token_cache_key
-from ..services.tokens import user_for_token
+from ..services.tokens import has_bearer, user_for_token
 from .errors import ErrorOut, responses
 
 
@@ -66,6 +67,8 @@ class SessionCookie(APIKeyCookie):
         user = getattr(request, "user", None)
         if user is None or not user.is_authenticated:
             return None
+        if has_bearer(request):
+            return None  # the token decides alone; a wrong one is 401, not the cookie's user
         if not getattr(request, "_ninja_csrf_exempt", False) and check_csrf(request):
             raise HttpError(403, "CSRF check failed.")
         return user
@@ -110,11 +113,9 @@ class ScopedRateThrottle(SimpleRateThrottle):
         super().__init__(rate)
 
     def get_ident(self, request: HttpRequest) -> str | None:
-        # Ninja trusts X-Forwarded-For unless NINJA_NUM_PROXIES is set, which would let a
-        # client pick a fresh identity per request; trust it only behind declared proxies.
-        if getattr(settings, "NINJA_NUM_PROXIES", None):
-            return super().get_ident(request)
-        return request.META.get("REMOTE_ADDR")
+        # The address the login lockout counts too (X-Forwarded-For only behind declared
+        # proxies: Ninja's own get_ident would let a client pick a fresh identity per request).
+        return client_address(request)
 
     def get_cache_key(self, request: HttpRequest) -> str | None:
         user = getattr(request, "auth", None)
@@ -178,9 +179,15 @@ def csrf(request: HttpRequest):
     throttle=[login_throttle],
 )
 def session_login(request: HttpRequest, payload: LoginIn):
-    """Log in with username and password and start a session (CSRF token required)."""
+    """Log in with username and password and start a session (CSRF token required).
+
+    The login forms' lockout applies (``app.services.login_lockout``): 429 while the account
+    or the client address is locked; the throttle limits the request rate besides.
+    """
     _require_csrf(request)
     user = authenticate(request, username=payload.username, password=payload.password)
+    if getattr(request, "axes_locked_out", False):
+        raise HttpError(429, LOCKED_DETAIL)
     if user is None:
         raise HttpError(401, "Invalid username or password.")
     login(request, user)

@@ -1,7 +1,10 @@
 """Price history of a product and its price at a point in time.
 
-History is looked up by SKU (rows keep the SKU when the product is deleted), so the
-history of a deleted product stays readable.
+History belongs to the product, not to the SKU: the SKU names the current product and its
+rows are read by the product's id. A product deleted and created again under the same SKU
+starts a history of its own; the deleted product's rows keep their SKU (and lose their
+product link), readable in the admin and next to its snapshot in the deletion audit
+(``GET /api/audit/deletions``).
 """
 
 from __future__ import annotations
@@ -28,31 +31,35 @@ def price_history(
     page: PageNumber = 1,
     page_size: PageSize = 50,
 ):
-    """Price changes, newest first."""
-    changes = PriceHistory.objects.filter(sku=sku).select_related("changed_by")
-    result = paginate(changes.order_by("-changed_at", "-id"), page, page_size)
-    if not result["count"] and not Product.objects.filter(sku=sku).exists():
-        raise HttpError(404, f"No product {sku!r}.")
-    return result
+    """The current product's price changes, newest first."""
+    product = _product(sku)
+    changes = PriceHistory.objects.filter(product_id=product.pk).select_related("changed_by")
+    return paginate(changes.order_by("-changed_at", "-id"), page, page_size)
 
 
 @router.get("/{sku}/price-at", response={200: PriceAtOut, **responses(401, 404, 422)})
 def price_at(request: HttpRequest, at: datetime, sku: Sku):
     """The price the product had at ``at`` (ISO 8601; without an offset it means UTC)."""
     at = _aware(at)
-    history = PriceHistory.objects.filter(sku=sku)
+    product = _product(sku)
+    if product.created_at > at:
+        raise HttpError(404, f"Product {sku!r} did not exist at {at.isoformat()}.")
+    history = PriceHistory.objects.filter(product_id=product.pk)
     last = history.filter(changed_at__lte=at).order_by("-changed_at", "-id").first()
     if last is not None:
         return {"sku": sku, "at": at, "price": last.new_price, "changed_at": last.changed_at}
-    product = Product.objects.filter(sku=sku).first()
-    if product is not None and product.created_at > at:
-        raise HttpError(404, f"Product {sku!r} did not exist at {at.isoformat()}.")
     nxt = history.filter(changed_at__gt=at).order_by("changed_at", "id").first()
     if nxt is not None:
         return {"sku": sku, "at": at, "price": nxt.old_price, "changed_at": None}
+    return {"sku": sku, "at": at, "price": product.price, "changed_at": None}
+
+
+def _product(sku: str) -> Product:
+    """The product that has ``sku`` now (its history is read by its id), else 404."""
+    product = Product.objects.filter(sku=sku).only("pk", "price", "created_at").first()
     if product is None:
         raise HttpError(404, f"No product {sku!r}.")
-    return {"sku": sku, "at": at, "price": product.price, "changed_at": None}
+    return product
 
 
 def _aware(at: datetime) -> datetime:

@@ -11,6 +11,7 @@ from django.shortcuts import get_object_or_404
 from ninja import Router
 
 from ..models import PipelineRun
+from ..selectors.runs import visible_runs
 from .auth import AUTH
 from .errors import responses
 from .schemas import ObjectId, PageNumber, PageSize, RunOut, RunPage, paginate
@@ -27,8 +28,8 @@ def list_runs(
     page: PageNumber = 1,
     page_size: PageSize = 50,
 ):
-    """Pipeline runs, newest first."""
-    runs = PipelineRun.objects.select_related("user").order_by("-created_at", "-id")
+    """Pipeline runs you may read, newest first: your own; staff read every run."""
+    runs = visible_runs(request.auth).order_by("-created_at", "-id")
     if status:
         runs = runs.filter(status=status)
     return paginate(runs, page, page_size)
@@ -36,5 +37,6 @@ def list_runs(
 
 @router.get("/runs/{run_id}", response={200: RunOut, **responses(401, 404, 422)})
 def get_run(request: HttpRequest, run_id: ObjectId):
-    """Status and progress of one run (poll this for asynchronous runs)."""
-    return get_object_or_404(PipelineRun.objects.select_related("user"), pk=run_id)
+    """Status and progress of one of your runs (poll this for asynchronous runs); 404 for a
+    run you may not read."""
+    return get_object_or_404(visible_runs(request.auth), pk=run_id)

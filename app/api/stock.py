@@ -65,9 +65,8 @@ def list_stock_movements(
     page: PageNumber = 1,
     page_size: PageSize = 50,
 ):
-    """The product's stock ledger, newest first."""
-    movements = StockMovement.objects.filter(sku=sku).select_related("changed_by")
-    result = paginate(movements.order_by("-created_at", "-id"), page, page_size)
-    if not result["count"]:
-        get_object_or_404(Product, sku=sku)
-    return result
+    """The current product's stock ledger, newest first (read by the product's id: a SKU
+    deleted and created again does not show the deleted product's moves)."""
+    product = get_object_or_404(Product.objects.only("pk"), sku=sku)
+    movements = StockMovement.objects.filter(product_id=product.pk).select_related("changed_by")
+    return paginate(movements.order_by("-created_at", "-id"), page, page_size)

@@ -34,8 +34,7 @@ def run_status(run: PipelineRun) -> dict[str, Any]:
 
 
 def runs_for(user) -> Any:
-    """Runs a user may see: all for staff/superusers, otherwise their own."""
-    qs = PipelineRun.objects.select_related("user")
-    if getattr(user, "is_staff", False) or getattr(user, "is_superuser", False):
-        return qs
-    return qs.filter(user_id=getattr(user, "pk", None))
+    """Runs a user may see: the one rule of ``app.selectors.runs.visible_runs``."""
+    from ..selectors.runs import visible_runs
+
+    return visible_runs(user)

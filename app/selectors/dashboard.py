@@ -14,6 +14,7 @@ from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 
 from ..models import PipelineRun, PriceHistory, Product, StockAlert, StockMovement
+from .runs import visible_runs
 
 RECENT = 10
 PRODUCT_ROWS = 50
@@ -29,19 +30,22 @@ def open_alerts(limit: int = 50) -> QuerySet[StockAlert]:
     )
 
 
-def recent_runs(limit: int = RECENT) -> QuerySet[PipelineRun]:
-    return PipelineRun.objects.select_related("user").order_by("-created_at", "-id")[:limit]
+def recent_runs(user, limit: int = RECENT) -> QuerySet[PipelineRun]:
+    """The latest runs ``user`` may read (``app.selectors.runs``)."""
+    return visible_runs(user).order_by("-created_at", "-id")[:limit]
 
 
-def active_runs() -> QuerySet[PipelineRun]:
+def active_runs(user) -> QuerySet[PipelineRun]:
     """Runs not finished yet: the ones the dashboard's progress bars poll for."""
-    return PipelineRun.objects.filter(
-        status__in=[PipelineRun.Status.PENDING, PipelineRun.Status.RUNNING]
-    ).order_by("-created_at", "-id")
+    return (
+        visible_runs(user)
+        .filter(status__in=[PipelineRun.Status.PENDING, PipelineRun.Status.RUNNING])
+        .order_by("-created_at", "-id")
+    )
 
 
-def runs_by_id(ids: list[int]) -> QuerySet[PipelineRun]:
-    return PipelineRun.objects.filter(pk__in=ids[:100]).order_by("-created_at", "-id")
+def runs_by_id(user, ids: list[int]) -> QuerySet[PipelineRun]:
+    return visible_runs(user).filter(pk__in=ids[:100]).order_by("-created_at", "-id")
 
 
 def run_progress(run: PipelineRun) -> int:

@@ -42,7 +42,8 @@ def create_token(user, name: str) -> tuple[ApiToken, str]:
 
 
 def _cache_key(digest: str) -> str:
-    return "api:token:v1:" + digest
+    # v2: the entry is a name -> value mapping (v1 held a field list and a value tuple).
+    return "api:token:v2:" + digest
 
 
 def cache_key(raw: str) -> str:
@@ -81,6 +82,22 @@ def _identity_fields() -> list[str]:
     return list(dict.fromkeys(name for name in names if name in present))
 
 
+def _identity(user) -> dict[str, object]:
+    """The cache entry of ``user``: its identity fields by name."""
+    return {name: getattr(user, name) for name in _identity_fields()}
+
+
+def _user_from_identity(identity: dict[str, object]):
+    """A user instance with only the cached fields loaded, the rest deferred.
+
+    ``Model.from_db`` pairs values with ``field_names`` in the model's field order, not in
+    the order given; the names are therefore put in that order here, from the mapping.
+    """
+    model = get_user_model()
+    names = [f.attname for f in model._meta.concrete_fields if f.attname in identity]
+    return model.from_db(DEFAULT_DB_ALIAS, names, [identity[name] for name in names])
+
+
 def user_for_token(raw: str, entry: cache_guard.Entry | None = None):
     """The active user a raw token belongs to, or None (unknown, revoked or inactive user).
 
@@ -91,9 +108,8 @@ def user_for_token(raw: str, entry: cache_guard.Entry | None = None):
     ticket = None
     if cache_guard.enabled():
         cached, ticket = entry or cache_guard.get(_cache_key(digest))
-        if cached is not None:
-            fields, values = cached
-            return get_user_model().from_db(DEFAULT_DB_ALIAS, fields, values)
+        if isinstance(cached, dict):
+            return _user_from_identity(cached)
     # key_hash is unique: a bare LIMIT 1, without the ORDER BY that .first() would add.
     matches = ApiToken.objects.select_related("user").filter(
         key_hash=digest, revoked_at__isnull=True
@@ -108,13 +124,22 @@ def user_for_token(raw: str, entry: cache_guard.Entry | None = None):
         last_used = now
     user = token.user
     if ticket is not None:
-        fields = _identity_fields()
         # Expire when last_used_at is due again, so the next miss records the use: the
         # column keeps its one-minute resolution and is still written at most once a minute.
         due = (last_used + LAST_USED_RESOLUTION - now).total_seconds()
-        values = tuple(getattr(user, name) for name in fields)
-        cache_guard.fill(ticket, (fields, values), min(CACHE_MAX_AGE, due))
+        cache_guard.fill(ticket, _identity(user), min(CACHE_MAX_AGE, due))
     return user
+
+
+def has_bearer(request: HttpRequest) -> bool:
+    """Whether the request names a bearer token: then the token alone authenticates it.
+
+    A token is a credential a browser never sends by itself, so such a request needs no
+    CSRF check, and a session cookie sent alongside is ignored (a wrong token is 401, not a
+    silent fall-back to the cookie).
+    """
+    scheme, _, _ = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer"
 
 
 def bearer_user(request: HttpRequest):

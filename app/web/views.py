@@ -13,8 +13,8 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from ..models import PipelineRun
-from ..pipelines import selectors as pipeline_selectors
 from ..selectors import dashboard as selectors
+from ..selectors.runs import visible_runs
 from ..services.omnibus import current_reduction
 from ..utils.utils import process_pipeline
 from .charts import price_chart_svg
@@ -38,7 +38,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "web/dashboard.html",
         {
             "alerts": selectors.open_alerts(),
-            "runs": _with_progress(selectors.recent_runs()),
+            "runs": _with_progress(selectors.recent_runs(request.user)),
             "price_changes": selectors.recent_price_changes(),
         },
     )
@@ -50,7 +50,11 @@ def runs_json(request: HttpRequest) -> JsonResponse:
     """Progress of the runs named in ``?ids=1,2`` (default: unfinished runs), for polling."""
     raw = request.GET.get("ids", "")
     ids = [int(part) for part in raw.split(",") if part.strip().isdigit()]
-    runs = selectors.runs_by_id(ids) if ids else selectors.active_runs()[:100]
+    runs = (
+        selectors.runs_by_id(request.user, ids)
+        if ids
+        else selectors.active_runs(request.user)[:100]
+    )
     return JsonResponse(
         {
             "runs": [
@@ -128,7 +132,7 @@ def pipeline(request: HttpRequest) -> HttpResponse:
         "web/pipeline.html",
         {
             "form": form,
-            "runs": _with_progress(pipeline_selectors.runs_for(request.user)[: selectors.RECENT]),
+            "runs": _with_progress(visible_runs(request.user)[: selectors.RECENT]),
         },
         status=400 if form.errors else 200,
     )
@@ -146,7 +150,7 @@ def _source_of(request: HttpRequest) -> str:
     raw = request.GET.get("from", "")
     if not raw.isdigit():
         return ""
-    run = pipeline_selectors.runs_for(request.user).filter(pk=int(raw)).first()
+    run = visible_runs(request.user).filter(pk=int(raw)).first()
     if run is None or not isinstance(run.spec, dict):
         return ""
     spec = {k: v for k, v in run.spec.items() if k not in ("dry_run", "mode")}
@@ -157,7 +161,7 @@ def _source_of(request: HttpRequest) -> str:
 @permission_required(PIPELINE_PERMISSION, raise_exception=True)
 @require_GET
 def pipeline_run(request: HttpRequest, pk: int) -> HttpResponse:
-    run = get_object_or_404(pipeline_selectors.runs_for(request.user), pk=pk)
+    run = get_object_or_404(visible_runs(request.user), pk=pk)
     run.progress = selectors.run_progress(run)
     result = run.result or {}
     return render(
@@ -197,7 +201,7 @@ def _diff_rows(diff: list[dict]) -> list[dict]:
 @require_POST
 def pipeline_commit(request: HttpRequest, pk: int) -> HttpResponse:
     """Run a previewed spec for real, against the data as it is now."""
-    run = get_object_or_404(pipeline_selectors.runs_for(request.user), pk=pk)
+    run = get_object_or_404(visible_runs(request.user), pk=pk)
     if run.status != PipelineRun.Status.PREVIEWED:
         messages.error(request, f"Run #{run.pk} is not a preview; only a preview can be run.")
         return redirect("pipeline-run", pk=run.pk)

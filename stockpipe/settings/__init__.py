@@ -4,9 +4,11 @@ Development defaults: SQLite file, console e-mail, DEBUG on. Production lives in
 ``stockpipe.settings.production``, which refuses to start without a real secret key.
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
+from csp.constants import NONE, SELF
 
 from app.conf import environment_settings
 
@@ -31,11 +33,15 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_tasks",
     "django_tasks_db",
+    "axes",
+    "csp",
+    "ninja",  # serves /api/docs (Swagger UI) from the project's static files, not a CDN
     "app",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -44,6 +50,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "app.middleware.ChangeContextMiddleware",
+    # Last, as django-axes requires: turns a locked-out login into the lockout response.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "stockpipe.urls"
@@ -108,6 +116,42 @@ STORAGES = {
 }
 
 LOGIN_URL = "/accounts/login/"
+
+# Content-Security-Policy (django-csp): scripts, styles, images and requests from this origin
+# only, no inline script or style (the pages have none; /api/docs serves Swagger UI from
+# the static files), no plugins, no framing, forms post here only.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
+
+# Brute-force protection of every login form and the API login (app.services.login_lockout):
+# an account locks after AXES_FAILURE_LIMIT failures from anywhere, an address after
+# STOCKPIPE_LOGIN_ADDRESS_FAILURE_LIMIT failures over any accounts; both unlock after
+# AXES_COOLOFF_TIME without failures, and a successful login clears its account's failures.
+AUTHENTICATION_BACKENDS = [
+    "app.services.login_lockout.LockoutBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_HANDLER = "app.services.login_lockout.LoginLockoutHandler"
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_FAILURE_LIMIT = env.int("STOCKPIPE_LOGIN_ACCOUNT_FAILURE_LIMIT", default=5)
+STOCKPIPE_LOGIN_ADDRESS_FAILURE_LIMIT = env.int("STOCKPIPE_LOGIN_ADDRESS_FAILURE_LIMIT", default=20)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("STOCKPIPE_LOGIN_COOLOFF_MINUTES", default=15))
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "app.services.login_lockout.client_address"
+AXES_LOCKOUT_CALLABLE = "app.services.login_lockout.lockout_response"
+AXES_VERBOSE = False
 
 # E-mail: EMAIL_URL such as smtp://user:pass@host:25, smtp+tls://..., consolemail://, filemail:///path
 vars().update(env.email_url("EMAIL_URL", default="consolemail://"))

@@ -11,7 +11,10 @@ if len(SECRET_KEY) < 50 or SECRET_KEY.startswith("dev-only"):
     raise ImproperlyConfigured("Set SECRET_KEY to a random string of at least 50 characters.")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS")
 
-CACHES = {"default": _cache(env.cache_url("CACHE_URL", default=REDIS_URL.rsplit("/", 1)[0] + "/1"))}
+# The shared cache (throttles, API response and token caches): CACHE_URL, else REDIS_URL
+# exactly as given, database number included. With TASKS_BACKEND=rq on the same server,
+# give the cache another database number in CACHE_URL (README, Configuration).
+CACHES = {"default": _cache(env.cache_url("CACHE_URL", default=REDIS_URL))}
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)

@@ -37,7 +37,8 @@ def test_alert_errors(reader_api, anon):
     assert_error_shape(reader_api.get(f"/api/alerts/{2**70}"), 422)
 
 
-def test_pipeline_runs_list_and_status(reader_api, writer):
+def test_pipeline_runs_list_and_status(api, writer):
+    """The user's own runs (others' runs: tests/security/test_run_visibility.py)."""
     done = PipelineRun.objects.create(
         name="import",
         spec={"steps": []},
@@ -49,14 +50,16 @@ def test_pipeline_runs_list_and_status(reader_api, writer):
         rows_done=10,
         result={"updated": 10},
     )
-    PipelineRun.objects.create(name="preview", spec={}, status="previewed", dry_run=True)
-    body = reader_api.get("/api/pipelines/runs").json()
+    PipelineRun.objects.create(
+        name="preview", spec={}, user=writer, status="previewed", dry_run=True
+    )
+    body = api.get("/api/pipelines/runs").json()
     assert body["count"] == 2
     assert [r["name"] for r in body["items"]] == ["preview", "import"]
-    filtered = reader_api.get("/api/pipelines/runs", {"status": "succeeded"}).json()
+    filtered = api.get("/api/pipelines/runs", {"status": "succeeded"}).json()
     assert [r["id"] for r in filtered["items"]] == [done.pk]
 
-    run = reader_api.get(f"/api/pipelines/runs/{done.pk}").json()
+    run = api.get(f"/api/pipelines/runs/{done.pk}").json()
     assert run["status"] == "succeeded"
     assert (run["steps_done"], run["steps_total"], run["rows_done"]) == (2, 2, 10)
     assert run["result"] == {"updated": 10}

@@ -53,14 +53,20 @@ def test_login_needs_csrf_and_right_password(writer):
 
 
 def test_login_is_throttled(writer):
+    """The request rate per address; a different account each time stays below the
+    lockout's limits (tests/security/test_login_lockout.py), so this is the throttle."""
     client = Client()
-    payload = {"username": writer.username, "password": "wrong"}
     codes = [
-        client.post("/api/auth/login", payload, content_type="application/json").status_code
-        for _ in range(12)
+        client.post(
+            "/api/auth/login",
+            {"username": f"nobody{i}", "password": "wrong"},
+            content_type="application/json",
+        ).status_code
+        for i in range(12)
     ]
     assert codes[:10] == [401] * 10
     assert codes[10:] == [429, 429]
+    payload = {"username": writer.username, "password": "wrong"}
     body = assert_error_shape(
         client.post("/api/auth/login", payload, content_type="application/json"), 429
     )
@@ -69,11 +75,10 @@ def test_login_is_throttled(writer):
 
 def test_login_throttle_ignores_spoofed_forwarded_for(writer):
     client = Client()
-    payload = {"username": writer.username, "password": "wrong"}
     codes = [
         client.post(
             "/api/auth/login",
-            payload,
+            {"username": f"nobody{i}", "password": "wrong"},
             content_type="application/json",
             headers={"X-Forwarded-For": f"10.0.0.{i}"},
         ).status_code

@@ -76,8 +76,11 @@ def test_price_at_errors(reader_api, priced):
     assert_error_shape(reader_api.get("/api/products/NOPE/price-at", {"at": now}), 404)
 
 
-def test_price_at_survives_product_deletion(reader_api, priced):
+def test_history_goes_with_the_deleted_product(reader_api, priced):
+    """History belongs to the product (tests/api/test_history_belongs_to_product.py): once
+    it is deleted its SKU names nothing; the rows stay, with their SKU, for the audit."""
     Product.objects.get(sku="P-1").delete()
     at = (priced - timedelta(days=3)).isoformat()
-    assert reader_api.get("/api/products/P-1/price-at", {"at": at}).json()["price"] == "12.00"
-    assert reader_api.get("/api/products/P-1/price-history").json()["count"] == 2
+    assert_error_shape(reader_api.get("/api/products/P-1/price-at", {"at": at}), 404)
+    assert_error_shape(reader_api.get("/api/products/P-1/price-history"), 404)
+    assert PriceHistory.objects.filter(sku="P-1", product__isnull=True).count() == 2

@@ -60,13 +60,18 @@ def test_dashboard_follows_a_running_pipeline(page, staff_user, shoot):
         assert page.get_attribute(f'tr[data-run="{run.pk}"]', "data-status") == "running"
         assert page.evaluate(bar_width(run.pk)) == "0%"
         go.set()
-        page.wait_for_function(f"!['0%', '100%'].includes({bar_width(run.pk)})", timeout=20_000)
+        # Functions, not bare expressions: Playwright polls an expression with eval(), which
+        # the pages' Content-Security-Policy forbids.
+        page.wait_for_function(
+            f"() => !['0%', '100%'].includes({bar_width(run.pk)})", timeout=20_000
+        )
         assert page.text_content(f'tr[data-run="{run.pk}"] [data-role=status]') == "running"
         page.wait_for_timeout(600)  # let the bar's CSS transition finish for the screenshot
         shoot(page, "running")
         finish.set()
         page.wait_for_function(
-            f"document.querySelector(`tr[data-run='{run.pk}']`).dataset.status === 'succeeded'",
+            f"() => document.querySelector(`tr[data-run='{run.pk}']`).dataset.status"
+            " === 'succeeded'",
             timeout=20_000,
         )
         assert page.evaluate(bar_width(run.pk)) == "100%"

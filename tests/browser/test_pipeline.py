@@ -36,7 +36,9 @@ def test_preview_then_run_from_the_page(page, operator, shoot):
     shoot(page, "preview")
 
     page.click("#commit")
-    page.wait_for_function("document.querySelector('#run-status').textContent === 'succeeded'")
+    page.wait_for_function(
+        "() => document.querySelector('#run-status').textContent === 'succeeded'"
+    )
     shoot(page, "result")
     assert "1 price change, 1 alert opened" in page.text_content("#summary")
     product = Product.objects.get(sku="LAP-1")
@@ -62,7 +64,9 @@ def test_csv_upload_from_the_page(page, operator, shoot, tmp_path):
     assert "1 product would change" in page.text_content("#preview h2")
     assert not Product.objects.filter(sku="DOCK-1").exists()
     page.click("#commit")
-    page.wait_for_function("document.querySelector('#run-status').textContent === 'succeeded'")
+    page.wait_for_function(
+        "() => document.querySelector('#run-status').textContent === 'succeeded'"
+    )
     assert Product.objects.get(sku="DOCK-1").stock == 3
     shoot(page, "result")
 

@@ -76,12 +76,16 @@ def test_dashboard_shows_recent_price_changes_and_runs(logged_in, user):
     assert "999.00" in changes and "949.00" in changes
     assert "clerk" in changes and "api" in changes  # who and where
     row = re.search(rf'<tr data-run="{run.pk}" data-status="running">(.*?)</tr>', page, re.S)
-    assert 'style="width: 25%"' in row.group(1) and "50/200 rows" in row.group(1)
+    assert 'aria-valuenow="25"' in row.group(1) and "50/200 rows" in row.group(1)
 
 
-def test_runs_json_reports_progress(logged_in):
-    running = PipelineRun.objects.create(spec={}, status="running", steps_total=4, steps_done=1)
-    done = PipelineRun.objects.create(spec={}, status="succeeded", steps_total=4, steps_done=4)
+def test_runs_json_reports_progress(logged_in, user):
+    running = PipelineRun.objects.create(
+        spec={}, user=user, status="running", steps_total=4, steps_done=1
+    )
+    done = PipelineRun.objects.create(
+        spec={}, user=user, status="succeeded", steps_total=4, steps_done=4
+    )
     data = logged_in.get("/dashboard/runs.json").json()
     assert [r["id"] for r in data["runs"]] == [running.pk]
     assert data["runs"][0]["progress"] == 25 and data["runs"][0]["finished"] is False

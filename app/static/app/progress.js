@@ -2,8 +2,7 @@
 (function () {
   var script = document.currentScript;
   var endpoint = script && script.dataset.endpoint;
-  if (!endpoint) return;
-  var reload = script.dataset.reload === "true";
+  var reload = !!script && script.dataset.reload === "true";
   var FINISHED = ["succeeded", "failed", "previewed"];
 
   function activeRows() {
@@ -28,7 +27,14 @@
     }
   }
 
+  // The bars' widths come from aria-valuenow: an inline style would break the page's CSP.
+  Array.prototype.forEach.call(document.querySelectorAll(".progress[aria-valuenow]"), function (progress) {
+    var bar = progress.querySelector(".bar");
+    if (bar) bar.style.width = progress.getAttribute("aria-valuenow") + "%";
+  });
+
   function poll() {
+    if (!endpoint) return;
     var rows = activeRows();
     if (!rows.length) return;
     var ids = rows.map(function (row) { return row.dataset.run; }).join(",");
