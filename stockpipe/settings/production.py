@@ -31,7 +31,7 @@ STORAGES = {
 
 # Built by `manage.py collectstatic` (deploy/run does it before starting); without the
 # manifest every page that links a static file answers 500.
-STATIC_ROOT = env.path("STATIC_ROOT", default=str(BASE_DIR / "staticfiles"))
+STATIC_ROOT = env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles"))
 
 # Behind nginx (deploy/nginx.conf.template), which overwrites X-Forwarded-For with the
 # client's address: the API's throttles take the client from that one proxy hop.
