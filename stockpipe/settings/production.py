@@ -63,6 +63,8 @@ LOGGING = {
     "loggers": {
         "django.request": {"handlers": ["stderr"], "level": "ERROR", "propagate": False},
         "django.security": {"handlers": ["stderr"], "level": "ERROR", "propagate": False},
+        # Requests for other host names (scanners) are answered 400; not worth a log line.
+        "django.security.DisallowedHost": {"handlers": [], "propagate": False},
         "app": {
             "handlers": ["stderr"],
             "level": env.str("LOG_LEVEL", default="INFO"),
