@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import sys
 from pathlib import Path
 
@@ -32,6 +33,16 @@ def client_max_body_size() -> int:
     return max(settings.DATA_UPLOAD_MAX_MEMORY_SIZE or 0, MAX_UPLOAD_BYTES) + 1024 * 1024
 
 
+def ipv6_available() -> bool:
+    """Listen on IPv6 too, unless this host has no IPv6 (nginx would refuse to start)."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::", 0))
+        return True
+    except OSError:
+        return False
+
+
 def render(run_dir: str, cert: str, key: str) -> str:
     https_port = os.environ.get("STOCKPIPE_HTTPS_PORT", "443")
     values = {
@@ -44,11 +55,12 @@ def render(run_dir: str, cert: str, key: str) -> str:
         "GUNICORN_BIND": os.environ.get("STOCKPIPE_GUNICORN_BIND", "127.0.0.1:8000"),
         "PROXY_READ_TIMEOUT": str(int(os.environ.get("STOCKPIPE_REQUEST_TIMEOUT", "120")) + 10),
         "CLIENT_MAX_BODY_SIZE": str(client_max_body_size()),
+        "IPV6": "" if ipv6_available() else "# no IPv6 on this host: ",
         # Started as root, nginx's workers drop to Debian's web server user.
         "USER_DIRECTIVE": "user www-data;" if os.geteuid() == 0 else "",
     }
     text = TEMPLATE.read_text()
-    rendered = re.sub(r"@@([A-Z_]+)@@", lambda m: values[m.group(1)], text)
+    rendered = re.sub(r"@@([A-Z0-9_]+)@@", lambda m: values[m.group(1)], text)
     return rendered
 
 

@@ -4,6 +4,7 @@ only from the second request on (issue 12, finding 1)."""
 
 from __future__ import annotations
 
+import http.client
 import re
 
 REPEAT = 4
@@ -70,8 +71,6 @@ def test_every_response_carries_nginx_request_id(stack, accounts):
 
 def test_plain_http_redirects_to_https(stack):
     http_port = stack.env["STOCKPIPE_HTTP_PORT"]
-    import http.client
-
     conn = http.client.HTTPConnection("127.0.0.1", int(http_port), timeout=10)
     conn.request("GET", "/products/?q=1")
     response = conn.getresponse()
