@@ -18,6 +18,7 @@ from django.views import defaults
 from ninja import NinjaAPI, Schema
 from ninja.errors import AuthenticationError, HttpError, Throttled, ValidationError
 
+from .. import request_id
 from ..services.stock import StockAdjustmentRefused
 
 logger = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ def install(api: NinjaAPI) -> None:
     @api.exception_handler(Exception)
     def unexpected(request, exc: Exception):
         logger.exception("Unhandled API error on %s %s", request.method, request.path)
-        return respond(request, 500, error_body(STATUS_DETAIL[500]))
+        return respond(request, 500, error_body(STATUS_DETAIL[500], **request_id.field(request)))
 
 
 def _django_handler(
@@ -131,9 +132,13 @@ def _django_handler(
     Ninja: middleware, DisallowedHost, unmatched URLs before the API's catch-all)."""
 
     def view(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+        if status == 500:  # the request id to quote when reporting it
+            if request.path.startswith("/api/"):
+                return json_error(status, **request_id.field(request))
+            return request_id.server_error(request)
         if request.path.startswith("/api/"):
             return json_error(status)
-        return default(request) if status == 500 else default(request, exception)
+        return default(request, exception)
 
     return view
 

@@ -3,7 +3,7 @@
 from django.core.exceptions import ImproperlyConfigured
 
 from . import *  # noqa: F403
-from . import REDIS_URL, _cache, env
+from . import BASE_DIR, MIDDLEWARE, REDIS_URL, _cache, env
 
 DEBUG = False
 SECRET_KEY = env.str("SECRET_KEY", default="")
@@ -30,4 +30,48 @@ X_FRAME_OPTIONS = "DENY"
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+
+# Built by `manage.py collectstatic` (deploy/run does it before starting); without the
+# manifest every page that links a static file answers 500.
+STATIC_ROOT = env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles"))
+
+# Behind nginx (deploy/nginx.conf.template), which overwrites X-Forwarded-For with the
+# client's address: the API's throttles take the client from that one proxy hop.
+NINJA_NUM_PROXIES = env.int("STOCKPIPE_NUM_PROXIES", default=1)
+
+# Every request gets an id (nginx's $request_id), returned as X-Request-ID and logged.
+MIDDLEWARE = ["app.middleware.RequestIdMiddleware", *MIDDLEWARE]
+
+# Errors to stderr (gunicorn and the workers pass it on to the service's log), each record
+# with the request's path and id: 500s of pages and of the API are logged with traceback.
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"request_id": {"()": "app.request_id.RequestIdFilter"}},
+    "formatters": {
+        "request": {
+            "format": "%(asctime)s %(levelname)s %(name)s "
+            "path=%(request_path)s request_id=%(request_id)s %(message)s"
+        }
+    },
+    "handlers": {
+        "stderr": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stderr",
+            "filters": ["request_id"],
+            "formatter": "request",
+        }
+    },
+    "loggers": {
+        "django.request": {"handlers": ["stderr"], "level": "ERROR", "propagate": False},
+        "django.security": {"handlers": ["stderr"], "level": "ERROR", "propagate": False},
+        # Requests for other host names (scanners) are answered 400; not worth a log line.
+        "django.security.DisallowedHost": {"handlers": [], "propagate": False},
+        "app": {
+            "handlers": ["stderr"],
+            "level": env.str("LOG_LEVEL", default="INFO"),
+            "propagate": False,
+        },
+    },
 }

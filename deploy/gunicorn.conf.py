@@ -1,0 +1,27 @@
+"""gunicorn for deploy/run: sync workers on loopback, behind nginx (deploy/nginx.conf.template).
+
+Sync workers are safe only because nginx hands them complete requests and takes whole
+responses; never bind this to a public address.
+"""
+
+import multiprocessing
+import os
+
+wsgi_app = "stockpipe.wsgi:application"
+bind = [os.environ.get("STOCKPIPE_GUNICORN_BIND", "127.0.0.1:8000")]
+worker_class = "sync"
+workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2 + 1))
+# A request may run this long (a large synchronous pipeline); nginx waits a little longer.
+timeout = int(os.environ.get("STOCKPIPE_REQUEST_TIMEOUT", "120"))
+graceful_timeout = 30
+# Recycle workers now and then, so a slow leak never grows without bound.
+max_requests = 2000
+max_requests_jitter = 200
+# Only nginx on this machine may tell Django the scheme (X-Forwarded-Proto).
+forwarded_allow_ips = "127.0.0.1,::1"
+# The management socket (gunicornc) of this instance lives in its run directory.
+control_socket = os.path.join(os.environ.get("STOCKPIPE_RUN_DIR", "var/run"), "gunicorn.ctl")
+accesslog = "-"
+errorlog = "-"
+loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}i)s'
