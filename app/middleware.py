@@ -106,25 +106,26 @@ class InputGuardMiddleware:
 
     @staticmethod
     def _read_body(request: HttpRequest) -> bytes | None:
-        """The raw body if it may be JSON (read now, so RequestDataTooBig surfaces here)."""
+        """The raw body if it may be JSON, read now so RequestDataTooBig surfaces here; a
+        form POST is parsed now instead (multipart files do not count towards the limit)."""
         if request.method in ("GET", "HEAD", "OPTIONS", "TRACE"):
             return None
         content_type = request.content_type or ""
-        if content_type == "multipart/form-data":
+        if request.method == "POST" and content_type in _FORM_TYPES:
             limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-            if limit is not None and int(request.META.get("CONTENT_LENGTH") or 0) > (
-                limit + MAX_UPLOAD_BYTES
-            ):
+            try:
+                length = int(request.META.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                length = 0
+            if limit is not None and length > limit + MAX_UPLOAD_BYTES:
                 raise RequestDataTooBig
-            request.POST  # noqa: B018 (parse now: a field over the limit raises here)
-            return None
-        if content_type == "application/x-www-form-urlencoded":
-            request.POST  # noqa: B018
+            request.POST  # noqa: B018 (a field over the limit raises here)
             return None
         body = request.body
         return body if body.lstrip()[:1] in (b"{", b"[") else None
 
 
+_FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 # A JSON escape of NUL or of a surrogate (only then is the body parsed to locate it).
 _MAYBE_UNSTORABLE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F][0-9a-fA-F]{2})")
 

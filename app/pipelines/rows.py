@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
@@ -35,23 +36,6 @@ class RowError(Exception):
     def __init__(self, line: int, column: str, msg: str) -> None:
         self.line, self.column, self.msg = line, column, msg
         super().__init__(f"line {line}, column {column}: {msg}")
-
-
-class _RecordLines:
-    """Feeds ``csv.reader`` line by line and keeps the raw lines of the current record, so a
-    ``csv.Error`` (a field over the size limit) can be located by column."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self._lines = iter(stream)
-        self.record: list[str] = []
-
-    def __iter__(self) -> _RecordLines:
-        return self
-
-    def __next__(self) -> str:
-        line = next(self._lines)
-        self.record.append(line)
-        return line
 
 
 def _oversized_field(record: str, limit: int) -> int:
@@ -81,28 +65,14 @@ def _oversized_field(record: str, limit: int) -> int:
     return index
 
 
-def _csv_error(exc: csv.Error, reader, lines: _RecordLines, header: list[str]) -> RowError:
-    index = _oversized_field("".join(lines.record), csv.field_size_limit())
+def _csv_error(exc: csv.Error, stream: TextIO, after: int, upto: int, header: list[str]):
+    """A ``csv.Error`` (a field over the size limit) as a ``RowError`` with its column: the
+    raw lines of the failing record (``after`` + 1 .. ``upto``) are read again to find it."""
+    stream.seek(0)
+    record = "".join(itertools.islice(stream, after, upto))
+    index = _oversized_field(record, csv.field_size_limit())
     column = header[index] if index < len(header) else f"#{index + 1}"
-    return RowError(reader.line_num, column, str(exc))
-
-
-def _records(stream: TextIO) -> Iterator[tuple[int, list[str], list[str]]]:
-    """``(line number, values, header)`` per record; the header is the first record."""
-    lines = _RecordLines(stream)
-    reader = csv.reader(lines)
-    header: list[str] | None = None
-    while True:
-        lines.record = []
-        try:
-            values = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            raise _csv_error(exc, reader, lines, header or []) from None
-        if header is None:
-            header = [c.strip() for c in values]
-        yield reader.line_num, values, header
+    return RowError(upto, column, str(exc))
 
 
 def header_errors(header: list[str] | None) -> list[str]:
@@ -123,9 +93,11 @@ def header_errors(header: list[str] | None) -> list[str]:
 
 def read_header(stream: TextIO) -> list[str] | None:
     """The header line (``None`` for empty input); ``RowError`` if it cannot be read."""
-    for _line, values, _header in _records(stream):
-        return values
-    return None
+    reader = csv.reader(stream)
+    try:
+        return next(reader, None)
+    except csv.Error as exc:
+        raise _csv_error(exc, stream, 0, reader.line_num, []) from None
 
 
 def open_csv(text: str | None = None, path: str | None = None) -> TextIO:
@@ -148,27 +120,32 @@ def count_data_lines(text: str | None = None, path: str | None = None) -> int:
 
 def iter_csv_rows(stream: TextIO) -> Iterator[tuple[int, ProductRow]]:
     """Yield ``(line number, row)``; raise ``RowError`` at the first bad cell or line."""
-    records = _records(stream)
-    first = next(records, None)
-    if first is None:
-        return
-    header = first[2]
-    width = len(header)
-    for line, values, _header in records:
-        if not values or (len(values) == 1 and not values[0].strip()):
-            continue  # blank line
-        if len(values) != width:
-            raise RowError(line, "*", f"expected {width} values, found {len(values)}")
-        data = {
-            k: v
-            for k, v in zip(header, values, strict=True)
-            if v.strip() != "" or k in REQUIRED_COLUMNS
-        }
-        try:
-            yield line, ProductRow.model_validate(data)
-        except ValidationError as exc:
-            first_error = exc.errors()[0]
-            column = str(first_error["loc"][0]) if first_error["loc"] else "*"
-            raise RowError(
-                line, column, f"{first_error['msg']} (got {data.get(column)!r})"
-            ) from None
+    reader = csv.reader(stream)
+    header: list[str] = []
+    done = 0  # lines read up to the end of the last whole record
+    try:
+        header = [c.strip() for c in next(reader, None) or []]
+        width = len(header)
+        done = reader.line_num
+        for values in reader:
+            line = reader.line_num
+            if not values or (len(values) == 1 and not values[0].strip()):
+                done = line
+                continue  # blank line
+            if len(values) != width:
+                raise RowError(line, "*", f"expected {width} values, found {len(values)}")
+            data = {
+                k: v
+                for k, v in zip(header, values, strict=True)
+                if v.strip() != "" or k in REQUIRED_COLUMNS
+            }
+            try:
+                row = ProductRow.model_validate(data)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                column = str(first["loc"][0]) if first["loc"] else "*"
+                raise RowError(line, column, f"{first['msg']} (got {data.get(column)!r})") from None
+            yield line, row
+            done = line
+    except csv.Error as exc:
+        raise _csv_error(exc, stream, done, reader.line_num, header) from None

@@ -238,6 +238,17 @@ def test_a_body_over_the_limit_is_413_everywhere(api, operator_client, small_lim
     for path in ["/api/products", "/api/products/OLD-1/stock", "/api/auth/login", EXECUTE]:
         response = api.client.post(path, big, content_type="application/json", headers=api.headers)
         assert_refused(response, 413)
+    patch = api.client.patch(
+        "/api/products/OLD-1", big, content_type="application/json", headers=api.headers
+    )
+    assert_refused(patch, 413)
+    form = api.client.put(
+        "/api/products/OLD-1",
+        "a=" + "x" * small_limit,
+        content_type="application/x-www-form-urlencoded",
+        headers=api.headers,
+    )
+    assert_refused(form, 413)
     for path in ["/pipelines/", "/accounts/login/", "/admin/login/"]:
         response = operator_client.post(path, {"source": "x" * small_limit})
         assert response.status_code == 413, path
