@@ -17,6 +17,7 @@ from django.core.exceptions import ValidationError
 
 from app.models import Product
 from app.utils.utils import process_pipeline
+from tests.factories import ProductFactory
 
 GOOD = {"sku": "OK-1", "name": "Laptop", "price": "19.90", "stock": 3}
 
@@ -67,6 +68,11 @@ CASES = [
     ("stock", -1, False),
     ("stock", 2**31, False),
     ("stock", "abc", False),
+    # Low-stock threshold: the same range.
+    ("low_stock_threshold", 0, True),
+    ("low_stock_threshold", 2**31 - 1, True),
+    ("low_stock_threshold", -1, False),
+    ("low_stock_threshold", 2**31, False),
 ]
 
 
@@ -97,7 +103,7 @@ def via_pipeline_csv(operator, values):
 
 
 def via_admin(admin_client, values):
-    data = {**values, "low_stock_threshold": 5}
+    data = {"low_stock_threshold": 5, **values}
     for inline in ("price_history", "stock_alerts"):  # the read-only inlines' management forms
         data |= {f"{inline}-TOTAL_FORMS": 0, f"{inline}-INITIAL_FORMS": 0}
     response = admin_client.post("/admin/app/product/add/", data)
@@ -142,3 +148,33 @@ def test_every_entry_point_gives_the_same_verdict(
     if field in ("sku", "name"):
         verdicts["Product.save()"] = via_save(field, value)
     assert verdicts == dict.fromkeys(verdicts, accepted)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("delta", "accepted"),
+    [
+        (5, True),
+        (-5, True),
+        (2**31 - 1 - 100, True),
+        (2**31, False),
+        (-(2**31), False),
+        ("abc", False),
+        (1.5, False),
+    ],
+)
+def test_a_stock_delta_gets_the_same_verdict_from_the_api_and_a_pipeline(
+    api, operator, delta, accepted
+):
+    """A zero delta differs on purpose: a single stock move must move stock (the API refuses
+    it), a zero in a pipeline's map of deltas is a no-op."""
+    ProductFactory(sku="D-1", stock=100)
+    moved = api.post("/api/products/D-1/stock", {"delta": delta})
+    assert moved.status_code in (200, 201, 422), moved.content
+    Product.objects.filter(sku="D-1").update(stock=100)
+    spec = {"steps": [{"op": "adjust_stock", "deltas": {"D-1": delta}}]}
+    result = process_pipeline(spec, user=operator)
+    assert {"api": moved.status_code != 422, "pipeline": result["status"] == "succeeded"} == {
+        "api": accepted,
+        "pipeline": accepted,
+    }
