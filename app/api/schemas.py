@@ -15,9 +15,8 @@ from ninja import Schema
 from pydantic import Field, StringConstraints
 
 from ..core import domain
-from ..core.domain import MAX_STOCK, Label, SkuRef
+from ..core.domain import Label, SkuRef
 
-MAX_INT = MAX_STOCK
 MAX_ID = 2**63 - 1
 ObjectId = Annotated[int, Field(ge=1, le=MAX_ID)]
 

@@ -19,7 +19,9 @@ MAX_JSON_DEPTH = 32
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 BOM = "\ufeff"
 
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+# A JSON string; the closing quote is optional so that an unterminated string is consumed
+# once (to the end) instead of being re-scanned from every later quote (quadratic time).
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"?', re.DOTALL)
 _BRACKETS = re.compile(r"[\[\]{}]")
 _UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
 

@@ -12,7 +12,14 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models, router, transaction
 from django.db.models import Q
 
-from ..core.domain import MAX_STOCK, check_product_rules, validate_name, validate_sku
+from ..core.domain import (
+    MAX_STOCK,
+    NAME_MAX_LENGTH,
+    SKU_MAX_LENGTH,
+    check_product_rules,
+    validate_name,
+    validate_sku,
+)
 from ..services.encoding import FastJSONEncoder
 from .querysets import ProductQuerySet
 
@@ -26,8 +33,8 @@ def default_low_stock_threshold() -> int:
 
 class Product(models.Model):
     # Field rules: app.core.domain (the API, pipelines and forms use the same functions).
-    sku = models.CharField(max_length=64, unique=True, validators=[validate_sku])
-    name = models.CharField(max_length=200, validators=[validate_name])
+    sku = models.CharField(max_length=SKU_MAX_LENGTH, unique=True, validators=[validate_sku])
+    name = models.CharField(max_length=NAME_MAX_LENGTH, validators=[validate_name])
     price = models.DecimalField(max_digits=12, decimal_places=2, validators=[MinValueValidator(0)])
     stock = models.IntegerField(
         default=0, validators=[MinValueValidator(0), MaxValueValidator(MAX_STOCK)]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -286,3 +287,14 @@ def test_nul_everywhere_on_postgresql(api, operator_client):
         "name",
     ]
     assert not Product.objects.exists()
+
+
+def test_the_depth_check_is_linear_on_unterminated_strings(api):
+    """Escaped quotes in a never-closed string: the depth scan reads them once."""
+    body = '["' + '\\"' * 500_000
+    started = time.monotonic()
+    response = api.client.post(
+        "/api/products", body, content_type="application/json", headers=api.headers
+    )
+    assert response.status_code == 400
+    assert time.monotonic() - started < 5
