@@ -65,6 +65,12 @@ def test_api_reads_changes_and_deletes_a_legacy_sku(api, sku):
     assert (product.price, product.stock) == (Decimal("7.50"), 9)
     assert PriceHistory.objects.filter(product=product, new_price=Decimal("7.50")).exists()
 
+    if "/" not in sku:  # the sub-resources take one path segment
+        moved = api.post(url_of(sku) + "/stock", {"delta": 1})
+        assert moved.status_code in (200, 201), moved.content
+        history = api.get(url_of(sku) + "/price-history")
+        assert history.status_code == 200 and history.json()["count"] == 1
+
     assert api.delete(url_of(sku)).status_code == 204
     assert not Product.objects.filter(pk=product.pk).exists()
 
