@@ -12,6 +12,7 @@ from .models import (
 )
 from .services import alerts
 from .services.tokens import revoke_token
+from .web.forms import ProductForm
 
 
 class ReadOnlyAdminMixin:
@@ -61,6 +62,7 @@ class StockAlertInline(ReadOnlyAdminMixin, admin.TabularInline):
 
 @admin.register(Product)
 class ProductAdmin(admin.ModelAdmin):
+    form = ProductForm  # SKU and name rules as at every entry point (app.core.domain)
     list_display = ["sku", "name", "price", "stock", "low_stock_threshold", "updated_at"]
     list_filter = [LowStockFilter]
     search_fields = ["sku", "name"]

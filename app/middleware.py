@@ -1,10 +1,24 @@
-"""Attribute every write made while serving a request to its user and entry point."""
+"""Attribute every write made while serving a request to its user and entry point, give each
+request an id (``RequestIdMiddleware``), refuse malformed input (``InputGuardMiddleware``)."""
 
+import contextlib
+import json
+import re
 from collections.abc import Callable
 
-from django.http import HttpRequest, HttpResponse
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from . import request_id
+from .core.inputs import (
+    MAX_JSON_DEPTH,
+    MAX_UPLOAD_BYTES,
+    control_char_problem,
+    json_depth,
+    json_depth_message,
+    unstorable_path,
+)
 from .services.context import change_context
 
 
@@ -43,3 +57,102 @@ class RequestIdMiddleware:
             request_id.current.reset(token)
         response[request_id.HEADER] = request.request_id
         return response
+
+
+class InputGuardMiddleware:
+    """Refuse malformed input before any view, in one place, with a clear 4xx:
+
+    * a body over ``DATA_UPLOAD_MAX_MEMORY_SIZE`` (multipart: ``MAX_UPLOAD_BYTES`` more for
+      the file) -> 413;
+    * NUL in the URL path, or a control character in a query parameter -> 400 naming it;
+    * JSON nested deeper than ``MAX_JSON_DEPTH`` -> 400;
+    * NUL or a lone surrogate in a JSON body (no database stores them) -> 400 naming its
+      location, except for views that record refused input themselves
+      (``records_refused_input = True``: the pipeline execute view records the run).
+
+    Other control characters in a path are left to the URL's parameter types, so a legacy
+    product whose SKU holds a tab stays reachable. Field rules live in ``app.core.domain``.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        refusal = self._refusal(request)
+        if refusal is not None:
+            return _refuse(request, *refusal)
+        return self.get_response(request)
+
+    def process_view(self, request: HttpRequest, view_func, view_args, view_kwargs):
+        view_class = getattr(view_func, "view_class", view_func)
+        if getattr(view_class, "records_refused_input", False):
+            return None
+        data = getattr(request, "_input_guard_json", None)
+        if data is None:
+            return None
+        found = unstorable_path(data)
+        if found is None:
+            return None
+        loc, char = found
+        return _refuse(
+            request,
+            400,
+            "The JSON body holds a character that cannot be stored.",
+            ["body", *loc],
+            f"{char} is not allowed in text",
+        )
+
+    def _refusal(self, request: HttpRequest) -> tuple | None:
+        if "\x00" in request.path:
+            return 400, "The URL path holds NUL.", ["path"], "NUL is not allowed in a URL path"
+        try:
+            for key, values in request.GET.lists():
+                for value in [key, *values]:
+                    problem = control_char_problem(value, what=f"query parameter {key!r}")
+                    if problem:
+                        return 400, "Invalid query string.", ["query", key], problem
+            body = self._read_body(request)
+        except RequestDataTooBig:
+            limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+            return 413, f"Request body too large (limit {limit} bytes).", [], ""
+        if body is None:
+            return None
+        if json_depth(body) > MAX_JSON_DEPTH:
+            return 400, json_depth_message() + ".", ["body"], json_depth_message()
+        if _MAYBE_UNSTORABLE.search(body):
+            with contextlib.suppress(ValueError, UnicodeDecodeError):  # the view reports it
+                request._input_guard_json = json.loads(body)
+        return None
+
+    @staticmethod
+    def _read_body(request: HttpRequest) -> bytes | None:
+        """The raw body if it may be JSON, read now so RequestDataTooBig surfaces here; a
+        form POST is parsed now instead (multipart files do not count towards the limit)."""
+        if request.method in ("GET", "HEAD", "OPTIONS", "TRACE"):
+            return None
+        content_type = request.content_type or ""
+        if request.method == "POST" and content_type in _FORM_TYPES:
+            limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+            try:
+                length = int(request.META.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                length = 0
+            if limit is not None and length > limit + MAX_UPLOAD_BYTES:
+                raise RequestDataTooBig
+            request.POST  # noqa: B018 (a field over the limit raises here)
+            return None
+        body = request.body
+        return body if body.lstrip()[:1] in (b"{", b"[") else None
+
+
+_FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+# A JSON escape of NUL or of a surrogate (only then is the body parsed to locate it).
+_MAYBE_UNSTORABLE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F][0-9a-fA-F]{2})")
+
+
+def _refuse(request: HttpRequest, status: int, detail: str, loc: list, msg: str) -> HttpResponse:
+    errors = [{"loc": loc, "msg": msg}] if msg else []
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": detail, "errors": errors}, status=status)
+    text = detail if not msg else f"{detail} {msg}."
+    return HttpResponse(text, status=status, content_type="text/plain; charset=utf-8")

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, JsonResponse
+from django.http.request import RawPostDataException
 from django.middleware.csrf import CsrfViewMiddleware
 from django.utils.decorators import method_decorator
 from django.views import View
@@ -47,6 +48,9 @@ class ExecutePipelineView(View):
     """
 
     http_method_names = ["post"]
+    # NUL in a spec reaches the pipeline, which records the run and refuses it (400).
+    # Oversized bodies (413) and too deep JSON (400) are refused by InputGuardMiddleware.
+    records_refused_input = True
 
     def post(self, request: HttpRequest) -> JsonResponse:
         # A bearer token decides alone (no CSRF: browsers never send it by themselves);
@@ -70,6 +74,8 @@ class ExecutePipelineView(View):
             data = json.loads(request.body)
         except RequestDataTooBig:
             return error_response(413, "Request body too large; use the run_pipeline command.")
+        except RawPostDataException:  # a form or multipart body, already parsed
+            return error_response(400, "Send the spec as a JSON body.")
         except (ValueError, UnicodeDecodeError) as exc:
             return error_response(400, "Body is not valid JSON.", [{"loc": [], "msg": str(exc)}])
         result = process_pipeline(data, user=user)

@@ -19,18 +19,18 @@ TEMPLATE = ROOT / "deploy" / "nginx.conf.template"
 
 
 def client_max_body_size() -> int:
-    """The largest request body Django accepts: JSON/form bodies up to
-    DATA_UPLOAD_MAX_MEMORY_SIZE, pipeline uploads up to MAX_UPLOAD_BYTES, plus room for the
-    multipart form around an upload. Anything larger nginx refuses with 413 itself."""
+    """The largest request body Django accepts (``InputGuardMiddleware``): a multipart
+    upload of MAX_UPLOAD_BYTES plus DATA_UPLOAD_MAX_MEMORY_SIZE of form fields. Anything
+    larger nginx refuses with 413 itself."""
     import django
 
     sys.path.insert(0, str(ROOT))
     django.setup()
     from django.conf import settings
 
-    from app.web.forms import MAX_UPLOAD_BYTES
+    from app.core.inputs import MAX_UPLOAD_BYTES
 
-    return max(settings.DATA_UPLOAD_MAX_MEMORY_SIZE or 0, MAX_UPLOAD_BYTES) + 1024 * 1024
+    return (settings.DATA_UPLOAD_MAX_MEMORY_SIZE or 0) + MAX_UPLOAD_BYTES
 
 
 def ipv6_available() -> bool:

@@ -18,9 +18,9 @@ api = StockpipeAPI(
 errors.install(api)
 api.add_decorator(auth.attribute_to_auth_user)
 api.add_router("/auth", auth.router)
-api.add_router("/products", products.router)
 api.add_router("/products", stock.router)
 api.add_router("/products", history.router)
+api.add_router("/products", products.router)  # last: /products/{anysku:sku} matches "/"
 api.add_router("/alerts", alerts.router)
 api.add_router("/pipelines", pipelines.router)
 api.add_router("/tokens", tokens.router)

@@ -16,6 +16,7 @@ from ninja import Router, Status
 from ninja.errors import HttpError
 from pydantic import Field
 
+from ..core import converters  # noqa: F401 (registers <anysku:...>)
 from ..models import Product
 from ..services import product_cache
 from ..services.omnibus import Reduction
@@ -69,8 +70,10 @@ def _product_key(request: HttpRequest) -> list[str]:
 DETAIL_AUTH = [BearerToken(read_ahead=_product_key), session]
 
 
+# ``{anysku:sku}``: any stored SKU, percent-encoded, "/" and line breaks included (legacy rows).
+# This router is mounted after the /products/{sku}/... routers, which therefore match first.
 @router.get(
-    "/{sku}", response={200: ProductDetailOut, **responses(401, 404, 422)}, auth=DETAIL_AUTH
+    "/{anysku:sku}", response={200: ProductDetailOut, **responses(401, 404, 422)}, auth=DETAIL_AUTH
 )
 def get_product(request: HttpRequest, sku: Sku):
     """A product with its Omnibus prior price. Served from the shared cache when there is
@@ -105,7 +108,7 @@ def create_product(request: HttpRequest, payload: ProductIn):
     return Status(201, product)
 
 
-@router.patch("/{sku}", response={200: ProductOut, **responses(400, 401, 403, 404, 422)})
+@router.patch("/{anysku:sku}", response={200: ProductOut, **responses(400, 401, 403, 404, 422)})
 def update_product(request: HttpRequest, payload: ProductPatch, sku: Sku):
     """Change name, price, stock (absolute; use the stock endpoint for moves) or threshold."""
     require_perm(request, "app.change_product")
@@ -119,7 +122,7 @@ def update_product(request: HttpRequest, payload: ProductPatch, sku: Sku):
     return product
 
 
-@router.delete("/{sku}", response={204: None, **responses(401, 403, 404, 422)})
+@router.delete("/{anysku:sku}", response={204: None, **responses(401, 403, 404, 422)})
 def delete_product(request: HttpRequest, sku: Sku):
     require_perm(request, "app.delete_product")
     with transaction.atomic():

@@ -12,34 +12,24 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from ninja import Schema
-from pydantic import Field, StringConstraints, WithJsonSchema
+from pydantic import Field, StringConstraints
 
-MAX_INT = 2**31 - 1
+from ..core import domain
+from ..core.domain import Label, SkuRef
+
 MAX_ID = 2**63 - 1
 ObjectId = Annotated[int, Field(ge=1, le=MAX_ID)]
 
-# A SKU as it appears in a URL: no control characters and no "/" (it is one path segment).
-SKU_PATTERN = r"^[^\x00-\x1f\x7f/]+$"
-Sku = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=SKU_PATTERN)]
-Text200 = Annotated[str, StringConstraints(max_length=200, pattern=r"^[^\x00]*$")]
-Name = Annotated[
-    str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00]*\S[^\x00]*$")
-]
-Price = Annotated[
-    Decimal,
-    Field(ge=0, max_digits=12, decimal_places=2),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "number", "minimum": 0, "maximum": 9999999999.99},
-                {"type": "string", "pattern": r"^[0-9]{1,10}(\.[0-9]{1,2})?$"},
-            ],
-            "description": "Up to 10 digits and 2 decimals, not negative.",
-        }
-    ),
-]
-StockLevel = Annotated[int, Field(ge=0, le=MAX_INT)]
-Threshold = Annotated[int, Field(ge=0, le=MAX_INT)]
+# Field rules are the domain's (app.core.domain), shared with the pipelines, forms and models.
+# ``Sku`` here is a SKU in a URL path or filter: any stored SKU, so legacy products whose SKU
+# breaks today's rule stay reachable; a product is created only with a ``NewSku``.
+Sku = SkuRef
+NewSku = domain.Sku
+Name = domain.Name
+Price = domain.Price
+StockLevel = domain.Stock
+Threshold = domain.Threshold
+Text200 = Label
 
 
 class Page(Schema):
@@ -97,7 +87,7 @@ class ProductPage(Schema):
 
 
 class ProductIn(Schema):
-    sku: Sku
+    sku: NewSku
     name: Name
     price: Price
     stock: StockLevel = 0
@@ -117,7 +107,7 @@ class ProductPatch(Schema):
 
 
 class StockIn(Schema):
-    delta: Annotated[int, Field(ge=-MAX_INT, le=MAX_INT)] = Field(
+    delta: domain.Delta = Field(
         description="Units to add (positive) or remove (negative); not zero."
     )
     reason: Text200 = ""

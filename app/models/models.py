@@ -8,16 +8,23 @@ tracking as ``save()`` (see ``app.services.tracking``).
 from __future__ import annotations
 
 from django.conf import settings
-from django.core.validators import MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models, router, transaction
 from django.db.models import Q
 
+from ..core.domain import (
+    MAX_STOCK,
+    NAME_MAX_LENGTH,
+    SKU_MAX_LENGTH,
+    check_product_rules,
+    validate_name,
+    validate_sku,
+)
 from ..services.encoding import FastJSONEncoder
 from .querysets import ProductQuerySet
 
 TRACKED_FIELDS = ("price", "stock", "low_stock_threshold")
-# Product.stock is a 32-bit integer column (PostgreSQL): no stock may exceed this.
-MAX_STOCK = 2**31 - 1
+# MAX_STOCK (re-exported by app.models) lives with the other field rules in app.core.domain.
 
 
 def default_low_stock_threshold() -> int:
@@ -25,11 +32,16 @@ def default_low_stock_threshold() -> int:
 
 
 class Product(models.Model):
-    sku = models.CharField(max_length=64, unique=True)
-    name = models.CharField(max_length=200)
+    # Field rules: app.core.domain (the API, pipelines and forms use the same functions).
+    sku = models.CharField(max_length=SKU_MAX_LENGTH, unique=True, validators=[validate_sku])
+    name = models.CharField(max_length=NAME_MAX_LENGTH, validators=[validate_name])
     price = models.DecimalField(max_digits=12, decimal_places=2, validators=[MinValueValidator(0)])
-    stock = models.IntegerField(default=0, validators=[MinValueValidator(0)])
-    low_stock_threshold = models.PositiveIntegerField(default=default_low_stock_threshold)
+    stock = models.IntegerField(
+        default=0, validators=[MinValueValidator(0), MaxValueValidator(MAX_STOCK)]
+    )
+    low_stock_threshold = models.PositiveIntegerField(
+        default=default_low_stock_threshold, validators=[MaxValueValidator(MAX_STOCK)]
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -75,6 +87,8 @@ class Product(models.Model):
         self._before_write = None
 
     def save(self, *args, **kwargs) -> None:
+        # SKU and name rules (app.core.domain); a legacy row's unchanged values pass.
+        check_product_rules(self, kwargs.get("update_fields"))
         using = kwargs.get("using") or router.db_for_write(type(self), instance=self)
         if (
             kwargs.get("update_fields") is None

@@ -2,50 +2,35 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    StringConstraints,
-    model_validator,
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# The field rules are the domain's (app.core.domain), shared with the API, forms and models:
+# rows that create or update a product use ``Sku``/``Name``; steps that name existing
+# products use ``SkuRef`` (any stored SKU, so legacy rows can still be changed or deleted).
+from ..core.domain import (  # noqa: F401 (re-exported for the step modules)
+    MAX_PRICE,
+    Delta,
+    Label,
+    Name,
+    Price,
+    Sku,
+    SkuRef,
+    Stock,
+    Threshold,
+    stock_adjustment_error,
 )
-
-from ..models import MAX_STOCK
-
-Sku = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-CENT = Decimal("0.01")
-# Product.price is DECIMAL(12, 2) and must not be negative; "9.9" and 9.90 both mean 9.90.
-Price = Annotated[
-    Decimal,
-    Field(ge=0, max_digits=12, decimal_places=2, allow_inf_nan=False),
-    AfterValidator(lambda d: d.quantize(CENT)),
-]
-Stock = Annotated[int, Field(ge=0, le=MAX_STOCK, strict=False)]
-Delta = Annotated[int, Field(ge=-MAX_STOCK, le=MAX_STOCK)]
-
-MAX_PRICE = Decimal("9999999999.99")
-
-
-def stock_adjustment_error(sku: str, stock: int, delta: int) -> str | None:
-    """Why ``stock + delta`` is not a stock ``sku`` may have, or ``None`` if it is one."""
-    new = stock + delta
-    if new < 0:
-        return f"stock of {sku} would go negative: {stock} {delta:+d} = {new}"
-    if new > MAX_STOCK:
-        return f"stock of {sku} would exceed {MAX_STOCK}"
-    return None
 
 
 class StepFailure(Exception):
-    """A business rule failed while a step ran: the whole run is rolled back (HTTP 422)."""
+    """A step failed: the whole run is rolled back. ``kind`` is ``failed`` for a business
+    rule (HTTP 422) and ``invalid`` for input found bad while streaming it, such as a CSV
+    cell (HTTP 400, like the same value in a JSON row)."""
 
-    def __init__(self, errors: list[dict[str, Any]]) -> None:
+    def __init__(self, errors: list[dict[str, Any]], kind: str = "failed") -> None:
         self.errors = errors
+        self.kind = kind
         super().__init__("; ".join(e["msg"] for e in errors))
 
 
@@ -56,8 +41,8 @@ class Strict(BaseModel):
 class Select(Strict):
     """Which products a step applies to: exactly one of ``skus``, ``sku_prefix``, ``all``."""
 
-    skus: list[Sku] | None = Field(default=None, min_length=1)
-    sku_prefix: Sku | None = None
+    skus: list[SkuRef] | None = Field(default=None, min_length=1)
+    sku_prefix: SkuRef | None = None
     all: Literal[True] | None = None
 
     @model_validator(mode="after")

@@ -1,20 +1,24 @@
 """Product rows for ``upsert_products``: one model validates JSON rows and CSV rows alike.
 
 CSV is read as a stream (``csv.reader`` over a file or string buffer), so memory stays flat
-however many rows a feed has; a bad cell fails the step with its line and column.
+however many rows a feed has; a bad cell, a malformed line or a field over the csv module's
+size limit fails the step with its line and column. A leading byte order mark is dropped
+wherever CSV text enters (``open_csv``), pasted or uploaded alike.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
 from pydantic import ValidationError
 
-from .base import Name, Price, Sku, Stock, Strict
+from ..core.inputs import strip_bom
+from .base import Name, Price, Sku, Stock, Strict, Threshold
 
 REQUIRED_COLUMNS = ("sku", "name", "price")
 OPTIONAL_COLUMNS = ("stock", "low_stock_threshold")
@@ -25,7 +29,50 @@ class ProductRow(Strict):
     name: Name
     price: Price
     stock: Stock | None = None
-    low_stock_threshold: Stock | None = None
+    low_stock_threshold: Threshold | None = None
+
+
+class RowError(Exception):
+    def __init__(self, line: int, column: str, msg: str) -> None:
+        self.line, self.column, self.msg = line, column, msg
+        super().__init__(f"line {line}, column {column}: {msg}")
+
+
+def _oversized_field(record: str, limit: int) -> int:
+    """Index of the first field of a raw CSV record (excel dialect) longer than ``limit``."""
+    index = size = 0
+    quoted = False
+    i = 0
+    while i < len(record):
+        ch = record[i]
+        if quoted:
+            if ch == '"' and record[i + 1 : i + 2] == '"':
+                size += 1
+                i += 1
+            elif ch == '"':
+                quoted = False
+            else:
+                size += 1
+        elif ch == '"' and size == 0:
+            quoted = True
+        elif ch == ",":
+            index, size = index + 1, 0
+        elif ch not in "\r\n":
+            size += 1
+        if size > limit:
+            break
+        i += 1
+    return index
+
+
+def _csv_error(exc: csv.Error, stream: TextIO, after: int, upto: int, header: list[str]):
+    """A ``csv.Error`` (a field over the size limit) as a ``RowError`` with its column: the
+    raw lines of the failing record (``after`` + 1 .. ``upto``) are read again to find it."""
+    stream.seek(0)
+    record = "".join(itertools.islice(stream, after, upto))
+    index = _oversized_field(record, csv.field_size_limit())
+    column = header[index] if index < len(header) else f"#{index + 1}"
+    return RowError(upto, column, str(exc))
 
 
 def header_errors(header: list[str] | None) -> list[str]:
@@ -45,13 +92,18 @@ def header_errors(header: list[str] | None) -> list[str]:
 
 
 def read_header(stream: TextIO) -> list[str] | None:
-    return next(csv.reader(stream), None)
+    """The header line (``None`` for empty input); ``RowError`` if it cannot be read."""
+    reader = csv.reader(stream)
+    try:
+        return next(reader, None)
+    except csv.Error as exc:
+        raise _csv_error(exc, stream, 0, reader.line_num, []) from None
 
 
 def open_csv(text: str | None = None, path: str | None = None) -> TextIO:
     if path is not None:
         return Path(path).open(newline="", encoding="utf-8-sig")
-    return io.StringIO(text or "", newline="")
+    return io.StringIO(strip_bom(text or ""), newline="")
 
 
 def count_data_lines(text: str | None = None, path: str | None = None) -> int:
@@ -66,31 +118,34 @@ def count_data_lines(text: str | None = None, path: str | None = None) -> int:
     return max(text.count("\n") - (1 if text.endswith("\n") else 0), 0)
 
 
-class RowError(Exception):
-    def __init__(self, line: int, column: str, msg: str) -> None:
-        self.line, self.column, self.msg = line, column, msg
-        super().__init__(f"line {line}, column {column}: {msg}")
-
-
 def iter_csv_rows(stream: TextIO) -> Iterator[tuple[int, ProductRow]]:
-    """Yield ``(line number, row)``; raise ``RowError`` at the first bad cell."""
+    """Yield ``(line number, row)``; raise ``RowError`` at the first bad cell or line."""
     reader = csv.reader(stream)
-    header = [c.strip() for c in next(reader, None) or []]
-    width = len(header)
-    for values in reader:
-        line = reader.line_num
-        if not values or (len(values) == 1 and not values[0].strip()):
-            continue  # blank line
-        if len(values) != width:
-            raise RowError(line, "*", f"expected {width} values, found {len(values)}")
-        data = {
-            k: v
-            for k, v in zip(header, values, strict=True)
-            if v.strip() != "" or k in REQUIRED_COLUMNS
-        }
-        try:
-            yield line, ProductRow.model_validate(data)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            column = str(first["loc"][0]) if first["loc"] else "*"
-            raise RowError(line, column, f"{first['msg']} (got {data.get(column)!r})") from None
+    header: list[str] = []
+    done = 0  # lines read up to the end of the last whole record
+    try:
+        header = [c.strip() for c in next(reader, None) or []]
+        width = len(header)
+        done = reader.line_num
+        for values in reader:
+            line = reader.line_num
+            if not values or (len(values) == 1 and not values[0].strip()):
+                done = line
+                continue  # blank line
+            if len(values) != width:
+                raise RowError(line, "*", f"expected {width} values, found {len(values)}")
+            data = {
+                k: v
+                for k, v in zip(header, values, strict=True)
+                if v.strip() != "" or k in REQUIRED_COLUMNS
+            }
+            try:
+                row = ProductRow.model_validate(data)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                column = str(first["loc"][0]) if first["loc"] else "*"
+                raise RowError(line, column, f"{first['msg']} (got {data.get(column)!r})") from None
+            yield line, row
+            done = line
+    except csv.Error as exc:
+        raise _csv_error(exc, stream, done, reader.line_num, header) from None

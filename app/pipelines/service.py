@@ -19,6 +19,7 @@ from django.db import router, transaction
 from django.db.models import JSONField, Value
 from django.utils import timezone
 
+from ..core.inputs import storable
 from ..models import PipelineRun, Product
 from ..services.context import change_context
 from ..webhooks.signals import pipeline_finished
@@ -62,18 +63,21 @@ def process_pipeline(
     """
     data = _as_data(spec)
     using = router.db_for_write(Product)
+    # Refused input is recorded too: NUL and lone surrogates (no database stores them) are
+    # replaced in the recorded copy; validation below refuses the original.
+    record = storable(data)
     run = PipelineRun.objects.using(using).create(
-        name=str(data.get("name", ""))[:200] if isinstance(data, dict) else "",
+        name=str(record.get("name", ""))[:200] if isinstance(record, dict) else "",
         # A JSON null spec is stored as JSON null, not SQL NULL: the run is still recorded.
-        spec=data if data is not None else Value(None, JSONField()),
+        spec=record if record is not None else Value(None, JSONField()),
         user=user if getattr(user, "is_authenticated", False) else None,
         status=PipelineRun.Status.PENDING,
-        dry_run=bool(data.get("dry_run")) if isinstance(data, dict) else False,
+        dry_run=bool(record.get("dry_run")) if isinstance(record, dict) else False,
         mode="sync"
-        if force_sync or not isinstance(data, dict)
-        else str(data.get("mode", "sync"))[:10],
+        if force_sync or not isinstance(record, dict)
+        else str(record.get("mode", "sync"))[:10],
     )
-    run.spec = data
+    run.spec = record
     try:
         parsed = validate_spec(data, allow_files=allow_files, base_dir=base_dir)
     except SpecError as exc:
@@ -153,7 +157,7 @@ def execute(
         _store(run, PipelineRun.Status.PREVIEWED, result=result)
         return result
     except StepFailure as exc:
-        return _finish_failed(run, "failed", str(exc.errors[0]["msg"]), exc.errors, started, state)
+        return _finish_failed(run, exc.kind, str(exc.errors[0]["msg"]), exc.errors, started, state)
     except _Abandoned:
         run.refresh_from_db()
         return {"run_id": run.pk, "status": run.status, "error": run.error}
@@ -223,7 +227,7 @@ def _finish_failed(
     state: RunState | None = None,
 ) -> dict[str, Any]:
     """Record the run as failed (outside the rolled-back work) and return its result."""
-    error = {"kind": kind, "detail": detail, "errors": errors}
+    error = storable({"kind": kind, "detail": detail, "errors": errors})
     result = {
         "run_id": run.pk,
         "name": run.name,

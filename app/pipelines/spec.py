@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, ValidationError
 
-from .base import Strict
+from .base import Label, Strict
 from .registry import step_types
 
 STEP_TYPES = step_types()
@@ -22,7 +22,7 @@ Step = Annotated[Union[tuple(STEP_TYPES.values())], Field(discriminator="op")]  
 class PipelineSpec(Strict):
     """An ordered list of inventory operations, validated as a whole and run all-or-nothing."""
 
-    name: str = Field(default="", max_length=200)
+    name: Label = ""
     dry_run: bool = False
     mode: Literal["sync", "async"] = "sync"
     steps: list[Step] = Field(min_length=1, max_length=1000)

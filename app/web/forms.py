@@ -7,7 +7,16 @@ from typing import Any
 
 from django import forms
 
-MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+from ..core.inputs import (
+    MAX_JSON_DEPTH,
+    MAX_UPLOAD_BYTES,
+    json_depth,
+    json_depth_message,
+    strip_bom,
+)
+from ..models import Product
+
+__all__ = ["MAX_UPLOAD_BYTES", "PipelineForm", "ProductForm", "csv_spec"]
 SPEC_HELP = (
     'Paste a pipeline spec as JSON ({"name": ..., "steps": [...]}) or CSV rows with a header '
     "line sku,name,price[,stock,low_stock_threshold]. CSV becomes one upsert_products step."
@@ -48,7 +57,8 @@ class PipelineForm(forms.Form):
 
     def clean(self):
         data = super().clean()
-        text = data.get("source") or ""
+        # A leading byte order mark (spreadsheets write one) is dropped, pasted or uploaded.
+        text = strip_bom(data.get("source") or "")
         upload = data.get("upload")
         if self.errors:
             return data
@@ -56,7 +66,7 @@ class PipelineForm(forms.Form):
             raise forms.ValidationError("Paste a spec or upload a file, not both.")
         if upload:
             try:
-                text = upload.read().decode("utf-8-sig")
+                text = strip_bom(upload.read().decode("utf-8"))
             except UnicodeDecodeError as exc:
                 self.add_error("upload", f"The file is not UTF-8 text (byte {exc.start}).")
                 return data
@@ -68,6 +78,9 @@ class PipelineForm(forms.Form):
         else:
             raise forms.ValidationError("Paste a spec or CSV, or upload a file.")
         if is_json:
+            if json_depth(text) > MAX_JSON_DEPTH:
+                self.add_error(field, json_depth_message() + ".")
+                return data
             try:
                 spec = json.loads(text)
             except json.JSONDecodeError as exc:
@@ -82,3 +95,17 @@ class PipelineForm(forms.Form):
             spec = csv_spec(text, data.get("name", ""))
         data["spec"] = spec
         return data
+
+
+class ProductForm(forms.ModelForm):
+    """A product as the admin edits it. SKU and name are validated as given (not stripped),
+    by the model's field validators (``app.core.domain``), like every other entry point."""
+
+    class Meta:
+        model = Product
+        fields = ["sku", "name", "price", "stock", "low_stock_threshold"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for name in ("sku", "name"):
+            self.fields[name].strip = False

@@ -3,13 +3,14 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
+from ..core import converters  # noqa: F401 (registers <anysku:...>)
 from . import views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("dashboard/runs.json", views.runs_json, name="dashboard-runs"),
     path("products/", views.product_list, name="product-list"),
-    path("products/<path:sku>/", views.product_detail, name="product-detail"),
+    path("products/<anysku:sku>/", views.product_detail, name="product-detail"),
     path("pipelines/", views.pipeline, name="pipeline"),
     path("pipelines/runs/<int:pk>/", views.pipeline_run, name="pipeline-run"),
     path("pipelines/runs/<int:pk>/run", views.pipeline_commit, name="pipeline-commit"),

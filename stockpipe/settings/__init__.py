@@ -43,6 +43,9 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # 413 for bodies over DATA_UPLOAD_MAX_MEMORY_SIZE, 400 for NUL/control characters in the
+    # path or query and JSON nested deeper than app.core.inputs.MAX_JSON_DEPTH.
+    "app.middleware.InputGuardMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

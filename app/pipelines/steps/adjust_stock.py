@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from .. import staged
-from ..base import Delta, Sku, StepSpec, stock_adjustment_error
+from ..base import Delta, SkuRef, StepSpec, stock_adjustment_error
 from ..registry import register
 from ..writer import chunked
 
@@ -17,7 +17,7 @@ class AdjustStock(StepSpec):
     """Add each delta to the SKU's current stock; a result below zero fails the run."""
 
     op: Literal["adjust_stock"]
-    deltas: dict[Sku, Delta] = Field(min_length=1)
+    deltas: dict[SkuRef, Delta] = Field(min_length=1)
 
     def size(self, using: str) -> int:
         return len(self.deltas)

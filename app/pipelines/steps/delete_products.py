@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from ..base import Sku, StepSpec
+from ..base import SkuRef, StepSpec
 from ..registry import register
 from ..writer import chunked
 
@@ -16,7 +16,7 @@ class DeleteProducts(StepSpec):
     """Delete each listed SKU; an unknown SKU fails the run."""
 
     op: Literal["delete_products"]
-    skus: list[Sku] = Field(min_length=1)
+    skus: list[SkuRef] = Field(min_length=1)
 
     def size(self, using: str) -> int:
         return len(self.skus)

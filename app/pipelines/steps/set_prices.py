@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from .. import staged
-from ..base import Price, Sku, StepSpec
+from ..base import Price, SkuRef, StepSpec
 from ..registry import register
 from ..writer import chunked
 
@@ -17,7 +17,7 @@ class SetPrices(StepSpec):
     """Set the price of each listed SKU; an unknown SKU fails the run."""
 
     op: Literal["set_prices"]
-    prices: dict[Sku, Price] = Field(min_length=1)
+    prices: dict[SkuRef, Price] = Field(min_length=1)
 
     def size(self, using: str) -> int:
         return len(self.prices)

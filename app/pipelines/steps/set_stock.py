@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from .. import staged
-from ..base import Sku, StepSpec, Stock
+from ..base import SkuRef, StepSpec, Stock
 from ..registry import register
 from ..writer import chunked
 
@@ -17,7 +17,7 @@ class SetStock(StepSpec):
     """Set the stock of each listed SKU; an unknown SKU fails the run."""
 
     op: Literal["set_stock"]
-    stock: dict[Sku, Stock] = Field(min_length=1)
+    stock: dict[SkuRef, Stock] = Field(min_length=1)
 
     def size(self, using: str) -> int:
         return len(self.stock)

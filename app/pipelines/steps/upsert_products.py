@@ -41,7 +41,10 @@ class UpsertProducts(StepSpec):
     @classmethod
     def _csv_header(cls, value: str | None) -> str | None:
         if value is not None:
-            errors = header_errors(read_header(open_csv(text=value)))
+            try:
+                errors = header_errors(read_header(open_csv(text=value)))
+            except RowError as exc:
+                raise ValueError(str(exc)) from None
             if errors:
                 raise ValueError("; ".join(errors))
         return value
@@ -58,7 +61,10 @@ class UpsertProducts(StepSpec):
         if not path.is_file():
             raise ValueError(f"no such file: {path}")
         with open_csv(path=str(path)) as stream:
-            errors = header_errors(read_header(stream))
+            try:
+                errors = header_errors(read_header(stream))
+            except RowError as exc:
+                raise ValueError(str(exc)) from None
         if errors:
             raise ValueError("; ".join(errors))
         return str(path.resolve())
@@ -85,14 +91,11 @@ class UpsertProducts(StepSpec):
                 for _line, row in iter_csv_rows(stream):
                     yield row
             except RowError as exc:
-                raise unit.failure(
-                    [
-                        (
-                            (key, exc.line, exc.column),
-                            f"line {exc.line}, column {exc.column}: {exc.msg}",
-                        )
-                    ]
-                ) from None
+                # Bad input, as the same value in a JSON row would be (400), not a business
+                # failure; the run is still recorded.
+                failure = unit.failure([((key, exc.line, exc.column), str(exc))])
+                failure.kind = "invalid"
+                raise failure from None
 
     def run(self, unit) -> None:
         chunk: dict[str, ProductRow] = {}

@@ -1,0 +1,292 @@
+"""The product's field rules, defined once for every entry point.
+
+Each rule is a plain function ``<field>_problem(value) -> str | None`` (why the value is
+refused, or ``None``). The API schemas, the pipeline spec (JSON rows and CSV cells), the
+web and admin forms (through the model field validators) and ``Product.save()`` all call
+these functions, so they accept and refuse exactly the same values:
+
+* SKU: 1..64 characters, printable, no whitespace, no ``/``, not ``.`` or ``..`` (a SKU is
+  one URL path segment and appears in e-mail subjects and CSV files);
+* name: 1..200 characters, not blank, no control characters (line breaks, tabs, NUL, ...),
+  no line or paragraph separators;
+* price: a finite decimal, not negative, at most 12 digits of which at most 2 decimals;
+* stock and low-stock threshold: integers from 0 to ``MAX_STOCK``;
+* stock delta: an integer whose magnitude is at most ``MAX_STOCK``.
+
+Values are never altered to make them pass (no stripping): what is stored is what was sent.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any
+
+from django.core import validators as django_validators
+from django.core.exceptions import ValidationError as DjangoValidationError
+from pydantic import AfterValidator, Field, WithJsonSchema
+from pydantic_core import PydanticCustomError
+
+SKU_MAX_LENGTH = 64
+NAME_MAX_LENGTH = 200
+LABEL_MAX_LENGTH = 200
+# Product.stock is a 32-bit integer column (PostgreSQL): no stock may exceed this.
+MAX_STOCK = 2**31 - 1
+PRICE_MAX_DIGITS = 12
+PRICE_DECIMAL_PLACES = 2
+MAX_PRICE = Decimal("9999999999.99")
+CENT = Decimal("0.01")
+
+# What no name or label may contain: the Unicode categories Cc (controls: C0, DEL, C1, so
+# line breaks, tabs, NUL...), Cs (lone surrogates, not storable as UTF-8), Zl and Zp (line
+# and paragraph separators), written out as a character class (checked per row, so fast).
+_FORBIDDEN_IN_TEXT = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+# The common SKU, checked without a per-character loop: printable ASCII except space and "/".
+_PLAIN_SKU = re.compile(rf"[\x21-\x2e\x30-\x7e]{{1,{SKU_MAX_LENGTH}}}")
+_CHAR_NAMES = {
+    "\x00": "NUL",
+    "\t": "a tab",
+    "\n": "a line break",
+    "\r": "a carriage return",
+    " ": "a space",
+}
+
+
+def describe_char(ch: str) -> str:
+    """A readable name of a character for error messages (``a line break``, ``U+200B``)."""
+    return _CHAR_NAMES.get(ch) or f"U+{ord(ch):04X}"
+
+
+def text_problem(value: Any, *, what: str, max_length: int, allow_empty: bool) -> str | None:
+    """Single-line text: no control characters, line breaks or lone surrogates."""
+    if not isinstance(value, str):
+        return f"{what} must be text"
+    if not allow_empty and not value.strip():
+        return f"{what} must not be empty or blank"
+    if len(value) > max_length:
+        return f"{what} must be at most {max_length} characters (it has {len(value)})"
+    found = _FORBIDDEN_IN_TEXT.search(value)
+    if found:
+        return (
+            f"{what} must not contain control characters or line breaks "
+            f"({describe_char(found.group())} at character {found.start() + 1})"
+        )
+    return None
+
+
+def sku_problem(value: Any) -> str | None:
+    """Why ``value`` is not a SKU a product may be given, or ``None``."""
+    if not isinstance(value, str):
+        return "SKU must be text"
+    if _PLAIN_SKU.fullmatch(value) and value not in (".", ".."):
+        return None
+    if not value:
+        return "SKU must not be empty"
+    if len(value) > SKU_MAX_LENGTH:
+        return f"SKU must be at most {SKU_MAX_LENGTH} characters (it has {len(value)})"
+    if value in (".", ".."):
+        return "SKU must not be '.' or '..'"
+    for position, ch in enumerate(value, start=1):
+        if ch == "/":
+            return f"SKU must not contain '/' (at character {position})"
+        if ch.isspace():
+            return f"SKU must not contain whitespace ({describe_char(ch)} at character {position})"
+        if not ch.isprintable():
+            return (
+                "SKU must contain only printable characters "
+                f"({describe_char(ch)} at character {position})"
+            )
+    return None
+
+
+def name_problem(value: Any) -> str | None:
+    """Why ``value`` is not a product name, or ``None``."""
+    return text_problem(value, what="name", max_length=NAME_MAX_LENGTH, allow_empty=False)
+
+
+def label_problem(value: Any) -> str | None:
+    """Free single-line text such as a run name or a stock move's reason (may be empty)."""
+    return text_problem(value, what="text", max_length=LABEL_MAX_LENGTH, allow_empty=True)
+
+
+def sku_ref_problem(value: Any) -> str | None:
+    """A SKU that names an existing product (lookups, filters): any stored SKU, legacy ones
+    that break today's rule included, but never NUL or a lone surrogate (not storable)."""
+    if not isinstance(value, str):
+        return "SKU must be text"
+    if not value:
+        return "SKU must not be empty"
+    if len(value) > SKU_MAX_LENGTH:
+        return f"SKU must be at most {SKU_MAX_LENGTH} characters (it has {len(value)})"
+    return unstorable_problem(value, what="SKU")
+
+
+def unstorable_problem(value: str, *, what: str = "text") -> str | None:
+    """Characters no database text column takes (PostgreSQL refuses NUL; lone surrogates
+    cannot be encoded as UTF-8)."""
+    found = _UNSTORABLE.search(value)
+    if found:
+        return f"{what} must not contain {describe_char(found.group())} (at character {found.start() + 1})"
+    return None
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_DECIMAL = django_validators.DecimalValidator(PRICE_MAX_DIGITS, PRICE_DECIMAL_PLACES)
+
+
+def price_problem(value: Any) -> str | None:
+    """Why ``value`` (a ``Decimal``) is not a price; Django's ``DecimalValidator`` decides the
+    digit counts, so the model, the admin and the API count them alike (``9.990`` has 3
+    decimals)."""
+    if not isinstance(value, Decimal):
+        try:
+            value = Decimal(str(value))
+        except (InvalidOperation, ValueError):
+            return "price must be a decimal number"
+    if not value.is_finite():
+        return "price must be a finite number"
+    if value < 0:
+        return "price must not be negative"
+    _sign, digits, exponent = value.as_tuple()
+    if -PRICE_DECIMAL_PLACES <= exponent <= 0 and len(digits) + exponent <= (
+        PRICE_MAX_DIGITS - PRICE_DECIMAL_PLACES
+    ):
+        return None  # the common case, without the validator's work
+    try:
+        _DECIMAL(value)
+    except DjangoValidationError as exc:
+        return "price: " + " ".join(exc.messages)
+    return None
+
+
+def stock_adjustment_error(sku: str, stock: int, delta: int) -> str | None:
+    """Why ``stock + delta`` is not a stock ``sku`` may have, or ``None`` if it is one."""
+    new = stock + delta
+    if new < 0:
+        return f"stock of {sku} would go negative: {stock} {delta:+d} = {new}"
+    if new > MAX_STOCK:
+        return f"stock of {sku} would exceed {MAX_STOCK}"
+    return None
+
+
+# --- Django: model field validators (run by full_clean, ModelForms and the admin) ------------
+
+
+def validate_sku(value: Any) -> None:
+    """Model/form validator for ``Product.sku``."""
+    message = sku_problem(value)
+    if message:
+        raise DjangoValidationError(message, code="invalid_sku")
+
+
+def validate_name(value: Any) -> None:
+    """Model/form validator for ``Product.name``."""
+    message = name_problem(value)
+    if message:
+        raise DjangoValidationError(message, code="invalid_name")
+
+
+def check_product_rules(product: Any, update_fields: Any = None) -> None:
+    """Refuse to save a product whose SKU or name breaks its rule (``Product.save()``).
+
+    Only values being written and changed since the row was read are checked, so a legacy row
+    whose stored SKU breaks today's rule can still have its stock or price changed.
+    """
+    loaded = getattr(product, "_loaded", None) or {}
+    errors = {}
+    for field, problem in (("sku", sku_problem), ("name", name_problem)):
+        if update_fields is not None and field not in update_fields:
+            continue
+        value = getattr(product, field)
+        if field in loaded and loaded[field] == value and not product._state.adding:
+            continue
+        message = problem(value)
+        if message:
+            errors[field] = [message]
+    if errors:
+        raise DjangoValidationError(errors)
+
+
+# --- pydantic: the API schemas and the pipeline spec --------------------------------------------
+
+
+def _pydantic_check(problem):
+    def check(value: Any) -> Any:
+        message = problem(value)
+        if message:
+            raise PydanticCustomError("invalid_value", "{reason}", {"reason": message})
+        return value
+
+    return check
+
+
+SKU_SCHEMA = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": SKU_MAX_LENGTH,
+    "pattern": r"^[^\s/\x00-\x1f\x7f-\x9f]+$",
+    "description": "1 to 64 printable characters, no whitespace and no '/'.",
+}
+NAME_SCHEMA = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": NAME_MAX_LENGTH,
+    "pattern": r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]*\S[^\x00-\x1f\x7f-\x9f\u2028\u2029]*$",
+    "description": "1 to 200 characters, not blank, no control characters or line breaks.",
+}
+
+Sku = Annotated[str, AfterValidator(_pydantic_check(sku_problem)), WithJsonSchema(SKU_SCHEMA)]
+Name = Annotated[str, AfterValidator(_pydantic_check(name_problem)), WithJsonSchema(NAME_SCHEMA)]
+SkuRef = Annotated[
+    str,
+    AfterValidator(_pydantic_check(sku_ref_problem)),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": SKU_MAX_LENGTH,
+            "pattern": r"^[^\x00]+$",
+            "description": "The SKU of a product (as stored).",
+        }
+    ),
+]
+Label = Annotated[
+    str,
+    AfterValidator(_pydantic_check(label_problem)),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "maxLength": LABEL_MAX_LENGTH,
+            "pattern": r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]*$",
+        }
+    ),
+]
+
+
+def _checked_price(value: Decimal) -> Decimal:
+    sign, digits, exponent = value.as_tuple()
+    if not sign and exponent in (-2, -1, 0) and len(digits) + exponent <= 10:
+        return value if exponent == -2 else value.quantize(CENT)  # the common case, fast
+    message = price_problem(value)
+    if message:
+        raise PydanticCustomError("invalid_value", "{reason}", {"reason": message})
+    return value.quantize(CENT)  # "9.9" and 9.90 both mean 9.90
+
+
+Price = Annotated[
+    Decimal,
+    Field(allow_inf_nan=False),
+    AfterValidator(_checked_price),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0, "maximum": float(MAX_PRICE)},
+                {"type": "string", "pattern": r"^[0-9]{1,10}(\.[0-9]{1,2})?$"},
+            ],
+            "description": "Up to 10 digits and 2 decimals, not negative.",
+        }
+    ),
+]
+Stock = Annotated[int, Field(ge=0, le=MAX_STOCK)]
+Threshold = Annotated[int, Field(ge=0, le=MAX_STOCK)]
+Delta = Annotated[int, Field(ge=-MAX_STOCK, le=MAX_STOCK)]
