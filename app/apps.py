@@ -13,17 +13,36 @@ class InventoryConfig(AppConfig):
 
         from . import receivers
         from .models import ApiToken, PipelineRun, Product, StockAlert, WebhookSubscription
-        from .services.alerts import alerts_opened, alerts_resolved
+        from .services import alerts, product_cache
+        from .signals import alerts_opened, alerts_resolved, pipeline_finished
+        from .tracking import effects, history
+        from .webhooks import outbox
         from .webhooks import receivers as webhooks
-        from .webhooks.signals import pipeline_finished
 
-        # Webhook outbox receivers first: a product's event precedes the alert it causes.
+        # The change pipeline: what every product write does, in this order. Webhook
+        # product events come before alerts, so a product's own event precedes the
+        # stock.low / stock.restored event its change causes. A new effect is one more
+        # ``effects.register(name, effect)``: it then sees every write path.
+        effects.register("history", history.record_history)
+        effects.register("webhooks", outbox.record_product_changes)
+        effects.register("alerts", alerts.check_thresholds)
+        effects.register("cache", product_cache.invalidate_changes)
+
+        # Adapters from Product's signals to the change pipeline (app.receivers).
+        pre_save.connect(
+            receivers.product_pre_save, sender=Product, dispatch_uid="app.product_pre_save"
+        )
         post_save.connect(
-            webhooks.product_saved, sender=Product, dispatch_uid="webhooks.product_saved"
+            receivers.product_post_save, sender=Product, dispatch_uid="app.product_post_save"
+        )
+        pre_delete.connect(
+            receivers.product_pre_delete, sender=Product, dispatch_uid="app.product_pre_delete"
         )
         post_delete.connect(
-            webhooks.product_deleted, sender=Product, dispatch_uid="webhooks.product_deleted"
+            receivers.product_post_delete, sender=Product, dispatch_uid="app.product_post_delete"
         )
+
+        # The app's own signals (app.signals) -> webhook outbox rows.
         alerts_opened.connect(
             webhooks.alerts_opened, sender=StockAlert, dispatch_uid="webhooks.alerts_opened"
         )
@@ -45,30 +64,11 @@ class InventoryConfig(AppConfig):
             sender=WebhookSubscription,
             dispatch_uid="webhooks.subscription_deleted",
         )
-        pre_save.connect(
-            receivers.product_pre_save, sender=Product, dispatch_uid="app.product_pre_save"
-        )
-        post_save.connect(
-            receivers.product_post_save, sender=Product, dispatch_uid="app.product_post_save"
-        )
-        pre_delete.connect(
-            receivers.product_pre_delete, sender=Product, dispatch_uid="app.product_pre_delete"
-        )
-        post_delete.connect(
-            receivers.product_post_delete, sender=Product, dispatch_uid="app.product_post_delete"
-        )
+
         post_save.connect(
             receivers.user_post_save, sender=get_user_model(), dispatch_uid="app.user_post_save"
         )
-        # Cached API responses and token identities (app.services.product_cache, .tokens).
-        post_save.connect(
-            receivers.product_cache_saved, sender=Product, dispatch_uid="app.product_cache_saved"
-        )
-        post_delete.connect(
-            receivers.product_cache_deleted,
-            sender=Product,
-            dispatch_uid="app.product_cache_deleted",
-        )
+        # Cached token identities (app.services.tokens).
         post_save.connect(
             receivers.api_token_saved, sender=ApiToken, dispatch_uid="app.api_token_saved"
         )
