@@ -9,7 +9,13 @@ class InventoryConfig(AppConfig):
 
     def ready(self) -> None:
         from django.contrib.auth import get_user_model
-        from django.db.models.signals import post_delete, post_save, pre_delete, pre_save
+        from django.db.models.signals import (
+            class_prepared,
+            post_delete,
+            post_save,
+            pre_delete,
+            pre_save,
+        )
 
         from . import receivers
         from .models import ApiToken, PipelineRun, Product, StockAlert, WebhookSubscription
@@ -28,19 +34,29 @@ class InventoryConfig(AppConfig):
         effects.register("alerts", alerts.check_thresholds)
         effects.register("cache", product_cache.invalidate_changes)
 
-        # Adapters from Product's signals to the change pipeline (app.receivers).
-        pre_save.connect(
-            receivers.product_pre_save, sender=Product, dispatch_uid="app.product_pre_save"
-        )
-        post_save.connect(
-            receivers.product_post_save, sender=Product, dispatch_uid="app.product_post_save"
-        )
-        pre_delete.connect(
-            receivers.product_pre_delete, sender=Product, dispatch_uid="app.product_pre_delete"
-        )
-        post_delete.connect(
-            receivers.product_post_delete, sender=Product, dispatch_uid="app.product_post_delete"
-        )
+        # Adapters from Product's signals to the change pipeline (app.receivers). Django
+        # sends a proxy model's saves and deletes with the proxy as sender: proxies of
+        # Product get the adapters too, also those defined after ready().
+        adapters = [
+            (pre_save, receivers.product_pre_save, "app.product_pre_save"),
+            (post_save, receivers.product_post_save, "app.product_post_save"),
+            (pre_delete, receivers.product_pre_delete, "app.product_pre_delete"),
+            (post_delete, receivers.product_post_delete, "app.product_post_delete"),
+        ]
+
+        def connect_adapters(model) -> None:
+            suffix = "" if model is Product else f".{model._meta.label}"
+            for signal, receiver, uid in adapters:
+                signal.connect(receiver, sender=model, dispatch_uid=uid + suffix)
+
+        def connect_proxy(sender, **kwargs) -> None:
+            if sender._meta.proxy and issubclass(sender, Product):
+                connect_adapters(sender)
+
+        connect_adapters(Product)
+        for model in self.apps.get_models():
+            connect_proxy(model)
+        class_prepared.connect(connect_proxy, dispatch_uid="app.product_proxies", weak=False)
 
         # The app's own signals (app.signals) -> webhook outbox rows.
         alerts_opened.connect(
