@@ -21,7 +21,7 @@ from django.db import DEFAULT_DB_ALIAS
 from django.utils import timezone
 
 from ..models import PriceHistory, Product
-from ..tracking.changes import CREATED, ChangeSet
+from ..tracking.changes import NOT_CREATED, ChangeSet
 from . import cache_guard
 from .omnibus import WINDOW, Reduction, current_reduction
 
@@ -44,12 +44,10 @@ def invalidate_changes(changes: ChangeSet, *, using: str = DEFAULT_DB_ALIAS) -> 
     if not cache_guard.enabled():
         return
     skus = set()
-    for change in changes.rows():
-        if change.kind != CREATED:
-            skus.add(change.sku)
-            old = change.before.get("sku")
-            if old:
-                skus.add(old)
+    for sku, old_sku in changes.values(("sku", "old_sku"), NOT_CREATED):
+        skus.add(sku)
+        if old_sku:
+            skus.add(old_sku)
     invalidate(skus, using=using)
 
 

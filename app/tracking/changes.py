@@ -140,6 +140,8 @@ THRESHOLD_CROSSED = Where(
     frozenset({"stock", "low_stock_threshold"}),
 )
 
+NOT_CREATED = Where("not created", "c.kind <> 'created'", lambda c: c.kind != CREATED)
+
 # The relation every change set offers to SQL (``select``): column -> (value, type).
 _ID = models.IntegerField()
 _TEXT = models.CharField()
@@ -175,6 +177,11 @@ class ChangeSet:
         """Whether some row may match ``where`` (cheap: no query)."""
         raise NotImplementedError
 
+    def values(self, names: Sequence[str], where: Where = EVERY) -> list[tuple]:
+        """Tuples of the ``COLUMNS`` ``names`` of the rows matching ``where``, in write
+        order: what an effect needs, without building a ``Change`` per staged row."""
+        raise NotImplementedError
+
     def select(
         self, columns: str, where: Where = EVERY, params: Sequence[Any] = ()
     ) -> Iterator[tuple[str, list[Any]]]:
@@ -204,6 +211,10 @@ class RowChanges(ChangeSet):
 
     def has(self, where: Where = EVERY) -> bool:
         return bool(self.rows(where))
+
+    def values(self, names: Sequence[str], where: Where = EVERY) -> list[tuple]:
+        getters = [COLUMNS[name][0] for name in names]
+        return [tuple([get(i, c) for get in getters]) for i, c in enumerate(self.rows(where))]
 
     def select(
         self, columns: str, where: Where = EVERY, params: Sequence[Any] = ()
@@ -247,6 +258,26 @@ class StagedChanges(ChangeSet):
                 f"SELECT {columns} FROM ({self.source}) c WHERE {where.sql} ORDER BY c.ord",
                 list(params),
             )
+
+    def values(self, names: Sequence[str], where: Where = EVERY) -> list[tuple]:
+        columns = ", ".join(f"c.{name}" for name in names)
+        connection = connections[self.using]
+        convert = column_converter(connection, Product, "price")
+        prices = [i for i, name in enumerate(names) if name in ("price", "old_price")]
+        found: list[tuple] = []
+        for sql, params in self.select(columns, where):
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                rows = cursor.fetchall()
+            if convert is None or not prices:
+                found.extend(rows)
+                continue
+            for row in rows:
+                row = list(row)
+                for i in prices:
+                    row[i] = convert(row[i])
+                found.append(tuple(row))
+        return found
 
     def rows(self, where: Where = EVERY) -> list[Change]:
         found = self._matching.get(where.name)
