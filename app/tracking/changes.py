@@ -123,7 +123,7 @@ EVERY = Where("every", "1 = 1", lambda c: True)
 PRICE_CHANGED = Where(
     "price changed",
     "c.kind = 'updated' AND c.old_price <> c.price",
-    lambda c: c.kind == UPDATED and c.changed("price"),
+    lambda c: c.kind == UPDATED and "price" in c.before and c.before["price"] != c.get("price"),
     frozenset({"price"}),
 )
 STOCK_CHANGED = Where(
@@ -143,6 +143,26 @@ THRESHOLD_CROSSED = Where(
 NOT_CREATED = Where("not created", "c.kind <> 'created'", lambda c: c.kind != CREATED)
 
 # The relation every change set offers to SQL (``select``): column -> (value, type).
+# The getters read ``after``/``before`` directly (``get``/``old`` only for what is missing):
+# ``select`` calls them for every row of a bulk write.
+
+
+def _new(name: str) -> Callable[[int, Change], Any]:
+    def value(i: int, c: Change) -> Any:
+        after = c.after
+        return after[name] if name in after else c.get(name)
+
+    return value
+
+
+def _old(name: str) -> Callable[[int, Change], Any]:
+    def value(i: int, c: Change) -> Any:
+        before = c.before
+        return before[name] if name in before else c.old(name)
+
+    return value
+
+
 _ID = models.IntegerField()
 _TEXT = models.CharField()
 _F = Product._meta.get_field
@@ -150,16 +170,16 @@ COLUMNS: dict[str, tuple[Callable[[int, Change], Any], models.Field]] = {
     "ord": (lambda i, c: i, _ID),
     "pk": (lambda i, c: c.pk, Product._meta.pk),
     "kind": (lambda i, c: c.kind, _TEXT),
-    "sku": (lambda i, c: c.get("sku"), _F("sku")),
-    "old_sku": (lambda i, c: c.old("sku"), _F("sku")),
-    "name": (lambda i, c: c.get("name"), _F("name")),
-    "old_name": (lambda i, c: c.old("name"), _F("name")),
-    "price": (lambda i, c: c.get("price"), _F("price")),
-    "old_price": (lambda i, c: c.old("price"), _F("price")),
-    "stock": (lambda i, c: c.get("stock"), _F("stock")),
-    "old_stock": (lambda i, c: c.old("stock"), _F("stock")),
-    "threshold": (lambda i, c: c.get("low_stock_threshold"), _F("low_stock_threshold")),
-    "old_threshold": (lambda i, c: c.old("low_stock_threshold"), _F("low_stock_threshold")),
+    "sku": (_new("sku"), _F("sku")),
+    "old_sku": (_old("sku"), _F("sku")),
+    "name": (_new("name"), _F("name")),
+    "old_name": (_old("name"), _F("name")),
+    "price": (_new("price"), _F("price")),
+    "old_price": (_old("price"), _F("price")),
+    "stock": (_new("stock"), _F("stock")),
+    "old_stock": (_old("stock"), _F("stock")),
+    "threshold": (_new("low_stock_threshold"), _F("low_stock_threshold")),
+    "old_threshold": (_old("low_stock_threshold"), _F("low_stock_threshold")),
 }
 _REFERENCE = re.compile(r"\bc\.(\w+)")
 
@@ -205,7 +225,7 @@ class RowChanges(ChangeSet):
         if found is None:
             test = where.test
             found = self._matching[where.name] = (
-                list(self.changes) if where is EVERY else [c for c in self.changes if test(c)]
+                self.changes if where is EVERY else [c for c in self.changes if test(c)]
             )
         return found
 
@@ -320,7 +340,16 @@ def saved(products: Sequence[Product], *, created: bool, update_fields: Any = No
     names = FIELDS if update_fields is None else [f for f in ("sku", "name") if f in update_fields]
     for product in products:
         values = product.__dict__
-        after = {name: values[name] for name in FIELDS if name in values}
+        try:
+            after = {
+                "sku": values["sku"],
+                "name": values["name"],
+                "price": values["price"],
+                "stock": values["stock"],
+                "low_stock_threshold": values["low_stock_threshold"],
+            }
+        except KeyError:  # a narrow read left some deferred: ``Change.get`` loads them
+            after = {name: values[name] for name in FIELDS if name in values}
         at = values.get("updated_at") if stamped else None
         if created:
             append(Change(product.pk, CREATED, {}, after, at, product))
