@@ -13,12 +13,13 @@ from decimal import Decimal
 
 import pytest
 from asgiref.sync import async_to_sync
+from django.apps import apps
 from django.db import connection, models
 from django.db.models import Case, F, Value, When
 from django.db.models.signals import post_init, pre_save
 from django.test.utils import CaptureQueriesContext
 
-from app.models import Product
+from app.models import PriceHistory, Product
 from app.pipelines.staged import STAGE
 from app.tracking import effects
 from app.tracking.changes import FIELDS
@@ -295,3 +296,24 @@ def test_an_effect_sees_every_pipeline_step_on_both_routes(seen, route):
     staged = sum(STAGE in q["sql"] for q in queries.captured_queries)
     assert (staged > 0) == (route == "sql route")
     assert seen.changes == SPEC_SEEN
+
+
+def test_ready_registers_the_effects_once_in_order_and_muting_one_keeps_the_order():
+    order = ["history", "webhooks", "alerts", "cache"]
+    assert [name for name, _ in effects.registered()][:4] == order
+    apps.get_app_config("app").ready()  # a second call changes nothing
+    assert [name for name, _ in effects.registered()][:4] == order
+    with effects.muted("webhooks") as was_registered:
+        assert was_registered
+        assert [name for name, _ in effects.registered()][:3] == ["history", "alerts", "cache"]
+    assert [name for name, _ in effects.registered()][:4] == order
+
+
+def test_a_muted_effect_is_skipped_by_both_routes(seen):
+    with effects.muted("history"):
+        p = get("A")
+        p.price = Decimal("19.00")
+        p.save()
+        process_pipeline({"steps": [{"op": "set_prices", "prices": {"B": "21.00"}}]})
+    assert not PriceHistory.objects.exists()
+    assert {(kind, sku) for kind, sku, _ in seen.changes} == {("updated", "A"), ("updated", "B")}
