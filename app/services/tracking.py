@@ -20,19 +20,19 @@ from django.db import connections, models, transaction
 from django.db.models.signals import post_save, pre_save
 from django.utils import timezone
 
-from ..core.sqlrows import CHUNK, _json_scalar, insert_rows, json_rows, json_rows_sql
+from ..core.sqlrows import (
+    CHUNK,
+    _json_scalar,
+    insert_rows,  # noqa: F401  (moved to app.core.sqlrows; old path)
+    json_rows,
+    json_rows_sql,
+)
 from ..models import TRACKED_FIELDS, Product
 from ..tracking.adapters import bulk_forms
-from ..tracking.batch import add_row, collecting_changes
-
-__all__ = [
-    "CHUNK",
-    "add_row",
-    "collecting_changes",
-    "insert_rows",
-    "json_rows",
-    "json_rows_sql",
-]
+from ..tracking.batch import (
+    add_row,  # noqa: F401  (moved to app.tracking.batch; old path)
+    collecting_changes,
+)
 
 
 def _quantize(field_: models.Field, value: Any) -> Any:
