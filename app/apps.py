@@ -9,21 +9,56 @@ class InventoryConfig(AppConfig):
 
     def ready(self) -> None:
         from django.contrib.auth import get_user_model
-        from django.db.models.signals import post_delete, post_save, pre_delete, pre_save
+        from django.db.models.signals import (
+            class_prepared,
+            post_delete,
+            post_save,
+            pre_delete,
+            pre_save,
+        )
 
         from . import receivers
         from .models import ApiToken, PipelineRun, Product, StockAlert, WebhookSubscription
-        from .services.alerts import alerts_opened, alerts_resolved
+        from .services import alerts, product_cache
+        from .signals import alerts_opened, alerts_resolved, pipeline_finished
+        from .tracking import effects, history
+        from .webhooks import outbox
         from .webhooks import receivers as webhooks
-        from .webhooks.signals import pipeline_finished
 
-        # Webhook outbox receivers first: a product's event precedes the alert it causes.
-        post_save.connect(
-            webhooks.product_saved, sender=Product, dispatch_uid="webhooks.product_saved"
-        )
-        post_delete.connect(
-            webhooks.product_deleted, sender=Product, dispatch_uid="webhooks.product_deleted"
-        )
+        # The change pipeline: what every product write does, in this order. Webhook
+        # product events come before alerts, so a product's own event precedes the
+        # stock.low / stock.restored event its change causes. A new effect is one more
+        # ``effects.register(name, effect)``: it then sees every write path.
+        effects.register("history", history.record_history)
+        effects.register("webhooks", outbox.record_product_changes)
+        effects.register("alerts", alerts.check_thresholds)
+        effects.register("cache", product_cache.invalidate_changes)
+
+        # Adapters from Product's signals to the change pipeline (app.receivers). Django
+        # sends a proxy model's saves and deletes with the proxy as sender: proxies of
+        # Product get the adapters too, also those defined after ready().
+        adapters = [
+            (pre_save, receivers.product_pre_save, "app.product_pre_save"),
+            (post_save, receivers.product_post_save, "app.product_post_save"),
+            (pre_delete, receivers.product_pre_delete, "app.product_pre_delete"),
+            (post_delete, receivers.product_post_delete, "app.product_post_delete"),
+        ]
+
+        def connect_adapters(model) -> None:
+            suffix = "" if model is Product else f".{model._meta.label}"
+            for signal, receiver, uid in adapters:
+                signal.connect(receiver, sender=model, dispatch_uid=uid + suffix)
+
+        def connect_proxy(sender, **kwargs) -> None:
+            if sender._meta.proxy and issubclass(sender, Product):
+                connect_adapters(sender)
+
+        connect_adapters(Product)
+        for model in self.apps.get_models():
+            connect_proxy(model)
+        class_prepared.connect(connect_proxy, dispatch_uid="app.product_proxies", weak=False)
+
+        # The app's own signals (app.signals) -> webhook outbox rows.
         alerts_opened.connect(
             webhooks.alerts_opened, sender=StockAlert, dispatch_uid="webhooks.alerts_opened"
         )
@@ -45,30 +80,11 @@ class InventoryConfig(AppConfig):
             sender=WebhookSubscription,
             dispatch_uid="webhooks.subscription_deleted",
         )
-        pre_save.connect(
-            receivers.product_pre_save, sender=Product, dispatch_uid="app.product_pre_save"
-        )
-        post_save.connect(
-            receivers.product_post_save, sender=Product, dispatch_uid="app.product_post_save"
-        )
-        pre_delete.connect(
-            receivers.product_pre_delete, sender=Product, dispatch_uid="app.product_pre_delete"
-        )
-        post_delete.connect(
-            receivers.product_post_delete, sender=Product, dispatch_uid="app.product_post_delete"
-        )
+
         post_save.connect(
             receivers.user_post_save, sender=get_user_model(), dispatch_uid="app.user_post_save"
         )
-        # Cached API responses and token identities (app.services.product_cache, .tokens).
-        post_save.connect(
-            receivers.product_cache_saved, sender=Product, dispatch_uid="app.product_cache_saved"
-        )
-        post_delete.connect(
-            receivers.product_cache_deleted,
-            sender=Product,
-            dispatch_uid="app.product_cache_deleted",
-        )
+        # Cached token identities (app.services.tokens).
         post_save.connect(
             receivers.api_token_saved, sender=ApiToken, dispatch_uid="app.api_token_saved"
         )

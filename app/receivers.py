@@ -1,45 +1,68 @@
 """The project's own signal receivers. Thin by design: each calls one domain service.
 
-They are connected once, in ``AppConfig.ready()``, with a ``dispatch_uid``.
+They are connected once, in ``AppConfig.ready()``, with a ``dispatch_uid``. The ``Product``
+save and delete receivers are the adapters from a signal to the change pipeline
+(``app.tracking``): they describe the write as change rows, and the registered effects
+(history and ledger, webhook events, alerts, cache) do the rest. ``bulk_form`` marks
+each adapter with its form for many objects, which bulk writes call instead of sending
+the signal per object while only adapters listen.
 """
 
 from __future__ import annotations
 
-from .services import alerts, audit, product_cache, tokens, tracking, users
+from collections.abc import Sequence
+from typing import Any
+
+from .models import Product
+from .services import audit, tokens, tracking, users
+from .services.alerts import close_alerts_of_deleted
+from .tracking import batch, changes
+from .tracking.adapters import bulk_form
 
 
+def normalize_all(objs: Sequence[Product], **kwargs: Any) -> None:
+    for obj in objs:
+        tracking.normalize(obj)
+
+
+def record_saved(
+    objs: Sequence[Product], *, using: str, created: bool, update_fields: Any = None
+) -> None:
+    batch.record(changes.saved(objs, created=created, update_fields=update_fields), using=using)
+
+
+@bulk_form(normalize_all)
 def product_pre_save(sender, instance, raw=False, **kwargs) -> None:
     if not raw:
         tracking.normalize(instance)
 
 
-def product_post_save(sender, instance, created, raw=False, **kwargs) -> None:
+@bulk_form(record_saved)
+def product_post_save(
+    sender, instance, created, raw=False, using=None, update_fields=None, **kwargs
+) -> None:
     if not raw:
-        tracking.record_saved(instance, created=created)
+        record_saved(
+            (instance,),
+            using=using or instance._state.db or "default",
+            created=created,
+            update_fields=update_fields,
+        )
 
 
 def product_pre_delete(sender, instance, **kwargs) -> None:
     audit.capture_snapshot(instance)
-    alerts.close_alerts_of_deleted(instance)
+    close_alerts_of_deleted(instance)
 
 
 def product_post_delete(sender, instance, using, **kwargs) -> None:
+    batch.record((changes.deleted(instance),), using=using)
     audit.record_deletion(instance, using=using)
 
 
 def user_post_save(sender, instance, created, raw=False, **kwargs) -> None:
     if created and not raw:
         users.on_user_created(instance)
-
-
-def product_cache_saved(sender, instance, created, using, **kwargs) -> None:
-    # A new product has no cached body (404s are not cached); renames and changes do.
-    if not created:
-        product_cache.product_written(instance, using=using)
-
-
-def product_cache_deleted(sender, instance, using, **kwargs) -> None:
-    product_cache.product_written(instance, using=using)
 
 
 def api_token_saved(sender, instance, created, using, **kwargs) -> None:

@@ -1,6 +1,15 @@
-"""Helpers for code that hooks into stockpipe's signals.
+"""stockpipe's own signals, and helpers for code that hooks into signals.
 
-Both styles work and see every write path (``save()``, queryset ``update``/``bulk_update``/
+Signals declared here (sent inside the transaction of the change):
+
+* ``alerts_opened`` / ``alerts_resolved`` (sender ``StockAlert``): kwargs ``alerts``
+  (list of ``StockAlert``), ``using``.
+* ``pipeline_finished`` (sender ``PipelineRun``): a run stored its final status (succeeded,
+  failed, previewed); inside the run's transaction for successful runs. kwargs ``run``,
+  ``using``.
+
+Receivers of Django's model signals for ``Product``: both styles work and see every write
+path (``save()``, queryset ``update``/``bulk_update``/
 ``bulk_create``, admin, pipelines)::
 
     @receiver(post_save, sender=Product)
@@ -16,6 +25,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from django.dispatch import Signal
+
+alerts_opened = Signal()
+alerts_resolved = Signal()
+pipeline_finished = Signal()
 
 
 @contextmanager

@@ -42,7 +42,6 @@ def database_url(db: str, workdir: Path) -> str:
 
 def run(db: str, n: int, repeat: int) -> dict:
     from django.db import connection, transaction
-    from django.db.models.signals import post_delete, post_save
     from django_tasks_db.models import DBTaskResult
 
     from app.models import (
@@ -54,8 +53,8 @@ def run(db: str, n: int, repeat: int) -> dict:
         WebhookEvent,
     )
     from app.pipelines.service import process_pipeline
-    from app.services.alerts import alerts_opened, alerts_resolved
-    from app.signals import muted
+    from app.signals import alerts_opened, alerts_resolved, muted
+    from app.tracking import effects
     from app.webhooks import outbox, receivers, services
 
     print(f"[{db}] loading {n} products...", flush=True)
@@ -97,8 +96,6 @@ def run(db: str, n: int, repeat: int) -> dict:
         return elapsed
 
     connections = [
-        (post_save, receivers.product_saved, Product, "webhooks.product_saved"),
-        (post_delete, receivers.product_deleted, Product, "webhooks.product_deleted"),
         (alerts_opened, receivers.alerts_opened, StockAlert, "webhooks.alerts_opened"),
         (alerts_resolved, receivers.alerts_resolved, StockAlert, "webhooks.alerts_resolved"),
     ]
@@ -111,6 +108,7 @@ def run(db: str, n: int, repeat: int) -> dict:
             times[config].append(timed())
         elif config == "muted":
             with ExitStack() as stack:
+                stack.enter_context(effects.muted("webhooks"))  # product events
                 for signal, receiver, sender, uid in connections:
                     stack.enter_context(muted(signal, receiver, sender=sender, dispatch_uid=uid))
                 times[config].append(timed())

@@ -1,15 +1,15 @@
 """Map steps (``set_prices``, ``set_stock``, ``adjust_stock``) written in SQL, set-based.
 
 The object route (``StepUnit.save``) builds a ``Product`` per row so that every receiver
-sees each save. When no receiver needs instances (``fastpath.rows_suffice``: only the
-project's own receivers listen) and the run is not a dry run (whose per-field diff is built
-from instances), a SKU -> value map is
-written without them: it is staged in a temporary table, checked (unknown SKU, stock out
-of range: nothing is written then), and applied with one ``INSERT ... SELECT`` per history
-table and one ``UPDATE ... FROM``. Products whose stock crosses their threshold are loaded
-and reconciled by ``alerts.reconcile_alerts``, as after ``save()``; webhook outbox rows are
-built from the changed rows when someone subscribes to product events. The identity test
-(tests/pipelines/test_identity.py) holds both routes to one ``save()`` per product.
+sees each save. When no receiver needs instances (``adapters.rows_suffice``: only the
+project's signal adapters listen) and the run is not a dry run (whose per-field diff is
+built from instances), a SKU -> value map is written without them: it is staged in a
+temporary table with each product's old value, checked (unknown SKU, stock out of range:
+nothing is written then), and applied with one ``UPDATE ... FROM``. The write is then
+described as a ``StagedChanges`` change set over the staged table, and the change
+pipeline's effects (history and ledger, webhook events, alerts, cache) consume it as they
+consume ``save()``'s rows, set-based. The identity test (tests/pipelines/test_identity.py)
+holds both routes to one ``save()`` per product.
 """
 
 from __future__ import annotations
@@ -19,10 +19,12 @@ from typing import TYPE_CHECKING, Any
 from django.db import connections
 from django.utils import timezone
 
-from ..models import MAX_STOCK, PriceHistory, Product, StockMovement
-from ..services import cache_guard, encoding, fastpath, product_cache, tracking
-from ..services.context import current_change_context
-from ..webhooks import outbox
+from ..core.sqlrows import column_converter
+from ..models import MAX_STOCK, Product
+from ..services import encoding
+from ..tracking import adapters
+from ..tracking.batch import record_set
+from ..tracking.changes import StagedChanges
 from .base import stock_adjustment_error
 
 if TYPE_CHECKING:
@@ -33,7 +35,7 @@ STAGE = "stockpipe_stage"
 
 def applies(unit: StepUnit) -> bool:
     """Whether ``unit``'s map step may take this route (else the object route)."""
-    return not unit.state.dry_run and fastpath.rows_suffice()
+    return not unit.state.dry_run and adapters.rows_suffice()
 
 
 def write_map(
@@ -50,9 +52,6 @@ def write_map(
     qn = connection.ops.quote_name
     product = qn(Product._meta.db_table)
 
-    def typed(sql_type: str) -> str:  # a bound value in a SELECT list needs a type on PG
-        return f"%s::{sql_type}" if pg else "%s"
-
     value = "CAST(s.value AS INTEGER)" if field == "stock" else "s.value"
     column = qn(Product._meta.get_field(field).column)
 
@@ -63,13 +62,13 @@ def write_map(
             return f"{current} + {value}", f"{value} <> 0"
         return value, f"{current} <> {value}"
 
-    new, changed = expressions("p")
+    _, changed = expressions("p")
     # The staged rows with their products, in the map's order: CROSS JOIN makes SQLite
     # walk the stage (by ``ord``) and fetch each product by primary key, so nothing is sorted.
     rows = f"FROM {STAGE} s CROSS JOIN {product} p WHERE p.id = s.product_id"
 
     with connection.cursor() as cursor:
-        _stage(cursor, pg, values, product)
+        _stage(cursor, pg, values, product, column)
         cursor.execute(
             f"SELECT sku FROM {STAGE} WHERE product_id IS NULL ORDER BY ord LIMIT {MAX_REPORTED}"
         )
@@ -105,54 +104,26 @@ def write_map(
                             "new": str(values[sku]),
                         }
                     )
-        if cache_guard.enabled():
-            cursor.execute(f"SELECT s.sku {rows} AND {changed}")
-            product_cache.invalidate([row[0] for row in cursor.fetchall()], using=unit.using)
 
         def write() -> None:
-            with tracking.collecting_changes(unit.using) as batch:
-                ctx = current_change_context()
-                at = connection.ops.adapt_datetimefield_value(batch.now)
-                who = (at, ctx.user_id, ctx.source)
-                if field == "price":
-                    history = _columns(connection, PriceHistory, tracking.PRICE_COLUMNS)
-                    cursor.execute(
-                        f"INSERT INTO {history} SELECT p.id, p.sku, p.name, p.price, s.value, "
-                        f"{typed('timestamptz')}, {typed('integer')}, {typed('text')} "
-                        f"{rows} AND {changed} ORDER BY s.ord",
-                        who,
+            written_at = timezone.now()
+            set_to, changes = expressions(product)
+            cursor.execute(
+                f"UPDATE {product} SET {column} = {set_to}, updated_at = %s FROM {STAGE} s "
+                f"WHERE {product}.id = s.product_id AND {changes}",
+                [connection.ops.adapt_datetimefield_value(written_at)],
+            )
+            updated = cursor.rowcount
+            if updated and adapters.saves_tracked():
+                record_set(
+                    StagedChanges(
+                        _changed_rows(connection, field, product),
+                        field=field,
+                        count=updated,
+                        using=unit.using,
+                        at=written_at,
                     )
-                else:
-                    delta, after = (value, new) if add else (f"{value} - p.stock", value)
-                    ledger = _columns(connection, StockMovement, tracking.MOVEMENT_COLUMNS)
-                    cursor.execute(
-                        f"INSERT INTO {ledger} SELECT p.id, p.sku, {delta}, {after}, "
-                        f"{typed('text')}, {typed('text')}, {typed('timestamptz')}, "
-                        f"{typed('integer')}, {typed('text')} "
-                        f"{rows} AND {changed} ORDER BY s.ord",
-                        (ctx.reason, ctx.idempotency_key, *who),
-                    )
-                    # Crossing the threshold either way opens or resolves an alert.
-                    cursor.execute(
-                        f"SELECT p.id {rows} AND {changed} AND "
-                        f"(p.stock < p.low_stock_threshold) <> ({new} < p.low_stock_threshold)"
-                    )
-                    crossing = [row[0] for row in cursor.fetchall()]
-                written_at = timezone.now()
-                if outbox.wants_product_updates(unit.using):
-                    _record_events(cursor, connection, field, new, rows, changed, written_at, unit)
-                set_to, changes = expressions(product)
-                cursor.execute(
-                    f"UPDATE {product} SET {column} = {set_to}, updated_at = %s FROM {STAGE} s "
-                    f"WHERE {product}.id = s.product_id AND {changes}",
-                    [connection.ops.adapt_datetimefield_value(written_at)],
                 )
-                updated = cursor.rowcount
-                if field == "stock":
-                    for start in range(0, len(crossing), tracking.CHUNK):
-                        ids = crossing[start : start + tracking.CHUNK]
-                        for obj in Product.objects.using(unit.using).filter(pk__in=ids):
-                            batch.alert_checks[obj.pk] = obj
             unit.counts.updated += updated
             unit.counts.unchanged += len(values) - updated
             if field == "price":
@@ -162,41 +133,37 @@ def write_map(
     unit.advance(len(values))
 
 
-def _record_events(cursor, connection, field, new, rows, changed, written_at, unit) -> None:
-    """The webhook outbox rows ``save()`` would write (``product.updated``,
-    ``price.changed``), from the rows about to change, in the map's order."""
-    price, stock = ("s.value", "p.stock") if field == "price" else ("p.price", new)
-    cursor.execute(
-        f"SELECT p.id, p.sku, p.name, {price}, {stock}, p.low_stock_threshold, p.{field} "
-        f"{rows} AND {changed} ORDER BY s.ord"
+def _changed_rows(connection, field: str, product: str) -> str:
+    """The change set's rows (``changes.COLUMNS``) after the write: each staged product
+    whose ``field`` now differs from the old value staged with it, in the map's order."""
+    column = connection.ops.quote_name(Product._meta.get_field(field).column)
+    old = "CAST(s.old AS INTEGER)" if field == "stock" else "s.old"
+    values = {"price": "p.price", "stock": "p.stock", field: old}
+    return (
+        "SELECT s.ord AS ord, p.id AS pk, 'updated' AS kind, p.sku AS sku, p.sku AS old_sku, "
+        "p.name AS name, p.name AS old_name, p.price AS price, "
+        f"{values['price']} AS old_price, p.stock AS stock, {values['stock']} AS old_stock, "
+        "p.low_stock_threshold AS threshold, p.low_stock_threshold AS old_threshold "
+        f"FROM {STAGE} s CROSS JOIN {product} p WHERE p.id = s.product_id "
+        f"AND p.{column} <> {old}"
     )
-    convert = _price_converter(connection)
-    prices = (3, 6) if field == "price" else (3,)
-    changed_rows = []
-    for row in cursor.fetchall():
-        row = list(row)
-        for i in prices:
-            row[i] = convert(row[i])
-        changed_rows.append(row)
-    outbox.record_field_changes(field, changed_rows, using=unit.using, at=written_at)
 
 
 def _price_converter(connection):
     """Prices read with raw SQL, converted as the ORM would (a Decimal with two places)."""
-    from .writer import column_converter
-
-    return column_converter(connection, "price") or (lambda value: value)
+    return column_converter(connection, Product, "price") or (lambda value: value)
 
 
-def _stage(cursor, pg: bool, values: dict[str, Any], product: str) -> None:
-    """The map as rows ``(ord, sku, value, product_id)`` of a temporary table of this
-    connection; ``product_id`` is null for an unknown SKU. The products are locked (in
-    primary-key order, as by every other writer) before their ids are taken."""
+def _stage(cursor, pg: bool, values: dict[str, Any], product: str, column: str) -> None:
+    """The map as rows ``(ord, sku, value, product_id, old)`` of a temporary table of this
+    connection; ``product_id`` is null for an unknown SKU, ``old`` the product's value of
+    ``column`` before the write. The products are locked (in primary-key order, as by
+    every other writer) before their ids and values are taken."""
     payload = encoding.dumps(values, default=str)  # in the map's order; Decimals exact
     if pg:
         cursor.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS {STAGE} (ord integer PRIMARY KEY, "
-            "sku text NOT NULL, value numeric NOT NULL, product_id bigint)"
+            "sku text NOT NULL, value numeric NOT NULL, product_id bigint, old numeric)"
         )
         cursor.execute(f"TRUNCATE {STAGE}")
         cursor.execute(  # json, not jsonb: keeps the members' order
@@ -207,24 +174,20 @@ def _stage(cursor, pg: bool, values: dict[str, Any], product: str) -> None:
         cursor.execute(f"ANALYZE {STAGE}")
         # Locked first: a product renamed or deleted meanwhile is not taken by its old SKU.
         cursor.execute(
-            f"UPDATE {STAGE} SET product_id = l.id FROM (SELECT p.id, p.sku FROM {product} p "
+            f"UPDATE {STAGE} SET product_id = l.id, old = l.old FROM (SELECT p.id, p.sku, "
+            f"p.{column} AS old FROM {product} p "
             f"WHERE p.sku IN (SELECT sku FROM {STAGE}) ORDER BY p.id FOR UPDATE) l "
             f"WHERE l.sku = {STAGE}.sku"
         )
     else:  # the transaction holds SQLite's write lock already (BEGIN IMMEDIATE)
         cursor.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS {STAGE} (ord INTEGER PRIMARY KEY, "
-            "sku TEXT NOT NULL, value NUMERIC NOT NULL, product_id INTEGER)"
+            "sku TEXT NOT NULL, value NUMERIC NOT NULL, product_id INTEGER, old NUMERIC)"
         )
         cursor.execute(f"DELETE FROM {STAGE}")
         cursor.execute(  # ord: the rowid, given in the members' order
-            f"INSERT INTO {STAGE} (sku, value, product_id) SELECT j.key, j.value, p.id "
+            f"INSERT INTO {STAGE} (sku, value, product_id, old) SELECT j.key, j.value, p.id, "
+            f"p.{column} "
             f"FROM json_each(%s) j LEFT JOIN {product} p ON p.sku = j.key",
             [payload],
         )
-
-
-def _columns(connection, model, names) -> str:
-    qn = connection.ops.quote_name
-    meta = model._meta
-    return f"{qn(meta.db_table)} ({', '.join(qn(meta.get_field(n).column) for n in names)})"

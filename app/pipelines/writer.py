@@ -1,11 +1,12 @@
-"""The unit of work the steps share: set-based reads and writes through the tracking core.
+"""The unit of work the steps share: set-based reads and writes through the change pipeline.
 
 A step hands over products with new values assigned; the writer skips unchanged ones,
 groups the rest by which fields changed (so ``update_fields`` is what ``save()`` would have
-sent) and writes each group with ``tracking.write_products`` inside
-``tracking.collecting_changes()``. History, ledger, alerts and ``pre_save``/``post_save``
-receivers therefore see exactly what one ``save()`` per changed product would produce.
-Each chunk holds a product at most once, so flushing per chunk keeps alert episodes exact.
+sent) and writes each group with ``tracking.write_products`` inside one change batch
+(``collecting_changes``). ``pre_save``/``post_save`` receivers and the effects (history,
+ledger, webhook events, alerts, cache) therefore see exactly what one ``save()`` per
+changed product would produce. Each chunk holds a product at most once, so running the
+effects per chunk keeps alert episodes exact.
 """
 
 from __future__ import annotations
@@ -20,11 +21,14 @@ from django.db.models.base import ModelState
 from django.db.models.signals import post_init, pre_init
 from django.utils import timezone
 
+from ..core import sqlrows
 from ..models import Product, StockAlert
-from ..services import fastpath, tracking
+from ..services import tracking
+from ..tracking.adapters import saves_are_bulk
+from ..tracking.batch import collecting_changes
 from .base import Select, StepFailure
 
-CHUNK = tracking.CHUNK
+CHUNK = sqlrows.CHUNK
 WRITABLE = ("name", "price", "stock", "low_stock_threshold")
 MAX_LISTED = 1000  # price changes / alerts listed in a result; the counts are always complete
 MAX_REPORTED = 20  # located errors reported for one failing chunk
@@ -151,7 +155,7 @@ class StepUnit:
             return list(qs[:limit] if limit else qs)
         # Only the project's own receivers will see these instances: the timestamps they
         # never read stay deferred. A user's receiver gets complete instances, as save() would.
-        attnames = NARROW_ATTNAMES if fastpath.saves_are_bulk() else ATTNAMES
+        attnames = NARROW_ATTNAMES if saves_are_bulk() else ATTNAMES
         using = self.using
         return [
             _from_row(using, attnames, row) for row in _locked_rows(using, attnames, limit, lookup)
@@ -239,9 +243,9 @@ class StepUnit:
     def tracked(self, write: Callable[[], Any]) -> None:
         """Run ``write`` in one change batch, then note which alerts it opened or resolved."""
         t0 = timezone.now()
-        with tracking.collecting_changes(self.using) as batch:
+        with collecting_changes(self.using) as batch:
             write()
-            checked = list(batch.alert_checks)
+        checked = batch.crossed()
         if not checked:
             return
         alerts = StockAlert.objects.using(self.using)
@@ -284,7 +288,7 @@ def _locked_rows(
 ) -> list[tuple]:
     """Rows of ``attnames`` matching ``lookup``, locked, in primary-key order.
 
-    A long SKU list travels as one JSON parameter (``tracking.json_rows``), without the
+    A long SKU list travels as one JSON parameter (``sqlrows.json_rows``), without the
     ORM's per-element lookup preparation; other lookups go through the ORM. Values get the
     ORM's converters.
     """
@@ -309,7 +313,7 @@ def _locked_rows(
         where = f"{sku_column} = ANY(ARRAY(SELECT jsonb_array_elements_text(%s::jsonb)))"
     else:
         where = f"{sku_column} IN (SELECT value FROM json_each(%s))"
-    params = [tracking.json_rows(list(skus))]
+    params = [sqlrows.json_rows(list(skus))]
     sql = f"SELECT {columns} FROM {table} WHERE {where} ORDER BY {table}.{qn(meta.pk.column)}"
     if limit:
         sql += f" LIMIT {int(limit)}"
@@ -337,18 +341,7 @@ def _locked_rows(
 def column_converter(connection, attname: str) -> Callable[[Any], Any] | None:
     """What the ORM does to a ``Product`` column's value read on ``connection`` (``None``:
     nothing), for rows read with raw SQL."""
-    field_ = Product._meta.get_field(attname)
-    col = field_.get_col(Product._meta.db_table)
-    funcs = connection.ops.get_db_converters(col) + col.get_db_converters(connection)
-    if not funcs:
-        return None
-
-    def convert(value: Any) -> Any:
-        for func in funcs:
-            value = func(value, col, connection)
-        return value
-
-    return convert
+    return sqlrows.column_converter(connection, Product, attname)
 
 
 def _from_row(using: str, attnames: Sequence[str], row: tuple) -> Product:

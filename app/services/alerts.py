@@ -17,32 +17,43 @@ from datetime import datetime
 from django.conf import settings
 from django.core.mail import EmailMessage
 from django.db import transaction
-from django.dispatch import Signal
 from django.utils import timezone
 
+from ..core.sqlrows import insert_rows
 from ..models import DeliveryStatus, Product, StockAlert
+from ..signals import alerts_opened, alerts_resolved
+from ..tracking.changes import THRESHOLD_CROSSED, Change, ChangeSet
 from . import delivery
 
 logger = logging.getLogger(__name__)
 
 CHUNK = 2000
 
-# Sent inside the transaction that opened/resolved the alerts (for outboxes, webhooks...).
-# alerts_opened: kwargs alerts (list[StockAlert]), using. alerts_resolved: alerts, using.
-alerts_opened = Signal()
-alerts_resolved = Signal()
+__all__ = ["alerts_opened", "alerts_resolved"]  # declared in app.signals, importable here
 
 
-def reconcile_alerts(products: Sequence[Product], *, using: str = "default") -> list[StockAlert]:
+def check_thresholds(changes: ChangeSet, *, using: str) -> None:
+    """The alerts effect: products whose stock crossed their threshold (either way), and
+    new products, get their alert opened or resolved (``alerts_opened``/``_resolved``)."""
+    if changes.has(THRESHOLD_CROSSED):
+        crossing = changes.rows(THRESHOLD_CROSSED)
+        if crossing:
+            reconcile_alerts(crossing, using=using)
+
+
+def reconcile_alerts(
+    products: Sequence[Product | Change], *, using: str = "default"
+) -> list[StockAlert]:
     """Open an alert for each low product without one; resolve open alerts of restocked ones.
 
-    Callers have written (and so locked) the product rows first, which serialises this per
-    product; the partial unique constraint is the last line of defence.
+    ``products``: products, or changes (their values after the write). Callers have
+    written (and so locked) the product rows first, which serialises this per product;
+    the partial unique constraint is the last line of defence.
     """
     now = timezone.now()
-    by_pk = {p.pk: p for p in products}
-    low = {p.pk: p for p in products if p.is_low_stock}
-    restocked = [p.pk for p in products if not p.is_low_stock]
+    by_pk = {p.pk: p for p in products}  # the last change of a product counts
+    low = {pk: p for pk, p in by_pk.items() if p.is_low_stock}
+    restocked = [pk for pk, p in by_pk.items() if not p.is_low_stock]
     alerts = StockAlert.objects.using(using)
     for start in range(0, len(restocked), CHUNK):
         chunk = alerts.filter(
@@ -50,8 +61,9 @@ def reconcile_alerts(products: Sequence[Product], *, using: str = "default") -> 
         )
         resolved = list(chunk) if alerts_resolved.has_listeners(StockAlert) else []
         chunk.update(resolved_at=now)
+        instances = _instances([by_pk[alert.product_id] for alert in resolved], using=using)
         for alert in resolved:
-            alert.resolved_at, alert.product = now, by_pk[alert.product_id]
+            alert.resolved_at, alert.product = now, instances[alert.product_id]
         if resolved:
             alerts_resolved.send(sender=StockAlert, alerts=resolved, using=using)
     if not low:
@@ -66,7 +78,7 @@ def reconcile_alerts(products: Sequence[Product], *, using: str = "default") -> 
         )
     opened = [
         StockAlert(
-            product=p,
+            product_id=pk,
             sku=p.sku,
             name=p.name,
             stock=p.stock,
@@ -76,6 +88,10 @@ def reconcile_alerts(products: Sequence[Product], *, using: str = "default") -> 
         for pk, p in low.items()
         if pk not in already_open
     ]
+    for alert in opened:
+        instance = _instance_of(low[alert.product_id])
+        if instance is not None:
+            alert.product = instance
     _insert(opened, using=using)
     for alert in opened:
         logger.info(
@@ -93,10 +109,22 @@ ALERT_COLUMNS = (
 )  # fmt: skip
 
 
+def _instance_of(product: Product | Change) -> Product | None:
+    return product if isinstance(product, Product) else product.instance
+
+
+def _instances(products: Sequence[Product | Change], *, using: str) -> dict[int, Product]:
+    """The ``Product`` of each of ``products``, read for changes that carry none (the
+    SQL route's), so receivers of ``alerts_resolved`` get instances as after ``save()``."""
+    found = {p.pk: i for p in products if (i := _instance_of(p)) is not None}
+    missing = [p.pk for p in products if p.pk not in found]
+    for start in range(0, len(missing), CHUNK):
+        found.update(Product.objects.using(using).in_bulk(missing[start : start + CHUNK]))
+    return found
+
+
 def _insert(opened: list[StockAlert], *, using: str) -> None:
     """``bulk_create`` without per-field compiling (a pipeline can open thousands)."""
-    from .tracking import insert_rows
-
     rows = [tuple(getattr(alert, name) for name in ALERT_COLUMNS) for alert in opened]
     ids = dict(
         insert_rows(StockAlert, ALERT_COLUMNS, rows, using=using, returning=("product", "id"))

@@ -39,8 +39,10 @@ from django.conf import settings
 from django.core.cache import DEFAULT_CACHE_ALIAS, cache
 from django.core.cache.backends.memcached import BaseMemcachedCache
 from django.core.cache.backends.redis import RedisCache
-from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db import DEFAULT_DB_ALIAS
 from django.utils.module_loading import import_string
+
+from ..core import oncommit
 
 logger = logging.getLogger(__name__)
 
@@ -88,12 +90,8 @@ def get(key: str, using: str = DEFAULT_DB_ALIAS) -> Entry:
 
 def get_many(keys: list[str], using: str = DEFAULT_DB_ALIAS) -> dict[str, Entry]:
     """``get`` for several keys in one round trip."""
-    connection = connections[using]
-    pending: set[str] = set()
-    if connection.in_atomic_block:
-        batch = _open_batch(connection)
-        if batch is not None:
-            pending = batch.keys
+    batch = oncommit.current(using, _Batch)
+    pending = batch.keys if batch is not None else set()
     started = time.monotonic()
     found = cache.get_many(keys) if len(keys) > 1 else {keys[0]: cache.get(keys[0])}
     entries: dict[str, Entry] = {}
@@ -124,47 +122,18 @@ def tombstone(keys: Iterable[str]) -> None:
         cache.set_many(dict.fromkeys(keys[start : start + CHUNK], TOMBSTONE), TOMBSTONE_TTL)
 
 
-class _Batch:
-    """Keys invalidated in one transaction, tombstoned when it commits.
-
-    One per transaction: while its callback is registered, any rollback that would drop
-    it also undoes every write made since, so later writes can add their keys to it.
-    """
-
-    __slots__ = ("callbacks", "connection", "flush", "keys")
+class _Batch(oncommit.Accumulator):
+    """Keys invalidated in one transaction, tombstoned when it commits."""
 
     def __init__(self, connection) -> None:
-        self.connection = connection
+        super().__init__(connection)
         self.keys: set[str] = set()
-        self.flush = self._flush  # the very object registered, to find it again
-        # Django replaces this list at commit and at every rollback (also of a savepoint);
-        # while it is the same object, the callback is still registered.
-        self.callbacks = connection.run_on_commit
 
-    def is_registered(self) -> bool:
-        connection = self.connection
-        if self.callbacks is connection.run_on_commit:
-            return True
-        if not connection.in_atomic_block:
-            return False
-        # After a savepoint rollback: still registered unless it was that savepoint's.
-        if any(entry[1] is self.flush for entry in connection.run_on_commit):
-            self.callbacks = connection.run_on_commit
-            return True
-        return False
-
-    def _flush(self) -> None:
+    def flush(self) -> None:
         try:
             tombstone(self.keys)
         except Exception:  # the write has committed; a cache outage must not undo that
             logger.exception("Could not invalidate %d cache keys", len(self.keys))
-
-
-def _open_batch(connection) -> _Batch | None:
-    batch = getattr(connection, "_cache_guard_batch", None)
-    if batch is not None and batch.is_registered():
-        return batch
-    return None
 
 
 def invalidate(keys: Iterable[str], using: str = DEFAULT_DB_ALIAS) -> None:
@@ -172,14 +141,10 @@ def invalidate(keys: Iterable[str], using: str = DEFAULT_DB_ALIAS) -> None:
     a transaction). Cheap per call, so per-object receivers of bulk writes can use it."""
     if not enabled():
         return
-    connection = connections[using]
-    if not connection.in_atomic_block:
+    batch = oncommit.pending(using, _Batch)
+    if batch is None:
         tombstone(keys)
         return
-    batch = _open_batch(connection)
-    if batch is None:
-        batch = connection._cache_guard_batch = _Batch(connection)
-        transaction.on_commit(batch.flush, using=using, robust=True)
     eager = []
     seen = batch.keys
     for key in keys:

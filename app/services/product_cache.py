@@ -1,11 +1,10 @@
 """The cached JSON body of ``GET /api/products/<sku>``, invalidated by every product write.
 
 Every write path (``save()``, queryset ``update``/``bulk_update``/``bulk_create``, deletes,
-pipelines) sends ``post_save``/``post_delete`` per object; the receivers call
-``product_written`` and the entry of the product's SKU (and of its previous SKU, on a
-rename) is invalidated once the transaction commits. A bulk fast path that skips the
-per-object signals calls ``invalidate(skus)`` instead. How invalidation stays safe against
-concurrent readers is described in ``app.services.cache_guard``.
+both pipeline routes) ends in a change set; the cache effect (``invalidate_changes``,
+registered in ``AppConfig.ready()``) invalidates the entry of each changed product's SKU
+(and of its previous SKU, on a rename) once the transaction commits. How invalidation
+stays safe against concurrent readers is described in ``app.services.cache_guard``.
 
 The body also carries the Omnibus prior price, which depends on time (a reduction stops
 being one 30 days after its last step), so an entry never outlives ``MAX_AGE`` nor the
@@ -22,6 +21,7 @@ from django.db import DEFAULT_DB_ALIAS
 from django.utils import timezone
 
 from ..models import PriceHistory, Product
+from ..tracking.changes import NOT_CREATED, ChangeSet
 from . import cache_guard
 from .omnibus import WINDOW, Reduction, current_reduction
 
@@ -38,19 +38,16 @@ def invalidate(skus: Iterable[str], using: str = DEFAULT_DB_ALIAS) -> None:
     cache_guard.invalidate([key_for(sku) for sku in skus], using=using)
 
 
-def product_written(product: Product, using: str = DEFAULT_DB_ALIAS) -> None:
-    """A product was saved or deleted: invalidate its SKU, and its old SKU if renamed."""
-    products_written([product], using=using)
-
-
-def products_written(products: Iterable[Product], using: str = DEFAULT_DB_ALIAS) -> None:
-    """``product_written`` for many products at once (for set-based bulk write paths)."""
+def invalidate_changes(changes: ChangeSet, *, using: str = DEFAULT_DB_ALIAS) -> None:
+    """The cache effect: drop the bodies of changed and deleted products (a new product
+    has no cached body: 404s are not cached)."""
+    if not cache_guard.enabled():
+        return
     skus = set()
-    for product in products:
-        skus.add(product.sku)
-        loaded = getattr(product, "_loaded", None)
-        if loaded and loaded.get("sku"):
-            skus.add(loaded["sku"])
+    for sku, old_sku in changes.values(("sku", "old_sku"), NOT_CREATED):
+        skus.add(sku)
+        if old_sku:
+            skus.add(old_sku)
     invalidate(skus, using=using)
 
 

@@ -1,26 +1,18 @@
-"""Change tracking for products: the one place that turns a write into history.
+"""Product write paths: ``save()``'s guarded UPDATE and the queryset's bulk writes.
 
-Every write path ends here: ``Product.save()`` (through ``guarded_update`` and the
-``post_save`` receiver), the queryset's ``update``/``bulk_update``/``bulk_create``, the admin
-and the pipeline. Each path sends ``pre_save``/``post_save`` per object, so receivers that
-users connect see every change, and records, in the transaction of the write:
+Every path sends ``pre_save``/``post_save`` per object, so receivers that users connect see
+every change; the project's own receivers (``app.receivers``) turn each write into a change
+set, which the change pipeline's effects (``app.tracking``: history and ledger, webhook
+events, alerts, cache) consume. While only those adapters listen, bulk writes call their
+bulk forms once instead of sending the signals per object (``_send``).
 
-* one ``PriceHistory`` row per real price change (old value read under the row lock),
-* one ``StockMovement`` row per stock change (so stock always equals the ledger's sum),
-* the low-stock alert state (see ``app.services.alerts``).
-
-Inside ``collecting_changes()`` the rows are buffered and written set-based at the end of
-the block, which is what makes large pipelines fast.
+Inside ``collecting_changes()`` change sets are collected and the effects run set-based
+at the end of the block, which is what makes large pipelines fast.
 """
 
 from __future__ import annotations
 
-import datetime
-import uuid
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -28,179 +20,19 @@ from django.db import connections, models, transaction
 from django.db.models.signals import post_save, pre_save
 from django.utils import timezone
 
-from ..models import TRACKED_FIELDS, PriceHistory, Product, StockMovement
-from . import encoding, fastpath
-from .context import current_change_context
-
-CHUNK = 2000
-
-
-PRICE_COLUMNS = (
-    "product_id",
-    "sku",
-    "name",
-    "old_price",
-    "new_price",
-    "changed_at",
-    "changed_by_id",
-    "source",
+from ..core.sqlrows import (
+    CHUNK,
+    _json_scalar,
+    insert_rows,  # noqa: F401  (moved to app.core.sqlrows; old path)
+    json_rows,
+    json_rows_sql,
 )
-MOVEMENT_COLUMNS = (
-    "product_id", "sku", "delta", "stock_after", "reason", "idempotency_key", "created_at",
-    "changed_by_id", "source",
-)  # fmt: skip
-
-
-@dataclass
-class ChangeBatch:
-    """History rows (as tuples in ``PRICE_COLUMNS``/``MOVEMENT_COLUMNS`` order), ledger rows
-    and alert checks of one change, written set-based by ``flush``."""
-
-    using: str
-    prices: list[tuple] = field(default_factory=list)
-    movements: list[tuple] = field(default_factory=list)
-    alert_checks: dict[int, Product] = field(default_factory=dict)
-    extra_rows: dict[type[models.Model], list[models.Model]] = field(default_factory=dict)
-    price_changes: int = 0
-    now: Any = field(default_factory=timezone.now)
-
-    def flush(self) -> None:
-        from .alerts import reconcile_alerts
-
-        insert_rows(PriceHistory, PRICE_COLUMNS, self.prices, using=self.using)
-        insert_rows(StockMovement, MOVEMENT_COLUMNS, self.movements, using=self.using)
-        for model, rows in self.extra_rows.items():
-            model._default_manager.using(self.using).bulk_create(rows, batch_size=CHUNK)
-        reconcile_alerts(list(self.alert_checks.values()), using=self.using)
-        self.prices, self.movements, self.alert_checks, self.extra_rows = [], [], {}, {}
-
-
-def insert_rows(
-    model: type[models.Model],
-    columns: Sequence[str],
-    rows: list[tuple],
-    *,
-    using: str,
-    returning: Sequence[str] = (),
-) -> list[tuple]:
-    """Set-based ``INSERT`` of plain tuples: no model instances, no per-row compiler work.
-
-    Values are what the driver would bind (JSON columns as JSON text); datetimes are
-    adapted for the backend once per distinct value (a batch shares one). Each chunk of
-    rows travels as one JSON parameter (``json_rows``). ``returning``: columns of the new
-    rows to return, in no particular order (SQLite 3.35+ and PostgreSQL).
-    """
-    if not rows:
-        return []
-    connection = connections[using]
-    qn = connection.ops.quote_name
-    meta = model._meta
-    fields = [meta.get_field(name) for name in columns]
-    adapt = [i for i, f in enumerate(fields) if isinstance(f, models.DateTimeField)]
-    cache: dict[Any, Any] = {}
-    if adapt:
-        for row in rows:
-            for i in adapt:
-                if row[i] not in cache:
-                    cache[row[i]] = _json_scalar(f_adapt(connection, row[i]))
-    table = qn(meta.db_table)
-    names = ", ".join(qn(f.column) for f in fields)
-    source = json_rows_sql(connection, fields)
-    sql = f"INSERT INTO {table} ({names}) SELECT * FROM {source}"
-    if returning:
-        sql += " RETURNING " + ", ".join(qn(meta.get_field(n).column) for n in returning)
-    inserted: list[tuple] = []
-    with connection.cursor() as cursor:
-        for start in range(0, len(rows), CHUNK):
-            chunk = rows[start : start + CHUNK]
-            if adapt:
-                adapted = []
-                for row in chunk:
-                    row = list(row)
-                    for i in adapt:
-                        row[i] = cache[row[i]]
-                    adapted.append(row)
-                chunk = adapted
-            cursor.execute(sql, [json_rows(chunk)])
-            if returning:
-                inserted.extend(cursor.fetchall())
-    return inserted
-
-
-def f_adapt(connection, value: Any) -> Any:
-    return connection.ops.adapt_datetimefield_value(value)
-
-
-def json_rows(rows: Sequence[Sequence[Any]]) -> str:
-    """Rows (as arrays) in one JSON text: one parameter for a whole chunk, encoded in C, so
-    a statement stays short (and cached) however many rows it carries."""
-    return encoding.dumps(rows, default=_json_scalar)
-
-
-def _json_scalar(value: Any) -> Any:
-    """Values JSON has no type for, as the text the database parses back exactly."""
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
-        return value.isoformat()
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    raise TypeError(f"cannot send {type(value).__name__} as a JSON row value")
-
-
-def json_rows_sql(connection, fields: Sequence[models.Field], names: Sequence[str] = ()) -> str:
-    """A ``FROM`` item reading a ``json_rows`` parameter back as typed columns
-    (named ``names`` if given). PostgreSQL casts each value to its column's type (text for
-    strings: an over-long one then fails on write, as with ``save()``, not truncated);
-    SQLite's column affinity converts them as it converts bound values."""
-    aliases = [f" AS {connection.ops.quote_name(n)}" for n in names] or [""] * len(fields)
-    if connection.vendor == "postgresql":
-        columns = []
-        for i, f in enumerate(fields):
-            cast = f.cast_db_type(connection)
-            cast = "text" if cast.startswith(("varchar", "char")) else cast
-            columns.append(f"(r->>{i})::{cast}{aliases[i]}")
-        return f"(SELECT {', '.join(columns)} FROM jsonb_array_elements(%s::jsonb) AS r) AS v"
-    columns = [f"json_extract(value, '$[{i}]'){aliases[i]}" for i in range(len(fields))]
-    return f"(SELECT {', '.join(columns)} FROM json_each(%s)) AS v"
-
-
-_batch: ContextVar[ChangeBatch | None] = ContextVar("stockpipe_change_batch", default=None)
-
-
-@contextmanager
-def collecting_changes(using: str = "default") -> Iterator[ChangeBatch]:
-    """Buffer history, ledger and alert work of the block and write it set-based at its end.
-
-    Nested blocks share the outermost batch. Must run inside a transaction: the buffered
-    rows are written when the block exits, before the transaction commits.
-    """
-    outer = _batch.get()
-    if outer is not None:
-        yield outer
-        return
-    batch = ChangeBatch(using=using)
-    token = _batch.set(batch)
-    try:
-        yield batch
-    finally:
-        _batch.reset(token)
-    batch.flush()
-
-
-def add_row(row: models.Model, *, using: str = "default") -> None:
-    """Write ``row`` with the current change: buffered in an open batch, else saved now.
-
-    For receivers that keep their own records of product changes (an outbox, say) and want
-    them written set-based with the history rows, in the same transaction.
-    """
-    batch = _batch.get()
-    if batch is None:
-        row.save(using=using)
-    else:
-        batch.extra_rows.setdefault(type(row), []).append(row)
+from ..models import TRACKED_FIELDS, Product
+from ..tracking.adapters import bulk_forms
+from ..tracking.batch import (
+    add_row,  # noqa: F401  (moved to app.tracking.batch; old path)
+    collecting_changes,
+)
 
 
 def _quantize(field_: models.Field, value: Any) -> Any:
@@ -256,82 +88,16 @@ def guarded_update(product: Product, base_qs: models.QuerySet, pk_val: Any, valu
     return filtered._update(values) > 0
 
 
-def record_saved(product: Product, *, created: bool) -> None:
-    """Record what a write of ``product`` changed (called from its ``post_save`` receiver)."""
-    record_saved_many((product,), created=created, using=product._state.db or "default")
-
-
-def record_saved_many(
-    products: Sequence[Product], *, created: bool, using: str | None = None
-) -> None:
-    """``record_saved`` for each of ``products`` in order (the bulk writers' fast path)."""
-    batch = _batch.get()
-    if batch is None:
-        if not products:
-            return
-        with collecting_changes(using or products[0]._state.db or "default"):
-            record_saved_many(products, created=created)
-        return
-    ctx = current_change_context()
-    now = batch.now
-    checks = batch.alert_checks
-    if created:
-        reason = ctx.reason or "initial stock"
-        for product in products:
-            if product.stock:
-                batch.movements.append(_movement(product, product.stock, ctx, now, reason=reason))
-            checks[product.pk] = product
-        return
-    prices, movements = batch.prices, batch.movements
-    user_id, source = ctx.user_id, ctx.source
-    for product in products:
-        before = getattr(product, "_before_write", None)
-        if not before:
-            continue
-        if "price" in before:
-            old, new = before["price"], product.price
-            old = old.quantize(CENTS) if type(old) is Decimal else _quantize(PRICE_FIELD, old)
-            if old != new:
-                batch.price_changes += 1
-                prices.append(
-                    (product.pk, product.sku, product.name, old, new, now, user_id, source)
-                )
-        if "stock" in before:
-            old_stock = before["stock"]
-            if old_stock != product.stock:
-                movements.append(_movement(product, product.stock - old_stock, ctx, now))
-        elif "low_stock_threshold" not in before:
-            continue
-        old_stock = before.get("stock", product.stock)
-        old_threshold = before.get("low_stock_threshold", product.low_stock_threshold)
-        if (old_stock < old_threshold) != (product.stock < product.low_stock_threshold):
-            checks[product.pk] = product
-
-
-def _movement(product: Product, delta: int, ctx, now, reason: str | None = None) -> tuple:
-    return (
-        product.pk,
-        product.sku,
-        delta,
-        product.stock,
-        reason if reason is not None else ctx.reason,
-        ctx.idempotency_key,
-        now,
-        ctx.user_id,
-        ctx.source,
-    )
-
-
 # --- bulk write paths -------------------------------------------------------------------
 
 
 def write_products(objs: Sequence[Product], fields: Iterable[str], *, using: str) -> int:
-    """Write ``fields`` of already-locked ``objs`` set-based, with save()'s signals and history.
+    """Write ``fields`` of already-locked ``objs`` set-based, with save()'s signals and effects.
 
     Each object's ``_loaded`` values must be the row's current values (the caller read them
-    under ``select_for_update``): they are the "before" of the history rows. When only the
-    project's own receivers listen, their bulk equivalents run instead of per-object
-    dispatch (``fastpath``); the effects are the same.
+    under ``select_for_update``): they are the "before" of the change rows. When only the
+    project's adapters listen, their bulk forms run instead of per-object dispatch
+    (``_send``); the change set is the same.
     """
     fields = list(dict.fromkeys([*fields, "updated_at"]))
     update_fields = frozenset(fields)
@@ -358,13 +124,13 @@ def write_products(objs: Sequence[Product], fields: Iterable[str], *, using: str
 
 
 def _send(signal: Any, objs: Sequence[Product], *, using: str, **kwargs: Any) -> None:
-    """Send ``pre_save``/``post_save`` for each object, or, when only the project's own
-    receivers listen, run their set-based equivalents once for all (``fastpath``)."""
-    handlers = fastpath.bulk_handlers(signal)
-    if handlers is not None:
+    """Send ``pre_save``/``post_save`` for each object, or, when only the project's adapters
+    listen (``bulk_forms``), call their bulk forms once for all."""
+    forms = bulk_forms(signal)
+    if forms is not None:
         created = kwargs.get("created", False)
-        for handler in handlers:
-            handler(objs, using=using, created=created, update_fields=kwargs["update_fields"])
+        for form in forms:
+            form(objs, using=using, created=created, update_fields=kwargs["update_fields"])
         return
     send = signal.send
     for obj in objs:

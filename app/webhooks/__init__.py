@@ -2,9 +2,11 @@
 delivery after commit by background tasks, retried with backoff, ordered per product.
 
 * ``signing``: ``sign`` and ``verify_signature`` (receivers can copy that module).
-* ``outbox``: builds events and writes one outbox row per subscription, set-based.
+* ``outbox``: builds events and writes one outbox row per subscription, set-based; its
+  ``record_product_changes`` is the change pipeline's webhook effect (``app.tracking``).
 * ``services``: subscriptions, delivery (lease, backoff, dead letter), sweeper, redeliver.
 * ``transport``: the POST itself, to vetted public addresses only (SSRF guard).
-* ``receivers``: thin signal receivers, connected in ``AppConfig.ready()``.
-* ``signals``: ``pipeline_finished``, sent when a pipeline run reaches a final status.
+* ``receivers``: thin receivers of ``app.signals`` (alerts, pipeline runs) and of
+  subscription changes, connected in ``AppConfig.ready()``.
+* ``signals``: re-exports ``app.signals.pipeline_finished`` for older imports.
 """

@@ -1,10 +1,13 @@
 """Writing webhook events to the outbox, in the transaction of the change.
 
-Receivers call the ``record_*`` functions; each builds the event's data once and adds one
-``WebhookDelivery`` row per active subscription to that event type with
-``tracking.add_row`` (buffered and written set-based inside a change batch, saved at once
-otherwise). With no subscription to an event type nothing is built or written: the only
-cost is a dict lookup in a subscription set cached per process for a second or two.
+Product events come from the change pipeline's webhook effect (``record_product_changes``,
+registered in ``AppConfig.ready()``), which writes the rows of a whole change set at once;
+alert and pipeline events from receivers of ``app.signals`` (``record_alerts``,
+``record_pipeline_finished``), through ``add_row`` (buffered and written set-based inside
+a change batch, saved at once otherwise). Each event's data is built once, with one
+``WebhookDelivery`` row per active subscription to its type. With no subscription to an
+event type nothing is built or written: the only cost is a dict lookup in a subscription
+set cached per process for a second or two.
 
 After commit, one task per chunk of (subscription, stream) pairs is enqueued; if that
 enqueue is lost, the ``deliver_pending`` sweeper finds the rows again.
@@ -26,6 +29,8 @@ from django.db import connections, transaction
 from django.db.models.base import ModelState
 from django.utils import timezone
 
+from ..core import oncommit
+from ..core.sqlrows import insert_rows
 from ..models import (
     PipelineRun,
     Product,
@@ -34,8 +39,13 @@ from ..models import (
     WebhookEvent,
     WebhookSubscription,
 )
-from ..services import encoding, tracking
+from ..services import encoding
 from ..services.context import current_change_context
+from ..tracking.batch import add_row, collecting_changes
+from ..tracking.changes import CREATED as CREATED_KIND
+from ..tracking.changes import UPDATED as UPDATED_KIND
+from ..tracking.changes import Change, ChangeSet
+from .services import enqueue_streams
 
 PRODUCT_FIELDS = ("name", "price", "stock", "low_stock_threshold")
 _CENT = Decimal("0.01")
@@ -43,6 +53,7 @@ PENDING = WebhookDelivery.Status.PENDING.value
 CREATED = WebhookEvent.PRODUCT_CREATED.value
 UPDATED = WebhookEvent.PRODUCT_UPDATED.value
 PRICE_CHANGED = WebhookEvent.PRICE_CHANGED.value
+DELETED = WebhookEvent.PRODUCT_DELETED.value
 
 # --- which subscriptions want an event ----------------------------------------------------
 
@@ -121,9 +132,7 @@ def record_event(
     event_id = uuid.uuid4()
     at = at or timezone.now()
     for subscription_id in subscription_ids:
-        tracking.add_row(
-            _delivery(subscription_id, event_id, event_type, stream, data, at), using=using
-        )
+        add_row(_delivery(subscription_id, event_id, event_type, stream, data, at), using=using)
         _schedule(using, subscription_id, stream)
     return event_id
 
@@ -159,7 +168,7 @@ def _jsonable(name: str, value: Any) -> Any:
     return _money(value) if name == "price" and value is not None else value
 
 
-def product_data(product: Product) -> dict[str, Any]:
+def product_data(product: Product | Change) -> dict[str, Any]:
     return _product_values(
         product.pk,
         product.sku,
@@ -187,106 +196,78 @@ def _who() -> dict[str, Any]:
     return {"source": ctx.source, "user_id": ctx.user_id}
 
 
-def record_product_saved(
-    product: Product, *, created: bool, using: str, update_fields: Iterable[str] | None = None
-) -> None:
-    """``product.created``, or ``product.updated`` (+ ``price.changed``) with old values.
-
-    Old values come from ``_before_write`` (read under the row lock by the tracking core)
-    for tracked fields and from the values the instance was loaded with for the name.
-    """
+def record_product_changes(changes: ChangeSet, *, using: str) -> None:
+    """The webhook effect: ``product.created``, ``product.updated`` (+ ``price.changed``)
+    with old values, ``product.deleted``, for each change of ``changes``, in order, written
+    set-based. Nothing is read or built when nobody subscribed to product events."""
     by_type = _by_type(using)
     if not by_type:  # the common case in bulk work: nobody subscribed to anything
         return
-    stream = f"product:{product.pk}"
-    if created:
-        subs = by_type.get(CREATED)
-        if subs:
-            data = {"product": product_data(product), **_who()}
-            record_event(
-                WebhookEvent.PRODUCT_CREATED,
-                stream,
-                data,
-                subscription_ids=subs,
-                using=using,
-                at=product.updated_at,
-            )
+    created, deleted = by_type.get(CREATED), by_type.get(DELETED)
+    if not (created or deleted or by_type.get(UPDATED) or by_type.get(PRICE_CHANGED)):
         return
-    updated, priced = by_type.get(UPDATED), by_type.get(PRICE_CHANGED)
-    if not updated and not priced:
-        return
-    before = getattr(product, "_before_write", None) or {}
-    loaded = getattr(product, "_loaded", None) or {}
-    changes = {}
-    for name in PRODUCT_FIELDS:
-        if name in before:
-            old = before[name]
-        elif name in loaded:
-            old = loaded[name]
-        else:
+    rows: list[WebhookDelivery] = []
+    who = _who()
+    for change in changes.rows():
+        kind = change.kind
+        at = change.at
+        if kind == UPDATED_KIND:
+            changed = {}
+            for name in PRODUCT_FIELDS:
+                if name in change.before:
+                    old = _jsonable(name, change.before[name])
+                    new = _jsonable(name, change.get(name))
+                    if old != new:
+                        changed[name] = {"old": old, "new": new}
+            if changed:
+                _product_changed(rows, change, changed, at=at, by_type=by_type, who=who)
             continue
-        old, new = _jsonable(name, old), _jsonable(name, getattr(product, name))
-        if old != new:
-            changes[name] = {"old": old, "new": new}
-    if not changes:
-        return
-    # The write's own timestamp when it set one (a bulk write sets one for all its rows).
-    at = product.updated_at if update_fields is None or "updated_at" in update_fields else None
-    _record_changes(product_data(product), changes, using=using, at=at, by_type=by_type)
+        subs = created if kind == CREATED_KIND else deleted
+        if subs and change.pk is not None:
+            event = CREATED if kind == CREATED_KIND else DELETED
+            data = {"product": product_data(change), **who}
+            _add(rows, event, f"product:{change.pk}", data, subs, at if event == CREATED else None)
+    _write(rows, using=using)
 
 
-def record_field_changes(
-    field: str, rows: Iterable[tuple], *, using: str, at: datetime | None
-) -> None:
-    """``record_product_saved`` for products whose one ``field`` a set-based write changed
-    (the pipelines' SQL route). ``rows``: ``(id, sku, name, price, stock,
-    low_stock_threshold, old value of field)``, the other values as written."""
-    if not wants_product_updates(using):
-        return
-    by_type = _by_type(using)
-    for *values, old in rows:
-        data = _product_values(*values)
-        old, new = _jsonable(field, old), data[field]
-        if old != new:
-            changes = {field: {"old": old, "new": new}}
-            _record_changes(data, changes, using=using, at=at, by_type=by_type)
-
-
-def _record_changes(
-    product: dict[str, Any],
-    changes: dict[str, dict[str, Any]],
+def _product_changed(
+    rows: list[WebhookDelivery],
+    change: Change,
+    changed: dict[str, dict[str, Any]],
     *,
-    using: str,
     at: datetime | None,
     by_type: dict[str, tuple[int, ...]],
+    who: dict[str, Any],
 ) -> None:
-    """``product.updated`` (and ``price.changed``) of one product (``product_data``)."""
+    """``product.updated`` (and ``price.changed``) of one product."""
     updated, priced = by_type.get(UPDATED), by_type.get(PRICE_CHANGED)
-    who = _who()
+    product = product_data(change)
     stream = f"product:{product['id']}"
     if updated:
-        data = {"product": product, "changes": changes, **who}
-        record_event(
-            WebhookEvent.PRODUCT_UPDATED, stream, data, subscription_ids=updated, using=using, at=at
-        )
-    if priced and "price" in changes:
+        _add(rows, UPDATED, stream, {"product": product, "changes": changed, **who}, updated, at)
+    if priced and "price" in changed:
         data = {
             "product": {"id": product["id"], "sku": product["sku"], "name": product["name"]},
-            "old": changes["price"]["old"],
-            "new": changes["price"]["new"],
+            "old": changed["price"]["old"],
+            "new": changed["price"]["new"],
             **who,
         }
-        record_event(
-            WebhookEvent.PRICE_CHANGED, stream, data, subscription_ids=priced, using=using, at=at
-        )
+        _add(rows, PRICE_CHANGED, stream, data, priced, at)
 
 
-def record_product_deleted(product: Product, *, using: str) -> None:
-    subs = subscribers(WebhookEvent.PRODUCT_DELETED, using=using)
-    if subs and product.pk is not None:
-        data = {"product": product_data(product), **_who()}
-        stream = f"product:{product.pk}"
-        record_event(WebhookEvent.PRODUCT_DELETED, stream, data, subscription_ids=subs, using=using)
+def _add(rows, event_type, stream, data, subscription_ids, at) -> None:
+    """One outbox row per subscription for this event, all with one event id."""
+    event_id = uuid.uuid4()
+    at = at or timezone.now()
+    for subscription_id in subscription_ids:
+        rows.append(_delivery(subscription_id, event_id, event_type, stream, data, at))
+
+
+def _write(rows: list[WebhookDelivery], *, using: str) -> None:
+    if rows:
+        insert_deliveries(rows, using=using)
+        for row in rows:
+            _schedule(using, row.subscription_id, row.stream)
 
 
 def _alert_data(alert: StockAlert) -> dict[str, Any]:
@@ -317,7 +298,7 @@ def record_alerts(event_type: str, alerts: Sequence[StockAlert], *, using: str) 
     subs = subscribers(event_type, using=using)
     if not subs or not alerts:
         return
-    with tracking.collecting_changes(using):
+    with collecting_changes(using):
         for alert in alerts:
             stream = f"product:{alert.product_id}" if alert.product_id else f"alert:{alert.pk}"
             record_event(event_type, stream, _alert_data(alert), subscription_ids=subs, using=using)
@@ -350,7 +331,7 @@ def record_pipeline_finished(run: PipelineRun, *, using: str) -> None:
 
 
 def insert_deliveries(rows: Sequence[WebhookDelivery], *, using: str) -> None:
-    """Write new outbox rows set-based (``tracking.insert_rows``), without per-row compiling.
+    """Write new outbox rows set-based (``insert_rows``), without per-row compiling.
 
     Only the UUID and JSON columns need converting; the others are plain values already.
     """
@@ -368,7 +349,7 @@ def insert_deliveries(rows: Sequence[WebhookDelivery], *, using: str) -> None:
             values[event_id] = values[event_id].hex
         values[data] = encoding.dumps(values[data], default=default)
         tuples.append(values)
-    tracking.insert_rows(WebhookDelivery, names, tuples, using=using)
+    insert_rows(WebhookDelivery, names, tuples, using=using)
 
 
 def _attnames() -> list[str]:
@@ -378,51 +359,27 @@ def _attnames() -> list[str]:
 # --- enqueue after commit -----------------------------------------------------------------
 
 
-class _Streams:
-    """The streams written in one transaction; enqueued by one on_commit callback."""
+class _Streams(oncommit.Accumulator):
+    """The (subscription, stream) pairs written in one transaction, enqueued at commit."""
 
-    def __init__(self) -> None:
+    def __init__(self, connection) -> None:
+        super().__init__(connection)
         self.streams: dict[tuple[int, str], None] = {}
-        self.index = -1
 
-    def __call__(self) -> None:
-        from .services import enqueue_streams
-
+    def flush(self) -> None:
         enqueue_streams(list(self.streams))
 
 
-_local = threading.local()
-
-
 def _schedule(using: str, subscription_id: int, stream: str) -> None:
-    """Remember the stream for the transaction's single on_commit callback.
-
-    One callback per transaction (not per row): a callback is reused while it is still
-    registered (a rollback, also of a savepoint, unregisters it and a new one is made).
-    """
-    connection = transaction.get_connection(using)
+    """Remember the stream for the transaction's single on_commit callback (outside a
+    transaction: one callback for this stream)."""
     key = (subscription_id, stream)
-    if not connection.in_atomic_block:
+    streams = oncommit.pending(using, _Streams)
+    if streams is None:
         transaction.on_commit(lambda: _enqueue_one(key), using=using, robust=True)
-        return
-    pending: dict[str, _Streams] = _local.__dict__.setdefault("pending", {})
-    current = pending.get(using)
-    hooks = connection.run_on_commit
-    if current is not None:
-        i = current.index
-        if not (i < len(hooks) and hooks[i][1] is current):
-            i = next((n for n, hook in enumerate(hooks) if hook[1] is current), -1)
-            current.index = i
-        if i < 0:
-            current = None
-    if current is None:
-        current = pending[using] = _Streams()
-        transaction.on_commit(current, using=using, robust=True)
-        current.index = len(hooks) - 1
-    current.streams[key] = None
+    else:
+        streams.streams[key] = None
 
 
 def _enqueue_one(key: tuple[int, str]) -> None:
-    from .services import enqueue_streams
-
     enqueue_streams([key])

@@ -1,7 +1,8 @@
-"""Thin receivers: each turns a signal into outbox rows through ``outbox``.
+"""Thin receivers: each turns a signal of ``app.signals`` into outbox rows through ``outbox``.
 
-Connected in ``AppConfig.ready()`` with a ``dispatch_uid``; the product receivers are
-connected before the tracking core's, so a product's own event precedes the alert event
+Connected in ``AppConfig.ready()`` with a ``dispatch_uid``. Product events are not sent
+from a receiver: they are an effect of the change pipeline (``outbox.record_product_changes``),
+registered before the alerts effect so that a product's own event precedes the alert event
 its change causes, on every write path.
 """
 
@@ -9,19 +10,6 @@ from __future__ import annotations
 
 from ..models import WebhookEvent
 from . import outbox
-
-
-def product_saved(
-    sender, instance, created, raw=False, using=None, update_fields=None, **kwargs
-) -> None:
-    if not raw:
-        outbox.record_product_saved(
-            instance, created=created, using=using or "default", update_fields=update_fields
-        )
-
-
-def product_deleted(sender, instance, using=None, **kwargs) -> None:
-    outbox.record_product_deleted(instance, using=using or "default")
 
 
 def alerts_opened(sender, alerts, using="default", **kwargs) -> None:

@@ -1,7 +1,5 @@
-"""Signals the webhooks listen to that no other module defines."""
+"""Moved: the app's signals are declared in ``app.signals`` (re-exported here)."""
 
-from django.dispatch import Signal
+from ..signals import pipeline_finished
 
-# Sent when a pipeline run has stored its final status (succeeded, failed, previewed),
-# inside the run's transaction for successful runs. kwargs: run (PipelineRun), using.
-pipeline_finished = Signal()
+__all__ = ["pipeline_finished"]

@@ -12,8 +12,8 @@ from django.db.models.signals import post_save, pre_save
 
 from app import receivers
 from app.models import PriceHistory, Product, WebhookDelivery, WebhookEvent
-from app.services import fastpath
 from app.services.context import change_context
+from app.tracking import adapters
 from app.utils.utils import process_pipeline
 from app.webhooks import outbox, services
 
@@ -29,18 +29,18 @@ user_receiver.seen = []
 
 @pytest.mark.parametrize("signal", [pre_save, post_save])
 def test_a_user_receiver_turns_the_fast_path_off_for_its_signal(signal):
-    assert fastpath.saves_are_bulk()
+    assert adapters.saves_are_bulk()
     signal.connect(user_receiver, sender=Product, dispatch_uid="test.user_receiver")
     try:
-        assert fastpath.bulk_handlers(signal) is None
-        assert not fastpath.saves_are_bulk()
+        assert adapters.bulk_forms(signal) is None
+        assert not adapters.saves_are_bulk()
         Product.objects.create(sku="U-1", name="U", price=Decimal("1.00"), stock=1)
         user_receiver.seen.clear()
         process_pipeline({"steps": [{"op": "set_prices", "prices": {"U-1": "2.00"}}]})
         assert user_receiver.seen == ["U-1"]  # called per object, as save() would
     finally:
         signal.disconnect(sender=Product, dispatch_uid="test.user_receiver")
-    assert fastpath.saves_are_bulk()
+    assert adapters.saves_are_bulk()
 
 
 def test_a_project_receiver_connected_twice_is_called_twice():
@@ -48,10 +48,10 @@ def test_a_project_receiver_connected_twice_is_called_twice():
         receivers.product_post_save, sender=Product, dispatch_uid="test.second_connection"
     )
     try:
-        assert fastpath.bulk_handlers(post_save) is None
+        assert adapters.bulk_forms(post_save) is None
     finally:
         post_save.disconnect(sender=Product, dispatch_uid="test.second_connection")
-    assert fastpath.bulk_handlers(post_save) is not None
+    assert adapters.bulk_forms(post_save) is not None
 
 
 def test_receivers_for_another_model_do_not_matter():
@@ -59,7 +59,7 @@ def test_receivers_for_another_model_do_not_matter():
 
     post_save.connect(user_receiver, sender=StockAlert, dispatch_uid="test.other_model")
     try:
-        assert fastpath.saves_are_bulk()
+        assert adapters.saves_are_bulk()
     finally:
         post_save.disconnect(sender=StockAlert, dispatch_uid="test.other_model")
 
@@ -113,7 +113,7 @@ def test_outbox_rows_equal_per_object_save_when_subscribed(operator):
                     )
                 WebhookDelivery.objects.all().delete()
                 if route == "pipeline":
-                    assert fastpath.saves_are_bulk()
+                    assert adapters.saves_are_bulk()
                     result = process_pipeline(spec, user=operator)
                     assert result["status"] == "succeeded", result
                     source = f"pipeline:{result['run_id']}"

@@ -8,7 +8,7 @@ ledger, alerts, deletion audit rows, and what user-connected ``pre_save``/``post
 ``pre_delete``/``post_delete`` receivers saw (per product, in order, including a re-read of
 the row from inside ``post_save``, as the seed's receiver did). Run twice: with that user
 receiver connected (bulk writes dispatch per object) and without it (only the project's
-receivers listen, so bulk writes use their set-based equivalents, ``app.services.fastpath``).
+receivers listen, so bulk writes use their set-based equivalents, ``app.tracking.adapters``).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.models import DeletionAudit, PriceHistory, Product, StockAlert, StockMovement
-from app.services import fastpath
 from app.services.context import change_context
+from app.tracking import adapters
 from app.utils.utils import process_pipeline
 
 pytestmark = pytest.mark.django_db
@@ -228,9 +228,9 @@ class Recorder:
 @pytest.fixture(params=["user receivers", "project receivers only"])
 def recorder(request):
     """A connected ``Recorder`` (per-object dispatch), or ``None``: then only the project's
-    receivers listen and bulk writes take the set-based fast path (``fastpath``)."""
+    receivers listen and bulk writes take the set-based fast path (``adapters``)."""
     if request.param == "project receivers only":
-        assert fastpath.saves_are_bulk()
+        assert adapters.saves_are_bulk()
         yield None
         return
     rec = Recorder()
@@ -242,7 +242,7 @@ def recorder(request):
     ]
     for signal, receiver in pairs:
         signal.connect(receiver, sender=Product, dispatch_uid=f"identity.{receiver.__name__}")
-    assert not fastpath.saves_are_bulk()
+    assert not adapters.saves_are_bulk()
     yield rec
     for signal, receiver in pairs:
         signal.disconnect(sender=Product, dispatch_uid=f"identity.{receiver.__name__}")

@@ -1,0 +1,132 @@
+"""Plain rows to and from SQL: set-based inserts of tuples, rows as one JSON parameter.
+
+The toolkit of the set-based write paths (the change pipeline's effects, the bulk writers,
+the pipelines' SQL route): no model instances, no per-row compiler work.
+"""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+from typing import Any
+
+from django.db import connections, models
+
+from ..services import encoding
+
+CHUNK = 2000
+
+
+def insert_rows(
+    model: type[models.Model],
+    columns: Sequence[str],
+    rows: list[tuple],
+    *,
+    using: str,
+    returning: Sequence[str] = (),
+) -> list[tuple]:
+    """Set-based ``INSERT`` of plain tuples: no model instances, no per-row compiler work.
+
+    Values are what the driver would bind (JSON columns as JSON text); datetimes are
+    adapted for the backend once per distinct value (a batch shares one). Each chunk of
+    rows travels as one JSON parameter (``json_rows``). ``returning``: columns of the new
+    rows to return, in no particular order (SQLite 3.35+ and PostgreSQL).
+    """
+    if not rows:
+        return []
+    connection = connections[using]
+    qn = connection.ops.quote_name
+    meta = model._meta
+    fields = [meta.get_field(name) for name in columns]
+    adapt = [i for i, f in enumerate(fields) if isinstance(f, models.DateTimeField)]
+    cache: dict[Any, Any] = {}
+    if adapt:
+        for row in rows:
+            for i in adapt:
+                if row[i] not in cache:
+                    cache[row[i]] = _json_scalar(f_adapt(connection, row[i]))
+    table = qn(meta.db_table)
+    names = ", ".join(qn(f.column) for f in fields)
+    source = json_rows_sql(connection, fields)
+    sql = f"INSERT INTO {table} ({names}) SELECT * FROM {source}"
+    if returning:
+        sql += " RETURNING " + ", ".join(qn(meta.get_field(n).column) for n in returning)
+    inserted: list[tuple] = []
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), CHUNK):
+            chunk = rows[start : start + CHUNK]
+            if adapt:
+                adapted = []
+                for row in chunk:
+                    row = list(row)
+                    for i in adapt:
+                        row[i] = cache[row[i]]
+                    adapted.append(row)
+                chunk = adapted
+            cursor.execute(sql, [json_rows(chunk)])
+            if returning:
+                inserted.extend(cursor.fetchall())
+    return inserted
+
+
+def f_adapt(connection, value: Any) -> Any:
+    return connection.ops.adapt_datetimefield_value(value)
+
+
+def json_rows(rows: Sequence[Sequence[Any]]) -> str:
+    """Rows (as arrays) in one JSON text: one parameter for a whole chunk, encoded in C, so
+    a statement stays short (and cached) however many rows it carries."""
+    return encoding.dumps(rows, default=_json_scalar)
+
+
+def _json_scalar(value: Any) -> Any:
+    """Values JSON has no type for, as the text the database parses back exactly."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    raise TypeError(f"cannot send {type(value).__name__} as a JSON row value")
+
+
+def json_rows_sql(
+    connection, fields: Sequence[models.Field], names: Sequence[str] = (), alias: str = "v"
+) -> str:
+    """A ``FROM`` item reading a ``json_rows`` parameter back as typed columns
+    (named ``names`` if given). PostgreSQL casts each value to its column's type (text for
+    strings: an over-long one then fails on write, as with ``save()``, not truncated);
+    SQLite's column affinity converts them as it converts bound values."""
+    aliases = [f" AS {connection.ops.quote_name(n)}" for n in names] or [""] * len(fields)
+    if connection.vendor == "postgresql":
+        columns = []
+        for i, f in enumerate(fields):
+            cast = f.cast_db_type(connection)
+            cast = "text" if cast.startswith(("varchar", "char")) else cast
+            columns.append(f"(r->>{i})::{cast}{aliases[i]}")
+        return f"(SELECT {', '.join(columns)} FROM jsonb_array_elements(%s::jsonb) AS r) AS {alias}"
+    columns = [f"json_extract(value, '$[{i}]'){aliases[i]}" for i in range(len(fields))]
+    return f"(SELECT {', '.join(columns)} FROM json_each(%s)) AS {alias}"
+
+
+def column_converter(
+    connection, model: type[models.Model], attname: str
+) -> Callable[[Any], Any] | None:
+    """What the ORM does to a column's value read on ``connection`` (``None``: nothing),
+    for rows read with raw SQL."""
+    field_ = model._meta.get_field(attname)
+    col = field_.get_col(model._meta.db_table)
+    funcs = connection.ops.get_db_converters(col) + col.get_db_converters(connection)
+    if not funcs:
+        return None
+
+    def convert(value: Any) -> Any:
+        for func in funcs:
+            value = func(value, col, connection)
+        return value
+
+    return convert

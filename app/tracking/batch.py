@@ -1,0 +1,117 @@
+"""Change batches: the change sets of a block of writes, handed to the effects at its end.
+
+Inside ``collecting_changes()`` writes add their change sets to the open batch; when the
+block ends, each goes through the registered effects (``effects.run``), set-based, which
+is what makes large pipelines fast. Outside a batch a change set is handled at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+from django.db import models
+from django.utils import timezone
+
+from ..core.sqlrows import CHUNK
+from . import effects
+from .changes import THRESHOLD_CROSSED, Change, ChangeSet, RowChanges
+
+
+class ChangeBatch:
+    """Change sets (in write order) and extra rows of one block of writes."""
+
+    def __init__(self, using: str) -> None:
+        self.using = using
+        self.now = timezone.now()
+        self.pending: list[list[Change] | ChangeSet] = []
+        self.done: list[ChangeSet] = []
+        self.extra_rows: dict[type[models.Model], list[models.Model]] = {}
+
+    def add_rows(self, rows: Sequence[Change]) -> None:
+        pending = self.pending
+        if pending and isinstance(pending[-1], list):
+            pending[-1].extend(rows)
+        else:
+            pending.append(list(rows))
+
+    def add(self, changes: ChangeSet) -> None:
+        self.pending.append(changes)
+
+    def flush(self) -> None:
+        for model, rows in self.extra_rows.items():
+            model._default_manager.using(self.using).bulk_create(rows, batch_size=CHUNK)
+        self.extra_rows = {}
+        pending, self.pending = self.pending, []
+        for item in pending:
+            if isinstance(item, list):
+                item = RowChanges(item, using=self.using, now=self.now)
+            effects.run(item)
+            self.done.append(item)
+
+    def crossed(self) -> list[Any]:
+        """Primary keys of the products whose stock crossed their threshold (or that were
+        created), in the change sets handled so far."""
+        pks: dict[Any, None] = {}
+        for changes in self.done:
+            if changes.has(THRESHOLD_CROSSED):
+                pks.update((c.pk, None) for c in changes.rows(THRESHOLD_CROSSED))
+        return list(pks)
+
+
+_batch: ContextVar[ChangeBatch | None] = ContextVar("stockpipe_change_batch", default=None)
+
+
+@contextmanager
+def collecting_changes(using: str = "default") -> Iterator[ChangeBatch]:
+    """Collect the change sets of the block and run the effects on them at its end.
+
+    Nested blocks share the outermost batch. Must run inside a transaction: the effects
+    write when the block exits, before the transaction commits.
+    """
+    outer = _batch.get()
+    if outer is not None:
+        yield outer
+        return
+    batch = ChangeBatch(using=using)
+    token = _batch.set(batch)
+    try:
+        yield batch
+    finally:
+        _batch.reset(token)
+    batch.flush()
+
+
+def record(rows: Sequence[Change], *, using: str) -> None:
+    """Hand Python change rows to the effects: into the open batch, else at once."""
+    if not rows:
+        return
+    batch = _batch.get()
+    if batch is None:
+        effects.run(RowChanges(list(rows), using=using))
+    else:
+        batch.add_rows(rows)
+
+
+def record_set(changes: ChangeSet) -> None:
+    """``record`` for a change set the write built itself (the SQL route's)."""
+    batch = _batch.get()
+    if batch is None:
+        effects.run(changes)
+    else:
+        batch.add(changes)
+
+
+def add_row(row: models.Model, *, using: str = "default") -> None:
+    """Write ``row`` with the current change: buffered in an open batch, else saved now.
+
+    For code that keeps its own records of a change (an outbox, say) and wants them
+    written set-based, in the same transaction.
+    """
+    batch = _batch.get()
+    if batch is None:
+        row.save(using=using)
+    else:
+        batch.extra_rows.setdefault(type(row), []).append(row)

@@ -1,0 +1,378 @@
+"""Change sets: what one write did to products, in one shape for every write path.
+
+A change is a row ``(pk, kind, before, after)``: ``kind`` is ``created``, ``updated`` or
+``deleted``; ``before`` holds the committed values of the fields the write set (empty for
+a creation); ``after`` the product's values after the write. Two sources produce them:
+
+* ``RowChanges``: Python rows, built from the instances a write sent ``post_save`` or
+  ``post_delete`` for (``save()``, the queryset's bulk writes, deletes, the pipelines'
+  object route).
+* ``StagedChanges``: the pipelines' SQL route, whose changed rows stay in the database; the
+  change set carries a ``SELECT`` over the staged table instead of rows.
+
+Effects read a change set through one interface, so each has one implementation:
+``rows(where)`` gives ``Change`` rows (the SQL route reads them), ``select(...)`` gives
+``INSERT ... SELECT`` sources (Python rows travel as one JSON parameter), ``has(where)``
+says whether any row may match. ``where`` is one of the named filters below, each with its
+Python and its SQL form side by side.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from django.db import connections, models
+from django.utils import timezone
+
+from ..core.sqlrows import CHUNK, column_converter, json_rows, json_rows_sql
+from ..models import Product
+
+CREATED, UPDATED, DELETED = "created", "updated", "deleted"
+FIELDS = ("sku", "name", "price", "stock", "low_stock_threshold")
+
+_PRICE = Product._meta.get_field("price")
+CENTS = Decimal(1).scaleb(-_PRICE.decimal_places)
+
+
+def quantize_price(value: Any) -> Any:
+    """A price as the database stores it (two places), so old and new compare exactly."""
+    if type(value) is Decimal and value.is_finite():
+        return value.quantize(CENTS)
+    if value is None:
+        return value
+    value = _PRICE.to_python(value)
+    return value.quantize(CENTS) if isinstance(value, Decimal) else value
+
+
+class Change:
+    """One product's change. ``after`` may lack a field a narrow read left deferred; ``get``
+    then reads it from ``instance``, as the attribute access would."""
+
+    __slots__ = ("after", "at", "before", "instance", "kind", "pk")
+
+    def __init__(
+        self,
+        pk: Any,
+        kind: str,
+        before: dict[str, Any],
+        after: dict[str, Any],
+        at: Any = None,
+        instance: Product | None = None,
+    ) -> None:
+        self.pk, self.kind, self.before, self.after = pk, kind, before, after
+        self.at, self.instance = at, instance
+
+    def __repr__(self) -> str:
+        return f"Change({self.pk!r}, {self.kind}, before={self.before}, after={self.after})"
+
+    def get(self, name: str) -> Any:
+        after = self.after
+        if name in after:
+            return after[name]
+        value = after[name] = getattr(self.instance, name)
+        return value
+
+    def old(self, name: str) -> Any:
+        """The value before the write (a new product had no stock)."""
+        if self.kind == CREATED and name == "stock":
+            return 0
+        before = self.before
+        return before[name] if name in before else self.get(name)
+
+    def changed(self, name: str) -> bool:
+        return name in self.before and self.before[name] != self.get(name)
+
+    sku = property(lambda self: self.get("sku"))
+    name = property(lambda self: self.get("name"))
+    price = property(lambda self: self.get("price"))
+    stock = property(lambda self: self.get("stock"))
+    low_stock_threshold = property(lambda self: self.get("low_stock_threshold"))
+
+    @property
+    def is_low_stock(self) -> bool:
+        return self.get("stock") < self.get("low_stock_threshold")
+
+
+def _crosses(c: Change) -> bool:
+    if c.kind == CREATED:
+        return True
+    if c.kind != UPDATED:
+        return False
+    before = c.before
+    if "stock" not in before and "low_stock_threshold" not in before:
+        return False
+    return (c.old("stock") < c.old("low_stock_threshold")) != c.is_low_stock
+
+
+@dataclass(frozen=True)
+class Where:
+    """A row filter in both forms: ``test`` on a ``Change``, ``sql`` on the relation ``c``.
+    ``fields``: the fields a matching update must have set (``None``: any)."""
+
+    name: str
+    sql: str
+    test: Callable[[Change], bool]
+    fields: frozenset[str] | None = None
+
+
+EVERY = Where("every", "1 = 1", lambda c: True)
+PRICE_CHANGED = Where(
+    "price changed",
+    "c.kind = 'updated' AND c.old_price <> c.price",
+    lambda c: c.kind == UPDATED and "price" in c.before and c.before["price"] != c.get("price"),
+    frozenset({"price"}),
+)
+STOCK_CHANGED = Where(
+    "stock changed",
+    "c.kind <> 'deleted' AND c.old_stock <> c.stock",
+    lambda c: c.kind != DELETED and c.old("stock") != c.get("stock"),
+    frozenset({"stock"}),
+)
+THRESHOLD_CROSSED = Where(
+    "threshold crossed",
+    "c.kind = 'created' OR (c.kind = 'updated' AND "
+    "(c.old_stock < c.old_threshold) <> (c.stock < c.threshold))",
+    _crosses,
+    frozenset({"stock", "low_stock_threshold"}),
+)
+
+NOT_CREATED = Where("not created", "c.kind <> 'created'", lambda c: c.kind != CREATED)
+
+# The relation every change set offers to SQL (``select``): column -> (value, type).
+# The getters read ``after``/``before`` directly (``get``/``old`` only for what is missing):
+# ``select`` calls them for every row of a bulk write.
+
+
+def _new(name: str) -> Callable[[int, Change], Any]:
+    def value(i: int, c: Change) -> Any:
+        after = c.after
+        return after[name] if name in after else c.get(name)
+
+    return value
+
+
+def _old(name: str) -> Callable[[int, Change], Any]:
+    def value(i: int, c: Change) -> Any:
+        before = c.before
+        return before[name] if name in before else c.old(name)
+
+    return value
+
+
+_ID = models.IntegerField()
+_TEXT = models.CharField()
+_F = Product._meta.get_field
+COLUMNS: dict[str, tuple[Callable[[int, Change], Any], models.Field]] = {
+    "ord": (lambda i, c: i, _ID),
+    "pk": (lambda i, c: c.pk, Product._meta.pk),
+    "kind": (lambda i, c: c.kind, _TEXT),
+    "sku": (_new("sku"), _F("sku")),
+    "old_sku": (_old("sku"), _F("sku")),
+    "name": (_new("name"), _F("name")),
+    "old_name": (_old("name"), _F("name")),
+    "price": (_new("price"), _F("price")),
+    "old_price": (_old("price"), _F("price")),
+    "stock": (_new("stock"), _F("stock")),
+    "old_stock": (_old("stock"), _F("stock")),
+    "threshold": (_new("low_stock_threshold"), _F("low_stock_threshold")),
+    "old_threshold": (_old("low_stock_threshold"), _F("low_stock_threshold")),
+}
+_REFERENCE = re.compile(r"\bc\.(\w+)")
+
+
+class ChangeSet:
+    """What one write (or one batch of writes) changed; read by every effect."""
+
+    using: str
+    now: Any  # the batch's timestamp for history rows
+
+    def rows(self, where: Where = EVERY) -> list[Change]:
+        raise NotImplementedError
+
+    def has(self, where: Where = EVERY) -> bool:
+        """Whether some row may match ``where`` (cheap: no query)."""
+        raise NotImplementedError
+
+    def values(self, names: Sequence[str], where: Where = EVERY) -> list[tuple]:
+        """Tuples of the ``COLUMNS`` ``names`` of the rows matching ``where``, in write
+        order: what an effect needs, without building a ``Change`` per staged row."""
+        raise NotImplementedError
+
+    def select(
+        self, columns: str, where: Where = EVERY, params: Sequence[Any] = ()
+    ) -> Iterator[tuple[str, list[Any]]]:
+        """``SELECT {columns} FROM <changes> c`` statements over the rows matching
+        ``where``, in write order, each with its parameters (``params`` are those of
+        ``columns``). ``columns`` refer to ``COLUMNS`` as ``c.<name>``."""
+        raise NotImplementedError
+
+
+class RowChanges(ChangeSet):
+    """Changes held as Python rows."""
+
+    def __init__(self, rows: list[Change], *, using: str, now: Any = None) -> None:
+        self.changes = rows
+        self.using = using
+        self.now = now or timezone.now()
+        self._matching: dict[str, list[Change]] = {}
+
+    def rows(self, where: Where = EVERY) -> list[Change]:
+        found = self._matching.get(where.name)
+        if found is None:
+            test = where.test
+            found = self._matching[where.name] = (
+                self.changes if where is EVERY else [c for c in self.changes if test(c)]
+            )
+        return found
+
+    def has(self, where: Where = EVERY) -> bool:
+        return bool(self.rows(where))
+
+    def values(self, names: Sequence[str], where: Where = EVERY) -> list[tuple]:
+        getters = [COLUMNS[name][0] for name in names]
+        return [tuple([get(i, c) for get in getters]) for i, c in enumerate(self.rows(where))]
+
+    def select(
+        self, columns: str, where: Where = EVERY, params: Sequence[Any] = ()
+    ) -> Iterator[tuple[str, list[Any]]]:
+        rows = self.rows(where)
+        if not rows:
+            return
+        connection = connections[self.using]
+        used = [name for name in COLUMNS if name in set(_REFERENCE.findall(columns))]
+        getters = [COLUMNS[name][0] for name in used]
+        source = json_rows_sql(connection, [COLUMNS[n][1] for n in used], used, alias="c")
+        sql = f"SELECT {columns} FROM {source}"
+        for start in range(0, len(rows), CHUNK):
+            chunk = rows[start : start + CHUNK]
+            values = [[get(start + i, c) for get in getters] for i, c in enumerate(chunk)]
+            yield sql, [*params, json_rows(values)]
+
+
+class StagedChanges(ChangeSet):
+    """The SQL route's changes: ``source`` is a ``SELECT`` giving ``COLUMNS`` for each
+    changed row (after the write); ``field`` is the one field the write set; ``count``
+    how many rows changed."""
+
+    def __init__(
+        self, source: str, *, field: str, count: int, using: str, at: Any, now: Any = None
+    ) -> None:
+        self.source, self.field, self.count = source, field, count
+        self.using = using
+        self.at = at
+        self.now = now or timezone.now()
+        self._matching: dict[str, list[Change]] = {}
+
+    def has(self, where: Where = EVERY) -> bool:
+        return self.count > 0 and (where.fields is None or self.field in where.fields)
+
+    def select(
+        self, columns: str, where: Where = EVERY, params: Sequence[Any] = ()
+    ) -> Iterator[tuple[str, list[Any]]]:
+        if self.has(where):
+            yield (
+                f"SELECT {columns} FROM ({self.source}) c WHERE {where.sql} ORDER BY c.ord",
+                list(params),
+            )
+
+    def values(self, names: Sequence[str], where: Where = EVERY) -> list[tuple]:
+        columns = ", ".join(f"c.{name}" for name in names)
+        connection = connections[self.using]
+        convert = column_converter(connection, Product, "price")
+        prices = [i for i, name in enumerate(names) if name in ("price", "old_price")]
+        found: list[tuple] = []
+        for sql, params in self.select(columns, where):
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                rows = cursor.fetchall()
+            if convert is None or not prices:
+                found.extend(rows)
+                continue
+            for row in rows:
+                row = list(row)
+                for i in prices:
+                    row[i] = convert(row[i])
+                found.append(tuple(row))
+        return found
+
+    def rows(self, where: Where = EVERY) -> list[Change]:
+        found = self._matching.get(where.name)
+        if found is not None:
+            return found
+        found = self._matching[where.name] = []
+        old = "old_threshold" if self.field == "low_stock_threshold" else f"old_{self.field}"
+        connection = connections[self.using]
+        convert = column_converter(connection, Product, "price") or (lambda value: value)
+        field = self.field
+        at = self.at
+        columns = f"c.pk, c.sku, c.name, c.price, c.stock, c.threshold, c.{old}"
+        for sql, params in self.select(columns, where):
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                fetched = cursor.fetchall()
+            for pk, sku, name, price, stock, threshold, before in fetched:
+                after = {
+                    "sku": sku,
+                    "name": name,
+                    "price": convert(price),
+                    "stock": stock,
+                    "low_stock_threshold": threshold,
+                }
+                before = convert(before) if field == "price" else int(before)
+                found.append(Change(pk, UPDATED, {field: before}, after, at=at))
+        return found
+
+
+# --- changes from instances (the signal adapters) -------------------------------------
+
+
+def saved(products: Sequence[Product], *, created: bool, update_fields: Any = None) -> list[Change]:
+    """The changes ``post_save`` reports for ``products``. Old values of tracked fields
+    come from ``_before_write`` (read under the row lock by the write), old SKU and name
+    from the values the instance was loaded with, for the fields the write set."""
+    out = []
+    append = out.append
+    stamped = update_fields is None or "updated_at" in update_fields
+    names = FIELDS if update_fields is None else [f for f in ("sku", "name") if f in update_fields]
+    for product in products:
+        values = product.__dict__
+        try:
+            after = {
+                "sku": values["sku"],
+                "name": values["name"],
+                "price": values["price"],
+                "stock": values["stock"],
+                "low_stock_threshold": values["low_stock_threshold"],
+            }
+        except KeyError:  # a narrow read left some deferred: ``Change.get`` loads them
+            after = {name: values[name] for name in FIELDS if name in values}
+        at = values.get("updated_at") if stamped else None
+        if created:
+            append(Change(product.pk, CREATED, {}, after, at, product))
+            continue
+        before = {}
+        written = values.get("_before_write")
+        if written:
+            for name, value in written.items():
+                before[name] = quantize_price(value) if name == "price" else value
+        loaded = values.get("_loaded")
+        if loaded:
+            for name in names:
+                if name in ("sku", "name") and name in loaded:
+                    before[name] = loaded[name]
+        append(Change(product.pk, UPDATED, before, after, at, product))
+    return out
+
+
+def deleted(product: Product) -> Change:
+    """The change ``post_delete`` reports: ``after`` the values deleted, ``before`` the
+    values the instance was loaded with."""
+    values = product.__dict__
+    loaded = values.get("_loaded") or {}
+    before = {name: loaded[name] for name in FIELDS if name in loaded}
+    after = {name: values[name] for name in FIELDS if name in values}
+    return Change(product.pk, DELETED, before, after, None, product)
