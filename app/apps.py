@@ -17,7 +17,8 @@ class InventoryConfig(AppConfig):
             pre_save,
         )
 
-        from . import receivers
+        from . import receivers, tasks
+        from .core import jobs
         from .models import ApiToken, PipelineRun, Product, StockAlert, WebhookSubscription
         from .services import alerts, product_cache
         from .signals import alerts_opened, alerts_resolved, pipeline_finished
@@ -33,6 +34,14 @@ class InventoryConfig(AppConfig):
         effects.register("webhooks", outbox.record_product_changes)
         effects.register("alerts", alerts.check_thresholds)
         effects.register("cache", product_cache.invalidate_changes)
+
+        # Services enqueue these by name (app.core.jobs): the tasks sit above them.
+        jobs.register(
+            tasks.deliver_stock_alerts,
+            tasks.deliver_webhooks,
+            tasks.run_pipeline_task,
+            tasks.send_welcome_email,
+        )
 
         # Adapters from Product's signals to the change pipeline (app.receivers). Django
         # sends a proxy model's saves and deletes with the proxy as sender: proxies of

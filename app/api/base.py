@@ -11,6 +11,7 @@ from django.urls import re_path
 from django.views.decorators.csrf import csrf_exempt
 from ninja import NinjaAPI
 
+from ..pipelines.spec import PipelineSpec
 from .errors import ErrorOut, json_error
 
 
@@ -52,10 +53,6 @@ class StockpipeAPI(NinjaAPI):
 
 def _pipeline_spec_schema() -> dict[str, Any] | None:
     """The pipeline spec's JSON Schema, if the pipeline package provides ``PipelineSpec``."""
-    try:
-        from ..pipelines.spec import PipelineSpec
-    except ImportError:
-        return None
     return PipelineSpec.model_json_schema(ref_template="#/components/schemas/{model}")
 
 

@@ -78,6 +78,7 @@ DETAIL_AUTH = [BearerToken(read_ahead=_product_key), session]
 def get_product(request: HttpRequest, sku: Sku):
     """A product with its Omnibus prior price. Served from the shared cache when there is
     one (see ``app.services.product_cache``): the body is ``ProductDetailOut`` rendered once."""
+    # Here, not on top: app.api imports this module to mount its router (an import cycle).
     from . import api  # the NinjaAPI this router is mounted on: its renderer and type
 
     def render(product: Product, reduction: Reduction | None) -> bytes:

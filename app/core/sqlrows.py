@@ -14,7 +14,7 @@ from typing import Any
 
 from django.db import connections, models
 
-from ..services import encoding
+from . import encoding
 
 CHUNK = 2000
 

@@ -20,7 +20,7 @@ from ..core.domain import (
     validate_name,
     validate_sku,
 )
-from ..services.encoding import FastJSONEncoder
+from ..core.encoding import FastJSONEncoder
 from .querysets import ProductQuerySet
 
 TRACKED_FIELDS = ("price", "stock", "low_stock_threshold")

@@ -8,10 +8,15 @@ lost. The row is the source of truth for delivery; tasks are only triggers.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
 from django.core.exceptions import ValidationError
+from django.core.serializers.json import DjangoJSONEncoder
 from django.core.validators import URLValidator
-from django.db import models
+from django.db import connections, models
+
+from ..core import encoding
+from ..core.sqlrows import insert_rows
 
 
 class WebhookEvent(models.TextChoices):
@@ -64,8 +69,6 @@ class OutboxQuerySet(models.QuerySet):
         objs = list(objs)
         if any(kwargs.values()) or any(obj.pk is not None for obj in objs):
             return super().bulk_create(objs, batch_size=batch_size, **kwargs)
-        from ..webhooks.outbox import insert_deliveries
-
         insert_deliveries(objs, using=self.db)
         return objs
 
@@ -134,3 +137,29 @@ class WebhookAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"attempt {self.number} of delivery {self.delivery_id}: {self.status_code or self.error}"
+
+
+def insert_deliveries(rows: Sequence[WebhookDelivery], *, using: str) -> None:
+    """Write new outbox rows set-based (``insert_rows``), without per-row compiling.
+
+    Only the UUID and JSON columns need converting; the others are plain values already.
+    """
+    if not rows:
+        return
+    connection = connections[using]
+    native_uuid = connection.features.has_native_uuid_field
+    names = _attnames()
+    event_id, data = names.index("event_id"), names.index("data")
+    default = DjangoJSONEncoder().default
+    tuples = []
+    for row in rows:
+        values = [getattr(row, name) for name in names]
+        if not native_uuid:
+            values[event_id] = values[event_id].hex
+        values[data] = encoding.dumps(values[data], default=default)
+        tuples.append(values)
+    insert_rows(WebhookDelivery, names, tuples, using=using)
+
+
+def _attnames() -> list[str]:
+    return [f.attname for f in WebhookDelivery._meta.concrete_fields if not f.primary_key]

@@ -23,7 +23,7 @@ def register(model: S) -> S:
 
 def step_types() -> dict[str, type[StepSpec]]:
     """Every registered step model by ``op``; imports the ``steps`` package on first use."""
-    from . import steps
+    from . import steps  # here, not on top: each step module imports this one to register
 
     for module in pkgutil.iter_modules(steps.__path__):
         importlib.import_module(f"{steps.__name__}.{module.name}")

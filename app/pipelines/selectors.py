@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..models import PipelineRun
+from ..selectors.runs import visible_runs
 
 
 def _iso(value) -> str | None:
@@ -35,6 +36,4 @@ def run_status(run: PipelineRun) -> dict[str, Any]:
 
 def runs_for(user) -> Any:
     """Runs a user may see: the one rule of ``app.selectors.runs.visible_runs``."""
-    from ..selectors.runs import visible_runs
-
     return visible_runs(user)

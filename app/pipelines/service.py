@@ -19,10 +19,11 @@ from django.db import router, transaction
 from django.db.models import JSONField, Value
 from django.utils import timezone
 
+from ..core import jobs
 from ..core.inputs import storable
 from ..models import PipelineRun, Product
 from ..services.context import change_context
-from ..webhooks.signals import pipeline_finished
+from ..signals import pipeline_finished
 from .base import StepFailure
 from .progress import Progress
 from .spec import PipelineSpec, SpecError, validate_spec
@@ -85,9 +86,8 @@ def process_pipeline(
             run, "invalid", "Invalid pipeline spec.", exc.errors, time.monotonic()
         )
     if parsed.mode == "async" and not force_sync:
-        from ..tasks import run_pipeline_task
-
-        transaction.on_commit(lambda: run_pipeline_task.enqueue(run.pk), using=using)
+        task = jobs.task("run_pipeline_task")
+        transaction.on_commit(lambda: task.enqueue(run.pk), using=using)
         return {"run_id": run.pk, "status": run.status, "status_url": status_url(run.pk)}
     return execute(run, parsed, user=user, on_progress=on_progress)
 

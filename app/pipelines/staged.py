@@ -14,21 +14,19 @@ holds both routes to one ``save()`` per product.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.db import connections
 from django.utils import timezone
 
+from ..core import encoding
 from ..core.sqlrows import column_converter
 from ..models import MAX_STOCK, Product
-from ..services import encoding
 from ..tracking import adapters
 from ..tracking.batch import record_set
 from ..tracking.changes import StagedChanges
 from .base import stock_adjustment_error
-
-if TYPE_CHECKING:
-    from .writer import StepUnit
+from .writer import MAX_LISTED, MAX_REPORTED, StepUnit
 
 STAGE = "stockpipe_stage"
 
@@ -45,8 +43,6 @@ def write_map(
 
     ``key`` is the step's spec field, for error locations.
     """
-    from .writer import MAX_LISTED, MAX_REPORTED
-
     connection = connections[unit.using]
     pg = connection.vendor == "postgresql"
     qn = connection.ops.quote_name

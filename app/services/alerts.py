@@ -19,6 +19,7 @@ from django.core.mail import EmailMessage
 from django.db import transaction
 from django.utils import timezone
 
+from ..core import jobs
 from ..core.sqlrows import insert_rows
 from ..models import DeliveryStatus, Product, StockAlert
 from ..signals import alerts_opened, alerts_resolved
@@ -148,9 +149,8 @@ def schedule_delivery(alert_ids: Sequence[int], *, using: str = "default") -> No
 
 
 def enqueue_delivery(alert_ids: Sequence[int], run_after: datetime | None = None) -> None:
-    from ..tasks import deliver_stock_alerts  # tasks sit above (they call this module)
-
-    task = deliver_stock_alerts.using(run_after=run_after) if run_after else deliver_stock_alerts
+    deliver = jobs.task("deliver_stock_alerts")
+    task = deliver.using(run_after=run_after) if run_after else deliver
     task.enqueue(list(alert_ids))
 
 

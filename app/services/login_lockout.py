@@ -24,8 +24,7 @@ from axes.backends import AxesStandaloneBackend
 from axes.handlers.database import AxesDatabaseHandler
 from axes.helpers import get_cool_off
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.http import HttpRequest
 
 LOCKED_DETAIL = "Too many failed logins for this account or address; try again later."
 
@@ -90,31 +89,9 @@ class LoginLockoutHandler(AxesDatabaseHandler):
         return self.reset_attempts(username=username)
 
 
-def lockout_response(
-    request: HttpRequest, response: HttpResponse | None = None, credentials: dict | None = None
-) -> HttpResponse:
-    """429 for a locked login: the API's JSON error under ``/api/``, a page elsewhere."""
-    retry_after = retry_after_seconds(request)
-    if request.path.startswith("/api/"):
-        from ..api.errors import json_error
-
-        locked = json_error(429, LOCKED_DETAIL)
-    else:
-        locked = render(
-            request,
-            "registration/locked_out.html",
-            {"detail": LOCKED_DETAIL, "minutes": max(1, retry_after // 60)},
-            status=429,
-        )
-    if retry_after:
-        locked["Retry-After"] = str(retry_after)
-    return locked
-
-
 __all__ = [
     "LOCKED_DETAIL",
     "LockoutBackend",
     "LoginLockoutHandler",
     "client_address",
-    "lockout_response",
 ]

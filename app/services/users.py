@@ -9,6 +9,8 @@ from django.contrib.auth import get_user_model
 from django.core.mail import send_mail
 from django.db import transaction
 
+from ..core import jobs
+
 logger = logging.getLogger(__name__)
 
 
@@ -20,9 +22,7 @@ def on_user_created(user) -> None:
 
 
 def _enqueue_welcome(user_id: int) -> None:
-    from ..tasks import send_welcome_email
-
-    send_welcome_email.enqueue(user_id)
+    jobs.task("send_welcome_email").enqueue(user_id)
 
 
 def send_welcome(user_id: int) -> bool:

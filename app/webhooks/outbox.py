@@ -24,13 +24,11 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.core.serializers.json import DjangoJSONEncoder
-from django.db import connections, transaction
+from django.db import transaction
 from django.db.models.base import ModelState
 from django.utils import timezone
 
 from ..core import oncommit
-from ..core.sqlrows import insert_rows
 from ..models import (
     PipelineRun,
     Product,
@@ -39,7 +37,7 @@ from ..models import (
     WebhookEvent,
     WebhookSubscription,
 )
-from ..services import encoding
+from ..models.webhooks import insert_deliveries
 from ..services.context import current_change_context
 from ..tracking.batch import add_row, collecting_changes
 from ..tracking.changes import CREATED as CREATED_KIND
@@ -328,32 +326,6 @@ def record_pipeline_finished(run: PipelineRun, *, using: str) -> None:
     }
     stream = f"pipeline:{run.pk}"
     record_event(WebhookEvent.PIPELINE_FINISHED, stream, data, subscription_ids=subs, using=using)
-
-
-def insert_deliveries(rows: Sequence[WebhookDelivery], *, using: str) -> None:
-    """Write new outbox rows set-based (``insert_rows``), without per-row compiling.
-
-    Only the UUID and JSON columns need converting; the others are plain values already.
-    """
-    if not rows:
-        return
-    connection = connections[using]
-    native_uuid = connection.features.has_native_uuid_field
-    names = _attnames()
-    event_id, data = names.index("event_id"), names.index("data")
-    default = DjangoJSONEncoder().default
-    tuples = []
-    for row in rows:
-        values = [getattr(row, name) for name in names]
-        if not native_uuid:
-            values[event_id] = values[event_id].hex
-        values[data] = encoding.dumps(values[data], default=default)
-        tuples.append(values)
-    insert_rows(WebhookDelivery, names, tuples, using=using)
-
-
-def _attnames() -> list[str]:
-    return [f.attname for f in WebhookDelivery._meta.concrete_fields if not f.primary_key]
 
 
 # --- enqueue after commit -----------------------------------------------------------------

@@ -27,6 +27,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from django.utils import timezone
 
+from ..core import jobs
 from ..models import WebhookAttempt, WebhookDelivery, WebhookSubscription
 from ..services import delivery
 from .signing import sign
@@ -98,9 +99,8 @@ def update_subscription(subscription: WebhookSubscription, **changes: Any) -> We
 
 def enqueue_streams(streams: Iterable[Sequence[Any]], run_after: datetime | None = None) -> int:
     """Enqueue delivery of ``(subscription_id, stream)`` pairs, one task per chunk."""
-    from ..tasks import deliver_webhooks  # tasks sit above (they call this module)
-
-    task = deliver_webhooks.using(run_after=run_after) if run_after else deliver_webhooks
+    deliver = jobs.task("deliver_webhooks")
+    task = deliver.using(run_after=run_after) if run_after else deliver
     pairs = [[int(sub), str(stream)] for sub, stream in streams]
     for start in range(0, len(pairs), CHUNK):
         task.enqueue(pairs[start : start + CHUNK])

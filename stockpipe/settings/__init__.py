@@ -153,7 +153,7 @@ STOCKPIPE_LOGIN_ADDRESS_FAILURE_LIMIT = env.int("STOCKPIPE_LOGIN_ADDRESS_FAILURE
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("STOCKPIPE_LOGIN_COOLOFF_MINUTES", default=15))
 AXES_RESET_ON_SUCCESS = True
 AXES_CLIENT_IP_CALLABLE = "app.services.login_lockout.client_address"
-AXES_LOCKOUT_CALLABLE = "app.services.login_lockout.lockout_response"
+AXES_LOCKOUT_CALLABLE = "app.web.lockout.lockout_response"
 AXES_VERBOSE = False
 
 # E-mail: EMAIL_URL such as smtp://user:pass@host:25, smtp+tls://..., consolemail://, filemail:///path

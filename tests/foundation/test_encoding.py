@@ -1,4 +1,4 @@
-"""``app.services.encoding``: orjson where it can, the standard library where it cannot."""
+"""``app.core.encoding``: orjson where it can, the standard library where it cannot."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from django.core.serializers.json import DjangoJSONEncoder
 
 from app.models import PipelineRun
-from app.services.encoding import FastJSONEncoder, dumps
+from app.core.encoding import FastJSONEncoder, dumps
 from app.utils.utils import process_pipeline
 
 

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
+from ...models import Product
 from ..base import MAX_PRICE, Select, StepSpec
 from ..registry import register
 
@@ -23,8 +24,6 @@ class AdjustPrices(StepSpec):
     round_to: Annotated[Decimal, Field(gt=0, max_digits=12, decimal_places=2)] = CENT
 
     def size(self, using: str) -> int:
-        from ...models import Product
-
         if self.select.skus is not None:
             return len(self.select.skus)
         qs = Product._base_manager.db_manager(using).all()
