@@ -69,6 +69,30 @@ OPTIONS: tuple[Option, ...] = (
         "STOCKPIPE_LOGIN_THROTTLE_RATE", "10/min", "str", "API login attempts per client address"
     ),
     Option("STOCKPIPE_TOKEN_THROTTLE_RATE", "10/hour", "str", "API tokens created per user"),
+    Option(
+        "STOCKPIPE_LOGIN_ACCOUNT_FAILURE_LIMIT",
+        5,
+        "int",
+        "failed logins that lock an account, from any address",
+    ),
+    Option(
+        "STOCKPIPE_LOGIN_ADDRESS_FAILURE_LIMIT",
+        20,
+        "int",
+        "failed logins that lock a client address, over any accounts",
+    ),
+    Option(
+        "STOCKPIPE_LOGIN_COOLOFF_MINUTES",
+        15,
+        "int",
+        "minutes without a failure after which a login lock ends",
+    ),
+    Option(
+        "STOCKPIPE_NUM_PROXIES",
+        1,
+        "int",
+        "production: proxies in front of the app (nginx) whose X-Forwarded-For is trusted",
+    ),
 )
 
 _BY_NAME = {option.name: option for option in OPTIONS}
@@ -139,3 +163,7 @@ def login_throttle_rate() -> str:
 
 def token_throttle_rate() -> str:
     return get("STOCKPIPE_TOKEN_THROTTLE_RATE")
+
+
+def login_address_failure_limit() -> int:
+    return int(get("STOCKPIPE_LOGIN_ADDRESS_FAILURE_LIMIT"))

@@ -22,6 +22,7 @@ from ninja.throttling import SimpleRateThrottle
 from ninja.utils import check_csrf
 from pydantic import Field
 
+from .. import conf
 from ..services import cache_guard
 from ..services.context import change_context
 from ..services.login_lockout import LOCKED_DETAIL, client_address
@@ -123,12 +124,8 @@ class ScopedRateThrottle(SimpleRateThrottle):
         return self.cache_format % {"scope": self.scope, "ident": ident}
 
 
-login_throttle = ScopedRateThrottle(
-    "login", getattr(settings, "STOCKPIPE_LOGIN_THROTTLE_RATE", "10/min")
-)
-token_throttle = ScopedRateThrottle(
-    "token-create", getattr(settings, "STOCKPIPE_TOKEN_THROTTLE_RATE", "10/hour")
-)
+login_throttle = ScopedRateThrottle("login", conf.login_throttle_rate())
+token_throttle = ScopedRateThrottle("token-create", conf.token_throttle_rate())
 
 
 router = Router(tags=["auth"])

@@ -12,6 +12,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models, router, transaction
 from django.db.models import Q
 
+from .. import conf
 from ..core.domain import (
     MAX_STOCK,
     NAME_MAX_LENGTH,
@@ -28,7 +29,7 @@ TRACKED_FIELDS = ("price", "stock", "low_stock_threshold")
 
 
 def default_low_stock_threshold() -> int:
-    return settings.STOCKPIPE_LOW_STOCK_THRESHOLD
+    return conf.low_stock_threshold()
 
 
 class Product(models.Model):

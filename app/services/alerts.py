@@ -19,6 +19,7 @@ from django.core.mail import EmailMessage
 from django.db import transaction
 from django.utils import timezone
 
+from .. import conf
 from ..core import jobs
 from ..core.sqlrows import insert_rows
 from ..models import DeliveryStatus, Product, StockAlert
@@ -172,7 +173,6 @@ ALERTS = delivery.Track(
     done=DeliveryStatus.SENT.value,
     given_up=DeliveryStatus.FAILED.value,
     max_attempts_setting="STOCKPIPE_DELIVERY_MAX_ATTEMPTS",
-    max_attempts_default=25,
 )
 
 # Line breaks (the e-mail library refuses them in a header) and other control characters.
@@ -192,7 +192,7 @@ def alert_message(alert: StockAlert) -> EmailMessage:
     return EmailMessage(
         subject=f"Low Stock Alert: {header_text(alert.name)}",
         body=f"Only {alert.stock} units remaining",
-        to=[settings.STOCKPIPE_MANAGER_EMAIL],
+        to=[conf.manager_email()],
         headers={"Message-ID": f"<stock-alert-{alert.pk}@{domain}>"},
     )
 

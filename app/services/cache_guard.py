@@ -42,6 +42,7 @@ from django.core.cache.backends.redis import RedisCache
 from django.db import DEFAULT_DB_ALIAS
 from django.utils.module_loading import import_string
 
+from .. import conf
 from ..core import oncommit
 
 logger = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ SHARED_BACKENDS = (RedisCache, BaseMemcachedCache)
 
 def enabled() -> bool:
     """Whether to cache: ``STOCKPIPE_API_CACHE`` if set, else only with a shared backend."""
-    setting = getattr(settings, "STOCKPIPE_API_CACHE", None)
+    setting = conf.api_cache()
     if setting is not None:
         return bool(setting)
     return _is_shared(settings.CACHES[DEFAULT_CACHE_ALIAS]["BACKEND"])

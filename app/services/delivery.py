@@ -24,10 +24,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+
+from .. import conf
 
 logger = logging.getLogger(__name__)
 
@@ -47,13 +48,12 @@ class Track:
     done: str
     given_up: str
     max_attempts_setting: str
-    max_attempts_default: int
     attempts: str = "attempts"
     last_error: str = "last_error"
     next_attempt_at: str = "next_attempt_at"
 
     def max_attempts(self) -> int:
-        return int(getattr(settings, self.max_attempts_setting, self.max_attempts_default))
+        return int(conf.get(self.max_attempts_setting))
 
     def due(self, now: datetime) -> Q:
         return Q(**{f"{self.next_attempt_at}__isnull": True}) | Q(
@@ -68,14 +68,14 @@ class Track:
 
 def backoff(attempts: int) -> timedelta:
     """Delay after the ``attempts``-th failure: BASE * 2**(attempts-1), at most MAX seconds."""
-    base = float(settings.STOCKPIPE_DELIVERY_BACKOFF_BASE)
-    ceiling = float(settings.STOCKPIPE_DELIVERY_BACKOFF_MAX)
+    base = conf.delivery_backoff_base()
+    ceiling = conf.delivery_backoff_max()
     exponent = min(max(attempts - 1, 0), 64)  # 2**64 * base exceeds any sane ceiling
     return timedelta(seconds=min(base * 2**exponent, ceiling))
 
 
 def lease() -> timedelta:
-    return timedelta(seconds=float(getattr(settings, "STOCKPIPE_DELIVERY_LEASE", 300.0)))
+    return timedelta(seconds=conf.delivery_lease())
 
 
 def describe(exc: BaseException) -> str:
@@ -142,7 +142,7 @@ def record_failure(
         )
         logger.error("%s %s gave up after %s attempt(s): %s", track.label, pk, attempt, text)
         return track.given_up, None
-    ceiling = float(settings.STOCKPIPE_DELIVERY_BACKOFF_MAX)
+    ceiling = conf.delivery_backoff_max()
     delay = max(backoff(attempt), timedelta(seconds=min(max(not_before, 0.0), ceiling)))
     retry_at = timezone.now() + delay
     rows.update(**{track.last_error: text, track.next_attempt_at: retry_at}, **columns)

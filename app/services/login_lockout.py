@@ -26,6 +26,8 @@ from axes.helpers import get_cool_off
 from django.conf import settings
 from django.http import HttpRequest
 
+from .. import conf
+
 LOCKED_DETAIL = "Too many failed logins for this account or address; try again later."
 
 
@@ -71,7 +73,7 @@ class LoginLockoutHandler(AxesDatabaseHandler):
 
     def get_failures(self, request, credentials: dict | None = None) -> int:
         account_limit = settings.AXES_FAILURE_LIMIT
-        address_limit = settings.STOCKPIPE_LOGIN_ADDRESS_FAILURE_LIMIT
+        address_limit = conf.login_address_failure_limit()
         counts = []
         for attempts in self.get_user_attempts(request, credentials):
             failures = sum(attempts.values_list("failures_since_start", flat=True))

@@ -23,11 +23,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models.base import ModelState
 from django.utils import timezone
 
+from .. import conf
 from ..core import oncommit
 from ..models import (
     PipelineRun,
@@ -61,7 +61,7 @@ _subscribers: dict[str, tuple[float, dict[str, tuple[int, ...]]]] = {}
 
 
 def _cache_seconds() -> float:
-    return float(getattr(settings, "STOCKPIPE_WEBHOOK_SUBSCRIPTION_CACHE", 2.0))
+    return conf.webhook_subscription_cache()
 
 
 def subscribers(event_type: str, *, using: str = "default") -> tuple[int, ...]:

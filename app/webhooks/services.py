@@ -49,7 +49,6 @@ WEBHOOKS = delivery.Track(
     done=Status.DELIVERED.value,
     given_up=Status.DEAD.value,
     max_attempts_setting="STOCKPIPE_WEBHOOK_MAX_ATTEMPTS",
-    max_attempts_default=12,
 )
 
 

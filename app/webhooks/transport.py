@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from django.conf import settings
+from .. import conf
 
 
 class BlockedDestination(ValueError):
@@ -27,11 +27,11 @@ class BlockedDestination(ValueError):
 
 
 def _allow_private() -> bool:
-    return bool(getattr(settings, "STOCKPIPE_WEBHOOK_ALLOW_PRIVATE_NETWORKS", False))
+    return conf.webhook_allow_private_networks()
 
 
 def _timeout() -> float:
-    return float(getattr(settings, "STOCKPIPE_WEBHOOK_TIMEOUT", 10.0))
+    return conf.webhook_timeout()
 
 
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:

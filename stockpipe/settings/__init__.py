@@ -138,6 +138,11 @@ CONTENT_SECURITY_POLICY = {
     }
 }
 
+# stockpipe's own settings (STOCKPIPE_*): each with its default and environment variable,
+# listed once in app/conf.py.
+OWN = environment_settings(env)
+vars().update(OWN)
+
 # Brute-force protection of every login form and the API login (app.services.login_lockout):
 # an account locks after AXES_FAILURE_LIMIT failures from anywhere, an address after
 # STOCKPIPE_LOGIN_ADDRESS_FAILURE_LIMIT failures over any accounts; both unlock after
@@ -148,9 +153,8 @@ AUTHENTICATION_BACKENDS = [
 ]
 AXES_HANDLER = "app.services.login_lockout.LoginLockoutHandler"
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
-AXES_FAILURE_LIMIT = env.int("STOCKPIPE_LOGIN_ACCOUNT_FAILURE_LIMIT", default=5)
-STOCKPIPE_LOGIN_ADDRESS_FAILURE_LIMIT = env.int("STOCKPIPE_LOGIN_ADDRESS_FAILURE_LIMIT", default=20)
-AXES_COOLOFF_TIME = timedelta(minutes=env.int("STOCKPIPE_LOGIN_COOLOFF_MINUTES", default=15))
+AXES_FAILURE_LIMIT = OWN["STOCKPIPE_LOGIN_ACCOUNT_FAILURE_LIMIT"]
+AXES_COOLOFF_TIME = timedelta(minutes=OWN["STOCKPIPE_LOGIN_COOLOFF_MINUTES"])
 AXES_RESET_ON_SUCCESS = True
 AXES_CLIENT_IP_CALLABLE = "app.services.login_lockout.client_address"
 AXES_LOCKOUT_CALLABLE = "app.web.lockout.lockout_response"
@@ -184,10 +188,6 @@ if TASKS_BACKEND == "rq":
     TASKS = {"default": {"BACKEND": "django_tasks_rq.RQBackend", "QUEUES": ["default"]}}
 else:
     TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}}
-
-# stockpipe's own settings (STOCKPIPE_*): each with its default and environment variable,
-# listed once in app/conf.py.
-vars().update(environment_settings(env))
 
 LOGGING = {
     "version": 1,

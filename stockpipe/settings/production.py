@@ -3,7 +3,7 @@
 from django.core.exceptions import ImproperlyConfigured
 
 from . import *  # noqa: F403
-from . import BASE_DIR, MIDDLEWARE, REDIS_URL, _cache, env
+from . import BASE_DIR, MIDDLEWARE, OWN, REDIS_URL, _cache, env
 
 DEBUG = False
 SECRET_KEY = env.str("SECRET_KEY", default="")
@@ -38,7 +38,7 @@ STATIC_ROOT = env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles"))
 
 # Behind nginx (deploy/nginx.conf.template), which overwrites X-Forwarded-For with the
 # client's address: the API's throttles take the client from that one proxy hop.
-NINJA_NUM_PROXIES = env.int("STOCKPIPE_NUM_PROXIES", default=1)
+NINJA_NUM_PROXIES = OWN["STOCKPIPE_NUM_PROXIES"]
 
 # Every request gets an id (nginx's $request_id), returned as X-Request-ID and logged.
 MIDDLEWARE = ["app.middleware.RequestIdMiddleware", *MIDDLEWARE]
