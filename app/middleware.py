@@ -11,6 +11,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from . import request_id
+from .core.context import change_context
 from .core.inputs import (
     MAX_JSON_DEPTH,
     MAX_UPLOAD_BYTES,
@@ -19,7 +20,6 @@ from .core.inputs import (
     json_depth_message,
     unstorable_path,
 )
-from .services.context import change_context
 
 
 def _source_for(path: str) -> str:

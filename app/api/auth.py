@@ -23,8 +23,8 @@ from ninja.utils import check_csrf
 from pydantic import Field
 
 from .. import conf
+from ..core.context import change_context
 from ..services import cache_guard
-from ..services.context import change_context
 from ..services.login_lockout import LOCKED_DETAIL, client_address
 from ..services.tokens import cache_key as token_cache_key
 from ..services.tokens import has_bearer, user_for_token

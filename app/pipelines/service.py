@@ -20,9 +20,9 @@ from django.db.models import JSONField, Value
 from django.utils import timezone
 
 from ..core import jobs
+from ..core.context import change_context
 from ..core.inputs import storable
 from ..models import PipelineRun, Product
-from ..services.context import change_context
 from ..signals import pipeline_finished
 from .base import StepFailure
 from .progress import Progress

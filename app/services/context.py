@@ -1,59 +1,6 @@
-"""Who or what is making the current change, carried in a context variable.
+"""Where ``change_context`` has always been imported from; it lives in ``app.core.context``
+(the tracking layer below the services reads it)."""
 
-A context variable (not a global or thread-local) follows the code into threads started
-with ``contextvars.copy_context`` and keeps concurrent async requests apart.
-"""
+from ..core.context import ChangeContext, change_context, current_change_context
 
-from __future__ import annotations
-
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass, replace
-
-
-@dataclass(frozen=True)
-class ChangeContext:
-    user_id: int | None = None
-    source: str = "shell"
-    reason: str = ""
-    idempotency_key: str | None = None
-
-
-_current: ContextVar[ChangeContext] = ContextVar(
-    "stockpipe_change_context", default=ChangeContext()
-)
-
-
-def current_change_context() -> ChangeContext:
-    return _current.get()
-
-
-@contextmanager
-def change_context(
-    *,
-    user=None,
-    source: str | None = None,
-    reason: str | None = None,
-    idempotency_key: str | None = None,
-) -> Iterator[ChangeContext]:
-    """Attribute every change made inside the block (history, ledger, audit rows).
-
-    Unset arguments are inherited from the enclosing context, so a pipeline run inside an
-    API request keeps the request's user but gets its own source.
-    """
-    outer = _current.get()
-    changes: dict = {}
-    if user is not None:
-        changes["user_id"] = user.pk if getattr(user, "is_authenticated", False) else None
-    if source is not None:
-        changes["source"] = source
-    if reason is not None:
-        changes["reason"] = reason
-    if idempotency_key is not None:
-        changes["idempotency_key"] = idempotency_key
-    token = _current.set(replace(outer, **changes))
-    try:
-        yield _current.get()
-    finally:
-        _current.reset(token)
+__all__ = ["ChangeContext", "change_context", "current_change_context"]

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from django.db import connections
 
+from ..core.context import current_change_context
 from ..models import PriceHistory, StockMovement
-from ..services.context import current_change_context
 from .changes import PRICE_CHANGED, STOCK_CHANGED, ChangeSet
 
 PRICE_COLUMNS = (

@@ -29,6 +29,7 @@ from django.utils import timezone
 
 from .. import conf
 from ..core import oncommit
+from ..core.context import current_change_context
 from ..models import (
     PipelineRun,
     Product,
@@ -38,7 +39,6 @@ from ..models import (
     WebhookSubscription,
 )
 from ..models.webhooks import insert_deliveries
-from ..services.context import current_change_context
 from ..tracking.batch import add_row, collecting_changes
 from ..tracking.changes import CREATED as CREATED_KIND
 from ..tracking.changes import UPDATED as UPDATED_KIND

@@ -6,7 +6,8 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from app.models import Product
-from app.services.context import change_context
+
+from ...core.context import change_context
 
 DEMO_PRODUCTS = [
     ("LAP-1", "Laptop", "999.00", 10),
