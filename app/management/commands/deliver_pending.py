@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand
 
-from app.services.alerts import enqueue_due_alerts
-from app.webhooks.services import enqueue_due_deliveries
+from ...services.alerts import enqueue_due_alerts
+from ...webhooks.services import enqueue_due_deliveries
 
 
 class Command(BaseCommand):

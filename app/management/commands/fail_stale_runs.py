@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from django.core.management.base import BaseCommand
 
-from app.pipelines.service import STALE_AFTER, fail_stale_runs
+from ...pipelines.service import STALE_AFTER, fail_stale_runs
 
 
 class Command(BaseCommand):

@@ -9,7 +9,7 @@ from pathlib import Path
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from app.pipelines.service import process_pipeline
+from ...pipelines.service import process_pipeline
 
 
 class Command(BaseCommand):

@@ -5,9 +5,8 @@ from django.contrib.auth.models import Permission
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from app.models import Product
-
 from ...core.context import change_context
+from ...models import Product
 
 DEMO_PRODUCTS = [
     ("LAP-1", "Laptop", "999.00", 10),
