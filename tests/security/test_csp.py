@@ -35,13 +35,14 @@ def boss(db):
     return user_with("run_pipeline", username="boss", is_staff=True, is_superuser=True)
 
 
-@pytest.fixture
-def pages(boss) -> list[str]:
+def csp_pages(user) -> list[str]:
+    """Every kind of page, with the data that makes each render its charts and bars; the
+    browser test (test_csp_browser.py) walks the same list."""
     product = ProductFactory(sku="CSP-1", stock=2, low_stock_threshold=5)
     product.price = product.price + 1
     product.save()
     run = PipelineRun.objects.create(
-        name="r", spec={}, user=boss, status="running", rows_total=10, rows_done=5
+        name="r", spec={}, user=user, status="running", rows_total=10, rows_done=5
     )
     return [
         "/",
@@ -54,6 +55,11 @@ def pages(boss) -> list[str]:
         f"/admin/app/product/{product.pk}/change/",
         "/api/docs",
     ]
+
+
+@pytest.fixture
+def pages(boss) -> list[str]:
+    return csp_pages(boss)
 
 
 def test_policy_is_strict():
