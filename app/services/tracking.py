@@ -218,15 +218,20 @@ _INT_FIELDS = tuple(
 
 
 def normalize(product: Product) -> None:
-    """Coerce assigned values to their Python types, so '10.0' and Decimal('10.00') compare equal."""
+    """Coerce assigned values to their Python types, so '10.0' and Decimal('10.00') compare
+    equal. Expressions (``F("stock") - 1``) are left for the database to compute."""
     value = product.price
     if type(value) is Decimal and value.is_finite():
         product.price = value.quantize(CENTS)  # the common case, without to_python
-    elif value is not None:
+    elif value is not None and not hasattr(value, "resolve_expression"):
         product.price = _quantize(PRICE_FIELD, value)
     for name, field_ in _INT_FIELDS:
         value = getattr(product, name)
-        if value is not None and type(value) is not int:
+        if (
+            value is not None
+            and type(value) is not int
+            and not hasattr(value, "resolve_expression")
+        ):
             setattr(product, name, field_.to_python(value))
 
 
@@ -235,25 +240,39 @@ def guarded_update(product: Product, base_qs: models.QuerySet, pk_val: Any, valu
 
     The UPDATE is guarded by the values the instance was loaded with; if another writer
     changed them meanwhile, the row is locked and read, so history stays exact under
-    concurrent writers (a SELECT only happens in that case).
+    concurrent writers (a SELECT only happens in that case). Values assigned as
+    expressions (``F("stock") - 1``) are computed by that locked read, so history and
+    ``post_save`` see the numbers the database stores; ``Product.save()`` puts the
+    expressions back afterwards (``_expressions``), as plain Django leaves them.
     """
-    written = {f.attname for f, _, _ in values}
+    written = {f.attname: f for f, _, _ in values}
     tracked = [name for name in TRACKED_FIELDS if name in written]
     filtered = base_qs.filter(pk=pk_val)
     if not tracked:
         product._before_write = {}
         return filtered._update(values) > 0
+    computed = {f.attname: v for f, _, v in values if hasattr(v, "resolve_expression")}
     loaded = getattr(product, "_loaded", None)
-    if loaded is not None and all(name in loaded for name in tracked):
+    if not computed and loaded is not None and all(name in loaded for name in tracked):
         expected = {name: loaded[name] for name in tracked}
         if filtered.filter(**expected)._update(values) > 0:
             product._before_write = expected
             return True
-    current = filtered.select_for_update().values(*tracked).first()
+    new = {
+        f"_new_{name}": models.ExpressionWrapper(value, output_field=written[name])
+        for name, value in computed.items()
+    }
+    current = filtered.select_for_update().annotate(**new).values(*tracked, *new).first()
     if current is None:
         return False
-    product._before_write = current
-    return filtered._update(values) > 0
+    product._before_write = {name: current[name] for name in tracked}
+    if not filtered._update(values):
+        return False
+    if computed:
+        product._expressions = computed
+        for name in computed:
+            setattr(product, name, _quantize(written[name], current[f"_new_{name}"]))
+    return True
 
 
 def record_saved(product: Product, *, created: bool) -> None:

@@ -36,7 +36,7 @@ from typing import Any
 import pytest
 from asgiref.sync import async_to_sync
 from django.core.exceptions import MultipleObjectsReturned, ObjectDoesNotExist
-from django.db import connection, models, transaction
+from django.db import DatabaseError, connection, models, transaction
 from django.db.models import Case, F, Max, Value, When
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -154,9 +154,68 @@ class Side:
         self.model = model
         self.proxy = proxy
         self.slots: dict[int, models.Model] = {}
+        self.plain = not issubclass(model, Product)
+        self.in_rollback = False
 
     def manager(self, proxy: bool = False) -> models.Manager:
         return (self.proxy if proxy else self.model)._default_manager
+
+
+# --- the documented deviation, applied to the plain side ----------------------------------
+# Product.save() without update_fields writes only the fields whose value differs from the
+# one the instance last read from or wrote to the database (README, "Deviations from plain
+# Django"). The plain side keeps that snapshot itself (``_snap``) and passes the same
+# update_fields; everything else it does is plain Django.
+
+CONCRETE = [f.attname for f in PlainProduct._meta.concrete_fields if not f.primary_key]
+
+
+def remember(obj: models.Model, attnames, *, rolled_back: bool) -> None:
+    snap = obj.__dict__.setdefault("_snap", {})
+    for name in attnames:
+        value = obj.__dict__.get(name, snap)
+        if value is snap:
+            continue
+        if rolled_back or hasattr(value, "resolve_expression"):
+            snap.pop(name, None)  # unknown: written next time
+        else:
+            snap[name] = value
+
+
+def loaded(side: Side, obj: models.Model | None) -> models.Model | None:
+    if side.plain and obj is not None:
+        obj._snap = {}
+        remember(obj, CONCRETE, rolled_back=False)
+    return obj
+
+
+def save(side: Side, obj: models.Model, update_fields: list[str] | None, *, run=None) -> None:
+    """``obj.save(update_fields=...)`` (or ``run``, e.g. asave), narrowed on the plain side
+    the way Product.save() narrows."""
+    run = run or obj.save
+    if not side.plain:
+        run(update_fields=update_fields)
+        return
+    narrowed = None
+    if update_fields is None and not obj._state.adding and obj.pk is not None:
+        snap = obj.__dict__.get("_snap")
+        if snap is not None:
+            values = obj.__dict__
+            narrowed = [
+                name
+                for name in CONCRETE
+                if name in values and (name not in snap or snap[name] != values[name])
+            ]
+            narrowed = list(dict.fromkeys([*narrowed, "updated_at"]))
+    try:
+        run(update_fields=narrowed or update_fields)
+        written = narrowed or update_fields or CONCRETE
+    except DatabaseError as exc:
+        if narrowed is None or type(exc) is not DatabaseError:  # not "did not affect any rows"
+            raise
+        run(update_fields=None)  # the row is gone: inserted again, as plain Django does
+        written = CONCRETE
+    remember(obj, written, rolled_back=side.in_rollback)
 
 
 def value_of(field: str, token: tuple) -> Any:
@@ -198,6 +257,14 @@ def load(side: Side, sku: str, mode: str) -> models.Model | None:
 
 
 def filtered(side: Side, kind: str, sku: str) -> models.QuerySet:
+    if kind == "aggregate" and side.plain:
+        # Documented deviation: Product's update()/delete() read the rows first (signals,
+        # history), so a filter on an aggregate works; plain Django's single statement puts
+        # the aggregate in WHERE and fails. The plain side applies it to the same rows.
+        selected = filtered(side, "aggregate_select", sku)
+        return side.manager().filter(pk__in=list(selected.values_list("pk", flat=True)))
+    if kind == "aggregate_select":
+        kind = "aggregate"
     qs = side.manager(proxy=kind == "proxy").all()
     if kind == "sku":
         return qs.filter(sku=sku)
@@ -238,7 +305,7 @@ def apply(side: Side, op: tuple) -> Any:
         return None
     if kind == "load":
         _, slot, sku, mode = op
-        side.slots[slot] = load(side, sku, mode)
+        side.slots[slot] = loaded(side, load(side, sku, mode))
         return side.slots[slot] is not None
     if kind == "assign_save":
         _, slot, pairs, mode = op
@@ -246,7 +313,7 @@ def apply(side: Side, op: tuple) -> Any:
         if obj is None:
             return "empty"
         assign(obj, pairs)
-        obj.save(update_fields=update_fields_of(mode, pairs))
+        save(side, obj, update_fields_of(mode, pairs))
         return None
     if kind == "refresh":
         _, slot, fields = op
@@ -254,21 +321,23 @@ def apply(side: Side, op: tuple) -> Any:
         if obj is None:
             return "empty"
         obj.refresh_from_db(fields=fields)
+        if side.plain:
+            remember(obj, fields or CONCRETE, rolled_back=False)
         return None
     if kind == "get_save":
         _, sku, mode, pairs, uf = op
-        obj = load(side, sku, mode)
+        obj = loaded(side, load(side, sku, mode))
         if obj is None:
             return "missing"
         assign(obj, pairs)
-        obj.save(update_fields=update_fields_of(uf, pairs))
+        save(side, obj, update_fields_of(uf, pairs))
         return None
     if kind == "sfu_save":
         _, sku, pairs = op
         with transaction.atomic():
-            obj = manager.select_for_update().get(sku=sku)
+            obj = loaded(side, manager.select_for_update().get(sku=sku))
             assign(obj, pairs)
-            obj.save()
+            save(side, obj, None)
         return None
     if kind == "update":
         _, filter_kind, sku, pairs = op
@@ -284,7 +353,23 @@ def apply(side: Side, op: tuple) -> Any:
                 objs.append(obj)
         if not objs:
             return "empty"
-        return manager.bulk_update(objs, list(fields))
+        if not side.plain:
+            return manager.bulk_update(objs, list(fields))
+        # Product's bulk_update reads the rows under lock: the instances learn the stored
+        # values, then the written ones (the first instance of a row wins, as in Django).
+        stored = {
+            row["pk"]: row
+            for row in manager.filter(pk__in=[o.pk for o in objs]).values("pk", *CONCRETE)
+        }
+        count = manager.bulk_update(objs, list(fields))
+        seen = set()
+        for obj in objs:
+            if obj.pk in stored and obj.pk not in seen:
+                seen.add(obj.pk)
+                snap = obj.__dict__.setdefault("_snap", {})
+                snap.update({k: v for k, v in stored[obj.pk].items() if k != "pk"})
+                remember(obj, fields, rolled_back=side.in_rollback)
+        return count
     if kind == "bulk_create":
         _, mode, rows, update_fields = op
         objs = [build(side, row) for row in rows]
@@ -328,7 +413,11 @@ def apply(side: Side, op: tuple) -> Any:
         if obj is None:
             return "empty"
         assign(obj, pairs)
-        run_async(obj.asave, update_fields=update_fields_of(mode, pairs))
+
+        def asave(update_fields):
+            run_async(obj.asave, update_fields=update_fields)
+
+        save(side, obj, update_fields_of(mode, pairs), run=asave)
         return None
     if kind == "aupdate":
         _, filter_kind, sku, pairs = op
@@ -345,12 +434,15 @@ def apply(side: Side, op: tuple) -> Any:
         defaults.setdefault("price", Decimal("1.00"))
         return run_async(manager.aupdate_or_create, sku=sku, defaults=defaults)[1]
     if kind == "rollback":
+        side.in_rollback = True
         try:
             with transaction.atomic():
                 result = apply(side, op[1])
                 raise Rollback
         except Rollback:
             return result
+        finally:
+            side.in_rollback = False
     raise AssertionError(f"unknown operation {kind}")
 
 

@@ -1,0 +1,140 @@
+"""One plain test per defect the differential test (``test_differential.py``) found.
+
+Each was seen failing before its fix. Every test checks the row, and the tracking the
+write must leave: price history, the stock ledger summing to the stock, the alert state.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from django.db import transaction
+from django.db.models import F, Sum
+
+from app.models import PriceHistory, Product, StockAlert, StockMovement
+
+pytestmark = pytest.mark.django_db
+
+
+def make(sku: str = "R-1", price: str = "10.00", stock: int = 10, threshold: int = 2) -> Product:
+    return Product.objects.create(
+        sku=sku, name="Regression", price=Decimal(price), stock=stock, low_stock_threshold=threshold
+    )
+
+
+def history(product: Product) -> list[tuple[Decimal, Decimal]]:
+    rows = PriceHistory.objects.filter(product=product).order_by("id")
+    return list(rows.values_list("old_price", "new_price"))
+
+
+def ledger(product: Product) -> int:
+    return StockMovement.objects.filter(product=product).aggregate(s=Sum("delta"))["s"] or 0
+
+
+def assert_tracked(product: Product) -> None:
+    """Stock equals the ledger; an open alert exactly when stock < threshold."""
+    row = Product.objects.get(pk=product.pk)
+    assert ledger(row) == row.stock
+    is_open = StockAlert.objects.filter(product=row, resolved_at__isnull=True).exists()
+    assert is_open == (row.stock < row.low_stock_threshold)
+
+
+# --- save() ------------------------------------------------------------------------------
+
+
+def test_save_after_refresh_from_db_is_not_lost():
+    """The issue's first example: refresh_from_db() did not update the loaded snapshot, so
+    setting the price back to the loaded value looked like no change and was not written."""
+    p = make(price="10.00")
+    Product.objects.filter(pk=p.pk).update(price=Decimal("12.00"))  # another writer
+    p.refresh_from_db()
+    p.price = Decimal("10.00")
+    p.save()
+    assert Product.objects.get(pk=p.pk).price == Decimal("10.00")
+    assert history(p) == [
+        (Decimal("10.00"), Decimal("12.00")),
+        (Decimal("12.00"), Decimal("10.00")),
+    ]
+
+
+def test_f_expression_assigned_on_the_instance():
+    """The issue's second example: F() values raised ValidationError in pre_save."""
+    p = make(price="10.00", stock=3)
+    p.stock = F("stock") - 1
+    p.price = F("price") * 2
+    p.save()
+    row = Product.objects.get(pk=p.pk)
+    assert (row.stock, row.price) == (2, Decimal("20.00"))
+    assert history(p) == [(Decimal("10.00"), Decimal("20.00"))]
+    assert list(
+        StockMovement.objects.filter(product=p).order_by("id").values_list("delta", flat=True)
+    ) == [3, -1]
+    assert_tracked(p)
+    # As with plain Django, the attribute still holds the expression: saving again applies it.
+    assert hasattr(p.stock, "resolve_expression")
+    p.save()
+    assert Product.objects.get(pk=p.pk).stock == 1
+    assert_tracked(p)
+
+
+def test_save_after_only_writes_the_assigned_deferred_field():
+    """A field deferred by only() and then assigned was missing from the snapshot, so the
+    narrowed save() dropped it."""
+    p = make(stock=10)
+    narrow = Product.objects.only("sku", "price").get(pk=p.pk)
+    narrow.stock = 1
+    narrow.save()
+    assert Product.objects.get(pk=p.pk).stock == 1
+    assert_tracked(p)
+
+
+def test_retry_after_rollback_is_not_lost():
+    """A save() rolled back by its transaction still updated the snapshot; retrying the
+    same save() then looked like no change."""
+    p = make(price="10.00")
+    p.price = Decimal("20.00")
+    with pytest.raises(RuntimeError), transaction.atomic():
+        p.save()
+        raise RuntimeError("rolled back")
+    p.save()
+    assert Product.objects.get(pk=p.pk).price == Decimal("20.00")
+    assert history(p) == [(Decimal("10.00"), Decimal("20.00"))]
+
+
+def test_stale_instance_keeps_its_documented_narrow_save():
+    """The one deviation kept on purpose (README): a stale instance writes only the fields
+    it changed; the ledger and the alert follow the stored stock."""
+    p = make(stock=10, threshold=5)
+    stale = Product.objects.get(pk=p.pk)
+    fresh = Product.objects.get(pk=p.pk)
+    fresh.stock = 1
+    fresh.save()
+    stale.name = "Renamed"
+    stale.save()
+    row = Product.objects.get(pk=p.pk)
+    assert (row.name, row.stock) == ("Renamed", 1)
+    assert_tracked(p)
+
+
+def test_save_of_an_instance_whose_row_was_deleted_inserts_it_again():
+    """The narrowed save() passed update_fields, so Django raised "did not affect any rows"
+    where plain Django inserts the row again."""
+    p = make(price="10.00", stock=4)
+    Product.objects.get(pk=p.pk).delete()
+    p.price = Decimal("11.00")
+    p.save()
+    row = Product.objects.get(pk=p.pk)
+    assert (row.price, row.stock) == (Decimal("11.00"), 4)
+    assert history(p) == []  # a creation, not a price change
+    assert_tracked(p)
+
+
+def test_save_after_delete_creates_a_new_row():
+    """delete() clears the primary key; the narrowed save() then asked Django to update a
+    row without one (ValueError) where plain Django inserts."""
+    p = make(stock=4)
+    p.delete()
+    p.save()
+    assert Product.objects.filter(sku="R-1").count() == 1
+    assert_tracked(p)
