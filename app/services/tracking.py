@@ -522,67 +522,97 @@ def tracked_bulk_create(
     update_fields: Sequence[str] | None,
     unique_fields: Sequence[str] | None,
 ) -> list[Product]:
+    """Django's own ``bulk_create`` statement (so rows, conflicts and errors are exactly
+    plain Django's), between a locked read of the rows it may conflict with and a read of
+    what it wrote; the signals and history follow what really happened: ``created=True``
+    for each inserted row, ``created=False`` (old values from the locked read) for each
+    upserted one, nothing for ignored ones."""
     objs = list(objs)
     using = qs.db
     base_create = models.QuerySet.bulk_create
+    if not objs:
+        return base_create(
+            qs,
+            objs,
+            batch_size=batch_size,
+            ignore_conflicts=ignore_conflicts,
+            update_conflicts=update_conflicts,
+            update_fields=update_fields,
+            unique_fields=unique_fields,
+        )
+    if update_conflicts:
+        key = (unique_fields or ["sku"])[0]
+        if len(unique_fields or ["sku"]) != 1 or key not in ("sku", "id", "pk"):
+            raise ValueError("Product upserts are keyed by 'sku' or 'pk' (unique_fields).")
+    names = [Product._meta.get_field(name).attname for name in update_fields or []]
+    upsert_fields = frozenset([*names, "updated_at"]) if update_conflicts else None
     with transaction.atomic(using=using):
         existing: dict[Any, Product] = {}
-        attr = "sku"
         if ignore_conflicts or update_conflicts:
-            key = (unique_fields or ["sku"])[0]
-            if len(unique_fields or ["sku"]) != 1 or key not in ("sku", "id", "pk"):
-                raise ValueError("Product upserts are keyed by 'sku' or 'pk' (unique_fields).")
-            attr = "pk" if key in ("id", "pk") else "sku"
-            keys = [getattr(obj, attr) for obj in objs]
-            for start in range(0, len(keys), CHUNK):
-                lookup = {f"{attr}__in": keys[start : start + CHUNK]}
-                for row in (
-                    Product._base_manager.db_manager(using).select_for_update().filter(**lookup)
-                ):
-                    existing[getattr(row, attr)] = row
-            new = [obj for obj in objs if getattr(obj, attr) not in existing]
-            matched = [obj for obj in objs if getattr(obj, attr) in existing]
-        else:
-            new, matched = objs, []
-        now = timezone.now()
-        for obj in new:
-            normalize(obj)
-            obj.created_at = obj.created_at or now
-            obj.updated_at = now
-        _send(pre_save, new, using=using, update_fields=None)
-        if new:
-            # Known conflicts were split off above; ignore_conflicts is not passed on because
-            # PostgreSQL then returns no primary keys, and the new rows need theirs.
-            base_create(
-                qs,
-                new,
-                batch_size=batch_size or CHUNK,
-                update_conflicts=update_conflicts,
-                update_fields=update_fields,
-                unique_fields=unique_fields,
-            )
+            existing = _rows_by_sku([obj.sku for obj in objs], using=using, lock=True)
+        fresh = [obj for obj in objs if obj.sku not in existing]
+        matched = [obj for obj in objs if obj.sku in existing] if update_conflicts else []
+        _send(pre_save, fresh, using=using, update_fields=None)
+        _send(pre_save, matched, using=using, update_fields=upsert_fields)
+        base_create(
+            qs,
+            objs,
+            batch_size=batch_size,
+            ignore_conflicts=ignore_conflicts,
+            update_conflicts=update_conflicts,
+            # An upsert is a save: it refreshes updated_at, as save() and update() do here.
+            update_fields=[*update_fields, "updated_at"] if update_conflicts else update_fields,
+            unique_fields=unique_fields,
+        )
+        if ignore_conflicts or update_conflicts:
+            stored = _rows_by_sku([obj.sku for obj in objs], using=using, lock=False)
+        else:  # every object was inserted (or the statement failed)
+            stored = None
+        created: list[Product] = []
         upserted: list[Product] = []
-        if update_conflicts and matched:
-            names = [Product._meta.get_field(name).attname for name in update_fields or []]
-            for obj in matched:
-                row = existing[getattr(obj, attr)]
+        done: set[str] = set()
+        for obj in objs:
+            if stored is None:
+                created.append(obj)
+                continue
+            row = stored.get(obj.sku)
+            if row is None or obj.sku in done:
+                continue  # ignored (a conflict, or on SQLite any constraint)
+            before = existing.get(obj.sku)
+            if before is None or before.pk != row.pk:
+                if row.created_at != obj.created_at:
+                    continue  # another object of the batch inserted this SKU
+                obj.pk = row.pk
+                created.append(obj)
+            elif update_conflicts:
                 for f in Product._meta.concrete_fields:
-                    if f.attname not in names:
-                        setattr(obj, f.attname, getattr(row, f.attname))
-                obj._loaded = row._loaded
-                obj._state.adding = False
-                normalize(obj)
+                    setattr(obj, f.attname, getattr(row, f.attname))
+                obj._before_write = {name: before._loaded[name] for name in TRACKED_FIELDS}
+                obj._loaded = dict(before._loaded)
                 upserted.append(obj)
+            else:
+                continue
+            done.add(obj.sku)
+        for obj in objs:
+            obj._state.adding = False
+            obj._state.db = using
         with collecting_changes(using):
-            written = []
-            for obj in new:
-                obj._state.adding = False
-                obj._state.db = using
-                if obj.pk is not None:  # else skipped by ignore_conflicts: nothing was written
-                    written.append(obj)
-            _send(post_save, written, using=using, created=True, update_fields=None)
-            for obj in written:
-                obj.remember_current_values()
-            if upserted:
-                write_products(upserted, names, using=using)
+            _send(post_save, created, using=using, created=True, update_fields=None)
+            _send(post_save, upserted, using=using, created=False, update_fields=upsert_fields)
+    for obj in created:
+        obj.remember_current_values(using=using)
+    for obj in upserted:
+        obj.remember_current_values(using=using)
     return objs
+
+
+def _rows_by_sku(skus: Sequence[str], *, using: str, lock: bool) -> dict[str, Product]:
+    rows = Product._base_manager.db_manager(using)
+    if lock:
+        rows = rows.select_for_update()
+    skus = list(dict.fromkeys(skus))
+    found: dict[str, Product] = {}
+    for start in range(0, len(skus), CHUNK):
+        for row in rows.filter(sku__in=skus[start : start + CHUNK]).order_by("pk"):
+            found[row.sku] = row
+    return found

@@ -9,10 +9,11 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from django.db import transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Sum
 
 from app.models import PriceHistory, Product, StockAlert, StockMovement
+from tests.conformance.plainapp.models import PlainProduct
 
 pytestmark = pytest.mark.django_db
 
@@ -138,3 +139,59 @@ def test_save_after_delete_creates_a_new_row():
     p.save()
     assert Product.objects.filter(sku="R-1").count() == 1
     assert_tracked(p)
+
+
+# --- bulk_create ---------------------------------------------------------------------------
+
+
+def stored(model) -> list[tuple]:
+    return list(model._base_manager.order_by("sku").values_list("sku", "name", "price", "stock"))
+
+
+@pytest.mark.parametrize("model", [Product, PlainProduct])
+def test_bulk_create_ignore_conflicts_skips_a_duplicate_within_the_batch(model):
+    """Product split off known conflicts and inserted the rest without ignore_conflicts, so
+    two new objects with one SKU raised IntegrityError; Django inserts the first."""
+    objs = [
+        model(sku="D-1", name="First", price=Decimal("1.00"), stock=3),
+        model(sku="D-1", name="Second", price=Decimal("2.00"), stock=4),
+    ]
+    model.objects.bulk_create(objs, ignore_conflicts=True)
+    assert stored(model) == [("D-1", "First", Decimal("1.00"), 3)]
+    if model is Product:
+        assert_tracked(Product.objects.get(sku="D-1"))
+
+
+@pytest.mark.parametrize("model", [Product, PlainProduct])
+def test_bulk_create_update_conflicts_refuses_an_invalid_proposed_row(model):
+    """The database checks the proposed row of an upsert even where it conflicts; Product
+    updated the existing row itself and so accepted a negative stock Django refuses."""
+    model.objects.create(sku="U-1", name="Old", price=Decimal("1.00"), stock=3)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        model.objects.bulk_create(
+            [model(sku="U-1", name="New", price=Decimal("2.00"), stock=-1)],
+            update_conflicts=True,
+            unique_fields=["sku"],
+            update_fields=["name", "price"],
+        )
+    assert stored(model) == [("U-1", "Old", Decimal("1.00"), 3)]
+
+
+@pytest.mark.parametrize("model", [Product, PlainProduct])
+def test_bulk_create_ignore_conflicts_with_an_invalid_row_behaves_as_django(model):
+    """SQLite's INSERT OR IGNORE drops rows failing any constraint, PostgreSQL's ON CONFLICT
+    DO NOTHING only unique conflicts: Product now runs Django's statement, so it does the
+    same on each database (it raised on SQLite before)."""
+    objs = [
+        model(sku="I-1", name="Bad", price=Decimal("1.00"), stock=-1),
+        model(sku="I-2", name="Good", price=Decimal("1.00"), stock=2),
+    ]
+    if connection.vendor == "sqlite":
+        model.objects.bulk_create(objs, ignore_conflicts=True)
+        assert stored(model) == [("I-2", "Good", Decimal("1.00"), 2)]
+        if model is Product:
+            assert_tracked(Product.objects.get(sku="I-2"))
+    else:
+        with pytest.raises(IntegrityError), transaction.atomic():
+            model.objects.bulk_create(objs, ignore_conflicts=True)
+        assert stored(model) == []
