@@ -470,6 +470,13 @@ def lock_current(pks: Iterable[Any], *, using: str) -> dict[Any, Product]:
 
 
 def tracked_queryset_update(qs: models.QuerySet, values: dict[str, Any]) -> int:
+    """``QuerySet.update()``: lock and read the rows the queryset selects, compute the new
+    values in that read (expressions included), then write them with signals and history.
+
+    The rows are selected by primary key from the queryset (``pk__in``), so ``values()``,
+    ordered, distinct and annotated querysets select exactly the rows Django would update,
+    and the locking read itself stays a plain ``SELECT ... FOR UPDATE``.
+    """
     if not values:
         raise TypeError("update() needs at least one field to set.")
     if qs.query.is_sliced:
@@ -482,8 +489,9 @@ def tracked_queryset_update(qs: models.QuerySet, values: dict[str, Any]) -> int:
         if hasattr(v, "resolve_expression")
     }
     using = qs.db
+    selected = qs.model._base_manager.db_manager(using).filter(pk__in=qs.values("pk"))
     with transaction.atomic(using=using):
-        objs = list(qs.select_for_update().annotate(**expressions).order_by("pk"))
+        objs = list(selected.select_for_update().annotate(**expressions).order_by("pk"))
         for obj in objs:
             for f, v in targets:
                 raw = getattr(obj, f"_new_{f.attname}") if hasattr(v, "resolve_expression") else v

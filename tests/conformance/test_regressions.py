@@ -195,3 +195,28 @@ def test_bulk_create_ignore_conflicts_with_an_invalid_row_behaves_as_django(mode
         with pytest.raises(IntegrityError), transaction.atomic():
             model.objects.bulk_create(objs, ignore_conflicts=True)
         assert stored(model) == []
+
+
+# --- QuerySet.update() ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", [Product, PlainProduct])
+def test_update_of_a_values_queryset(model):
+    """update() read the rows through the queryset itself, so values() gave dicts and the
+    write failed with AttributeError."""
+    model.objects.create(sku="V-1", name="V", price=Decimal("1.00"), stock=3)
+    assert model.objects.filter(sku="V-1").values("sku").update(price=Decimal("2.00")) == 1
+    assert stored(model) == [("V-1", "V", Decimal("2.00"), 3)]
+    if model is Product:
+        assert history(Product.objects.get()) == [(Decimal("1.00"), Decimal("2.00"))]
+
+
+@pytest.mark.parametrize("model", [Product, PlainProduct])
+def test_update_of_a_distinct_queryset(model):
+    """The locking read ran the queryset with FOR UPDATE, which PostgreSQL refuses with
+    DISTINCT (NotSupportedError); Django's UPDATE does not care."""
+    model.objects.create(sku="W-1", name="W", price=Decimal("1.00"), stock=3)
+    assert model.objects.filter(stock__gte=1).distinct().update(stock=F("stock") - 1) == 1
+    assert stored(model) == [("W-1", "W", Decimal("1.00"), 2)]
+    if model is Product:
+        assert_tracked(Product.objects.get())
