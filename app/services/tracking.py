@@ -366,12 +366,13 @@ def write_products(objs: Sequence[Product], fields: Iterable[str], *, using: str
         obj._state.db = using
     with collecting_changes(using):
         _send(post_save, objs, using=using, created=False, update_fields=update_fields)
-    attnames = CONCRETE_ATTNAMES
     for obj in objs:
-        # Product.remember_current_values(), inlined: this loop runs per product. Fields
-        # left deferred by a narrow read stay deferred (and out of ``_loaded``).
-        values = obj.__dict__
-        obj._loaded = {name: values[name] for name in attnames if name in values}
+        # Product.remember_current_values(fields), inlined: this loop runs per product. The
+        # other fields keep their loaded values (an instance may hold unsaved changes).
+        values, loaded = obj.__dict__, obj._loaded
+        for name in fields:
+            if name in values:
+                loaded[name] = values[name]
         obj._before_write = None
     return len(objs)
 
@@ -500,24 +501,67 @@ def tracked_queryset_update(qs: models.QuerySet, values: dict[str, Any]) -> int:
 
 
 def tracked_bulk_update(qs: models.QuerySet, objs: Sequence[Product], fields: Sequence[str]) -> int:
+    """``bulk_update()``: the rows are locked and read (the instances may be stale), values
+    assigned as expressions (``F("stock") + 1``) are computed against the locked row, and
+    the first instance of a row wins, as in Django's ``CASE WHEN pk = ...``."""
     objs = list(objs)
     if not fields:
         raise ValueError("Field names must be given to bulk_update().")
     if any(obj.pk is None for obj in objs):
         raise ValueError("All bulk_update() objects must have a primary key set.")
-    names = [Product._meta.get_field(name).attname for name in fields]
+    model_fields = [Product._meta.get_field(name) for name in fields]
+    if any(not f.concrete or f.many_to_many for f in model_fields):
+        raise ValueError("bulk_update() can only be used with concrete fields.")
+    if any(f.primary_key for f in model_fields):
+        raise ValueError("bulk_update() cannot be used with primary key fields.")
+    names = [f.attname for f in model_fields]
     using = qs.db
     with transaction.atomic(using=using):
         current = lock_current([obj.pk for obj in objs], using=using)
         present = []
+        taken: set[Any] = set()
         for obj in objs:
             row = current.get(obj.pk)
-            if row is None:
+            if row is None or obj.pk in taken:
                 continue
+            taken.add(obj.pk)
             obj._loaded = {**(getattr(obj, "_loaded", None) or {}), **row._loaded}
-            normalize(obj)
             present.append(obj)
-        return write_products(present, names, using=using)
+        expressions = _compute_expressions(present, model_fields, using=using)
+        try:
+            for obj in present:
+                normalize(obj)
+            count = write_products(present, names, using=using)
+        finally:
+            for obj, name, expression in expressions:
+                setattr(obj, name, expression)
+    for obj in present:
+        obj.remember_current_values(names, using=using)
+    return count
+
+
+def _compute_expressions(
+    objs: Sequence[Product], fields: Sequence[models.Field], *, using: str
+) -> list[tuple[Product, str, Any]]:
+    """Replace expression values of ``fields`` on ``objs`` by what the database computes
+    for the (locked) row; return (obj, attname, expression) to put back afterwards."""
+    replaced = []
+    rows = Product._base_manager.db_manager(using)
+    for obj in objs:
+        new = {
+            f"_new_{f.attname}": models.ExpressionWrapper(value, output_field=f)
+            for f in fields
+            if hasattr(value := getattr(obj, f.attname), "resolve_expression")
+        }
+        if not new:
+            continue
+        computed = rows.filter(pk=obj.pk).annotate(**new).values(*new).get()
+        for f in fields:
+            key = f"_new_{f.attname}"
+            if key in computed:
+                replaced.append((obj, f.attname, getattr(obj, f.attname)))
+                setattr(obj, f.attname, _quantize(f, computed[key]))
+    return replaced
 
 
 def tracked_bulk_create(
