@@ -80,3 +80,21 @@ class InventoryConfig(AppConfig):
             sender=get_user_model(),
             dispatch_uid="app.user_saved_forget_tokens",
         )
+        # A write through a proxy of Product sends the proxy as the signals' sender, which
+        # receivers connected for Product do not hear: connect the project's own Product
+        # receivers (in the same order) for each proxy, so no write path skips tracking.
+        # Users' receivers keep Django's rule (sender=Product hears Product, not proxies).
+        product_receivers = [
+            (post_save, webhooks.product_saved, "webhooks.product_saved"),
+            (post_delete, webhooks.product_deleted, "webhooks.product_deleted"),
+            (pre_save, receivers.product_pre_save, "app.product_pre_save"),
+            (post_save, receivers.product_post_save, "app.product_post_save"),
+            (pre_delete, receivers.product_pre_delete, "app.product_pre_delete"),
+            (post_delete, receivers.product_post_delete, "app.product_post_delete"),
+            (post_save, receivers.product_cache_saved, "app.product_cache_saved"),
+            (post_delete, receivers.product_cache_deleted, "app.product_cache_deleted"),
+        ]
+        for model in self.apps.get_models():
+            if model._meta.proxy and issubclass(model, Product):
+                for signal, receiver, uid in product_receivers:
+                    signal.connect(receiver, sender=model, dispatch_uid=uid)

@@ -13,7 +13,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Sum
 
 from app.models import PriceHistory, Product, StockAlert, StockMovement
-from tests.conformance.plainapp.models import PlainProduct
+from tests.conformance.plainapp.models import PlainProduct, ProductProxy
 
 pytestmark = pytest.mark.django_db
 
@@ -262,3 +262,26 @@ def test_bulk_update_does_not_take_unwritten_changes_for_stored():
     Product.objects.bulk_update([p], ["price"])
     p.save()
     assert Product.objects.get(pk=p.pk).name == "Changed"
+
+
+# --- proxy models ---------------------------------------------------------------------------
+
+
+def test_writes_through_a_proxy_are_tracked():
+    """A proxy sends itself as the signals' sender, so the project's receivers (connected
+    for Product) never ran: no ledger row, no history, no alert, and an open alert left
+    behind when the product was deleted."""
+    p = ProductProxy.objects.create(
+        sku="P-1", name="Proxy", price=Decimal("10.00"), stock=3, low_stock_threshold=5
+    )
+    assert_tracked(p)
+    p.price = Decimal("12.00")
+    p.stock = 8
+    p.save()
+    assert history(p) == [(Decimal("10.00"), Decimal("12.00"))]
+    assert_tracked(p)
+    p.stock = 1
+    p.save()
+    assert_tracked(p)
+    ProductProxy.objects.get(pk=p.pk).delete()
+    assert not StockAlert.objects.filter(resolved_at__isnull=True).exists()
