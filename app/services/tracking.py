@@ -21,10 +21,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 from typing import Any
 
-from django.db import connections, models, transaction
+from django.db import connections, models, router, transaction
 from django.db.models.signals import post_save, pre_save
 from django.utils import timezone
 
@@ -203,11 +203,19 @@ def add_row(row: models.Model, *, using: str = "default") -> None:
         batch.extra_rows.setdefault(type(row), []).append(row)
 
 
-def _quantize(field_: models.Field, value: Any) -> Any:
+def _quantize(field_: models.Field, value: Any, rounding: str | None = None) -> Any:
     value = field_.to_python(value)
     if isinstance(field_, models.DecimalField) and isinstance(value, Decimal):
-        return value.quantize(Decimal(1).scaleb(-field_.decimal_places))
+        return value.quantize(Decimal(1).scaleb(-field_.decimal_places), rounding=rounding)
     return value
+
+
+def decimal_rounding(using: str) -> str:
+    """How plain Django ends up rounding a Decimal with more places than its column:
+    PostgreSQL's numeric rounds half away from zero (Django sends the value as it is);
+    for SQLite Django quantizes half-even itself. Product rounds the same way, so it stores
+    what plain Django would, and history compares the stored values."""
+    return ROUND_HALF_UP if connections[using].vendor == "postgresql" else ROUND_HALF_EVEN
 
 
 PRICE_FIELD = Product._meta.get_field("price")
@@ -219,12 +227,16 @@ _INT_FIELDS = tuple(
 
 def normalize(product: Product) -> None:
     """Coerce assigned values to their Python types, so '10.0' and Decimal('10.00') compare
-    equal. Expressions (``F("stock") - 1``) are left for the database to compute."""
+    equal, rounded as the database would store them (``decimal_rounding``). Expressions
+    (``F("stock") - 1``) are left for the database to compute."""
     value = product.price
-    if type(value) is Decimal and value.is_finite():
-        product.price = value.quantize(CENTS)  # the common case, without to_python
-    elif value is not None and not hasattr(value, "resolve_expression"):
-        product.price = _quantize(PRICE_FIELD, value)
+    if value is not None and not hasattr(value, "resolve_expression"):
+        using = product._state.db or router.db_for_write(Product, instance=product)
+        rounding = decimal_rounding(using)
+        if type(value) is Decimal and value.is_finite():
+            product.price = value.quantize(CENTS, rounding=rounding)  # without to_python
+        else:
+            product.price = _quantize(PRICE_FIELD, value, rounding)
     for name, field_ in _INT_FIELDS:
         value = getattr(product, name)
         if (
@@ -271,7 +283,11 @@ def guarded_update(product: Product, base_qs: models.QuerySet, pk_val: Any, valu
     if computed:
         product._expressions = computed
         for name in computed:
-            setattr(product, name, _quantize(written[name], current[f"_new_{name}"]))
+            setattr(
+                product,
+                name,
+                _quantize(written[name], current[f"_new_{name}"], decimal_rounding(filtered.db)),
+            )
     return True
 
 
@@ -491,12 +507,13 @@ def tracked_queryset_update(qs: models.QuerySet, values: dict[str, Any]) -> int:
     }
     using = qs.db
     selected = qs.model._base_manager.db_manager(using).filter(pk__in=qs.values("pk"))
+    rounding = decimal_rounding(using)
     with transaction.atomic(using=using):
         objs = list(selected.select_for_update().annotate(**expressions).order_by("pk"))
         for obj in objs:
             for f, v in targets:
                 raw = getattr(obj, f"_new_{f.attname}") if hasattr(v, "resolve_expression") else v
-                setattr(obj, f.attname, _quantize(f, raw))
+                setattr(obj, f.attname, _quantize(f, raw, rounding))
         return write_products(objs, [f.attname for f, _ in targets], using=using)
 
 
@@ -560,7 +577,7 @@ def _compute_expressions(
             key = f"_new_{f.attname}"
             if key in computed:
                 replaced.append((obj, f.attname, getattr(obj, f.attname)))
-                setattr(obj, f.attname, _quantize(f, computed[key]))
+                setattr(obj, f.attname, _quantize(f, computed[key], decimal_rounding(using)))
     return replaced
 
 

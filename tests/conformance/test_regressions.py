@@ -285,3 +285,21 @@ def test_writes_through_a_proxy_are_tracked():
     assert_tracked(p)
     ProductProxy.objects.get(pk=p.pk).delete()
     assert not StockAlert.objects.filter(resolved_at__isnull=True).exists()
+
+
+# --- rounding -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", [Product, PlainProduct])
+def test_extra_decimal_places_are_rounded_as_plain_django_stores_them(model):
+    """Product quantized half-even everywhere; plain Django on PostgreSQL stores what
+    numeric rounds to (half away from zero): 10.005 became 10.00 instead of 10.01."""
+    expected = Decimal("10.01") if connection.vendor == "postgresql" else Decimal("10.00")
+    obj = model.objects.create(sku="X-1", name="X", price=Decimal("1.00"), stock=1)
+    obj.price = Decimal("10.005")
+    obj.save()
+    model.objects.bulk_create([model(sku="X-2", name="X", price=Decimal("10.005"), stock=1)])
+    model.objects.filter(sku="X-1").update(price=Decimal("10.005"))
+    assert [price for _, _, price, _ in stored(model)] == [expected, expected]
+    if model is Product:
+        assert history(obj) == [(Decimal("1.00"), expected)]
