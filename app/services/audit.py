@@ -19,6 +19,10 @@ from .context import current_change_context
 def capture_snapshot(instance: models.Model) -> None:
     """Keep the row's values as plain JSON (Decimals and datetimes as strings)."""
     data = {f.attname: f.value_from_object(instance) for f in instance._meta.concrete_fields}
+    computed = [name for name, value in data.items() if hasattr(value, "resolve_expression")]
+    if computed:  # an F() left on the instance by save(): the stored value is what goes
+        rows = type(instance)._base_manager.db_manager(instance._state.db)
+        data.update(rows.filter(pk=instance.pk).values(*computed).first() or {})
     instance._deletion_snapshot = json.loads(DjangoJSONEncoder().encode(data))
 
 

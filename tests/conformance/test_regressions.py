@@ -12,7 +12,7 @@ import pytest
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Sum
 
-from app.models import PriceHistory, Product, StockAlert, StockMovement
+from app.models import DeletionAudit, PriceHistory, Product, StockAlert, StockMovement
 from tests.conformance.plainapp.models import PlainProduct, ProductProxy
 
 pytestmark = pytest.mark.django_db
@@ -303,3 +303,17 @@ def test_extra_decimal_places_are_rounded_as_plain_django_stores_them(model):
     assert [price for _, _, price, _ in stored(model)] == [expected, expected]
     if model is Product:
         assert history(obj) == [(Decimal("1.00"), expected)]
+
+
+# --- delete() -------------------------------------------------------------------------------
+
+
+def test_delete_of_an_instance_holding_an_f_expression():
+    """save() leaves an F() on the instance (as Django does); deleting that instance then
+    failed with TypeError while the deletion audit encoded the expression."""
+    p = make(stock=5)
+    p.stock = F("stock") - 1
+    p.save()
+    p.delete()
+    assert not Product.objects.exists()
+    assert DeletionAudit.objects.get().snapshot["stock"] == 4
