@@ -517,10 +517,18 @@ def tracked_queryset_update(qs: models.QuerySet, values: dict[str, Any]) -> int:
         return write_products(objs, [f.attname for f, _ in targets], using=using)
 
 
-def tracked_bulk_update(qs: models.QuerySet, objs: Sequence[Product], fields: Sequence[str]) -> int:
+def tracked_bulk_update(
+    qs: models.QuerySet,
+    objs: Sequence[Product],
+    fields: Sequence[str],
+    batch_size: int | None = None,
+) -> int:
     """``bulk_update()``: the rows are locked and read (the instances may be stale), values
     assigned as expressions (``F("stock") + 1``) are computed against the locked row, and
-    the first instance of a row wins, as in Django's ``CASE WHEN pk = ...``."""
+    as in Django's ``CASE WHEN pk = ...`` the first instance of a row in a batch wins (a
+    row given twice is written once per batch it appears in, and counted so)."""
+    if batch_size is not None and batch_size <= 0:
+        raise ValueError("Batch size must be a positive integer.")
     objs = list(objs)
     if not fields:
         raise ValueError("Field names must be given to bulk_update().")
@@ -531,30 +539,51 @@ def tracked_bulk_update(qs: models.QuerySet, objs: Sequence[Product], fields: Se
         raise ValueError("bulk_update() can only be used with concrete fields.")
     if any(f.primary_key for f in model_fields):
         raise ValueError("bulk_update() cannot be used with primary key fields.")
+    if not objs:
+        return 0
     names = [f.attname for f in model_fields]
     using = qs.db
+    batches = [objs]
+    if len({obj.pk for obj in objs}) < len(objs):  # only then do Django's batches matter
+        pk = Product._meta.pk
+        size = connections[using].ops.bulk_batch_size([pk, pk, *model_fields], objs)
+        size = min(batch_size, size) if batch_size else size
+        batches = [objs[start : start + size] for start in range(0, len(objs), size)]
+    count = 0
+    written: list[Product] = []
     with transaction.atomic(using=using):
-        current = lock_current([obj.pk for obj in objs], using=using)
-        present = []
-        taken: set[Any] = set()
-        for obj in objs:
-            row = current.get(obj.pk)
-            if row is None or obj.pk in taken:
-                continue
-            taken.add(obj.pk)
-            obj._loaded = {**(getattr(obj, "_loaded", None) or {}), **row._loaded}
-            present.append(obj)
-        expressions = _compute_expressions(present, model_fields, using=using)
-        try:
-            for obj in present:
-                normalize(obj)
-            count = write_products(present, names, using=using)
-        finally:
-            for obj, name, expression in expressions:
-                setattr(obj, name, expression)
-    for obj in present:
+        for batch in batches:
+            present = _update_batch(batch, model_fields, using=using)
+            count += len(present)
+            written.extend(present)
+    for obj in written:
         obj.remember_current_values(names, using=using)
     return count
+
+
+def _update_batch(
+    objs: Sequence[Product], model_fields: Sequence[models.Field], *, using: str
+) -> list[Product]:
+    """Lock, compute and write one ``bulk_update`` batch; return the objects written."""
+    current = lock_current([obj.pk for obj in objs], using=using)
+    present = []
+    taken: set[Any] = set()
+    for obj in objs:
+        row = current.get(obj.pk)
+        if row is None or obj.pk in taken:
+            continue
+        taken.add(obj.pk)
+        obj._loaded = {**(getattr(obj, "_loaded", None) or {}), **row._loaded}
+        present.append(obj)
+    expressions = _compute_expressions(present, model_fields, using=using)
+    try:
+        for obj in present:
+            normalize(obj)
+        write_products(present, [f.attname for f in model_fields], using=using)
+    finally:
+        for obj, name, expression in expressions:
+            setattr(obj, name, expression)
+    return present
 
 
 def _compute_expressions(

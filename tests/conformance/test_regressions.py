@@ -317,3 +317,15 @@ def test_delete_of_an_instance_holding_an_f_expression():
     p.delete()
     assert not Product.objects.exists()
     assert DeletionAudit.objects.get().snapshot["stock"] == 4
+
+
+@pytest.mark.parametrize("model", [Product, PlainProduct])
+def test_bulk_update_counts_a_row_once_per_batch_as_django(model):
+    """Django writes and counts a row once in each batch it appears in; Product ignored
+    batch_size and counted it once."""
+    obj = model.objects.create(sku="B-1", name="B", price=Decimal("1.00"), stock=3)
+    obj.stock = 4
+    assert model.objects.bulk_update([obj, obj, obj], ["stock"], batch_size=2) == 2
+    assert stored(model) == [("B-1", "B", Decimal("1.00"), 4)]
+    if model is Product:
+        assert_tracked(obj)
