@@ -158,10 +158,11 @@ class Product(models.Model):
                     kwargs["update_fields"] = None
                     super().save(*args, **kwargs)
         finally:
-            # Fields saved as expressions (F("stock") - 1) hold their computed value while
-            # post_save runs; afterwards the expression again, as with plain Django.
-            for name, expression in (self.__dict__.pop("_expressions", None) or {}).items():
-                setattr(self, name, expression)
+            # Fields saved as expressions (F("stock") - 1), and tracked fields the save left
+            # out, hold their stored value while post_save runs (guarded_update); afterwards
+            # the instance's own value again, as with plain Django.
+            for name, value in (self.__dict__.pop("_restore", None) or {}).items():
+                setattr(self, name, value)
         update_fields = kwargs.get("update_fields")
         if update_fields is None:
             self.remember_current_values(using=using)

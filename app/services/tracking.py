@@ -254,8 +254,10 @@ def guarded_update(product: Product, base_qs: models.QuerySet, pk_val: Any, valu
     changed them meanwhile, the row is locked and read, so history stays exact under
     concurrent writers (a SELECT only happens in that case). Values assigned as
     expressions (``F("stock") - 1``) are computed by that locked read, so history and
-    ``post_save`` see the numbers the database stores; ``Product.save()`` puts the
-    expressions back afterwards (``_expressions``), as plain Django leaves them.
+    ``post_save`` see the numbers the database stores. So do tracked fields the save
+    leaves out (``update_fields``) while the instance holds another value for them (an
+    unsaved change, an ``F()``, a stale value): alerts follow the stored row.
+    ``Product.save()`` puts the instance's own values back afterwards (``_restore``).
     """
     written = {f.attname: f for f, _, _ in values}
     tracked = [name for name in TRACKED_FIELDS if name in written]
@@ -264,30 +266,37 @@ def guarded_update(product: Product, base_qs: models.QuerySet, pk_val: Any, valu
         product._before_write = {}
         return filtered._update(values) > 0
     computed = {f.attname: v for f, _, v in values if hasattr(v, "resolve_expression")}
-    loaded = getattr(product, "_loaded", None)
-    if not computed and loaded is not None and all(name in loaded for name in tracked):
-        expected = {name: loaded[name] for name in tracked}
+    loaded = getattr(product, "_loaded", None) or {}
+    held = product.__dict__
+    kept = [name for name in TRACKED_FIELDS if name not in written and name in held]
+    guard = [*tracked, *kept]
+    if not computed and all(
+        name in loaded and (name in written or held[name] == loaded[name]) for name in guard
+    ):
+        expected = {name: loaded[name] for name in guard}
         if filtered.filter(**expected)._update(values) > 0:
-            product._before_write = expected
+            product._before_write = {name: expected[name] for name in tracked}
             return True
     new = {
         f"_new_{name}": models.ExpressionWrapper(value, output_field=written[name])
         for name, value in computed.items()
     }
-    current = filtered.select_for_update().annotate(**new).values(*tracked, *new).first()
+    current = filtered.select_for_update().annotate(**new).values(*guard, *new).first()
     if current is None:
         return False
     product._before_write = {name: current[name] for name in tracked}
     if not filtered._update(values):
         return False
-    if computed:
-        product._expressions = computed
-        for name in computed:
-            setattr(
-                product,
-                name,
-                _quantize(written[name], current[f"_new_{name}"], decimal_rounding(filtered.db)),
-            )
+    shown = {name: current[f"_new_{name}"] for name in computed}
+    shown.update((name, current[name]) for name in kept)
+    rounding = decimal_rounding(filtered.db)
+    restore = {}
+    for name, value in shown.items():
+        field_ = Product._meta.get_field(name)
+        restore[name] = held[name]
+        setattr(product, name, _quantize(field_, value, rounding))
+    if restore:
+        product._restore = restore
     return True
 
 
@@ -576,13 +585,23 @@ def _update_batch(
         obj._loaded = {**(getattr(obj, "_loaded", None) or {}), **row._loaded}
         present.append(obj)
     expressions = _compute_expressions(present, model_fields, using=using)
+    names = [f.attname for f in model_fields]
+    # Tracked fields left out of ``fields`` show their stored values while the write's
+    # signals run (alerts follow the stored row), then the instance's own again.
+    kept = [name for name in TRACKED_FIELDS if name not in names]
+    for obj in present:
+        held, row = obj.__dict__, current[obj.pk].__dict__
+        for name in kept:
+            if name in held and held[name] is not row[name]:
+                expressions.append((obj, name, held[name]))
+                held[name] = row[name]
     try:
         for obj in present:
             normalize(obj)
-        write_products(present, [f.attname for f in model_fields], using=using)
+        write_products(present, names, using=using)
     finally:
-        for obj, name, expression in expressions:
-            setattr(obj, name, expression)
+        for obj, name, value in reversed(expressions):
+            setattr(obj, name, value)
     return present
 
 

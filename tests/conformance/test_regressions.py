@@ -329,3 +329,34 @@ def test_bulk_update_counts_a_row_once_per_batch_as_django(model):
     assert stored(model) == [("B-1", "B", Decimal("1.00"), 4)]
     if model is Product:
         assert_tracked(obj)
+
+
+# --- tracked fields a write leaves out --------------------------------------------------------
+
+
+def test_save_with_update_fields_follows_the_stored_threshold():
+    """The alert check took the instance's unsaved threshold for the stored one: stock
+    raised to the stored threshold left the alert open."""
+    p = make(stock=2, threshold=5)
+    p.stock = 5
+    p.low_stock_threshold = 2  # assigned, not saved
+    p.save(update_fields=["stock"])
+    assert_tracked(p)
+
+
+def test_bulk_update_follows_the_stored_threshold():
+    p = make(stock=10, threshold=5)
+    p.stock = 3
+    p.low_stock_threshold = 1  # assigned, not written by this bulk_update
+    Product.objects.bulk_update([p], ["stock"])
+    assert_tracked(p)
+    assert p.low_stock_threshold == 1  # the instance keeps its own value
+
+
+def test_bulk_update_with_an_f_expression_in_a_field_it_does_not_write():
+    """The alert check compared the F() left in stock with the threshold (TypeError)."""
+    p = make(stock=10, threshold=5)
+    p.stock = F("stock") - 3
+    p.low_stock_threshold = 8
+    Product.objects.bulk_update([p], ["low_stock_threshold"])
+    assert_tracked(p)
