@@ -551,6 +551,9 @@ def tracked_bulk_update(
     if not objs:
         return 0
     names = [f.attname for f in model_fields]
+    for obj in objs:  # as Django does: a deferred field is loaded (and may be gone) first
+        for name in names:
+            getattr(obj, name)
     using = qs.db
     batches = [objs]
     if len({obj.pk for obj in objs}) < len(objs):  # only then do Django's batches matter

@@ -360,3 +360,14 @@ def test_bulk_update_with_an_f_expression_in_a_field_it_does_not_write():
     p.low_stock_threshold = 8
     Product.objects.bulk_update([p], ["low_stock_threshold"])
     assert_tracked(p)
+
+
+@pytest.mark.parametrize("model", [Product, PlainProduct])
+def test_bulk_update_of_a_deferred_field_of_a_deleted_row(model):
+    """Django reads each object's values before writing, so a deferred field of a deleted
+    row raises DoesNotExist; Product skipped the row silently."""
+    row = model.objects.create(sku="G-1", name="G", price=Decimal("1.00"), stock=3)
+    narrow = model.objects.only("sku").get(pk=row.pk)
+    row.delete()
+    with pytest.raises(model.DoesNotExist):
+        model.objects.bulk_update([narrow], ["stock"])
