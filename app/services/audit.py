@@ -18,11 +18,18 @@ from .context import current_change_context
 
 def capture_snapshot(instance: models.Model) -> None:
     """Keep the row's values as plain JSON (Decimals and datetimes as strings)."""
-    data = {f.attname: f.value_from_object(instance) for f in instance._meta.concrete_fields}
-    computed = [name for name, value in data.items() if hasattr(value, "resolve_expression")]
-    if computed:  # an F() left on the instance by save(): the stored value is what goes
+    held = instance.__dict__
+    attnames = [f.attname for f in instance._meta.concrete_fields]
+    data = {name: held.get(name) for name in attnames}
+    # Deferred fields (only()/defer()) and F() values left by save(): the stored values, in
+    # one read (none if the row is already gone: deleting a stale instance is no error).
+    stored = [
+        name for name in attnames if name not in held or hasattr(held[name], "resolve_expression")
+    ]
+    if stored:
         rows = type(instance)._base_manager.db_manager(instance._state.db)
-        data.update(rows.filter(pk=instance.pk).values(*computed).first() or {})
+        found = rows.filter(pk=instance.pk).values(*stored).first() or {}
+        data.update({name: found.get(name) for name in stored})
     instance._deletion_snapshot = json.loads(DjangoJSONEncoder().encode(data))
 
 

@@ -371,3 +371,13 @@ def test_bulk_update_of_a_deferred_field_of_a_deleted_row(model):
     row.delete()
     with pytest.raises(model.DoesNotExist):
         model.objects.bulk_update([narrow], ["stock"])
+
+
+@pytest.mark.parametrize("model", [Product, PlainProduct])
+def test_delete_of_a_narrow_instance_whose_row_is_gone(model):
+    """The deletion audit loaded each deferred field through the instance, which raised
+    DoesNotExist for a row deleted meanwhile; Django's delete() just deletes nothing."""
+    row = model.objects.create(sku="H-1", name="H", price=Decimal("1.00"), stock=3)
+    narrow = model.objects.only("sku").get(pk=row.pk)
+    model.objects.filter(pk=row.pk).delete()
+    assert narrow.delete()[0] == 0
