@@ -6,6 +6,7 @@ The snapshot is taken in ``pre_delete`` (the row still exists) and written in
 
 from __future__ import annotations
 
+import copy
 import json
 
 from django.core.serializers.json import DjangoJSONEncoder
@@ -41,9 +42,19 @@ def record_deletion(instance: models.Model, *, using: str) -> DeletionAudit:
     return DeletionAudit.objects.using(using).create(
         model_label=instance._meta.label,
         object_pk=str(snapshot[instance._meta.pk.attname]),
-        object_repr=str(instance)[:300],
+        object_repr=_describe(instance, snapshot)[:300],
         snapshot=snapshot,
         deleted_at=timezone.now(),
         changed_by_id=ctx.user_id,
         source=ctx.source,
     )
+
+
+def _describe(instance: models.Model, snapshot: dict) -> str:
+    """``str(instance)``; fields left deferred are taken from the snapshot rather than
+    loaded through the instance (the row is gone by now)."""
+    if not instance.get_deferred_fields():
+        return str(instance)
+    stand_in = copy.copy(instance)
+    stand_in.__dict__.update({k: v for k, v in snapshot.items() if k not in instance.__dict__})
+    return str(stand_in)
