@@ -228,8 +228,9 @@ _INT_FIELDS = tuple(
 def normalize(product: Product) -> None:
     """Coerce assigned values to their Python types, so '10.0' and Decimal('10.00') compare
     equal, rounded as the database would store them (``decimal_rounding``). Expressions
-    (``F("stock") - 1``) are left for the database to compute."""
-    value = product.price
+    (``F("stock") - 1``) are left for the database to compute, deferred fields unloaded."""
+    held = product.__dict__
+    value = held.get("price")
     if value is not None and not hasattr(value, "resolve_expression"):
         using = product._state.db or router.db_for_write(Product, instance=product)
         rounding = decimal_rounding(using)
@@ -238,7 +239,7 @@ def normalize(product: Product) -> None:
         else:
             product.price = _quantize(PRICE_FIELD, value, rounding)
     for name, field_ in _INT_FIELDS:
-        value = getattr(product, name)
+        value = held.get(name)
         if (
             value is not None
             and type(value) is not int

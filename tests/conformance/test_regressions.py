@@ -9,7 +9,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from django.db import IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F, Sum
 
 from app.models import DeletionAudit, PriceHistory, Product, StockAlert, StockMovement
@@ -381,3 +381,15 @@ def test_delete_of_a_narrow_instance_whose_row_is_gone(model):
     narrow = model.objects.only("sku").get(pk=row.pk)
     model.objects.filter(pk=row.pk).delete()
     assert narrow.delete()[0] == 0
+
+
+@pytest.mark.parametrize("model", [Product, PlainProduct])
+def test_save_of_a_narrow_instance_whose_row_is_gone(model):
+    """pre_save loaded every deferred field to normalise it (one query each), which raised
+    DoesNotExist for a deleted row where Django reports the save that hit no row."""
+    row = model.objects.create(sku="K-1", name="K", price=Decimal("1.00"), stock=3)
+    narrow = model.objects.defer("price", "stock").get(pk=row.pk)
+    model.objects.filter(pk=row.pk).delete()
+    narrow.name = "Renamed"
+    with pytest.raises(DatabaseError, match="did not affect any rows"):
+        narrow.save(update_fields=["name"])
