@@ -22,30 +22,31 @@ blocks that roll back). Each operation is applied to ``Product`` and then to
 Where ``Product`` deviates from plain Django on purpose (README, "Deviations from plain
 Django"), the test applies the documented behaviour to the plain side's expectation.
 
-Examples: ``EXAMPLES`` (derandomized, so every run tries the same sequences), each a
-sequence of up to ``MAX_OPS`` operations on a fresh database. Runtime on this machine
-(2 shared cores): about 25 s on SQLite and 45 s on PostgreSQL.
+Examples: ``EXAMPLES`` = 1000 (derandomized, so every run tries the same sequences), each a
+sequence of up to ``MAX_OPS`` = 20 operations on a fresh database. Runtime on this machine
+(2 cores shared with other work): about 45 s on SQLite and 85 s on PostgreSQL. Before the
+fixes it failed within its first examples on each defect listed in ``test_regressions.py``.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
 from django.core.exceptions import MultipleObjectsReturned, ObjectDoesNotExist
-from django.db import DatabaseError, connection, models, transaction
+from django.db import connection, models, transaction
 from django.db.models import Case, F, Max, Value, When
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, note, settings
 from hypothesis import strategies as st
 
 from app.models import DeletionAudit, PriceHistory, Product, StockAlert, StockMovement
 from tests.conformance.plainapp.models import PlainProduct, PlainProductProxy, ProductProxy
 
-EXAMPLES = 400
-MAX_OPS = 14
+EXAMPLES = 1000
+MAX_OPS = 20
 SLOTS = 3
 SKUS = ["A-1", "B-2", "C-3"]  # letters, digits and '-' only: valid under any SKU rule
 FIELDS = ("sku", "name", "price", "stock", "low_stock_threshold")
@@ -140,6 +141,10 @@ simple_ops = st.one_of(
     st.tuples(st.just("aupdate"), filters, skus, assignments),
     st.tuples(st.just("abulk_create"), new_rows(unique=False), st.booleans()),
     st.tuples(st.just("aupdate_or_create"), skus, assignments),
+    st.tuples(st.just("aget_or_create"), skus, new_rows().map(lambda rows: rows[0])),
+    st.tuples(st.just("adelete"), slots),
+    st.tuples(st.just("force_update_save"), slots, assignments),
+    st.tuples(st.just("update_or_create_split"), skus, assignments, assignments),
 )
 operations = simple_ops | st.tuples(st.just("rollback"), simple_ops)
 
@@ -207,21 +212,26 @@ def save(side: Side, obj: models.Model, update_fields: list[str] | None, *, run=
                 if name in values and (name not in snap or snap[name] != values[name])
             ]
             narrowed = list(dict.fromkeys([*narrowed, "updated_at"]))
-    try:
-        run(update_fields=narrowed or update_fields)
-        written = narrowed or update_fields or CONCRETE
-    except DatabaseError as exc:
-        if narrowed is None or type(exc) is not DatabaseError:  # not "did not affect any rows"
-            raise
-        run(update_fields=None)  # the row is gone: inserted again, as plain Django does
-        written = CONCRETE
+    if narrowed and not side.model._base_manager.filter(pk=obj.pk).exists():
+        narrowed = None  # the row is gone: saved in full (inserted again), as Django does
+    run(update_fields=narrowed or update_fields)
+    written = narrowed or update_fields or CONCRETE
     remember(obj, written, rolled_back=side.in_rollback)
+
+
+def priced(value: Any) -> Any:
+    """Documented deviation: on SQLite (no fixed-point type) plain Django stores a price
+    with extra places unrounded, where F() arithmetic can see them; Product rounds to the
+    column's two places first. Both sides get the rounded price there."""
+    if isinstance(value, Decimal) and connection.vendor == "sqlite":
+        return value.quantize(Decimal("0.01"), rounding=ROUND_HALF_EVEN)
+    return value
 
 
 def value_of(field: str, token: tuple) -> Any:
     kind = token[0]
     if kind == "v":
-        return token[1]
+        return priced(token[1])
     if kind == "F+":
         return F(field) + token[1]
     if kind == "F*":
@@ -288,7 +298,7 @@ def filtered(side: Side, kind: str, sku: str) -> models.QuerySet:
 def build(side: Side, row: tuple) -> models.Model:
     sku, name, price, stock, threshold = row
     extra = {} if threshold is None else {"low_stock_threshold": threshold}
-    return side.model(sku=sku, name=name, price=price, stock=stock, **extra)
+    return side.model(sku=sku, name=name, price=priced(price), stock=stock, **extra)
 
 
 def apply(side: Side, op: tuple) -> Any:
@@ -300,7 +310,7 @@ def apply(side: Side, op: tuple) -> Any:
         sku, name, price, stock, threshold = row
         extra = {} if threshold is None else {"low_stock_threshold": threshold}
         side.manager(proxy=through_proxy).create(
-            sku=sku, name=name, price=price, stock=stock, **extra
+            sku=sku, name=name, price=priced(price), stock=stock, **extra
         )
         return None
     if kind == "load":
@@ -354,14 +364,14 @@ def apply(side: Side, op: tuple) -> Any:
         if not objs:
             return "empty"
         if not side.plain:
-            return manager.bulk_update(objs, list(fields))
+            return manager.bulk_update(objs, list(fields), batch_size=2)
         # Product's bulk_update reads the rows under lock: the instances learn the stored
         # values, then the written ones (the first instance of a row wins, as in Django).
         stored = {
             row["pk"]: row
             for row in manager.filter(pk__in=[o.pk for o in objs]).values("pk", *CONCRETE)
         }
-        count = manager.bulk_update(objs, list(fields))
+        count = manager.bulk_update(objs, list(fields), batch_size=2)
         seen = set()
         for obj in objs:
             if obj.pk in stored and obj.pk not in seen:
@@ -385,7 +395,7 @@ def apply(side: Side, op: tuple) -> Any:
     if kind == "get_or_create":
         _, sku, row = op
         _, name, price, stock, threshold = row
-        defaults = {"name": name, "price": price, "stock": stock}
+        defaults = {"name": name, "price": priced(price), "stock": stock}
         if threshold is not None:
             defaults["low_stock_threshold"] = threshold
         return manager.get_or_create(sku=sku, defaults=defaults)[1]
@@ -433,6 +443,38 @@ def apply(side: Side, op: tuple) -> Any:
         defaults.setdefault("name", "Created")
         defaults.setdefault("price", Decimal("1.00"))
         return run_async(manager.aupdate_or_create, sku=sku, defaults=defaults)[1]
+    if kind == "aget_or_create":
+        _, sku, row = op
+        _, name, price, stock, threshold = row
+        defaults = {"name": name, "price": priced(price), "stock": stock}
+        return run_async(manager.aget_or_create, sku=sku, defaults=defaults)[1]
+    if kind == "adelete":
+        _, slot = op
+        obj = side.slots.get(slot)
+        if obj is None or obj.pk is None:
+            return "empty"
+        return run_async(obj.adelete)[0]
+    if kind == "force_update_save":
+        _, slot, pairs = op
+        obj = side.slots.get(slot)
+        if obj is None:
+            return "empty"
+        assign(obj, pairs)
+
+        def forced(update_fields):
+            obj.save(force_update=True, update_fields=update_fields)
+
+        save(side, obj, None, run=forced)
+        return None
+    if kind == "update_or_create_split":
+        _, sku, pairs, create_pairs = op
+        defaults = {field: value_of(field, token) for field, token in pairs}
+        create_defaults = {field: value_of(field, token) for field, token in create_pairs}
+        create_defaults.setdefault("name", "Created")
+        create_defaults.setdefault("price", Decimal("1.00"))
+        return manager.update_or_create(
+            sku=sku, defaults=defaults, create_defaults=create_defaults
+        )[1]
     if kind == "rollback":
         side.in_rollback = True
         try:
@@ -516,17 +558,18 @@ def check_tracking(op: tuple, before: dict[str, Decimal], history_after_id: int)
     assert open_alerts[None] == 0, "a deleted product kept an open alert"
 
 
-@pytest.mark.xfail(strict=True, reason="Product diverges from plain Django: fixes follow")
 @pytest.mark.django_db(transaction=True)
 @settings(
     max_examples=EXAMPLES,
     derandomize=True,
     database=None,
     deadline=None,
+    phases=[Phase.explicit, Phase.generate, Phase.shrink],  # no "explain": prints the ops
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(ops=st.lists(operations, min_size=1, max_size=MAX_OPS))
 def test_product_writes_behave_like_plain_django_and_are_tracked(ops):
+    note(f"operations: {ops}")
     reset()
     tracked = Side(Product, ProductProxy)
     plain = Side(PlainProduct, PlainProductProxy)
