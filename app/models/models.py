@@ -24,6 +24,19 @@ def default_low_stock_threshold() -> int:
     return settings.STOCKPIPE_LOW_STOCK_THRESHOLD
 
 
+class _Confirmation:
+    """An on_commit callback marking a save's written values as stored for good."""
+
+    __slots__ = ("confirmed", "names")
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+        self.confirmed = False
+
+    def __call__(self) -> None:
+        self.confirmed = True
+
+
 class Product(models.Model):
     sku = models.CharField(max_length=64, unique=True)
     name = models.CharField(max_length=200)
@@ -85,7 +98,9 @@ class Product(models.Model):
 
     def changed_fields(self) -> list[str]:
         """Fields whose value differs from the loaded one, or that hold a value whose stored
-        counterpart is not known (assigned after a deferred load, an ``F()`` expression)."""
+        counterpart is not known (assigned after a deferred load, an ``F()`` expression,
+        written by a save whose transaction rolled back)."""
+        self._forget_rolled_back()
         loaded = getattr(self, "_loaded", None) or {}
         values = self.__dict__
         return [
@@ -100,9 +115,9 @@ class Product(models.Model):
         """Take the current values (of ``attnames``, default all) as the loaded ones.
 
         Fields holding an expression (``F()``) are forgotten: their stored value is unknown.
-        Inside a transaction (``using`` given and a block is open) the written values only
-        count once it commits: if it rolls back, the fields stay unknown, so the next
-        ``save()`` writes them again instead of taking them for unchanged.
+        Inside a transaction (``using`` given and a block is open) the write is remembered
+        as unconfirmed until it commits: should it roll back, ``changed_fields`` forgets the
+        values again, so the next ``save()`` writes them instead of taking them for stored.
         """
         values = self.__dict__
         if attnames is None:
@@ -111,7 +126,7 @@ class Product(models.Model):
         loaded = getattr(self, "_loaded", None)
         if loaded is None:
             loaded = self._loaded = {}
-        known = {}
+        written = []
         for name in attnames:
             value = values.get(name, loaded)
             if value is loaded:  # deferred: not loaded
@@ -119,17 +134,32 @@ class Product(models.Model):
             if hasattr(value, "resolve_expression"):
                 loaded.pop(name, None)
             else:
-                known[name] = value
+                loaded[name] = value
+                written.append(name)
         self._before_write = None
-        pk_name = self._meta.pk.attname
-        if pk_name in known:  # never written by an UPDATE: known either way
-            loaded[pk_name] = known.pop(pk_name)
-        if using is not None and known and connections[using].in_atomic_block:
-            for name in known:
+        if using is not None and written and connections[using].in_atomic_block:
+            confirmation = _Confirmation(written)
+            transaction.on_commit(confirmation, using=using)
+            self.__dict__.setdefault("_unconfirmed", []).append((using, confirmation))
+
+    def _forget_rolled_back(self) -> None:
+        """Drop the loaded values of writes whose transaction rolled back: their commit
+        callback neither ran nor is still pending (Django discards it on rollback)."""
+        unconfirmed = self.__dict__.get("_unconfirmed")
+        if not unconfirmed:
+            return
+        still = []
+        for alias, confirmation in unconfirmed:
+            if confirmation.confirmed:
+                continue
+            pending = connections[alias].run_on_commit
+            if any(callback is confirmation for _, callback, _ in pending):
+                still.append((alias, confirmation))
+                continue
+            loaded = getattr(self, "_loaded", None) or {}
+            for name in confirmation.names:
                 loaded.pop(name, None)
-            transaction.on_commit(lambda: self._loaded.update(known), using=using)
-        else:
-            loaded.update(known)
+        self._unconfirmed = still
 
     def save(self, *args, **kwargs) -> None:
         """Django's save(), writing only the fields that changed (``changed_fields``), so a
