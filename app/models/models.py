@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db import models, router, transaction
+from django.db import DatabaseError, connections, models, router, transaction
 from django.db.models import Q
 
 from .. import conf
@@ -30,6 +30,19 @@ TRACKED_FIELDS = ("price", "stock", "low_stock_threshold")
 
 def default_low_stock_threshold() -> int:
     return conf.low_stock_threshold()
+
+
+class _Confirmation:
+    """An on_commit callback marking a save's written values as stored for good."""
+
+    __slots__ = ("confirmed", "names")
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+        self.confirmed = False
+
+    def __call__(self) -> None:
+        self.confirmed = True
 
 
 class Product(models.Model):
@@ -68,6 +81,27 @@ class Product(models.Model):
         instance._loaded = dict(zip(field_names, values, strict=True))
         return instance
 
+    def refresh_from_db(self, using=None, fields=None, from_queryset=None) -> None:
+        """Django's refresh, and the refreshed values become the loaded ones (a deferred
+        field's first access comes here too)."""
+        if fields is None:
+            deferred = self.get_deferred_fields()
+            names = [f.attname for f in self._meta.concrete_fields if f.attname not in deferred]
+        else:
+            names = [
+                f.attname
+                for f in self._meta.concrete_fields
+                if f.attname in fields or f.name in fields
+            ]
+        super().refresh_from_db(using=using, fields=fields, from_queryset=from_queryset)
+        loaded = getattr(self, "_loaded", None)
+        if loaded is None:
+            loaded = self._loaded = {}
+        values = self.__dict__
+        for name in names:
+            if name in values:
+                loaded[name] = values[name]
+
     def loaded_value(self, attname: str):
         """The value this instance had when read from the database (or last saved)."""
         loaded = getattr(self, "_loaded", None)
@@ -76,39 +110,121 @@ class Product(models.Model):
         return loaded[attname]
 
     def changed_fields(self) -> list[str]:
+        """Fields whose value differs from the loaded one, or that hold a value whose stored
+        counterpart is not known (assigned after a deferred load, an ``F()`` expression,
+        written by a save whose transaction rolled back)."""
+        self._forget_rolled_back()
         loaded = getattr(self, "_loaded", None) or {}
+        values = self.__dict__
         return [
             f.attname
             for f in self._meta.concrete_fields
-            if f.attname in loaded and loaded[f.attname] != getattr(self, f.attname)
+            if not f.primary_key
+            and f.attname in values
+            and (f.attname not in loaded or loaded[f.attname] != values[f.attname])
         ]
 
-    def remember_current_values(self) -> None:
-        self._loaded = {f.attname: getattr(self, f.attname) for f in self._meta.concrete_fields}
+    def remember_current_values(self, attnames=None, *, using: str | None = None) -> None:
+        """Take the current values (of ``attnames``, default all) as the loaded ones.
+
+        Fields holding an expression (``F()``) are forgotten: their stored value is unknown.
+        Inside a transaction (``using`` given and a block is open) the write is remembered
+        as unconfirmed until it commits: should it roll back, ``changed_fields`` forgets the
+        values again, so the next ``save()`` writes them instead of taking them for stored.
+        """
+        values = self.__dict__
+        if attnames is None:
+            attnames = [f.attname for f in self._meta.concrete_fields]
+            self._loaded = {}
+        loaded = getattr(self, "_loaded", None)
+        if loaded is None:
+            loaded = self._loaded = {}
+        written = []
+        for name in attnames:
+            value = values.get(name, loaded)
+            if value is loaded:  # deferred: not loaded
+                continue
+            if hasattr(value, "resolve_expression"):
+                loaded.pop(name, None)
+            else:
+                loaded[name] = value
+                written.append(name)
         self._before_write = None
+        if using is not None and written and connections[using].in_atomic_block:
+            confirmation = _Confirmation(written)
+            transaction.on_commit(confirmation, using=using)
+            self.__dict__.setdefault("_unconfirmed", []).append((using, confirmation))
+
+    def _forget_rolled_back(self) -> None:
+        """Drop the loaded values of writes whose transaction rolled back: their commit
+        callback neither ran nor is still pending (Django discards it on rollback)."""
+        unconfirmed = self.__dict__.get("_unconfirmed")
+        if not unconfirmed:
+            return
+        still = []
+        for alias, confirmation in unconfirmed:
+            if confirmation.confirmed:
+                continue
+            pending = connections[alias].run_on_commit
+            if any(callback is confirmation for _, callback, _ in pending):
+                still.append((alias, confirmation))
+                continue
+            loaded = getattr(self, "_loaded", None) or {}
+            for name in confirmation.names:
+                loaded.pop(name, None)
+        self._unconfirmed = still
 
     def save(self, *args, **kwargs) -> None:
+        """Django's save(), writing only the fields that changed (``changed_fields``), so a
+        stale instance cannot undo a concurrent change to a field it did not change."""
         # SKU and name rules (app.core.domain); a legacy row's unchanged values pass.
         check_product_rules(self, kwargs.get("update_fields"))
         using = kwargs.get("using") or router.db_for_write(type(self), instance=self)
-        if (
+        narrowed = (
             kwargs.get("update_fields") is None
+            and not args
             and not self._state.adding
+            and self.pk is not None
             and getattr(self, "_loaded", None) is not None
             and not kwargs.get("force_insert")
-        ):
-            # Write only what changed, so a stale instance cannot undo a concurrent stock move.
+        )
+        if narrowed:
             kwargs["update_fields"] = [*self.changed_fields(), "updated_at"]
-        with transaction.atomic(using=using):
-            super().save(*args, **kwargs)
-        self.remember_current_values()
+        try:
+            with transaction.atomic(using=using):
+                try:
+                    super().save(*args, **kwargs)
+                except DatabaseError:
+                    if not (narrowed and self.__dict__.pop("_row_gone", False)):
+                        raise
+                    # The row was deleted: plain Django's save() inserts it again. Django
+                    # refused only because of update_fields; no statement failed.
+                    connections[using].needs_rollback = False
+                    kwargs["update_fields"] = None
+                    super().save(*args, **kwargs)
+        finally:
+            # Fields saved as expressions (F("stock") - 1), and tracked fields the save left
+            # out, hold their stored value while post_save runs (guarded_update); afterwards
+            # the instance's own value again, as with plain Django.
+            for name, value in (self.__dict__.pop("_restore", None) or {}).items():
+                setattr(self, name, value)
+        update_fields = kwargs.get("update_fields")
+        if update_fields is None:
+            self.remember_current_values(using=using)
+        else:
+            meta = self._meta
+            attnames = [meta.get_field(name).attname for name in update_fields]
+            self.remember_current_values(attnames, using=using)
 
     def _do_update(self, base_qs, using, pk_val, values, update_fields, forced_update):
         if not values:
             return super()._do_update(base_qs, using, pk_val, values, update_fields, forced_update)
         from ..services.tracking import guarded_update
 
-        return guarded_update(self, base_qs, pk_val, values)
+        updated = guarded_update(self, base_qs, pk_val, values)
+        if not updated and update_fields is not None:
+            self._row_gone = True
+        return updated
 
 
 class ChangeSource(models.Model):

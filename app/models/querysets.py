@@ -22,7 +22,7 @@ class ProductQuerySet(models.QuerySet):
     def bulk_update(self, objs, fields, batch_size=None) -> int:
         from ..services import tracking
 
-        return tracking.tracked_bulk_update(self, objs, fields)
+        return tracking.tracked_bulk_update(self, objs, fields, batch_size=batch_size)
 
     bulk_update.alters_data = True
 

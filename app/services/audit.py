@@ -6,6 +6,7 @@ The snapshot is taken in ``pre_delete`` (the row still exists) and written in
 
 from __future__ import annotations
 
+import copy
 import json
 
 from django.core.serializers.json import DjangoJSONEncoder
@@ -18,7 +19,18 @@ from .context import current_change_context
 
 def capture_snapshot(instance: models.Model) -> None:
     """Keep the row's values as plain JSON (Decimals and datetimes as strings)."""
-    data = {f.attname: f.value_from_object(instance) for f in instance._meta.concrete_fields}
+    held = instance.__dict__
+    attnames = [f.attname for f in instance._meta.concrete_fields]
+    data = {name: held.get(name) for name in attnames}
+    # Deferred fields (only()/defer()) and F() values left by save(): the stored values, in
+    # one read (none if the row is already gone: deleting a stale instance is no error).
+    stored = [
+        name for name in attnames if name not in held or hasattr(held[name], "resolve_expression")
+    ]
+    if stored:
+        rows = type(instance)._base_manager.db_manager(instance._state.db)
+        found = rows.filter(pk=instance.pk).values(*stored).first() or {}
+        data.update({name: found.get(name) for name in stored})
     instance._deletion_snapshot = json.loads(DjangoJSONEncoder().encode(data))
 
 
@@ -30,9 +42,19 @@ def record_deletion(instance: models.Model, *, using: str) -> DeletionAudit:
     return DeletionAudit.objects.using(using).create(
         model_label=instance._meta.label,
         object_pk=str(snapshot[instance._meta.pk.attname]),
-        object_repr=str(instance)[:300],
+        object_repr=_describe(instance, snapshot)[:300],
         snapshot=snapshot,
         deleted_at=timezone.now(),
         changed_by_id=ctx.user_id,
         source=ctx.source,
     )
+
+
+def _describe(instance: models.Model, snapshot: dict) -> str:
+    """``str(instance)``; fields left deferred are taken from the snapshot rather than
+    loaded through the instance (the row is gone by now)."""
+    if not instance.get_deferred_fields():
+        return str(instance)
+    stand_in = copy.copy(instance)
+    stand_in.__dict__.update({k: v for k, v in snapshot.items() if k not in instance.__dict__})
+    return str(stand_in)

@@ -13,10 +13,10 @@ at the end of the block, which is what makes large pipelines fast.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 from typing import Any
 
-from django.db import connections, models, transaction
+from django.db import connections, models, router, transaction
 from django.db.models.signals import post_save, pre_save
 from django.utils import timezone
 
@@ -35,11 +35,19 @@ from ..tracking.batch import (
 )
 
 
-def _quantize(field_: models.Field, value: Any) -> Any:
+def _quantize(field_: models.Field, value: Any, rounding: str | None = None) -> Any:
     value = field_.to_python(value)
     if isinstance(field_, models.DecimalField) and isinstance(value, Decimal):
-        return value.quantize(Decimal(1).scaleb(-field_.decimal_places))
+        return value.quantize(Decimal(1).scaleb(-field_.decimal_places), rounding=rounding)
     return value
+
+
+def decimal_rounding(using: str) -> str:
+    """How plain Django ends up rounding a Decimal with more places than its column:
+    PostgreSQL's numeric rounds half away from zero (Django sends the value as it is);
+    for SQLite Django quantizes half-even itself. Product rounds the same way, so it stores
+    what plain Django would, and history compares the stored values."""
+    return ROUND_HALF_UP if connections[using].vendor == "postgresql" else ROUND_HALF_EVEN
 
 
 PRICE_FIELD = Product._meta.get_field("price")
@@ -50,15 +58,25 @@ _INT_FIELDS = tuple(
 
 
 def normalize(product: Product) -> None:
-    """Coerce assigned values to their Python types, so '10.0' and Decimal('10.00') compare equal."""
-    value = product.price
-    if type(value) is Decimal and value.is_finite():
-        product.price = value.quantize(CENTS)  # the common case, without to_python
-    elif value is not None:
-        product.price = _quantize(PRICE_FIELD, value)
+    """Coerce assigned values to their Python types, so '10.0' and Decimal('10.00') compare
+    equal, rounded as the database would store them (``decimal_rounding``). Expressions
+    (``F("stock") - 1``) are left for the database to compute, deferred fields unloaded."""
+    held = product.__dict__
+    value = held.get("price")
+    if value is not None and not hasattr(value, "resolve_expression"):
+        using = product._state.db or router.db_for_write(Product, instance=product)
+        rounding = decimal_rounding(using)
+        if type(value) is Decimal and value.is_finite():
+            product.price = value.quantize(CENTS, rounding=rounding)  # without to_python
+        else:
+            product.price = _quantize(PRICE_FIELD, value, rounding)
     for name, field_ in _INT_FIELDS:
-        value = getattr(product, name)
-        if value is not None and type(value) is not int:
+        value = held.get(name)
+        if (
+            value is not None
+            and type(value) is not int
+            and not hasattr(value, "resolve_expression")
+        ):
             setattr(product, name, field_.to_python(value))
 
 
@@ -67,25 +85,52 @@ def guarded_update(product: Product, base_qs: models.QuerySet, pk_val: Any, valu
 
     The UPDATE is guarded by the values the instance was loaded with; if another writer
     changed them meanwhile, the row is locked and read, so history stays exact under
-    concurrent writers (a SELECT only happens in that case).
+    concurrent writers (a SELECT only happens in that case). Values assigned as
+    expressions (``F("stock") - 1``) are computed by that locked read, so history and
+    ``post_save`` see the numbers the database stores. So do tracked fields the save
+    leaves out (``update_fields``) while the instance holds another value for them (an
+    unsaved change, an ``F()``, a stale value): alerts follow the stored row.
+    ``Product.save()`` puts the instance's own values back afterwards (``_restore``).
     """
-    written = {f.attname for f, _, _ in values}
+    written = {f.attname: f for f, _, _ in values}
     tracked = [name for name in TRACKED_FIELDS if name in written]
     filtered = base_qs.filter(pk=pk_val)
     if not tracked:
         product._before_write = {}
         return filtered._update(values) > 0
-    loaded = getattr(product, "_loaded", None)
-    if loaded is not None and all(name in loaded for name in tracked):
-        expected = {name: loaded[name] for name in tracked}
+    computed = {f.attname: v for f, _, v in values if hasattr(v, "resolve_expression")}
+    loaded = getattr(product, "_loaded", None) or {}
+    held = product.__dict__
+    kept = [name for name in TRACKED_FIELDS if name not in written and name in held]
+    guard = [*tracked, *kept]
+    if not computed and all(
+        name in loaded and (name in written or held[name] == loaded[name]) for name in guard
+    ):
+        expected = {name: loaded[name] for name in guard}
         if filtered.filter(**expected)._update(values) > 0:
-            product._before_write = expected
+            product._before_write = {name: expected[name] for name in tracked}
             return True
-    current = filtered.select_for_update().values(*tracked).first()
+    new = {
+        f"_new_{name}": models.ExpressionWrapper(value, output_field=written[name])
+        for name, value in computed.items()
+    }
+    current = filtered.select_for_update().annotate(**new).values(*guard, *new).first()
     if current is None:
         return False
-    product._before_write = current
-    return filtered._update(values) > 0
+    product._before_write = {name: current[name] for name in tracked}
+    if not filtered._update(values):
+        return False
+    shown = {name: current[f"_new_{name}"] for name in computed}
+    shown.update((name, current[name]) for name in kept)
+    rounding = decimal_rounding(filtered.db)
+    restore = {}
+    for name, value in shown.items():
+        field_ = Product._meta.get_field(name)
+        restore[name] = held[name]
+        setattr(product, name, _quantize(field_, value, rounding))
+    if restore:
+        product._restore = restore
+    return True
 
 
 # --- bulk write paths -------------------------------------------------------------------
@@ -113,12 +158,13 @@ def write_products(objs: Sequence[Product], fields: Iterable[str], *, using: str
         obj._state.db = using
     with collecting_changes(using):
         _send(post_save, objs, using=using, created=False, update_fields=update_fields)
-    attnames = CONCRETE_ATTNAMES
     for obj in objs:
-        # Product.remember_current_values(), inlined: this loop runs per product. Fields
-        # left deferred by a narrow read stay deferred (and out of ``_loaded``).
-        values = obj.__dict__
-        obj._loaded = {name: values[name] for name in attnames if name in values}
+        # Product.remember_current_values(fields), inlined: this loop runs per product. The
+        # other fields keep their loaded values (an instance may hold unsaved changes).
+        values, loaded = obj.__dict__, obj._loaded
+        for name in fields:
+            if name in values:
+                loaded[name] = values[name]
         obj._before_write = None
     return len(objs)
 
@@ -217,6 +263,13 @@ def lock_current(pks: Iterable[Any], *, using: str) -> dict[Any, Product]:
 
 
 def tracked_queryset_update(qs: models.QuerySet, values: dict[str, Any]) -> int:
+    """``QuerySet.update()``: lock and read the rows the queryset selects, compute the new
+    values in that read (expressions included), then write them with signals and history.
+
+    The rows are selected by primary key from the queryset (``pk__in``), so ``values()``,
+    ordered, distinct and annotated querysets select exactly the rows Django would update,
+    and the locking read itself stays a plain ``SELECT ... FOR UPDATE``.
+    """
     if not values:
         raise TypeError("update() needs at least one field to set.")
     if qs.query.is_sliced:
@@ -229,34 +282,121 @@ def tracked_queryset_update(qs: models.QuerySet, values: dict[str, Any]) -> int:
         if hasattr(v, "resolve_expression")
     }
     using = qs.db
+    selected = qs.model._base_manager.db_manager(using).filter(pk__in=qs.values("pk"))
+    rounding = decimal_rounding(using)
     with transaction.atomic(using=using):
-        objs = list(qs.select_for_update().annotate(**expressions).order_by("pk"))
+        objs = list(selected.select_for_update().annotate(**expressions).order_by("pk"))
         for obj in objs:
             for f, v in targets:
                 raw = getattr(obj, f"_new_{f.attname}") if hasattr(v, "resolve_expression") else v
-                setattr(obj, f.attname, _quantize(f, raw))
+                setattr(obj, f.attname, _quantize(f, raw, rounding))
         return write_products(objs, [f.attname for f, _ in targets], using=using)
 
 
-def tracked_bulk_update(qs: models.QuerySet, objs: Sequence[Product], fields: Sequence[str]) -> int:
+def tracked_bulk_update(
+    qs: models.QuerySet,
+    objs: Sequence[Product],
+    fields: Sequence[str],
+    batch_size: int | None = None,
+) -> int:
+    """``bulk_update()``: the rows are locked and read (the instances may be stale), values
+    assigned as expressions (``F("stock") + 1``) are computed against the locked row, and
+    as in Django's ``CASE WHEN pk = ...`` the first instance of a row in a batch wins (a
+    row given twice is written once per batch it appears in, and counted so)."""
+    if batch_size is not None and batch_size <= 0:
+        raise ValueError("Batch size must be a positive integer.")
     objs = list(objs)
     if not fields:
         raise ValueError("Field names must be given to bulk_update().")
     if any(obj.pk is None for obj in objs):
         raise ValueError("All bulk_update() objects must have a primary key set.")
-    names = [Product._meta.get_field(name).attname for name in fields]
+    model_fields = [Product._meta.get_field(name) for name in fields]
+    if any(not f.concrete or f.many_to_many for f in model_fields):
+        raise ValueError("bulk_update() can only be used with concrete fields.")
+    if any(f.primary_key for f in model_fields):
+        raise ValueError("bulk_update() cannot be used with primary key fields.")
+    if not objs:
+        return 0
+    names = [f.attname for f in model_fields]
+    for obj in objs:  # as Django does: a deferred field is loaded (and may be gone) first
+        for name in names:
+            getattr(obj, name)
     using = qs.db
+    batches = [objs]
+    if len({obj.pk for obj in objs}) < len(objs):  # only then do Django's batches matter
+        pk = Product._meta.pk
+        size = connections[using].ops.bulk_batch_size([pk, pk, *model_fields], objs)
+        size = min(batch_size, size) if batch_size else size
+        batches = [objs[start : start + size] for start in range(0, len(objs), size)]
+    count = 0
+    written: list[Product] = []
     with transaction.atomic(using=using):
-        current = lock_current([obj.pk for obj in objs], using=using)
-        present = []
-        for obj in objs:
-            row = current.get(obj.pk)
-            if row is None:
-                continue
-            obj._loaded = {**(getattr(obj, "_loaded", None) or {}), **row._loaded}
+        for batch in batches:
+            present = _update_batch(batch, model_fields, using=using)
+            count += len(present)
+            written.extend(present)
+    for obj in written:
+        obj.remember_current_values(names, using=using)
+    return count
+
+
+def _update_batch(
+    objs: Sequence[Product], model_fields: Sequence[models.Field], *, using: str
+) -> list[Product]:
+    """Lock, compute and write one ``bulk_update`` batch; return the objects written."""
+    current = lock_current([obj.pk for obj in objs], using=using)
+    present = []
+    taken: set[Any] = set()
+    for obj in objs:
+        row = current.get(obj.pk)
+        if row is None or obj.pk in taken:
+            continue
+        taken.add(obj.pk)
+        obj._loaded = {**(getattr(obj, "_loaded", None) or {}), **row._loaded}
+        present.append(obj)
+    expressions = _compute_expressions(present, model_fields, using=using)
+    names = [f.attname for f in model_fields]
+    # Tracked fields left out of ``fields`` show their stored values while the write's
+    # signals run (alerts follow the stored row), then the instance's own again.
+    kept = [name for name in TRACKED_FIELDS if name not in names]
+    for obj in present:
+        held, row = obj.__dict__, current[obj.pk].__dict__
+        for name in kept:
+            if name in held and held[name] is not row[name]:
+                expressions.append((obj, name, held[name]))
+                held[name] = row[name]
+    try:
+        for obj in present:
             normalize(obj)
-            present.append(obj)
-        return write_products(present, names, using=using)
+        write_products(present, names, using=using)
+    finally:
+        for obj, name, value in reversed(expressions):
+            setattr(obj, name, value)
+    return present
+
+
+def _compute_expressions(
+    objs: Sequence[Product], fields: Sequence[models.Field], *, using: str
+) -> list[tuple[Product, str, Any]]:
+    """Replace expression values of ``fields`` on ``objs`` by what the database computes
+    for the (locked) row; return (obj, attname, expression) to put back afterwards."""
+    replaced = []
+    rows = Product._base_manager.db_manager(using)
+    for obj in objs:
+        new = {
+            f"_new_{f.attname}": models.ExpressionWrapper(value, output_field=f)
+            for f in fields
+            if hasattr(value := getattr(obj, f.attname), "resolve_expression")
+        }
+        if not new:
+            continue
+        computed = rows.filter(pk=obj.pk).annotate(**new).values(*new).get()
+        for f in fields:
+            key = f"_new_{f.attname}"
+            if key in computed:
+                replaced.append((obj, f.attname, getattr(obj, f.attname)))
+                setattr(obj, f.attname, _quantize(f, computed[key], decimal_rounding(using)))
+    return replaced
 
 
 def tracked_bulk_create(
@@ -269,67 +409,97 @@ def tracked_bulk_create(
     update_fields: Sequence[str] | None,
     unique_fields: Sequence[str] | None,
 ) -> list[Product]:
+    """Django's own ``bulk_create`` statement (so rows, conflicts and errors are exactly
+    plain Django's), between a locked read of the rows it may conflict with and a read of
+    what it wrote; the signals and history follow what really happened: ``created=True``
+    for each inserted row, ``created=False`` (old values from the locked read) for each
+    upserted one, nothing for ignored ones."""
     objs = list(objs)
     using = qs.db
     base_create = models.QuerySet.bulk_create
+    if not objs:
+        return base_create(
+            qs,
+            objs,
+            batch_size=batch_size,
+            ignore_conflicts=ignore_conflicts,
+            update_conflicts=update_conflicts,
+            update_fields=update_fields,
+            unique_fields=unique_fields,
+        )
+    if update_conflicts:
+        key = (unique_fields or ["sku"])[0]
+        if len(unique_fields or ["sku"]) != 1 or key not in ("sku", "id", "pk"):
+            raise ValueError("Product upserts are keyed by 'sku' or 'pk' (unique_fields).")
+    names = [Product._meta.get_field(name).attname for name in update_fields or []]
+    upsert_fields = frozenset([*names, "updated_at"]) if update_conflicts else None
     with transaction.atomic(using=using):
         existing: dict[Any, Product] = {}
-        attr = "sku"
         if ignore_conflicts or update_conflicts:
-            key = (unique_fields or ["sku"])[0]
-            if len(unique_fields or ["sku"]) != 1 or key not in ("sku", "id", "pk"):
-                raise ValueError("Product upserts are keyed by 'sku' or 'pk' (unique_fields).")
-            attr = "pk" if key in ("id", "pk") else "sku"
-            keys = [getattr(obj, attr) for obj in objs]
-            for start in range(0, len(keys), CHUNK):
-                lookup = {f"{attr}__in": keys[start : start + CHUNK]}
-                for row in (
-                    Product._base_manager.db_manager(using).select_for_update().filter(**lookup)
-                ):
-                    existing[getattr(row, attr)] = row
-            new = [obj for obj in objs if getattr(obj, attr) not in existing]
-            matched = [obj for obj in objs if getattr(obj, attr) in existing]
-        else:
-            new, matched = objs, []
-        now = timezone.now()
-        for obj in new:
-            normalize(obj)
-            obj.created_at = obj.created_at or now
-            obj.updated_at = now
-        _send(pre_save, new, using=using, update_fields=None)
-        if new:
-            # Known conflicts were split off above; ignore_conflicts is not passed on because
-            # PostgreSQL then returns no primary keys, and the new rows need theirs.
-            base_create(
-                qs,
-                new,
-                batch_size=batch_size or CHUNK,
-                update_conflicts=update_conflicts,
-                update_fields=update_fields,
-                unique_fields=unique_fields,
-            )
+            existing = _rows_by_sku([obj.sku for obj in objs], using=using, lock=True)
+        fresh = [obj for obj in objs if obj.sku not in existing]
+        matched = [obj for obj in objs if obj.sku in existing] if update_conflicts else []
+        _send(pre_save, fresh, using=using, update_fields=None)
+        _send(pre_save, matched, using=using, update_fields=upsert_fields)
+        base_create(
+            qs,
+            objs,
+            batch_size=batch_size,
+            ignore_conflicts=ignore_conflicts,
+            update_conflicts=update_conflicts,
+            # An upsert is a save: it refreshes updated_at, as save() and update() do here.
+            update_fields=[*update_fields, "updated_at"] if update_conflicts else update_fields,
+            unique_fields=unique_fields,
+        )
+        if ignore_conflicts or update_conflicts:
+            stored = _rows_by_sku([obj.sku for obj in objs], using=using, lock=False)
+        else:  # every object was inserted (or the statement failed)
+            stored = None
+        created: list[Product] = []
         upserted: list[Product] = []
-        if update_conflicts and matched:
-            names = [Product._meta.get_field(name).attname for name in update_fields or []]
-            for obj in matched:
-                row = existing[getattr(obj, attr)]
+        done: set[str] = set()
+        for obj in objs:
+            if stored is None:
+                created.append(obj)
+                continue
+            row = stored.get(obj.sku)
+            if row is None or obj.sku in done:
+                continue  # ignored (a conflict, or on SQLite any constraint)
+            before = existing.get(obj.sku)
+            if before is None or before.pk != row.pk:
+                if row.created_at != obj.created_at:
+                    continue  # another object of the batch inserted this SKU
+                obj.pk = row.pk
+                created.append(obj)
+            elif update_conflicts:
                 for f in Product._meta.concrete_fields:
-                    if f.attname not in names:
-                        setattr(obj, f.attname, getattr(row, f.attname))
-                obj._loaded = row._loaded
-                obj._state.adding = False
-                normalize(obj)
+                    setattr(obj, f.attname, getattr(row, f.attname))
+                obj._before_write = {name: before._loaded[name] for name in TRACKED_FIELDS}
+                obj._loaded = dict(before._loaded)
                 upserted.append(obj)
+            else:
+                continue
+            done.add(obj.sku)
+        for obj in objs:
+            obj._state.adding = False
+            obj._state.db = using
         with collecting_changes(using):
-            written = []
-            for obj in new:
-                obj._state.adding = False
-                obj._state.db = using
-                if obj.pk is not None:  # else skipped by ignore_conflicts: nothing was written
-                    written.append(obj)
-            _send(post_save, written, using=using, created=True, update_fields=None)
-            for obj in written:
-                obj.remember_current_values()
-            if upserted:
-                write_products(upserted, names, using=using)
+            _send(post_save, created, using=using, created=True, update_fields=None)
+            _send(post_save, upserted, using=using, created=False, update_fields=upsert_fields)
+    for obj in created:
+        obj.remember_current_values(using=using)
+    for obj in upserted:
+        obj.remember_current_values(using=using)
     return objs
+
+
+def _rows_by_sku(skus: Sequence[str], *, using: str, lock: bool) -> dict[str, Product]:
+    rows = Product._base_manager.db_manager(using)
+    if lock:
+        rows = rows.select_for_update()
+    skus = list(dict.fromkeys(skus))
+    found: dict[str, Product] = {}
+    for start in range(0, len(skus), CHUNK):
+        for row in rows.filter(sku__in=skus[start : start + CHUNK]).order_by("pk"):
+            found[row.sku] = row
+    return found

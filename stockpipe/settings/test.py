@@ -20,3 +20,5 @@ STOCKPIPE_DELIVERY_BACKOFF_MAX = 0.0
 DEBUG = False
 # The tests' webhook receivers listen on 127.0.0.1; tests of the block turn this off.
 STOCKPIPE_WEBHOOK_ALLOW_PRIVATE_NETWORKS = True
+# Test-only app: the plain Django twin of Product and proxies, for tests/conformance.
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.conformance.plainapp.apps.PlainAppConfig"]  # noqa: F405

@@ -9,8 +9,8 @@ from decimal import Decimal
 import pytest
 from django.core.serializers.json import DjangoJSONEncoder
 
-from app.models import PipelineRun
 from app.core.encoding import FastJSONEncoder, dumps
+from app.models import PipelineRun
 from app.utils.utils import process_pipeline
 
 

@@ -196,14 +196,7 @@ B_DELETED = ("deleted", "B", {"name": "Beta", "price": "20.00", "stock": 3})
 CASES = {
     "save": (save_price, [("updated", "A", {"price": ("10.00", "12.50")})]),
     "save update_fields": (save_update_fields, [("updated", "A", {"stock": (10, 4)})]),
-    "save F()": pytest.param(
-        (save_f_expression, [("updated", "A", {"stock": (10, 9)})]),
-        marks=pytest.mark.xfail(
-            reason="save() with an F() assigned raises ValidationError until the 'conform' "
-            "branch (issue 11 item 1) is merged; then this passes",
-            strict=False,
-        ),
-    ),
+    "save F()": (save_f_expression, [("updated", "A", {"stock": (10, 9)})]),
     "update F()": (update_f, [("updated", "A", {"stock": (10, 15)})]),
     "update Case/When": (update_case_when, [("updated", "B", {"price": ("20.00", "7.00")})]),
     "bulk_update": (
