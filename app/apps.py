@@ -19,10 +19,10 @@ class InventoryConfig(AppConfig):
 
         from . import receivers, tasks
         from .core import jobs
-        from .models import ApiToken, PipelineRun, Product, StockAlert, WebhookSubscription
+        from .models import ApiToken, PipelineRun, Product, StockAlert, WebhookSubscription, writes
         from .services import alerts, product_cache
         from .signals import alerts_opened, alerts_resolved, pipeline_finished
-        from .tracking import effects, history
+        from .tracking import batch, effects, history
         from .webhooks import outbox
         from .webhooks import receivers as webhooks
 
@@ -34,6 +34,10 @@ class InventoryConfig(AppConfig):
         effects.register("webhooks", outbox.record_product_changes)
         effects.register("alerts", alerts.check_thresholds)
         effects.register("cache", product_cache.invalidate_changes)
+
+        # Bulk writes (app.models.writes) collect the change sets of their signals into one
+        # batch, so the effects above run once per write, set-based.
+        writes.collect_changes_with(batch.collecting_changes)
 
         # Services enqueue these by name (app.core.jobs): the tasks sit above them.
         jobs.register(

@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .models import Product
-from .services import audit, tokens, tracking, users
+from .models import Product, writes
+from .services import audit, tokens, users
 from .services.alerts import close_alerts_of_deleted
 from .tracking import batch, changes
 from .tracking.adapters import bulk_form
@@ -22,7 +22,7 @@ from .tracking.adapters import bulk_form
 
 def normalize_all(objs: Sequence[Product], **kwargs: Any) -> None:
     for obj in objs:
-        tracking.normalize(obj)
+        writes.normalize(obj)
 
 
 def record_saved(
@@ -34,7 +34,7 @@ def record_saved(
 @bulk_form(normalize_all)
 def product_pre_save(sender, instance, raw=False, **kwargs) -> None:
     if not raw:
-        tracking.normalize(instance)
+        writes.normalize(instance)
 
 
 @bulk_form(record_saved)

@@ -2,7 +2,7 @@
 
 ``Product`` remembers the values it was loaded with, so a save knows the old price and
 stock without a SELECT; its default manager routes bulk writes through the same change
-tracking as ``save()`` (see ``app.services.tracking``).
+tracking as ``save()`` (see ``app.models.writes``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from ..core.domain import (
     validate_sku,
 )
 from ..core.encoding import FastJSONEncoder
+from . import writes  # the write paths; app.models imports them first (see __init__)
 from .querysets import ProductQuerySet
 
 TRACKED_FIELDS = ("price", "stock", "low_stock_threshold")
@@ -219,9 +220,7 @@ class Product(models.Model):
     def _do_update(self, base_qs, using, pk_val, values, update_fields, forced_update):
         if not values:
             return super()._do_update(base_qs, using, pk_val, values, update_fields, forced_update)
-        from ..services.tracking import guarded_update
-
-        updated = guarded_update(self, base_qs, pk_val, values)
+        updated = writes.guarded_update(self, base_qs, pk_val, values)
         if not updated and update_fields is not None:
             self._row_gone = True
         return updated

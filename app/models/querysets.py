@@ -10,19 +10,17 @@ from __future__ import annotations
 
 from django.db import models
 
+from . import writes  # the write paths; app.models imports them first (see __init__)
+
 
 class ProductQuerySet(models.QuerySet):
     def update(self, **kwargs) -> int:
-        from ..services import tracking
-
-        return tracking.tracked_queryset_update(self, kwargs)
+        return writes.tracked_queryset_update(self, kwargs)
 
     update.alters_data = True
 
     def bulk_update(self, objs, fields, batch_size=None) -> int:
-        from ..services import tracking
-
-        return tracking.tracked_bulk_update(self, objs, fields, batch_size=batch_size)
+        return writes.tracked_bulk_update(self, objs, fields, batch_size=batch_size)
 
     bulk_update.alters_data = True
 
@@ -35,9 +33,7 @@ class ProductQuerySet(models.QuerySet):
         update_fields=None,
         unique_fields=None,
     ):
-        from ..services import tracking
-
-        return tracking.tracked_bulk_create(
+        return writes.tracked_bulk_create(
             self,
             objs,
             batch_size=batch_size,

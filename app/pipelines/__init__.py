@@ -4,7 +4,7 @@
   and ``validate_spec``, which reports every error with its location.
 * ``registry`` + ``steps/``: one small module per step type.
 * ``writer``: the set-based unit of work the steps share; every write goes through
-  ``app.services.tracking`` so history, ledger, alerts and signals equal per-object ``save()``.
+  ``app.models.writes`` so history, ledger, alerts and signals equal per-object ``save()``.
 * ``service``: records a ``PipelineRun``, runs it in one transaction, reports progress.
 * ``selectors``: read-side views of runs.
 """

@@ -2,7 +2,7 @@
 
 A step hands over products with new values assigned; the writer skips unchanged ones,
 groups the rest by which fields changed (so ``update_fields`` is what ``save()`` would have
-sent) and writes each group with ``tracking.write_products`` inside one change batch
+sent) and writes each group with ``writes.write_products`` inside one change batch
 (``collecting_changes``). ``pre_save``/``post_save`` receivers and the effects (history,
 ledger, webhook events, alerts, cache) therefore see exactly what one ``save()`` per
 changed product would produce. Each chunk holds a product at most once, so running the
@@ -22,8 +22,7 @@ from django.db.models.signals import post_init, pre_init
 from django.utils import timezone
 
 from ..core import sqlrows
-from ..models import Product, StockAlert
-from ..services import tracking
+from ..models import Product, StockAlert, writes
 from ..tracking.adapters import saves_are_bulk
 from ..tracking.batch import collecting_changes
 from .base import Select, StepFailure
@@ -202,7 +201,7 @@ class StepUnit:
                         state.note_diff(obj.sku, name, obj._loaded[name], getattr(obj, name))
         self.tracked(
             lambda: [
-                tracking.write_products(group, fields, using=self.using)
+                writes.write_products(group, fields, using=self.using)
                 for fields, group in groups.items()
             ]
         )

@@ -12,7 +12,8 @@ at the end of the block, which is what makes large pipelines fast.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -20,19 +21,29 @@ from django.db import connections, models, router, transaction
 from django.db.models.signals import post_save, pre_save
 from django.utils import timezone
 
-from ..core.sqlrows import (
-    CHUNK,
-    _json_scalar,
-    insert_rows,  # noqa: F401  (moved to app.core.sqlrows; old path)
-    json_rows,
-    json_rows_sql,
-)
-from ..models import TRACKED_FIELDS, Product
-from ..tracking.adapters import bulk_forms
-from ..tracking.batch import (
-    add_row,  # noqa: F401  (moved to app.tracking.batch; old path)
-    collecting_changes,
-)
+from ..core.sqlrows import CHUNK, _json_scalar, json_rows, json_rows_sql
+from .dispatch import bulk_forms
+from .models import TRACKED_FIELDS, Product
+
+
+# How a bulk write groups the change sets its signals produce, so the effects run once,
+# set-based, at the end of the write: ``app.tracking.batch.collecting_changes``, installed
+# by ``AppConfig.ready()`` (the tracking layer sits above the models).
+def _no_collector(using: str) -> AbstractContextManager[Any]:
+    return nullcontext()
+
+
+_collect_changes: Callable[[str], AbstractContextManager[Any]] = _no_collector
+
+
+def collect_changes_with(collect: Callable[[str], AbstractContextManager[Any]]) -> None:
+    """Install the change collector the bulk writes open around their signals."""
+    global _collect_changes
+    _collect_changes = collect
+
+
+def collecting_changes(using: str) -> AbstractContextManager[Any]:
+    return _collect_changes(using)
 
 
 def _quantize(field_: models.Field, value: Any, rounding: str | None = None) -> Any:
