@@ -58,9 +58,11 @@ class StepSpec(Strict):
 
     op: str
 
-    def size(self) -> int:
-        """How many items the step will process (for progress), as far as known up front."""
+    def size(self, using: str) -> int:
+        """How many items the step will process on database ``using`` (for progress), as
+        far as known up front; the runner calls it before the run starts."""
         return 0
 
     def run(self, unit) -> None:  # unit: app.pipelines.writer.StepUnit
+        """Do the step's work through ``unit`` (locked reads, tracked writes, counts)."""
         raise NotImplementedError
