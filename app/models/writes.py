@@ -194,9 +194,6 @@ def _send(signal: Any, objs: Sequence[Product], *, using: str, **kwargs: Any) ->
         send(sender=Product, instance=obj, raw=False, using=using, **kwargs)
 
 
-CONCRETE_ATTNAMES = tuple(f.attname for f in Product._meta.concrete_fields)
-
-
 def update_rows(objs: Sequence[Product], fields: Sequence[str], *, using: str) -> int:
     """One ``UPDATE ... FROM`` per chunk, the new values read from one JSON parameter
     (``json_rows``): the set-based write both databases support."""
