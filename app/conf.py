@@ -128,16 +128,8 @@ def delivery_backoff_max() -> float:
     return float(get("STOCKPIPE_DELIVERY_BACKOFF_MAX"))
 
 
-def delivery_max_attempts() -> int:
-    return int(get("STOCKPIPE_DELIVERY_MAX_ATTEMPTS"))
-
-
 def delivery_lease() -> float:
     return float(get("STOCKPIPE_DELIVERY_LEASE"))
-
-
-def webhook_max_attempts() -> int:
-    return int(get("STOCKPIPE_WEBHOOK_MAX_ATTEMPTS"))
 
 
 def webhook_timeout() -> float:

@@ -103,13 +103,6 @@ class Product(models.Model):
             if name in values:
                 loaded[name] = values[name]
 
-    def loaded_value(self, attname: str):
-        """The value this instance had when read from the database (or last saved)."""
-        loaded = getattr(self, "_loaded", None)
-        if loaded is None:
-            raise KeyError(attname)
-        return loaded[attname]
-
     def changed_fields(self) -> list[str]:
         """Fields whose value differs from the loaded one, or that hold a value whose stored
         counterpart is not known (assigned after a deferred load, an ``F()`` expression,

@@ -72,8 +72,3 @@ def validate_spec(
         )
     except ValidationError as exc:
         raise SpecError([_clean(e) for e in exc.errors()]) from None
-
-
-def spec_json_schema() -> dict[str, Any]:
-    """The JSON Schema of a pipeline spec (for the OpenAPI document)."""
-    return PipelineSpec.model_json_schema()

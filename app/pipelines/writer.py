@@ -11,7 +11,6 @@ effects per chunk keeps alert episodes exact.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -369,7 +368,3 @@ def chunked(items: Iterable[Any], size: int = CHUNK) -> Iterator[list[Any]]:
 
 def vendor(using: str) -> str:
     return connections[using].vendor
-
-
-def monotonic_ms(start: float) -> int:
-    return int((time.monotonic() - start) * 1000)
