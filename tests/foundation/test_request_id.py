@@ -4,16 +4,13 @@ the error page or JSON names it (issue 12, finding 8)."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from django.test import Client
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.production import run_with_production_settings
+
 URLCONF = "tests.foundation.raising_urls"
 
 
@@ -77,24 +74,12 @@ print(json.dumps(out))
 def test_production_settings_log_every_500_to_stderr_with_path_and_request_id():
     """The real production settings (middleware order and LOGGING), in a process of their
     own: stderr gets one line per 500 naming the path and the id, with the traceback."""
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "stockpipe.settings.production",
-        "SECRET_KEY": "request-id-test-" + "k" * 50,
-        "ALLOWED_HOSTS": "testserver",
-        "DATABASE_URL": "sqlite:///:memory:",
-        "CACHE_URL": "locmemcache://",
-        "PYTHONPATH": str(ROOT),
-    }
-    proc = subprocess.run(
-        [sys.executable, "-c", PRODUCTION_PROBE],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    proc = run_with_production_settings(
+        PRODUCTION_PROBE,
+        ALLOWED_HOSTS="testserver",
+        DATABASE_URL="sqlite:///:memory:",
+        CACHE_URL="locmemcache://",
     )
-    assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     status, header, body = out["/boom/"]
     assert (status, header) == (500, "prod-page-1")

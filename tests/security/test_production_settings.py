@@ -7,16 +7,11 @@ environment); the cache it builds writes into Redis DB 5 and is read back from t
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import redis
 
-ROOT = Path(__file__).resolve().parents[2]
-SECRET = "s" * 60
+from tests.production import run_with_production_settings
 
 PROBE = """
 import json, django
@@ -29,27 +24,7 @@ print(json.dumps(settings.CACHES["default"]))
 
 
 def _production_cache(**env: str) -> dict:
-    environment = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in ("CACHE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")
-    }
-    environment.update(
-        DJANGO_SETTINGS_MODULE="stockpipe.settings.production",
-        SECRET_KEY=SECRET,
-        ALLOWED_HOSTS="example.com",
-        **env,
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE],
-        cwd=ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_with_production_settings(PROBE, ALLOWED_HOSTS="example.com", **env)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
