@@ -34,11 +34,25 @@ def _timeout() -> float:
     return conf.webhook_timeout()
 
 
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The address, or the IPv4 address an IPv6 one carries (mapped, 6to4, NAT64,
+    IPv4-compatible): what the packets finally reach is what must be public."""
     address = ipaddress.ip_address(text)
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        return address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped:
+            return address.ipv4_mapped
+        if address.sixtofour:
+            return address.sixtofour
+        if address in _NAT64 or 1 < int(address) < 2**32:
+            return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return address
+
+
+def is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return address.is_global and not address.is_multicast
 
 
 def vetted_addresses(host: str, port: int) -> list[str]:
@@ -54,7 +68,7 @@ def vetted_addresses(host: str, port: int) -> list[str]:
     if not _allow_private():
         for text in addresses:
             address = _ip(text.partition("%")[0])
-            if not address.is_global:
+            if not is_public(address):
                 raise BlockedDestination(
                     f"refused to connect to {address}: not a public address "
                     "(set STOCKPIPE_WEBHOOK_ALLOW_PRIVATE_NETWORKS to allow it)"
@@ -107,7 +121,12 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
         return None
 
 
-_opener = urllib.request.build_opener(_NoRedirects, _VettedHTTPHandler, _VettedHTTPSHandler)
+def _opener() -> urllib.request.OpenerDirector:
+    """No proxy, whatever the environment says (HTTP_PROXY...): through a proxy the address
+    check would vet the proxy, not the destination, and the proxy would fetch anything."""
+    return urllib.request.build_opener(
+        urllib.request.ProxyHandler({}), _NoRedirects, _VettedHTTPHandler, _VettedHTTPSHandler
+    )
 
 
 def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, str, float]:
@@ -121,7 +140,7 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, str, floa
         raise BlockedDestination(f"Not an http(s) URL: {url!r}")
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310
     try:
-        with _opener.open(request, timeout=_timeout()) as response:
+        with _opener().open(request, timeout=_timeout()) as response:
             return response.status, response.read(2000).decode("utf-8", "replace"), 0.0
     except urllib.error.HTTPError as exc:
         with exc:

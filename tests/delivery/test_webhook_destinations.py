@@ -12,6 +12,7 @@ from decimal import Decimal
 import pytest
 
 from app.models import WebhookDelivery
+from app.webhooks import transport
 from tests.factories import ProductFactory
 
 pytestmark = pytest.mark.django_db
@@ -117,3 +118,38 @@ def test_a_port_out_of_range_is_refused_not_wrapped_onto_another_port(subscribe,
         assert "port 99999: not a valid port" in delivery.last_error
         with pytest.raises(BlockingIOError):
             wrapped.accept()
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "64:ff9b::a9fe:a9fe",  # NAT64 form of 169.254.169.254 (cloud metadata)
+        "::7f00:1",  # IPv4-compatible 127.0.0.1
+        "2002:7f00:1::",  # 6to4 of 127.0.0.1
+        "::ffff:10.0.0.5",  # IPv4-mapped private address
+        "ff02::1",  # multicast
+        "224.0.0.1",
+    ],
+)
+def test_ipv6_forms_of_internal_addresses_and_multicast_are_refused(settings, address):
+    """Refused from the literal alone: nothing is connected to, so no packet leaves."""
+    settings.STOCKPIPE_WEBHOOK_ALLOW_PRIVATE_NETWORKS = False
+    with pytest.raises(transport.BlockedDestination, match="not a public address"):
+        transport.vetted_addresses(address, 80)
+
+
+def test_proxy_variables_of_the_environment_are_ignored(receiver, monkeypatch, listener):
+    """Through a proxy the address check would vet the proxy, not the destination: the POST
+    goes straight to the vetted destination, the proxy sees no connection."""
+    proxy = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.setenv(name, proxy)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    status, _, _ = transport.post(
+        receiver.url, b"{}", {"Content-Type": "application/json", "User-Agent": "t"}
+    )
+    assert status == 200
+    assert len(receiver.requests) == 1
+    with pytest.raises(BlockingIOError):
+        listener.accept()
