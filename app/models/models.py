@@ -174,12 +174,16 @@ class Product(models.Model):
         # SKU and name rules (app.core.domain); a legacy row's unchanged values pass.
         check_product_rules(self, kwargs.get("update_fields"))
         using = kwargs.get("using") or router.db_for_write(type(self), instance=self)
+        self.__dict__.pop("_row_gone", None)  # set by _do_update for this save only
+        loaded = getattr(self, "_loaded", None)
         narrowed = (
             kwargs.get("update_fields") is None
             and not args
             and not self._state.adding
             and self.pk is not None
-            and getattr(self, "_loaded", None) is not None
+            and loaded is not None
+            # A new primary key targets another row: Django writes every field there.
+            and loaded.get(self._meta.pk.attname, self.pk) == self.pk
             and not kwargs.get("force_insert")
         )
         if narrowed:

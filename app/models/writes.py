@@ -435,10 +435,10 @@ def tracked_bulk_create(
             update_fields=update_fields,
             unique_fields=unique_fields,
         )
-    if update_conflicts:
-        key = (unique_fields or ["sku"])[0]
-        if len(unique_fields or ["sku"]) != 1 or key not in ("sku", "id", "pk"):
-            raise ValueError("Product upserts are keyed by 'sku' or 'pk' (unique_fields).")
+    if update_conflicts and list(unique_fields or ["sku"]) != ["sku"]:
+        # The rows an upsert touched are found again by SKU; keyed by anything else, an
+        # upserted row would be missed and its change untracked. (README: Deviations.)
+        raise ValueError("Product upserts are keyed by 'sku' (unique_fields=['sku']).")
     names = [Product._meta.get_field(name).attname for name in update_fields or []]
     upsert_fields = frozenset([*names, "updated_at"]) if update_conflicts else None
     with transaction.atomic(using=using):

@@ -393,3 +393,49 @@ def test_save_of_a_narrow_instance_whose_row_is_gone(model):
     narrow.name = "Renamed"
     with pytest.raises(DatabaseError, match="did not affect any rows"):
         narrow.save(update_fields=["name"])
+
+
+# --- found by the review of the merged change ----------------------------------------------
+
+
+@pytest.mark.django_db
+def test_save_with_a_new_primary_key_writes_every_field_to_that_row_as_django_does():
+    a, b = make("A-1", "1.00", 1), make("B-1", "2.00", 2)
+    product = Product.objects.get(pk=a.pk)
+    product.pk, product.sku = b.pk, "C-1"
+    product.save()
+    row = Product.objects.get(pk=b.pk)
+    assert (row.sku, row.price, row.stock) == ("C-1", Decimal("1.00"), 1)
+    assert history(row) == [(Decimal("2.00"), Decimal("1.00"))]
+    assert_tracked(row)
+    assert_tracked(a)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_error_of_a_later_save_is_not_hidden_by_an_earlier_missing_row():
+    """A save(update_fields=...) of a deleted row fails as in Django; a later save that
+    fails for another reason (a duplicate SKU) raises that error, as Django does, instead of
+    being retried as the re-insert of a deleted row."""
+    product = make("G-1")
+    make("TAKEN")
+    Product.objects.filter(pk=product.pk).delete()
+    with pytest.raises(DatabaseError):
+        product.save(update_fields=["price"])
+    Product.objects.create(pk=product.pk, sku="G-1", name="again", price=Decimal("1.00"))
+    product.refresh_from_db()
+    product.sku = "TAKEN"
+    with pytest.raises(IntegrityError):
+        product.save()
+
+
+@pytest.mark.django_db
+def test_an_upsert_keyed_by_primary_key_is_refused_not_left_untracked():
+    product = make("U-1")
+    with pytest.raises(ValueError, match="keyed by 'sku'"):
+        Product.objects.bulk_create(
+            [Product(pk=product.pk, sku="U-2", name="n", price=Decimal("9.00"), stock=0)],
+            update_conflicts=True,
+            unique_fields=["pk"],
+            update_fields=["price", "stock"],
+        )
+    assert Product.objects.get(pk=product.pk).price == Decimal("10.00")
