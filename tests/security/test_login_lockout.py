@@ -150,6 +150,20 @@ def test_forwarded_for_is_ignored_without_declared_proxies():
     assert _api(client, "ivan", PASSWORD) == "locked"
 
 
+def test_behind_one_proxy_a_spoofed_left_hand_address_does_not_escape_the_lock():
+    """Production: nginx appends the client's address to X-Forwarded-For; whatever the client
+    put on the left of it is not taken as its address."""
+    with override_settings(NINJA_NUM_PROXIES=1):
+        for i in range(ADDRESS_LIMIT):
+            proxied = Client(REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR="10.7.7.7")
+            _api(proxied, f"guess{i}", "wrong")
+        _user("judy")
+        spoofed = Client(REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR="192.0.2.99, 10.7.7.7")
+        assert _api(spoofed, "judy", PASSWORD) == "locked"
+        elsewhere = Client(REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR="10.7.7.8")
+        assert _api(elsewhere, "judy", PASSWORD) == "ok"
+
+
 @pytest.mark.django_db(transaction=True)
 def test_lockout_holds_with_the_production_redis_cache(redis_cache):
     _user("judy")
