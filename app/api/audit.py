@@ -16,7 +16,7 @@ from pydantic import Field, StringConstraints
 from ..models import DeletionAudit
 from .auth import AUTH, require_perm
 from .errors import responses
-from .schemas import ObjectId
+from .schemas import ObjectId, cursor_page
 
 router = Router(tags=["audit"], auth=AUTH)
 
@@ -73,6 +73,4 @@ def list_deletions(
         rows = rows.filter(object_pk=object_pk)
     if after:
         rows = rows.filter(id__lt=after)
-    items = list(rows[: limit + 1])
-    next_after = items[limit - 1].pk if len(items) > limit else None
-    return {"items": items[:limit], "next_after": next_after}
+    return cursor_page(rows, limit, lambda audit: audit.pk)

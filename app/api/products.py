@@ -22,7 +22,15 @@ from ..services import product_cache
 from ..services.omnibus import Reduction
 from .auth import AUTH, BearerToken, require_perm, session
 from .errors import responses
-from .schemas import ProductDetailOut, ProductIn, ProductOut, ProductPage, ProductPatch, Sku
+from .schemas import (
+    ProductDetailOut,
+    ProductIn,
+    ProductOut,
+    ProductPage,
+    ProductPatch,
+    Sku,
+    cursor_page,
+)
 
 # Optional by default, yet not "| None": a query parameter cannot be null, so OpenAPI
 # must not offer null.
@@ -57,9 +65,7 @@ def list_products(
         qs = qs.filter(stock__gte=F("low_stock_threshold"))
     if after:
         qs = qs.filter(sku__gt=after)
-    items = list(qs[: limit + 1])
-    next_after = items[limit - 1].sku if len(items) > limit else None
-    return {"items": items[:limit], "next_after": next_after}
+    return cursor_page(qs, limit, lambda product: product.sku)
 
 
 def _product_key(request: HttpRequest) -> list[str]:
