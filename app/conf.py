@@ -93,6 +93,20 @@ OPTIONS: tuple[Option, ...] = (
         "int",
         "production: proxies in front of the app (nginx) whose X-Forwarded-For is trusted",
     ),
+    Option(
+        "STOCKPIPE_REPLICA_READ_YOUR_WRITES",
+        5.0,
+        "float",
+        "seconds after a write during which the same session or API token reads the primary, "
+        "not the read replica (afterwards, until the replica has replayed the write)",
+    ),
+    Option(
+        "STOCKPIPE_REPLICA_RETRY",
+        10.0,
+        "float",
+        "seconds a process reads the primary after the read replica failed to connect "
+        "before trying it again (the fallback is logged once per try)",
+    ),
 )
 
 _BY_NAME = {option.name: option for option in OPTIONS}
@@ -159,3 +173,11 @@ def token_throttle_rate() -> str:
 
 def login_address_failure_limit() -> int:
     return int(get("STOCKPIPE_LOGIN_ADDRESS_FAILURE_LIMIT"))
+
+
+def replica_read_your_writes() -> float:
+    return float(get("STOCKPIPE_REPLICA_READ_YOUR_WRITES"))
+
+
+def replica_retry() -> float:
+    return float(get("STOCKPIPE_REPLICA_RETRY"))
