@@ -5,9 +5,10 @@ A request is routed to the replica only where ``app.selectors.replica.replica_re
 the read-only views: pages and API lists) says so for that request; anything outside a
 request (tasks and workers, management commands, migrations, the shell), the admin, writes,
 ``select_for_update`` and every read inside an atomic block read the primary. The first write
-of a request pins the rest of it to the primary (it reads its own write) and, unless the
-write is bookkeeping (a token's last use, the session row), marks the request as one that
-wrote, so its client keeps reading the primary for a while (``ReplicaRoutingMiddleware``).
+of a request pins the rest of it to the primary (it reads its own write) and marks the
+request as one that wrote, so its client keeps reading the primary for a while
+(``ReplicaRoutingMiddleware``); bookkeeping writes (a token's last use, the session row) are
+not the client's data and do neither.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ class Routing:
     """Routing state of one request (``current``)."""
 
     replica: bool = False  # reads may use the replica (set by ``replica_reads``)
-    pinned: bool = False  # the request wrote or locked: the primary for the rest of it
-    wrote: bool = False  # it wrote the client's data: the client reads the primary a while
+    pinned: bool = False  # the request wrote (or locked): the primary for the rest of it
+    wrote: bool = False  # ... so its client reads the primary for a while
 
 
 current: ContextVar[Routing | None] = ContextVar("stockpipe_db_routing", default=None)
@@ -50,10 +51,8 @@ class ReplicaRouter:
     def db_for_write(self, model, **hints) -> str:
         # Also asked for select_for_update(), get_or_create() and the like: all primary.
         state = current.get()
-        if state is not None:
-            state.pinned = True
-            if (model._meta.app_label, model._meta.model_name) not in BOOKKEEPING:
-                state.wrote = True
+        if state is not None and (model._meta.app_label, model._meta.model_name) not in BOOKKEEPING:
+            state.pinned = state.wrote = True
         return DEFAULT_DB_ALIAS
 
     def allow_relation(self, obj1, obj2, **hints) -> bool | None:
