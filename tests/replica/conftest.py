@@ -42,8 +42,8 @@ class StreamingReplica:
 
     def primary_conninfo(self) -> dict:
         return {
-            "host": self.primary["HOST"] or "127.0.0.1",
-            "port": int(self.primary["PORT"] or 5432),
+            "host": self.primary["HOST"],
+            "port": self.primary["PORT"],
             "user": self.primary["USER"] or "postgres",
             "password": self.primary["PASSWORD"] or None,
         }
@@ -60,7 +60,11 @@ class StreamingReplica:
         assert result.returncode == 0, f"{' '.join(args)}:\n{result.stdout}{result.stderr}"
 
     def create(self) -> None:
-        subprocess.run([str(ROOT / "scripts" / "pg-replication")], check=True)
+        subprocess.run(
+            [str(ROOT / "scripts" / "pg-replication")],
+            check=True,
+            env={**os.environ, "PGPORT": str(self.primary["PORT"])},
+        )
         if self.as_root:
             shutil.chown(self.dir, "postgres", "postgres")
         info = self.primary_conninfo()
@@ -152,8 +156,14 @@ class StreamingReplica:
 def streaming_replica(django_db_setup, django_db_blocker):
     """A hot standby of the test PostgreSQL cluster, taken after the test database exists."""
     with django_db_blocker.unblock():
-        primary = connections["default"].settings_dict
-        assert connections["default"].vendor == "postgresql"
+        connection = connections["default"]
+        assert connection.vendor == "postgresql"
+        # The server itself, also when the tests reach it through a pooler (PgBouncer takes
+        # no replication connections): its address as its backend sees it, else loopback.
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT host(inet_server_addr()), current_setting('port')")
+            host, port = cursor.fetchone()
+        primary = {**connection.settings_dict, "HOST": host or "127.0.0.1", "PORT": int(port)}
     replica = StreamingReplica(primary)
     try:
         replica.create()
