@@ -175,7 +175,8 @@ class ReplicaHealth:
         self.down_until = time.monotonic() + retry
         with contextlib.suppress(DatabaseError):
             connections[REPLICA].close()
-        reason = (str(exc).strip() or type(exc).__name__) if exc is not None else "query failed"
+        # One line: psycopg's messages span several.
+        reason = (" ".join(str(exc).split()) or type(exc).__name__) if exc else "query failed"
         logger.warning(
             "Read replica unavailable (%s); reading from the primary, next try in %.0f s",
             reason,
