@@ -47,22 +47,33 @@ class ReplicaRoutingMiddleware:
     """Give each request its routing state (``app.core.dbrouter``): reads use the primary
     unless a read-only view says otherwise (``app.selectors.replica.replica_reads``). After
     a request that wrote (a successful unsafe method, or any write the router saw), its
-    client reads its own writes from the primary for a while (read-your-writes)."""
+    client reads its own writes from the primary for a while (read-your-writes). A GET that
+    failed because the replica did is served again from the primary."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        state = dbrouter.Routing()
-        token = dbrouter.current.set(state)
-        try:
-            response = self.get_response(request)
-        finally:
-            dbrouter.current.reset(token)
+        state, response = self._serve(request)
+        if response.status_code >= 500 and state.replica and replica.failed_in_request():
+            # The replica failed midway through a read-only request: once more, from the
+            # primary (the replica is marked down, or this request is pinned).
+            wrote = state.wrote
+            state, response = self._serve(request, dbrouter.Routing(pinned=True, wrote=wrote))
         unsafe = request.method not in ("GET", "HEAD", "OPTIONS", "TRACE")
         if state.wrote or (unsafe and response.status_code < 400):
             replica.remember_write(request)
         return response
+
+    def _serve(
+        self, request: HttpRequest, state: dbrouter.Routing | None = None
+    ) -> tuple[dbrouter.Routing, HttpResponse]:
+        state = state or dbrouter.Routing()
+        token = dbrouter.current.set(state)
+        try:
+            return state, self.get_response(request)
+        finally:
+            dbrouter.current.reset(token)
 
 
 class RequestIdMiddleware:

@@ -14,7 +14,8 @@ the primary. ``app.core.dbrouter.ReplicaRouter`` applies the decision to each qu
 * Fallback: a replica that cannot be connected to (down, unreachable within
   ``connect_timeout``) is not tried again by this process for ``STOCKPIPE_REPLICA_RETRY``
   seconds; meanwhile reads go to the primary. One warning is logged per failed try, not per
-  query.
+  query. A read-only request whose replica read failed midway is served again from the
+  primary (``failed_in_request``, ``ReplicaRoutingMiddleware``).
 """
 
 from __future__ import annotations
@@ -101,6 +102,21 @@ def _may_read_replica(request: HttpRequest) -> bool:
     if not health.usable():
         return False
     return wrote is None or _replayed(wrote["lsn"])
+
+
+def failed_in_request() -> bool:
+    """Whether a read on the replica failed during this request (then it is served again
+    from the primary). A replica whose connection broke is not tried again for a while."""
+    if not configured():
+        return False
+    connection = connections[REPLICA]
+    if not connection.errors_occurred:
+        return False
+    if connection.connection is None or not connection.is_usable():
+        health.failed()
+    else:  # e.g. a query cancelled by a conflict with recovery on the standby
+        logger.warning("A read on the replica failed; serving the request from the primary")
+    return True
 
 
 def _primary_position() -> int | None:

@@ -156,3 +156,33 @@ def test_router_decisions_outside_views(transactional_db):
     finally:
         dbrouter.current.reset(token)
     assert not router.allow_migrate(REPLICA, "app")
+
+
+@pytest.mark.postgres
+def test_a_replica_failing_midway_serves_the_request_from_the_primary(client, product, caplog):
+    """The replica's connection is terminated (as by a crash) just before the list query."""
+    token = _token("reader")
+    _queries(client, "get", "/api/products", token)  # connected to the replica
+    alias = connections[REPLICA]
+
+    def terminate_first(execute, sql, params, many, context):
+        alias.execute_wrappers.remove(terminate_first)
+        with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [alias.connection.info.backend_pid])
+        return execute(sql, params, many, context)
+
+    alias.execute_wrappers.append(terminate_first)
+    try:
+        with (
+            caplog.at_level(logging.WARNING, logger="app.selectors.replica"),
+            CaptureQueriesContext(connections[DEFAULT_DB_ALIAS]) as primary,
+        ):
+            response = client.get("/api/products", HTTP_AUTHORIZATION=f"Bearer {token}")
+    finally:
+        if terminate_first in alias.execute_wrappers:
+            alias.execute_wrappers.remove(terminate_first)
+    assert response.status_code == 200, response.content
+    assert response.json()["items"][0]["sku"] == "RT-1"
+    assert _on([q["sql"] for q in primary.captured_queries], "app_product")
+    assert [r for r in caplog.records if "Read replica unavailable" in r.getMessage()]
+    assert replica.health.down
