@@ -2,8 +2,9 @@
 the primary. ``app.core.dbrouter.ReplicaRouter`` applies the decision to each query.
 
 * ``replica_reads(request)``, called first by the views whose reads may go to the replica
-  (GET/HEAD of the back-office pages and of the API's lists), decides for the request. Authentication happens before it, on the primary
-  (a revoked token is refused at once, whatever the replica's lag).
+  (GET/HEAD of the back-office pages and of the API's lists), decides for the request.
+  Authentication happens before it, on the primary (a revoked token is refused at once,
+  whatever the replica's lag).
 * Read-your-writes: a request that wrote (``remember_write``, called by
   ``ReplicaRoutingMiddleware``) leaves an entry for its client (its API token, else its
   session) in the shared cache, so it works across processes and machines. The client then
