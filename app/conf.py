@@ -93,6 +93,42 @@ OPTIONS: tuple[Option, ...] = (
         "int",
         "production: proxies in front of the app (nginx) whose X-Forwarded-For is trusted",
     ),
+    Option(
+        "STOCKPIPE_RETAIN_OUTBOX_DAYS",
+        30,
+        "int",
+        "manage.py prune: days to keep delivered webhook outbox rows and their attempts",
+    ),
+    Option(
+        "STOCKPIPE_RETAIN_TASK_RESULT_DAYS",
+        14,
+        "int",
+        "manage.py prune: days to keep finished task results (database task backend)",
+    ),
+    Option(
+        "STOCKPIPE_RETAIN_RUN_PAYLOAD_DAYS",
+        90,
+        "int",
+        "manage.py prune: days to keep the spec and result of finished pipeline runs",
+    ),
+    Option(
+        "STOCKPIPE_RETAIN_PRICE_HISTORY_DAYS",
+        None,
+        "int",
+        "manage.py prune: days to keep price history (unset: for ever; never under 30)",
+    ),
+    Option(
+        "STOCKPIPE_RETAIN_LEDGER_DAYS",
+        None,
+        "int",
+        "manage.py prune: days of stock ledger detail (unset: for ever; older rows fold)",
+    ),
+    Option(
+        "STOCKPIPE_RETAIN_AUDIT_DAYS",
+        None,
+        "int",
+        "manage.py prune: days to keep the deletion audit (unset: for ever)",
+    ),
 )
 
 _BY_NAME = {option.name: option for option in OPTIONS}
@@ -159,3 +195,19 @@ def token_throttle_rate() -> str:
 
 def login_address_failure_limit() -> int:
     return int(get("STOCKPIPE_LOGIN_ADDRESS_FAILURE_LIMIT"))
+
+
+_RETENTION = {
+    "outbox_days": "STOCKPIPE_RETAIN_OUTBOX_DAYS",
+    "task_result_days": "STOCKPIPE_RETAIN_TASK_RESULT_DAYS",
+    "run_payload_days": "STOCKPIPE_RETAIN_RUN_PAYLOAD_DAYS",
+    "price_history_days": "STOCKPIPE_RETAIN_PRICE_HISTORY_DAYS",
+    "ledger_days": "STOCKPIPE_RETAIN_LEDGER_DAYS",
+    "audit_days": "STOCKPIPE_RETAIN_AUDIT_DAYS",
+}
+
+
+def retention_days(kind: str) -> int | None:
+    """Days ``manage.py prune`` keeps rows of ``kind`` (a ``RetentionPolicy`` field)."""
+    value = get(_RETENTION[kind])
+    return None if value is None else int(value)
