@@ -186,9 +186,17 @@ def disable_for_gone(subscription_id: int, delivery_pk: int) -> None:
     """The receiver answered ``410 Gone``: deactivate the subscription, saying when and why."""
     now = timezone.now()
     reason = f"The receiver answered 410 Gone to delivery {delivery_pk} at {now.isoformat()}."
-    WebhookSubscription.objects.filter(pk=subscription_id, is_active=True).update(
-        is_active=False, disabled_at=now, disabled_reason=reason, updated_at=now
-    )
+    with transaction.atomic():
+        rows = WebhookSubscription.objects.select_for_update().filter(pk=subscription_id)
+        subscription = rows.filter(is_active=True).first()
+        if subscription is None:  # deleted or deactivated meanwhile
+            return
+        subscription.is_active = False
+        subscription.disabled_at, subscription.disabled_reason = now, reason
+        # save(), not update(): writers forget their cached subscription set (post_save)
+        subscription.save(
+            update_fields=["is_active", "disabled_at", "disabled_reason", "updated_at"]
+        )
     logger.warning("Webhook subscription %s disabled: %s", subscription_id, reason)
 
 

@@ -19,10 +19,26 @@ from standardwebhooks import Webhook, WebhookVerificationError
 Answer = int | tuple[int, dict[str, str]]  # a status, or a status with response headers
 
 
+class Headers(dict):
+    """Request headers, looked up case-insensitively as HTTP says (urllib sends ``Webhook-Id``)."""
+
+    def __getitem__(self, name: str) -> str:
+        for key, value in self.items():
+            if key.lower() == name.lower():
+                return value
+        raise KeyError(name)
+
+    def get(self, name: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        try:
+            return self[name]
+        except KeyError:
+            return default
+
+
 @dataclass
 class Received:
     path: str
-    headers: dict[str, str]
+    headers: Headers
     body: bytes
     status: int
     rejected: str | None = None  # why the standardwebhooks verifier refused it, if it did
@@ -64,7 +80,7 @@ class WebhookReceiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                headers = dict(self.headers.items())
+                headers = Headers(self.headers.items())
                 rejected = None
                 if receiver.secret is not None:
                     rejected = verify_error(receiver.secret, body, headers)
