@@ -262,6 +262,23 @@ def test_rotation_from_the_admin_shows_the_new_secret_once(subscribe):
     assert subscription.secret not in page.content.decode()
 
 
+def test_the_admin_refuses_a_secret_not_in_the_standard_form(receiver):
+    browser = admin_client()
+    for secret in ("s" * 40, "whsec_" + "-_" * 20):
+        response = browser.post(
+            "/admin/app/webhooksubscription/add/",
+            {"url": receiver.url, "events": ["price.changed"], "is_active": "on", "secret": secret},
+        )
+        assert response.status_code == 200 and "secret must" in response.content.decode()
+    assert not WebhookSubscription.objects.exists()
+    given = new_standard_secret()
+    browser.post(
+        "/admin/app/webhooksubscription/add/",
+        {"url": receiver.url, "events": ["price.changed"], "is_active": "on", "secret": given},
+    )
+    assert WebhookSubscription.objects.get().secret == given
+
+
 # --- delivery rules ------------------------------------------------------------------------
 
 
