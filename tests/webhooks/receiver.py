@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from standardwebhooks import Webhook, WebhookVerificationError
+from standardwebhooks.webhooks import EmptyWebhookSecretError
 
 Answer = int | tuple[int, dict[str, str]]  # a status, or a status with response headers
 
@@ -53,8 +54,13 @@ class Received:
 
 
 def verify_error(secret: str, body: bytes, headers: dict[str, str]) -> str | None:
+    """Why the reference verifier refuses the request with ``secret``, or None."""
     try:
-        Webhook(secret).verify(body, headers)
+        webhook = Webhook(secret)
+    except (ValueError, EmptyWebhookSecretError) as exc:  # not base64 at all (binascii.Error)
+        return f"unusable secret: {exc}"
+    try:
+        webhook.verify(body, headers)
     except WebhookVerificationError as exc:
         return str(exc)
     return None
