@@ -23,7 +23,13 @@ BEFORE = ("app", "0004_product_field_rules")
 
 @pytest.mark.django_db(transaction=True)
 def test_0005_keeps_old_receivers_working_and_gives_a_derivable_standard_secret(receiver, deliver):
-    generated = "whsec_" + secrets.token_urlsafe(32)  # what stockpipe generated before
+    # What stockpipe generated before (whsec_ + secrets.token_urlsafe(32)); with "-" or "_",
+    # as about 3 in 4 were, it is not standard base64.
+    generated = "whsec_" + "q7-Kx_Pz" * 5 + "abc"
+    # One without them is standard base64 (unpadded) already: left as it is.
+    lucky = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode().rstrip("=")
+    while "+" in lucky or "/" in lucky:  # token_urlsafe never has these
+        lucky = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode().rstrip("=")
     given = "my-own-secret-16"  # a short secret a user typed
     standard = new_standard_secret()  # already in the standard form: left alone
     try:
@@ -33,7 +39,12 @@ def test_0005_keeps_old_receivers_working_and_gives_a_derivable_standard_secret(
             .loader.project_state(BEFORE)
             .apps.get_model("app", "WebhookSubscription")
         )
-        for name, secret in [("generated", generated), ("given", given), ("standard", standard)]:
+        for name, secret in [
+            ("generated", generated),
+            ("given", given),
+            ("standard", standard),
+            ("lucky", lucky),
+        ]:
             old_model.objects.create(
                 name=name, url=receiver.url, events=["price.changed"], secret=secret
             )
@@ -43,7 +54,8 @@ def test_0005_keeps_old_receivers_working_and_gives_a_derivable_standard_secret(
             row = rows[name]
             assert row.legacy_secret == old
             assert row.secret == "whsec_" + base64.b64encode(old.encode()).decode()
-        assert rows["standard"].secret == standard and rows["standard"].legacy_secret == ""
+        for name, secret in [("standard", standard), ("lucky", lucky)]:
+            assert rows[name].secret == secret and rows[name].legacy_secret == ""
 
         WebhookSubscription.objects.exclude(name="generated").update(is_active=False)
         product = ProductFactory(price=Decimal("10.00"))
@@ -69,6 +81,6 @@ def test_0005_keeps_old_receivers_working_and_gives_a_derivable_standard_secret(
 
         call_command("migrate", "app", BEFORE[1], verbosity=0)  # backwards
         rows = {s.name: s.secret for s in old_model.objects.all()}
-        assert rows["given"] == given and rows["standard"] == standard
+        assert rows["given"] == given and rows["standard"] == standard and rows["lucky"] == lucky
     finally:
         call_command("migrate", verbosity=0)
