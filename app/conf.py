@@ -46,7 +46,18 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "STOCKPIPE_WEBHOOK_MAX_ATTEMPTS", 12, "int", "attempts before a webhook is dead-lettered"
     ),
-    Option("STOCKPIPE_WEBHOOK_TIMEOUT", 10.0, "float", "seconds to wait for a webhook receiver"),
+    Option(
+        "STOCKPIPE_WEBHOOK_TIMEOUT",
+        15.0,
+        "float",
+        "seconds a webhook delivery waits to connect, and then for each read of the answer",
+    ),
+    Option(
+        "STOCKPIPE_WEBHOOK_SECRET_OVERLAP",
+        86400.0,
+        "float",
+        "seconds a rotated-out webhook secret still signs webhook-signature beside the new one",
+    ),
     Option(
         "STOCKPIPE_WEBHOOK_ALLOW_PRIVATE_NETWORKS",
         False,
@@ -170,6 +181,10 @@ def delivery_lease() -> float:
 
 def webhook_timeout() -> float:
     return float(get("STOCKPIPE_WEBHOOK_TIMEOUT"))
+
+
+def webhook_secret_overlap() -> float:
+    return float(get("STOCKPIPE_WEBHOOK_SECRET_OVERLAP"))
 
 
 def webhook_allow_private_networks() -> bool:
