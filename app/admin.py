@@ -247,7 +247,7 @@ class WebhookSubscriptionAdmin(admin.ModelAdmin):
     @admin.display(description="X-Stockpipe-Signature key")
     def signs_x_stockpipe_with(self, obj):
         if obj.legacy_secret:
-            return "the secret of before the standard form (migration 0005), until a rotation"
+            return "the secret of before the standard form (migration 0006), until a rotation"
         return "the secret string (UTF-8 bytes)"
 
     def save_model(self, request, obj, form, change):

@@ -34,7 +34,7 @@ class WebhookSubscription(models.Model):
     is stored as given; the API shows it only once, at creation or rotation.
 
     ``secret`` is in the Standard Webhooks form (``whsec_`` + base64 of the key). Secrets
-    of before that form were migrated (0005): ``legacy_secret`` keeps the old string, which
+    of before that form were migrated (0006): ``legacy_secret`` keeps the old string, which
     still keys ``X-Stockpipe-Signature`` until the next rotation. After a rotation the old
     secret also signs ``webhook-signature`` until ``previous_secret_expires_at``.
     """

@@ -146,7 +146,7 @@ def rotate_secret(
     with each until ``STOCKPIPE_WEBHOOK_SECRET_OVERLAP`` seconds have passed (0: none), so
     receivers switch over without a failed delivery. A previous secret of an earlier
     rotation is dropped. ``X-Stockpipe-Signature`` holds one signature and switches to the
-    new secret at once; ``legacy_secret`` (migration 0005) is cleared.
+    new secret at once; ``legacy_secret`` (migration 0006) is cleared.
     """
     secret = _checked_secret(secret) if secret is not None else new_secret()
     now = timezone.now()

@@ -56,7 +56,7 @@ def standard_key(secret: str) -> bytes:
 def standard_secret_from_legacy(legacy_secret: str) -> str:
     """The standard-form secret whose key is the bytes of an older stockpipe secret.
 
-    Migration 0005 gives every subscription whose secret was not in the standard form this
+    Migration 0006 gives every subscription whose secret was not in the standard form this
     secret, so its ``webhook-signature`` key is exactly the key its ``X-Stockpipe-Signature``
     has always used: a receiver derives it from the secret it already holds.
     """

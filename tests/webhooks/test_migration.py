@@ -1,4 +1,4 @@
-"""Migration 0005 moves secrets to the Standard Webhooks form without breaking receivers:
+"""Migration 0006 moves secrets to the Standard Webhooks form without breaking receivers:
 the old string keeps keying X-Stockpipe-Signature, and the standard secret is
 ``whsec_`` + base64 of the old string's bytes (derivable by the receiver)."""
 
@@ -18,11 +18,11 @@ from app.webhooks import services
 from app.webhooks.signing import new_standard_secret, verify_signature
 from tests.factories import ProductFactory
 
-BEFORE = ("app", "0004_product_field_rules")
+BEFORE = ("app", "0005_retention")
 
 
 @pytest.mark.django_db(transaction=True)
-def test_0005_keeps_old_receivers_working_and_gives_a_derivable_standard_secret(receiver, deliver):
+def test_0006_keeps_old_receivers_working_and_gives_a_derivable_standard_secret(receiver, deliver):
     # What stockpipe generated before (whsec_ + secrets.token_urlsafe(32)); with "-" or "_",
     # as about 3 in 4 were, it is not standard base64.
     generated = "whsec_" + "q7-Kx_Pz" * 5 + "abc"

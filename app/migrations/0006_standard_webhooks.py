@@ -37,7 +37,7 @@ def back_to_legacy(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('app', '0004_product_field_rules'),
+        ('app', '0005_retention'),
     ]
 
     operations = [
