@@ -14,6 +14,7 @@ from ninja import Router, Schema
 from pydantic import Field, StringConstraints
 
 from ..models import DeletionAudit
+from ..selectors.replica import replica_reads
 from .auth import AUTH, require_perm
 from .errors import responses
 from .schemas import ObjectId, cursor_page
@@ -66,6 +67,7 @@ def list_deletions(
 ):
     """Deleted objects, newest first, each with the JSON snapshot taken before deletion."""
     require_perm(request, "app.view_deletionaudit")
+    replica_reads(request)  # after the permission check, which reads the primary
     rows = DeletionAudit.objects.select_related("changed_by").order_by("-id")
     if model:
         rows = rows.filter(model_label=model)
