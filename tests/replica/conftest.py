@@ -54,10 +54,11 @@ class StreamingReplica:
 
     # --- the replica -----------------------------------------------------------------------
 
-    def run(self, *args: str, timeout: float = 120) -> None:
+    def run(self, *args: str, timeout: float = 360) -> None:
         command = [*(["runuser", "-u", "postgres", "--"] if self.as_root else []), *args]
         result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-        assert result.returncode == 0, f"{' '.join(args)}:\n{result.stdout}{result.stderr}"
+        log = self.log.read_text()[-4000:] if self.log.exists() else ""
+        assert result.returncode == 0, f"{' '.join(args)}:\n{result.stdout}{result.stderr}{log}"
 
     def create(self) -> None:
         subprocess.run(
@@ -103,7 +104,17 @@ class StreamingReplica:
             shutil.chown(path, "postgres", "postgres")
 
     def start(self) -> None:
-        self.run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "start")
+        self.run(
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.log),
+            "-w",
+            "-t",
+            "300",
+            "start",
+        )
         deadline = time.monotonic() + 60
         while True:
             try:
