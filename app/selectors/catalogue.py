@@ -197,5 +197,6 @@ def product_totals(query: ProductQuery) -> dict[str, Any]:
     return {
         "count": totals["count"] or 0,
         "units": totals["units"] or 0,
-        "value": totals["value"] or Decimal("0.00"),
+        # SQLite sums as a float: two places, like PostgreSQL's numeric.
+        "value": Decimal(totals["value"] or 0).quantize(Decimal("0.01")),
     }

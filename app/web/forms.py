@@ -122,7 +122,9 @@ class ExportForm(forms.Form):
     dataset = forms.ChoiceField(
         choices=[(d.name, d.title.capitalize()) for d in exports.DATASETS.values()]
     )
-    format = forms.ChoiceField(choices=[("csv", "CSV"), ("xlsx", "XLSX")], initial="csv")
+    format = forms.ChoiceField(
+        choices=[("csv", "CSV"), ("xlsx", "XLSX")], initial="csv", required=False
+    )
     sku_prefix = forms.CharField(label="SKU prefix", required=False, max_length=64, strip=False)
     since = forms.CharField(
         label="Since", required=False, max_length=40, help_text="YYYY-MM-DD or date-time (UTC)"
@@ -143,6 +145,7 @@ class ExportForm(forms.Form):
         if self.errors:
             return data
         dataset = exports.DATASETS[data["dataset"]]
+        data["format"] = data.get("format") or "csv"
         if self.user is not None and not self.user.has_perm(dataset.permission):
             self.forbidden = f"Exporting {dataset.title} needs the {dataset.permission} permission."
             raise forms.ValidationError(self.forbidden)
