@@ -7,9 +7,8 @@ apostrophe. Numbers are never touched: callers pass numeric columns as numbers (
 ``Decimal``), so a ledger delta of ``-5`` stays the number -5. The rejected-rows CSV of the
 imports uses the same function.
 
-Both writers take rows of Python values and yield ``bytes`` chunks in constant memory:
-CSV as it goes, XLSX (openpyxl's write-only mode, which keeps rows in a temporary file) once
-the workbook is complete, read back from a temporary file in chunks.
+Both writers take rows of Python values and yield ``bytes`` chunks as the rows arrive, in
+constant memory.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-import tempfile
+import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -69,40 +68,179 @@ def csv_chunks(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Iterator
     yield buffer.getvalue().encode("utf-8")
 
 
-def _xlsx_value(value: Any) -> Any:
-    if isinstance(value, str):
-        return neutralise_cell(_XML_ILLEGAL.sub("\ufffd", value))
-    if isinstance(value, datetime) and value.tzinfo is not None:
-        return value.astimezone(UTC).replace(tzinfo=None)  # Excel has no time zones: UTC
-    if isinstance(value, (int, float, Decimal, date, bool)) or value is None:
-        return value
-    return neutralise_cell(str(value))
+# --- XLSX -----------------------------------------------------------------------------------
+# A minimal SpreadsheetML package written straight into a zip stream: rows become XML as
+# they come and leave as deflated bytes at once (first byte immediately, constant memory).
+# openpyxl's write-only mode was the first version (commit 7dce517): without lxml it spent
+# ~50 us per cell (1,000,000 products: minutes, past the request timeout); this is ~10x
+# faster. Tests read the files back with openpyxl.
+
+_NS = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+_REL = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
+_PKG = "http://schemas.openxmlformats.org/package/2006/relationships"
+_EPOCH = datetime(1899, 12, 30)
+_DATE_STYLE = 1  # cellXfs index of the date-time format below
+_XML_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
+
+_STYLES = (
+    '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+    f'<styleSheet xmlns="{_NS}">'
+    '<numFmts count="1"><numFmt numFmtId="164" formatCode="yyyy-mm-dd hh:mm:ss"/></numFmts>'
+    '<fonts count="1"><font><sz val="11"/><name val="Calibri"/></font></fonts>'
+    '<fills count="2"><fill><patternFill patternType="none"/></fill>'
+    '<fill><patternFill patternType="gray125"/></fill></fills>'
+    '<borders count="1"><border><left/><right/><top/><bottom/><diagonal/></border></borders>'
+    '<cellStyleXfs count="1"><xf numFmtId="0" fontId="0" fillId="0" borderId="0"/></cellStyleXfs>'
+    '<cellXfs count="2"><xf numFmtId="0" fontId="0" fillId="0" borderId="0" xfId="0"/>'
+    '<xf numFmtId="164" fontId="0" fillId="0" borderId="0" xfId="0" applyNumberFormat="1"/>'
+    "</cellXfs>"
+    '<cellStyles count="1"><cellStyle name="Normal" xfId="0" builtinId="0"/></cellStyles>'
+    "</styleSheet>"
+)
+
+
+def _column_letters(index: int) -> str:
+    letters = ""
+    index += 1
+    while index:
+        index, rest = divmod(index - 1, 26)
+        letters = chr(65 + rest) + letters
+    return letters
+
+
+def _xlsx_cell(ref: str, value: Any) -> str:
+    """One ``<c>`` element: typed numbers, booleans and dates; text inline, neutralised."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return f'<c r="{ref}" t="b"><v>{int(value)}</v></c>'
+    if isinstance(value, (int, Decimal, float)):
+        if isinstance(value, Decimal) and not value.is_finite():
+            value = str(value)
+        else:
+            return f'<c r="{ref}"><v>{value}</v></c>'
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:  # Excel has no time zones: UTC
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        serial = (value - _EPOCH).total_seconds() / 86400
+        return f'<c r="{ref}" s="{_DATE_STYLE}"><v>{serial!r}</v></c>'
+    if isinstance(value, date):
+        serial = (value - _EPOCH.date()).days
+        return f'<c r="{ref}" s="{_DATE_STYLE}"><v>{serial}</v></c>'
+    text = neutralise_cell(_XML_ILLEGAL.sub("\ufffd", str(value))).translate(_XML_ESCAPES)
+    space = ' xml:space="preserve"' if text[:1].isspace() or text[-1:].isspace() else ""
+    return f'<c r="{ref}" t="inlineStr"><is><t{space}>{text}</t></is></c>'
+
+
+class _Sink:
+    """A write-only file for ``zipfile``: collects what is written until it is drained.
+    It has no ``seek``, so zipfile streams (sizes in data descriptors)."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.position = 0
+
+    def write(self, data: bytes) -> int:
+        self.parts.append(bytes(data))
+        self.position += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.position
+
+    def flush(self) -> None:
+        pass
+
+    def drain(self) -> bytes:
+        data = b"".join(self.parts)
+        self.parts.clear()
+        return data
 
 
 def xlsx_chunks(
     title: str, header: Sequence[str], rows: Iterable[Sequence[Any]]
 ) -> Iterator[bytes]:
-    """An XLSX workbook (one sheet ``title``, more if the rows exceed one sheet), built with
-    openpyxl's write-only mode and yielded in chunks. Numbers and dates are typed cells
-    (dates in UTC, without time zone); text is neutralised and never a formula; characters
-    XML cannot hold become U+FFFD."""
-    from openpyxl import Workbook  # here: only exports need it
+    """An XLSX workbook (one sheet ``title``; more if the rows exceed one sheet), yielded in
+    chunks while rows arrive. Numbers and dates are typed cells (dates in UTC, without time
+    zone); text is neutralised and never a formula; characters XML cannot hold become
+    U+FFFD."""
+    sink = _Sink()
+    archive = zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1)
+    header = list(header)
+    letters = [_column_letters(i) for i in range(max(len(header), 1))]
+    sheets = 0
+    iterator = iter(rows)
+    pending = next(iterator, None)
+    while sheets == 0 or pending is not None:
+        sheets += 1
+        with archive.open(f"xl/worksheets/sheet{sheets}.xml", "w", force_zip64=True) as sheet:
+            sheet.write(
+                b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+                + f'<worksheet xmlns="{_NS}"><sheetData>'.encode()
+            )
+            lines = [_xlsx_row(1, header, letters)]
+            number = 1
+            while pending is not None and number <= XLSX_SHEET_ROWS:
+                number += 1
+                if len(letters) < len(pending):
+                    letters += [_column_letters(i) for i in range(len(letters), len(pending))]
+                lines.append(_xlsx_row(number, pending, letters))
+                pending = next(iterator, None)
+                if len(lines) >= 500:
+                    sheet.write("".join(lines).encode())
+                    lines.clear()
+                    if sink.parts:
+                        yield sink.drain()
+            sheet.write(("".join(lines) + "</sheetData></worksheet>").encode())
+        yield sink.drain()
+    _xlsx_package(archive, title, sheets)
+    archive.close()
+    yield sink.drain()
 
-    workbook = Workbook(write_only=True)
-    header = [neutralise_cell(name) for name in header]
-    sheet, used, number = None, XLSX_SHEET_ROWS, 0
-    for row in rows:
-        if used == XLSX_SHEET_ROWS:
-            number += 1
-            sheet = workbook.create_sheet(title if number == 1 else f"{title} ({number})")
-            sheet.append(header)
-            used = 0
-        sheet.append([_xlsx_value(value) for value in row])
-        used += 1
-    if sheet is None:
-        workbook.create_sheet(title).append(header)
-    with tempfile.TemporaryFile() as fh:
-        workbook.save(fh)
-        fh.seek(0)
-        while chunk := fh.read(CHUNK_BYTES):
-            yield chunk
+
+def _xlsx_row(number: int, values: Sequence[Any], letters: list[str]) -> str:
+    cells = "".join(_xlsx_cell(f"{letters[i]}{number}", value) for i, value in enumerate(values))
+    return f'<row r="{number}">{cells}</row>'
+
+
+def _xlsx_package(archive: zipfile.ZipFile, title: str, sheets: int) -> None:
+    """The workbook, its relationships, styles and content types around the sheets."""
+    head = '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+    safe = re.sub(r"[\[\]:*?/\\]", " ", title)[:25].strip() or "Sheet"
+    names = [safe if n == 1 else f"{safe} ({n})" for n in range(1, sheets + 1)]
+    sheet_list = "".join(
+        f'<sheet name="{name.translate(_XML_ESCAPES)}" sheetId="{n}" r:id="rId{n}"/>'
+        for n, name in enumerate(names, start=1)
+    )
+    archive.writestr(
+        "xl/workbook.xml",
+        f'{head}<workbook xmlns="{_NS}" xmlns:r="{_REL}"><sheets>{sheet_list}</sheets></workbook>',
+    )
+    rels = "".join(
+        f'<Relationship Id="rId{n}" Type="{_REL}/worksheet" Target="worksheets/sheet{n}.xml"/>'
+        for n in range(1, sheets + 1)
+    )
+    rels += f'<Relationship Id="rId{sheets + 1}" Type="{_REL}/styles" Target="styles.xml"/>'
+    archive.writestr(
+        "xl/_rels/workbook.xml.rels", f'{head}<Relationships xmlns="{_PKG}">{rels}</Relationships>'
+    )
+    archive.writestr("xl/styles.xml", _STYLES)
+    archive.writestr(
+        "_rels/.rels",
+        f'{head}<Relationships xmlns="{_PKG}"><Relationship Id="rId1" '
+        f'Type="{_REL}/officeDocument" Target="xl/workbook.xml"/></Relationships>',
+    )
+    ml = "application/vnd.openxmlformats-officedocument.spreadsheetml"
+    overrides = "".join(
+        f'<Override PartName="/xl/worksheets/sheet{n}.xml" ContentType="{ml}.worksheet+xml"/>'
+        for n in range(1, sheets + 1)
+    )
+    archive.writestr(
+        "[Content_Types].xml",
+        f'{head}<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
+        '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.'
+        'relationships+xml"/><Default Extension="xml" ContentType="application/xml"/>'
+        f'<Override PartName="/xl/workbook.xml" ContentType="{ml}.sheet.main+xml"/>'
+        f'<Override PartName="/xl/styles.xml" ContentType="{ml}.styles+xml"/>'
+        f"{overrides}</Types>",
+    )
