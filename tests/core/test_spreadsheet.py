@@ -103,3 +103,24 @@ def test_csv_is_produced_in_chunks_as_rows_come():
     first = next(chunks)
     assert len(first) >= spreadsheet.CHUNK_BYTES and len(produced) < 20000
     assert len(read_csv([first, *chunks])) == 20001
+
+
+def test_xlsx_text_is_escaped_and_spaces_kept_and_dates_are_dates():
+    rows = [("a & b < c > d", "  padded  ", datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))]
+    sheet = read_xlsx(xlsx_chunks("x", ["t", "s", "at"], rows))["x"]
+    assert sheet["A2"].value == "a & b < c > d"
+    assert sheet["B2"].value == "  padded  "
+    assert sheet["C2"].is_date and sheet["C2"].value == datetime(2026, 1, 2, 3, 4, 5)
+
+
+def test_xlsx_streams_while_rows_arrive():
+    produced = []
+
+    def rows():
+        for i in range(200_000):
+            produced.append(i)
+            yield (f"row {i}", i)
+
+    chunks = xlsx_chunks("s", ["a", "b"], rows())
+    next(chunks)
+    assert len(produced) < 200_000  # the first bytes leave before the last row is read

@@ -175,3 +175,11 @@ def test_export_form_shows_errors_naming_the_field(logged_in, user):
     assert "since: &#x27;tomorrow&#x27; is not a date" in response.content.decode()
     response = logged_in.get("/exports/download?dataset=alerts&format=ods")
     assert response.status_code == 400 and b"ods is not one of" in response.content
+
+
+@pytest.mark.parametrize(
+    "url", ["/products/totals.json", "/exports/", "/exports/download?dataset=products"]
+)
+def test_new_pages_need_login(client, url):
+    response = client.get(url)
+    assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
