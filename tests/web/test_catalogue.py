@@ -84,6 +84,9 @@ def test_previous_links_walk_back(logged_in, catalogue_rows, monkeypatch):
     assert skus(html) and skus(logged_in.get("/products/" + prev).content.decode()) == pages[2]
     back2 = follow(logged_in, "/products/" + prev, "prev")[1]
     assert skus(logged_in.get("/products/" + back2).content.decode()) == pages[1]
+    html, back1 = follow(logged_in, "/products/" + back2, "prev")
+    first, none = follow(logged_in, "/products/" + back1, "prev")
+    assert skus(first) == pages[0] and none is None  # back at the start: no Previous
 
 
 def test_filters_low_stock_prefix_and_search(logged_in):
