@@ -13,6 +13,7 @@ their type (numbers stay numbers).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -27,6 +28,7 @@ from ..core.spreadsheet import CSV_CONTENT_TYPE, XLSX_CONTENT_TYPE, csv_chunks, 
 from ..models import PriceHistory, Product, StockAlert, StockMovement
 
 CHUNK_ROWS = 2000
+_PLUS_AS_SPACE = re.compile(r"(T\d\d:\d\d(?::\d\d(?:\.\d+)?)?) (\d\d(?::?\d\d)?)$")
 FORMATS = ("csv", "xlsx")
 
 
@@ -187,7 +189,8 @@ def parse_bound(param: str, text: str | None, *, end: bool) -> datetime | None:
             if end:
                 day += timedelta(days=1)
             return datetime.combine(day, time.min, tzinfo=UTC)
-        moment = datetime.fromisoformat(text)
+        # An unencoded "+01:00" in a query string arrives as " 01:00".
+        moment = datetime.fromisoformat(_PLUS_AS_SPACE.sub(r"\1+\2", text))
     except (ValueError, OverflowError):
         raise InvalidExportParameter(
             param,

@@ -242,3 +242,18 @@ def test_deleted_products_history_is_exported_with_its_sku(exporter):
     assert [r[1] for r in rows[1:]] == ["GONE-1"]
     assert PriceHistory.objects.filter(sku="GONE-1", product=None).exists()
     assert StockAlert.objects.count() == 0
+
+
+def test_date_time_bounds_with_offsets(exporter):
+    ProductFactory(sku="T-1")
+    StockMovement.objects.update(created_at=datetime(2026, 12, 4, 9, 30, tzinfo=UTC))
+    for since, count in [
+        ("2026-12-04T10:00:00+01:00", 1),  # 09:00 UTC
+        ("2026-12-04T10:00:00 01:00", 1),  # the same, its "+" decoded as a space
+        ("2026-12-04T09:30:00Z", 1),
+        ("2026-12-04T09:30:01", 0),  # no offset: UTC
+        ("2026-12-04 09:30", 1),
+        ("2026-12-04T09:30:00.5 00:00", 0),
+    ]:
+        rows = csv_rows(exporter.get("/api/exports/stock-movements", {"since": since}))
+        assert len(rows) - 1 == count, since
