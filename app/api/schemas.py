@@ -205,6 +205,7 @@ class RunOut(Schema):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    payload_pruned_at: datetime | None
 
     @staticmethod
     def resolve_user(obj) -> str | None:

@@ -2,7 +2,7 @@
 
 A page is ``ORDER BY <column>, id LIMIT n+1`` after the cursor's ``(value, id)``, compared
 as a row value (``(price, id) > (%s, %s)``), which PostgreSQL answers from the
-``(column, id)`` indexes (migration 0005) without reading the rows before the cursor, so a
+``(column, id)`` indexes (migration 0007) without reading the rows before the cursor, so a
 deep page costs what the first one does. SKU is unique: its sort is by SKU alone.
 
 Cursors are opaque to the browser: the sort, the last value and the id, base64url-encoded
