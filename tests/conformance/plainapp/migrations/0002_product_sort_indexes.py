@@ -4,30 +4,33 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('plainapp', '0001_initial'),
+        ("plainapp", "0001_initial"),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='plainproduct',
-            index=models.Index(fields=['name', 'id'], name='plainproduct_name_id'),
+            model_name="plainproduct",
+            index=models.Index(fields=["name", "id"], name="plainproduct_name_id"),
         ),
         migrations.AddIndex(
-            model_name='plainproduct',
-            index=models.Index(fields=['price', 'id'], name='plainproduct_price_id'),
+            model_name="plainproduct",
+            index=models.Index(fields=["price", "id"], name="plainproduct_price_id"),
         ),
         migrations.AddIndex(
-            model_name='plainproduct',
-            index=models.Index(fields=['stock', 'id'], name='plainproduct_stock_id'),
+            model_name="plainproduct",
+            index=models.Index(fields=["stock", "id"], name="plainproduct_stock_id"),
         ),
         migrations.AddIndex(
-            model_name='plainproduct',
-            index=models.Index(fields=['updated_at', 'id'], name='plainproduct_updated_id'),
+            model_name="plainproduct",
+            index=models.Index(fields=["updated_at", "id"], name="plainproduct_updated_id"),
         ),
         migrations.AddIndex(
-            model_name='plainproduct',
-            index=models.Index(condition=models.Q(('stock__lt', models.F('low_stock_threshold'))), fields=['id'], name='plainproduct_low_stock'),
+            model_name="plainproduct",
+            index=models.Index(
+                condition=models.Q(("stock__lt", models.F("low_stock_threshold"))),
+                fields=["id"],
+                name="plainproduct_low_stock",
+            ),
         ),
     ]
