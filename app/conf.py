@@ -140,6 +140,20 @@ OPTIONS: tuple[Option, ...] = (
         "int",
         "manage.py prune: days to keep the deletion audit (unset: for ever)",
     ),
+    Option(
+        "STOCKPIPE_REPLICA_READ_YOUR_WRITES",
+        5.0,
+        "float",
+        "seconds after a write during which the same session or API token reads the primary, "
+        "not the read replica (afterwards, until the replica has replayed the write)",
+    ),
+    Option(
+        "STOCKPIPE_REPLICA_RETRY",
+        10.0,
+        "float",
+        "seconds a process reads the primary after the read replica failed to connect "
+        "before trying it again (the fallback is logged once per try)",
+    ),
 )
 
 _BY_NAME = {option.name: option for option in OPTIONS}
@@ -226,3 +240,11 @@ def retention_days(kind: str) -> int | None:
     """Days ``manage.py prune`` keeps rows of ``kind`` (a ``RetentionPolicy`` field)."""
     value = get(_RETENTION[kind])
     return None if value is None else int(value)
+
+
+def replica_read_your_writes() -> float:
+    return float(get("STOCKPIPE_REPLICA_READ_YOUR_WRITES"))
+
+
+def replica_retry() -> float:
+    return float(get("STOCKPIPE_REPLICA_RETRY"))

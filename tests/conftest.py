@@ -1,8 +1,16 @@
 import pytest
 from django.core.management import call_command
 from django.db import connection
+from django.test import TestCase, TransactionTestCase
 
 from tests.smtp import SmtpServer
+
+# Transactional tests may also read the "replica" alias (in tests a mirror of the test
+# database, see stockpipe/settings/test.py): their page and list reads go there through the
+# router, as in a deployment with DATABASE_REPLICA_URL. Other tests run in a transaction of
+# "default", which the router never leaves (a transaction reads its own writes).
+TransactionTestCase.databases = {"default", "replica"}
+TestCase.databases = {"default"}
 
 
 @pytest.fixture

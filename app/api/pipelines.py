@@ -11,6 +11,7 @@ from django.shortcuts import get_object_or_404
 from ninja import Router
 
 from ..models import PipelineRun
+from ..selectors.replica import replica_reads
 from ..selectors.runs import visible_runs
 from .auth import AUTH
 from .errors import responses
@@ -29,6 +30,7 @@ def list_runs(
     page_size: PageSize = 50,
 ):
     """Pipeline runs you may read, newest first: your own; staff read every run."""
+    replica_reads(request)
     runs = visible_runs(request.auth).order_by("-created_at", "-id")
     if status:
         runs = runs.filter(status=status)

@@ -17,6 +17,7 @@ from pydantic import Field, StringConstraints, field_validator
 
 from ..core.domain import WebhookSecret
 from ..models import WebhookDelivery, WebhookEvent, WebhookSubscription
+from ..selectors.replica import replica_reads
 from ..webhooks import services
 from .auth import AUTH, require_perm
 from .errors import responses
@@ -140,6 +141,7 @@ class DeliveryPage(Page):
 def list_subscriptions(request: HttpRequest, page: PageNumber = 1, page_size: PageSize = 50):
     """Subscriptions, newest first (never their secrets)."""
     require_perm(request, "app.view_webhooksubscription")
+    replica_reads(request)  # after the permission check, which reads the primary
     return paginate(WebhookSubscription.objects.order_by("-created_at", "-id"), page, page_size)
 
 
@@ -241,6 +243,7 @@ def list_deliveries(
 ):
     """Outbox rows, newest first; ``status=dead`` is the dead-letter queue."""
     require_perm(request, "app.view_webhookdelivery")
+    replica_reads(request)  # after the permission check, which reads the primary
     rows = WebhookDelivery.objects.order_by("-id")
     if subscription_id:
         rows = rows.filter(subscription_id=subscription_id)

@@ -17,6 +17,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from ..models import PipelineRun
 from ..selectors import catalogue, exports
 from ..selectors import dashboard as selectors
+from ..selectors.replica import replica_reads
 from ..selectors.runs import visible_runs
 from ..services.omnibus import current_reduction
 from ..utils.utils import process_pipeline
@@ -36,6 +37,7 @@ def _with_progress(runs):
 @login_required
 @require_GET
 def dashboard(request: HttpRequest) -> HttpResponse:
+    replica_reads(request)
     return render(
         request,
         "web/dashboard.html",
@@ -51,6 +53,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 @require_GET
 def runs_json(request: HttpRequest) -> JsonResponse:
     """Progress of the runs named in ``?ids=1,2`` (default: unfinished runs), for polling."""
+    replica_reads(request)
     raw = request.GET.get("ids", "")
     ids = [int(part) for part in raw.split(",") if part.strip().isdigit()]
     runs = (
@@ -83,6 +86,7 @@ def runs_json(request: HttpRequest) -> JsonResponse:
 def product_list(request: HttpRequest) -> HttpResponse:
     """Filtered, sorted, keyset-paginated products; totals are fetched by the page from
     ``product_totals`` (they read the whole filtered set)."""
+    replica_reads(request)
     context = {"sorts": catalogue.SORTS, "exports": _export_links(request.user)}
     try:
         query = catalogue.parse_query(request.GET)
@@ -119,6 +123,7 @@ def _sort_links(query: catalogue.ProductQuery, params: dict[str, str]) -> dict[s
 @require_GET
 def product_totals(request: HttpRequest) -> JsonResponse:
     """Count, stock units and stock value of the product list's filtered set."""
+    replica_reads(request)
     try:
         query = catalogue.parse_query(request.GET)
     except catalogue.InvalidListParameter as exc:
@@ -159,6 +164,7 @@ def export_download(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_GET
 def product_detail(request: HttpRequest, sku: str) -> HttpResponse:
+    replica_reads(request)
     product = selectors.product_by_sku(sku)
     now = timezone.now()
     return render(
@@ -187,6 +193,7 @@ def pipeline(request: HttpRequest) -> HttpResponse:
     Either way the run is recorded and the browser is redirected to its page (POST/redirect/
     GET); the page of a preview offers to run the same spec for real.
     """
+    replica_reads(request)
     if request.method == "POST":
         form = PipelineForm(request.POST, request.FILES)
         if form.is_valid():
@@ -231,6 +238,7 @@ def _source_of(request: HttpRequest) -> str:
 @permission_required(PIPELINE_PERMISSION, raise_exception=True)
 @require_GET
 def pipeline_run(request: HttpRequest, pk: int) -> HttpResponse:
+    replica_reads(request)
     run = get_object_or_404(visible_runs(request.user), pk=pk)
     run.progress = selectors.run_progress(run)
     result = run.result or {}
