@@ -1,7 +1,19 @@
 """The HTTP API (Django Ninja), mounted at ``/api/``; OpenAPI at ``/api/openapi.json``,
 interactive docs at ``/api/docs``."""
 
-from . import alerts, audit, auth, errors, history, pipelines, products, stock, tokens, webhooks
+from . import (
+    alerts,
+    audit,
+    auth,
+    errors,
+    exports,
+    history,
+    pipelines,
+    products,
+    stock,
+    tokens,
+    webhooks,
+)
 from .base import StockpipeAPI
 
 api = StockpipeAPI(
@@ -26,3 +38,4 @@ api.add_router("/pipelines", pipelines.router)
 api.add_router("/tokens", tokens.router)
 api.add_router("/webhooks", webhooks.router)
 api.add_router("/audit", audit.router)
+api.add_router("/exports", exports.router)

@@ -13,11 +13,12 @@ from django.http import HttpRequest
 from ninja import Router, Schema
 from pydantic import Field, StringConstraints
 
+from ..core.pagination import cursor_page
 from ..models import DeletionAudit
 from ..selectors.replica import replica_reads
 from .auth import AUTH, require_perm
 from .errors import responses
-from .schemas import ObjectId, cursor_page
+from .schemas import ObjectId
 
 router = Router(tags=["audit"], auth=AUTH)
 

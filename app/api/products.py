@@ -17,6 +17,7 @@ from ninja.errors import HttpError
 from pydantic import Field
 
 from ..core import converters  # noqa: F401 (registers <anysku:...>)
+from ..core.pagination import cursor_page
 from ..models import Product
 from ..selectors.replica import replica_reads
 from ..services import product_cache
@@ -30,7 +31,6 @@ from .schemas import (
     ProductPage,
     ProductPatch,
     Sku,
-    cursor_page,
 )
 
 # Optional by default, yet not "| None": a query parameter cannot be null, so OpenAPI

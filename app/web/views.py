@@ -4,22 +4,25 @@ price from ``app.services.omnibus``, pipeline runs from ``app.utils.utils.proces
 from __future__ import annotations
 
 import json
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from ..models import PipelineRun
+from ..selectors import catalogue, exports
 from ..selectors import dashboard as selectors
 from ..selectors.replica import replica_reads
 from ..selectors.runs import visible_runs
 from ..services.omnibus import current_reduction
 from ..utils.utils import process_pipeline
 from .charts import price_chart_svg
-from .forms import PipelineForm
+from .forms import ExportForm, PipelineForm
 
 DIFF_ROWS = 500
 
@@ -81,13 +84,81 @@ def runs_json(request: HttpRequest) -> JsonResponse:
 @login_required
 @require_GET
 def product_list(request: HttpRequest) -> HttpResponse:
+    """Filtered, sorted, keyset-paginated products; totals are fetched by the page from
+    ``product_totals`` (they read the whole filtered set)."""
     replica_reads(request)
-    query = request.GET.get("q", "").strip()
+    context = {"sorts": catalogue.SORTS, "exports": _export_links(request.user)}
+    try:
+        query = catalogue.parse_query(request.GET)
+    except catalogue.InvalidListParameter as exc:
+        context.update(query=catalogue.ProductQuery(), error=exc.message, page=None)
+        return render(request, "web/product_list.html", context, status=400)
+    params = query.filter_params()
+    context.update(
+        query=query,
+        page=catalogue.product_page(query),
+        params=urlencode(params),
+        export_params=urlencode({"sku_prefix": query.sku_prefix} if query.sku_prefix else {}),
+        sort_links=_sort_links(query, params),
+    )
+    return render(request, "web/product_list.html", context)
+
+
+def _sort_links(query: catalogue.ProductQuery, params: dict[str, str]) -> dict[str, dict]:
+    """Per column: the link that sorts by it (ascending, or descending if it is the
+    current ascending sort) and the current direction, if any."""
+    links = {}
+    for name in catalogue.SORTS:
+        current = query.sort.lstrip("-") == name
+        descending = query.sort.startswith("-")
+        target = f"-{name}" if current and not descending else name
+        links[name] = {
+            "href": "?" + urlencode({**params, "sort": target}),
+            "direction": ("descending" if descending else "ascending") if current else "",
+        }
+    return links
+
+
+@login_required
+@require_GET
+def product_totals(request: HttpRequest) -> JsonResponse:
+    """Count, stock units and stock value of the product list's filtered set."""
+    replica_reads(request)
+    try:
+        query = catalogue.parse_query(request.GET)
+    except catalogue.InvalidListParameter as exc:
+        return JsonResponse({"detail": exc.message, "param": exc.param}, status=400)
+    totals = catalogue.product_totals(query)
+    return JsonResponse({**totals, "value": str(totals["value"])})
+
+
+def _export_links(user) -> list[exports.Dataset]:
+    return [d for d in exports.DATASETS.values() if user.has_perm(d.permission)]
+
+
+@login_required
+@require_GET
+def export_page(request: HttpRequest) -> HttpResponse:
+    """A form choosing dataset, format, SKU prefix and date range; submitting it downloads."""
     return render(
         request,
-        "web/product_list.html",
-        {"products": selectors.product_list(query), "query": query},
+        "web/exports.html",
+        {"form": ExportForm(user=request.user), "datasets": _export_links(request.user)},
     )
+
+
+@login_required
+@require_GET
+def export_download(request: HttpRequest) -> HttpResponse:
+    """The chosen export, streamed; a bad parameter shows the form again with the error."""
+    form = ExportForm(request.GET, user=request.user)
+    if not form.is_valid():
+        if form.forbidden:
+            raise PermissionDenied(form.forbidden)
+        context = {"form": form, "datasets": _export_links(request.user)}
+        return render(request, "web/exports.html", context, status=400)
+    data = form.cleaned_data
+    return exports.export_file(data["dataset"], data["format"], data["filters"]).response()
 
 
 @login_required
