@@ -93,6 +93,12 @@ def _database(url: str) -> dict:
     else:
         config["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
         config["CONN_HEALTH_CHECKS"] = True
+        # Behind PgBouncer in transaction pooling mode, consecutive transactions of one
+        # connection may run on different server connections: a server-side cursor (which
+        # QuerySet.iterator() declares WITH HOLD outside a transaction) would be lost.
+        config["DISABLE_SERVER_SIDE_CURSORS"] = env.bool(
+            "DATABASE_TRANSACTION_POOLING", default=False
+        )
     return config
 
 
