@@ -6,6 +6,7 @@ connection. Allowed destinations are reached at the vetted address with the URL'
 the Host header.
 """
 
+import random
 import socket
 from decimal import Decimal
 
@@ -99,23 +100,26 @@ def test_a_name_is_vetted_by_its_addresses_and_sent_with_its_host_header(
 
 
 def test_a_port_out_of_range_is_refused_not_wrapped_onto_another_port(subscribe, deliver, settings):
-    """getaddrinfo takes 99999 as 99999 % 65536: the request would reach port 34463."""
+    """getaddrinfo takes a port p + 65536 as p: the request would reach the port held here."""
     settings.STOCKPIPE_WEBHOOK_ALLOW_PRIVATE_NETWORKS = True
-    wrapped = socket.socket()
-    try:
-        wrapped.bind(("127.0.0.1", 99999 % 65536))
-    except OSError:
-        wrapped.close()
-        pytest.skip("port 34463 is in use on this machine")
-    with wrapped:
+    with socket.socket() as wrapped:
+        # A free port below 34464, so that it + 65536 still has the 5 digits URLs allow.
+        for candidate in random.Random().sample(range(20000, 34464), 200):
+            try:
+                wrapped.bind(("127.0.0.1", candidate))
+                break
+            except OSError:
+                continue
+        port = wrapped.getsockname()[1] + 65536
+        assert 65536 < port <= 99999
         wrapped.listen(8)
         wrapped.setblocking(False)
-        subscribe(events=["product.created"], url="http://127.0.0.1:99999/hooks")
+        subscribe(events=["product.created"], url=f"http://127.0.0.1:{port}/hooks")
         ProductFactory()
         deliver()
         delivery = WebhookDelivery.objects.get()
         assert delivery.status == Status.DEAD and delivery.attempts == 1
-        assert "port 99999: not a valid port" in delivery.last_error
+        assert f"port {port}: not a valid port" in delivery.last_error
         with pytest.raises(BlockingIOError):
             wrapped.accept()
 
