@@ -1,0 +1,268 @@
+"""Supplier files read through an import profile: CSV (text or a file) and XLSX, streamed.
+
+``records`` yields ``(row number, cells)`` for every row of the file, numbered as the
+supplier sees them (the first physical line of a CSV record, the sheet row of an XLSX);
+``iter_feed`` skips the rows above the profile's header row, finds the mapped columns in
+the header and yields, per data row, a ``ProductRow`` or a ``Rejection`` naming the row, the
+supplier's column, the value and the reason. Memory stays flat: one record at a time
+(openpyxl in read-only mode for XLSX).
+
+Encodings and byte order marks: a UTF-8 byte order mark (EF BB BF) at the start of a file
+is a signature, never data, and is dropped whatever the profile's encoding. With a cp1252
+or Latin-1 profile the rest is decoded as the profile says (some tools prepend the mark to
+any export); but if the text after it reads as UTF-8 (non-ASCII bytes that are valid
+UTF-8), the profile is wrong for this file and the run fails saying so, instead of turning
+"ü" into "Ã¼" silently.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+import csv
+import io
+from collections.abc import Iterator
+from datetime import date, datetime, time
+from pathlib import Path
+from typing import Any, TextIO
+
+from ..core.feeds import CellError, FeedProfile
+from ..core.inputs import strip_bom
+from .rows import ProductRow, Rejection
+
+BOM = codecs.BOM_UTF8
+CANDIDATES = (";", ",", "\t", "|")
+SNIFF_BYTES = 64 * 1024
+
+
+class FeedError(Exception):
+    """The file as a whole cannot be read (encoding, header, not an XLSX): never skippable."""
+
+    def __init__(self, row: int, column: str, msg: str) -> None:
+        self.row, self.column, self.msg = row, column, msg
+        where = f"row {row}" + (f", column {column!r}" if column else "")
+        super().__init__(f"{where}: {msg}")
+
+
+# --- bytes and text ---------------------------------------------------------------------
+
+
+def _reads_as_utf8(sample: bytes) -> bool:
+    if not any(b >= 0x80 for b in sample):
+        return False
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(sample, final=False)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _bom_check(head: bytes, encoding: str) -> int:
+    """How many leading bytes to skip (the UTF-8 BOM); ``FeedError`` if it contradicts."""
+    if not head.startswith(BOM):
+        return 0
+    if encoding != "utf-8" and _reads_as_utf8(head[len(BOM) :]):
+        raise FeedError(
+            1,
+            "",
+            "the file starts with a UTF-8 byte order mark and its text is UTF-8, but the "
+            f"profile's encoding is {encoding}: set the profile's encoding to utf-8",
+        )
+    return len(BOM)
+
+
+def decode_bytes(data: bytes, encoding: str) -> str:
+    """A whole uploaded file as text (the page's uploads), with the byte order mark rule."""
+    skip = _bom_check(data[:SNIFF_BYTES], encoding)
+    try:
+        return data[skip:].decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = data[: skip + exc.start].count(b"\n") + 1
+        raise FeedError(line, "", f"the bytes are not {encoding} text (byte {exc.start})") from None
+
+
+def open_text(profile: FeedProfile, text: str | None = None, path: str | None = None) -> TextIO:
+    """A text stream of the feed: pasted text as is, a file decoded per the profile."""
+    if path is None:
+        return io.StringIO(strip_bom(text or ""), newline="")
+    raw = Path(path).open("rb")  # noqa: SIM115 (handed to the wrapper, closed with it)
+    skip = _bom_check(raw.read(SNIFF_BYTES), profile.encoding)
+    raw.seek(skip)
+    return io.TextIOWrapper(raw, encoding=profile.encoding, newline="")
+
+
+def xlsx_bytes(value: str) -> bytes:
+    """The bytes of an ``xlsx`` spec value (base64); ``ValueError`` if it is not."""
+    try:
+        data = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("xlsx is the file's bytes in base64") from None
+    if not data.startswith(b"PK"):
+        raise ValueError("xlsx is not an XLSX file (a ZIP archive)")
+    return data
+
+
+# --- records ----------------------------------------------------------------------------
+
+
+def _delimiter(profile: FeedProfile, text: str | None, path: str | None) -> str:
+    """The profile's delimiter, or the candidate found most often in the header row."""
+    if profile.delimiter:
+        return profile.delimiter
+    with open_text(profile, text=text, path=path) as stream:
+        try:
+            lines = stream.read(SNIFF_BYTES).splitlines()
+        except UnicodeDecodeError:
+            lines = []
+    header = lines[profile.header_row - 1] if len(lines) >= profile.header_row else ""
+    counts = {c: header.count(c) for c in CANDIDATES}
+    best = max(counts, key=lambda c: counts[c])
+    return best if counts[best] else ","
+
+
+def csv_records(
+    profile: FeedProfile, text: str | None = None, path: str | None = None
+) -> Iterator[tuple[int, list[Any]]]:
+    delimiter = _delimiter(profile, text, path)
+    with open_text(profile, text=text, path=path) as stream:
+        reader = csv.reader(stream, delimiter=delimiter, quotechar=profile.quotechar)
+        done = 0
+        try:
+            for values in reader:
+                yield done + 1, values
+                done = reader.line_num
+        except UnicodeDecodeError as exc:
+            raise FeedError(
+                done + 1, "", f"the bytes are not {profile.encoding} text ({exc.reason})"
+            ) from None
+        except csv.Error as exc:
+            raise FeedError(done + 1, "", str(exc)) from None
+
+
+def xlsx_records(
+    profile: FeedProfile, data: bytes | None = None, path: str | None = None, sheet: str = ""
+) -> Iterator[tuple[int, list[Any]]]:
+    from openpyxl import load_workbook  # only XLSX runs pay for importing it
+
+    source = path if path is not None else io.BytesIO(data or b"")
+    try:
+        book = load_workbook(source, read_only=True, data_only=True)
+    except Exception as exc:  # zipfile/openpyxl raise many types for a bad file
+        raise FeedError(1, "", f"not a readable XLSX file ({type(exc).__name__})") from None
+    try:
+        name = sheet or profile.sheet
+        if name and name not in book.sheetnames:
+            raise FeedError(
+                1, "", f"no sheet {name!r} (sheets: {', '.join(map(repr, book.sheetnames))})"
+            )
+        worksheet = book[name] if name else book.worksheets[0]
+        for number, values in enumerate(worksheet.iter_rows(values_only=True), start=1):
+            yield number, list(values)
+    finally:
+        book.close()
+
+
+# --- rows -------------------------------------------------------------------------------
+
+
+def cell_text(value: Any) -> str:
+    """A cell as the supplier would read it (for messages and the rejected-rows CSV)."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, (datetime, date, time)):
+        return value.isoformat()
+    return str(value)
+
+
+def _empty(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def iter_feed(
+    profile: FeedProfile, records: Iterator[tuple[int, list[Any]]]
+) -> Iterator[tuple[int, ProductRow | Rejection]]:
+    """``(row number, ProductRow or Rejection)`` per data row; ``FeedError`` for the file."""
+    header: list[str] | None = None
+    header_number = profile.header_row
+    for number, values in records:
+        if number < header_number:
+            continue
+        if header is None:
+            header = [cell_text(v).strip() for v in values]
+            index = _header_index(profile, header, number)
+            wanted = [(profile.columns[column], column, i) for column, i in index.items()]
+            continue
+        if all(_empty(v) for v in values):
+            continue  # blank line or empty sheet row
+        yield number, _row(profile, header, wanted, number, values)
+    if header is None:
+        raise FeedError(
+            header_number, "", f"the file has no row {header_number} (the profile's header row)"
+        )
+
+
+def _header_index(profile: FeedProfile, header: list[str], number: int) -> dict[str, int]:
+    """Supplier column -> position, for the mapped columns found in the header row."""
+    position: dict[str, int] = {}
+    for i, name in enumerate(header):
+        if name in profile.columns:
+            if name in position:
+                raise FeedError(number, name, "this mapped column appears twice in the header row")
+            position[name] = i
+    missing = [
+        f"{column!r} (-> {target})"
+        for column, target in profile.columns.items()
+        if column not in position and target not in profile.defaults
+    ]
+    if missing:
+        found = ", ".join(repr(h) for h in header if h) or "nothing"
+        raise FeedError(
+            number,
+            "",
+            f"header row {number} lacks the mapped column(s) {', '.join(missing)}; found: {found}",
+        )
+    return position
+
+
+def _row(
+    profile: FeedProfile,
+    header: list[str],
+    wanted: list[tuple[str, str, int]],
+    number: int,
+    values: list[Any],
+) -> ProductRow | Rejection:
+    def rejected(column: str, value: Any, message: str) -> Rejection:
+        raw = {
+            (name or f"#{i + 1}"): cell_text(values[i]) if i < len(values) else ""
+            for i, name in enumerate(header)
+        }
+        return Rejection(number, column, cell_text(value), message, raw)
+
+    if len(values) > len(header) and any(not _empty(v) for v in values[len(header) :]):
+        extra = next(v for v in values[len(header) :] if not _empty(v))
+        return rejected(
+            f"#{len(header) + 1}",
+            extra,
+            f"the row has {len(values)} values, the header row {len(header)}",
+        )
+    data: dict[str, Any] = {}
+    for target, column, i in wanted:
+        value = values[i] if i < len(values) else None
+        if _empty(value):
+            continue
+        try:
+            data[target] = profile.value(target, value)
+        except CellError as exc:
+            return rejected(column, value, str(exc))
+    for target, value in profile.defaults.items():
+        if target not in data:
+            data[target] = profile.value(target, value)
+    column_of = profile.column_of
+    for target in ("sku", "name", "price"):
+        if target not in data:
+            return rejected(column_of.get(target, target), "", "required: the cell is empty")
+    # Every value passed its field's rule in ``profile.value``: no second validation.
+    return ProductRow.model_construct(**data)
