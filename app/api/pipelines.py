@@ -69,7 +69,9 @@ class RejectedPage(Page):
 
 
 @router.get("/runs/{run_id}/diff", response={200: DiffPage, **responses(401, 404, 422)})
-def get_diff(request: HttpRequest, run_id: ObjectId, page: PageNumber = 1, page_size: PageSize = 50):
+def get_diff(
+    request: HttpRequest, run_id: ObjectId, page: PageNumber = 1, page_size: PageSize = 50
+):
     """A preview's (dry run's) diff, one row per changed field: sku, field, before, after.
     Apply exactly that with the same spec plus ``"fingerprint"`` from the run's result."""
     run = get_object_or_404(visible_runs(request.auth), pk=run_id)

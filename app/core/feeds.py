@@ -144,7 +144,8 @@ def _checked(target: str, value: Any) -> Any:
     except ValidationError as exc:
         first = exc.errors()[0]
         msg = first["msg"]
-        raise CellError(msg[len("Value error, ") :] if msg.startswith("Value error, ") else msg)
+        reason = msg[len("Value error, ") :] if msg.startswith("Value error, ") else msg
+        raise CellError(reason) from None
 
 
 def profile_errors(data: dict[str, Any]) -> list[dict[str, Any]]:

@@ -47,9 +47,7 @@ class ImportProfile(models.Model):
         max_length=1, blank=True, default="", help_text="empty: detected from the header row"
     )
     quotechar = models.CharField(max_length=1, default='"')
-    encoding = models.CharField(
-        max_length=10, default="utf-8", choices=[(e, e) for e in ENCODINGS]
-    )
+    encoding = models.CharField(max_length=10, default="utf-8", choices=[(e, e) for e in ENCODINGS])
     decimal_separator = models.CharField(
         max_length=1, default=".", choices=[(s, s) for s in DECIMAL_SEPARATORS]
     )

@@ -14,8 +14,12 @@ from tests.feeds import fixtures
 
 pytestmark = pytest.mark.django_db
 
-PROFILE_PERMS = ("view_importprofile", "add_importprofile", "change_importprofile",
-                 "delete_importprofile")
+PROFILE_PERMS = (
+    "view_importprofile",
+    "add_importprofile",
+    "change_importprofile",
+    "delete_importprofile",
+)
 
 
 def client_for(*perms: str) -> ApiClient:
@@ -90,10 +94,14 @@ def test_preview_then_apply_with_fingerprint_and_rejected_rows_csv():
     diff = api.get(f"/api/pipelines/runs/{preview['run_id']}/diff", {"page_size": 2}).json()
     assert diff["count"] == 1 + 3 * 4  # X-1's price; 4 fields of each new product
     assert len(diff["items"]) == 2
-    x1 = [r for r in api.get(f"/api/pipelines/runs/{preview['run_id']}/diff").json()["items"]
-          if r["sku"] == "X-1"]
-    assert x1 == [{"sku": "X-1", "action": "updated", "field": "price",
-                   "before": "4.00", "after": "4.50"}]
+    x1 = [
+        r
+        for r in api.get(f"/api/pipelines/runs/{preview['run_id']}/diff").json()["items"]
+        if r["sku"] == "X-1"
+    ]
+    assert x1 == [
+        {"sku": "X-1", "action": "updated", "field": "price", "before": "4.00", "after": "4.50"}
+    ]
     rejected = api.get(f"/api/pipelines/runs/{preview['run_id']}/rejected").json()
     assert rejected["items"][0]["row"] == 6 and rejected["items"][0]["column"] == "Preis"
 
@@ -129,8 +137,10 @@ def test_rejected_csv_neutralises_formulas():
     text = 'sku,name,price\nA,ok,1\n=cmd|calc,"=HYPERLINK(""x"")",@SUM(1)\n'
     result = api.post(
         "/api/pipelines/execute",
-        {"policy": "skip_invalid_rows",
-         "steps": [{"op": "upsert_products", "profile": "p", "csv": text}]},
+        {
+            "policy": "skip_invalid_rows",
+            "steps": [{"op": "upsert_products", "profile": "p", "csv": text}],
+        },
     ).json()
     assert result["totals"]["rejected"] == 1
     body = b"".join(

@@ -126,8 +126,9 @@ def test_xlsx_all_or_nothing_fails_at_the_bad_row():
 
 def test_xlsx_named_sheet_and_unknown_sheet():
     fixtures.xlsx_profile(sheet="Artikel")
-    ok = upsert({"xlsx": fixtures.b64(fixtures.mixed_xlsx())}, "lieferant-xlsx",
-                policy="skip_invalid_rows")
+    ok = upsert(
+        {"xlsx": fixtures.b64(fixtures.mixed_xlsx())}, "lieferant-xlsx", policy="skip_invalid_rows"
+    )
     assert ok["error"] is None
     bad = upsert({"xlsx": fixtures.b64(fixtures.mixed_xlsx()), "sheet": "Nope"}, "lieferant-xlsx")
     assert "no sheet 'Nope'" in bad["error"]["detail"]
