@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from .domain import Name, Price, Sku, Stock, Threshold, label_problem
+from .inputs import unstorable_path
 
 TARGETS = ("sku", "name", "price", "stock", "low_stock_threshold")
 REQUIRED = ("sku", "name", "price")
@@ -116,26 +117,30 @@ class FeedProfile:
     def value(self, target: str, raw: Any) -> Any:
         """The value of product field ``target`` from a non-empty supplier cell, transformed
         (price factor and rounding, stock clamped) and checked by the field's rule."""
+        return _checked(target, self.convert(target, raw))
+
+    def convert(self, target: str, raw: Any) -> Any:
+        """``value`` without the field's rule (the caller checks the whole row at once)."""
         if target in ("sku", "name"):
             if isinstance(raw, float) and raw.is_integer():
                 raw = int(raw)
             text = str(raw)
             # Supplier names wrap (quoted line breaks, double spaces): one line, single spaces.
-            text = " ".join(text.split()) if target == "name" else text.strip()
-            return _checked(target, text)
+            return " ".join(text.split()) if target == "name" else text.strip()
         number = self.number(raw)
         if target == "price":
-            number *= self.price_factor
+            if self.price_factor != 1:
+                number *= self.price_factor
             if self.price_round_to:
                 step = self.price_round_to
                 number = (number / step).to_integral_value(rounding=ROUND_HALF_UP) * step
-            return _checked(target, number.quantize(CENT, rounding=ROUND_HALF_UP))
+            return number.quantize(CENT, rounding=ROUND_HALF_UP)
         if number != number.to_integral_value():
             raise CellError("not a whole number")
         count = int(number)
         if target == "stock" and self.clamp_stock and count < 0:
             count = 0
-        return _checked(target, count)
+        return count
 
 
 def _checked(target: str, value: Any) -> Any:
@@ -157,6 +162,11 @@ def profile_errors(data: dict[str, Any]) -> list[dict[str, Any]]:
 
     def error(loc: list[Any], msg: str) -> None:
         errors.append({"loc": loc, "msg": msg})
+
+    unstorable = unstorable_path(data)
+    if unstorable:  # NUL or a lone surrogate: no database stores it
+        loc, char = unstorable
+        return [{"loc": [str(p) for p in loc], "msg": f"contains {char}, which cannot be stored"}]
 
     name = data.get("name", "")
     if not isinstance(name, str) or not name.strip():
@@ -202,6 +212,8 @@ def profile_errors(data: dict[str, Any]) -> list[dict[str, Any]]:
             error(["defaults", "sku"], "sku cannot have a default: every row needs its own")
         elif target not in TARGETS:
             error(["defaults", target], f"unknown field {target!r} (known: {', '.join(TARGETS)})")
+        elif not isinstance(value, (str, int, float, Decimal)) or isinstance(value, bool):
+            error(["defaults", target], "a default is a text or a number")
         else:
             try:
                 FeedProfile(name="", columns={}).value(target, value)
@@ -218,8 +230,16 @@ def profile_errors(data: dict[str, Any]) -> list[dict[str, Any]]:
     thousands = data.get("thousands_separator", "")
     if delimiter not in DELIMITERS:
         error(["delimiter"], f"delimiter must be one of {DELIMITERS} ('' detects it)")
-    if not isinstance(quotechar, str) or len(quotechar) != 1 or quotechar.isalnum():
-        error(["quotechar"], "the quote character is one character, not a letter or digit")
+    if (
+        not isinstance(quotechar, str)
+        or len(quotechar) != 1
+        or quotechar.isalnum()
+        or not quotechar.isprintable()
+        or quotechar.isspace()
+    ):
+        error(
+            ["quotechar"], "the quote character is one printable character, not a letter or digit"
+        )
     elif quotechar == delimiter or quotechar in "\r\n":
         error(["quotechar"], "the quote character cannot be the delimiter or a line break")
     if data.get("encoding", "utf-8") not in ENCODINGS:
@@ -236,8 +256,8 @@ def profile_errors(data: dict[str, Any]) -> list[dict[str, Any]]:
     elif not 1 <= header_row <= MAX_HEADER_ROW:
         error(["header_row"], f"the header row is between 1 and {MAX_HEADER_ROW}")
     sheet = data.get("sheet", "")
-    if not isinstance(sheet, str) or len(sheet) > 100:
-        error(["sheet"], "a sheet name is at most 100 characters")
+    if not isinstance(sheet, str) or len(sheet) > 100 or label_problem(sheet):
+        error(["sheet"], "a sheet name is at most 100 characters, no control characters")
     factor = _decimal(data.get("price_factor", 1))
     if factor is None or not Decimal(0) < factor <= MAX_FACTOR:
         error(["price_factor"], f"bad factor: a number above 0 and at most {MAX_FACTOR}")

@@ -27,6 +27,8 @@ from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any, TextIO
 
+from pydantic import ValidationError
+
 from ..core.feeds import CellError, FeedProfile
 from ..core.inputs import strip_bom
 from .rows import ProductRow, Rejection
@@ -249,20 +251,28 @@ def _row(
             f"the row has {len(values)} values, the header row {len(header)}",
         )
     data: dict[str, Any] = {}
+    cells: dict[str, Any] = {}
     for target, column, i in wanted:
         value = values[i] if i < len(values) else None
         if _empty(value):
             continue
         try:
-            data[target] = profile.value(target, value)
+            data[target] = profile.convert(target, value)
         except CellError as exc:
             return rejected(column, value, str(exc))
+        cells[target] = value
     for target, value in profile.defaults.items():
         if target not in data:
-            data[target] = profile.value(target, value)
+            data[target] = profile.convert(target, value)
     column_of = profile.column_of
     for target in ("sku", "name", "price"):
         if target not in data:
             return rejected(column_of.get(target, target), "", "required: the cell is empty")
-    # Every value passed its field's rule in ``profile.value``: no second validation.
-    return ProductRow.model_construct(**data)
+    try:
+        return ProductRow.model_validate(data)  # every field's rule, in one call
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        target = str(first["loc"][0]) if first["loc"] else "sku"
+        msg = first["msg"]
+        msg = msg[len("Value error, ") :] if msg.startswith("Value error, ") else msg
+        return rejected(column_of.get(target, target), cells.get(target, data.get(target)), msg)

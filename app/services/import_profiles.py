@@ -6,6 +6,7 @@ from typing import Any
 
 from django.db import transaction
 
+from ..core.domain import label_problem
 from ..core.feeds import profile_errors
 from ..models import ImportProfile
 from ..models.profiles import SETTINGS
@@ -30,8 +31,10 @@ def save_profile(profile: ImportProfile | None, **values: Any) -> ImportProfile:
     taken = ImportProfile.objects.filter(name=profile.name).exclude(pk=profile.pk).exists()
     if taken:
         errors.append({"loc": ["name"], "msg": f"a profile named {profile.name!r} exists"})
-    if len(profile.description or "") > 200:
-        errors.append({"loc": ["description"], "msg": "at most 200 characters"})
+    if len(profile.description or "") > 200 or label_problem(profile.description or ""):
+        errors.append(
+            {"loc": ["description"], "msg": "at most 200 characters, no control characters"}
+        )
     if errors:
         raise ProfileInvalid(errors)
     with transaction.atomic():
