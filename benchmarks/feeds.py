@@ -170,6 +170,52 @@ def write_xlsx(path: Path, rows: int) -> None:
         )
 
 
+PARSE_CHILD = """
+import json, os, sys, time
+from app.core.feeds import feed_profile
+from app.pipelines.feeds import csv_records, iter_feed, xlsx_records
+profile = feed_profile(json.loads(os.environ["BENCH_PROFILE"]))
+path = os.environ["BENCH_FILE"]
+with open("/proc/self/clear_refs", "w") as fh:
+    fh.write("5")
+start = time.perf_counter()
+records = xlsx_records(profile, path=path) if path.endswith(".xlsx") else csv_records(profile, path=path)
+rows = sum(1 for _ in iter_feed(profile, records))
+kb = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
+print("RESULT_JSON " + json.dumps({"rows": rows, "seconds": time.perf_counter() - start,
+      "peak_kb": kb}))
+"""
+
+
+def parse_only(rows: int) -> None:
+    """Peak memory and time of reading the files alone (no database): what a profile adds."""
+    with tempfile.TemporaryDirectory(prefix="stockpipe-feeds-") as tmp:
+        files = write_files(Path(tmp), rows)
+        for name in ("supplier", "xlsx"):
+            env = {
+                **os.environ,
+                "BENCH_FILE": str(files[name]),
+                "BENCH_PROFILE": json.dumps(PROFILES[name]),
+                "PYTHONPATH": str(ROOT),
+            }
+            proc = subprocess.run(
+                [sys.executable, "-c", PARSE_CHILD],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+            )
+            line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT_JSON ")), None)
+            if line is None:
+                raise SystemExit(proc.stderr[-3000:])
+            out = json.loads(line.split(" ", 1)[1])
+            print(
+                f"  parse only, {name:<8}: {out['rows']:,} rows in {out['seconds']:.1f}s "
+                f"({out['rows'] / out['seconds']:,.0f} rows/s), peak {out['peak_kb'] / 1024:.0f} MB",
+                flush=True,
+            )
+
+
 CHILD = """
 import json, os, sys
 sys.argv = ["manage.py"]
@@ -275,7 +321,13 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--quick", action="store_true", help="CI smoke test: 5,000 rows")
     parser.add_argument("--check", action="store_true", help="exit non-zero if a target is missed")
+    parser.add_argument(
+        "--parse-only", action="store_true", help="only read the files (no database): memory"
+    )
     args = parser.parse_args()
+    if args.parse_only:
+        parse_only(args.rows)
+        return
     if args.quick:
         args.rows = 5_000
     if args.db == "both":
