@@ -184,3 +184,31 @@ def test_run_pipeline_command_with_profile(tmp_path, capsys):
         stdout=io.StringIO(),
     )
     assert Product.objects.filter(sku="100234").exists()
+
+
+def test_admin_refuses_a_broken_profile_on_its_field():
+    admin = UserFactory(username="boss", is_staff=True, is_superuser=True)
+    client = Client()
+    client.force_login(admin)
+    data = {
+        "name": "adm",
+        "description": "",
+        "columns": '{"Nr": "sku", "Text": "name", "P1": "price", "P2": "price"}',
+        "delimiter": "",
+        "quotechar": '"',
+        "encoding": "utf-8",
+        "decimal_separator": ".",
+        "thousands_separator": "",
+        "header_row": "1",
+        "sheet": "",
+        "defaults": "{}",
+        "price_factor": "1",
+        "price_round_to": "",
+    }
+    response = client.post("/admin/app/importprofile/add/", data)
+    assert response.status_code == 200
+    assert "duplicate mapping" in response.content.decode()
+    assert not ImportProfile.objects.exists()
+    data["columns"] = '{"Nr": "sku", "Text": "name", "P1": "price"}'
+    assert client.post("/admin/app/importprofile/add/", data).status_code == 302
+    assert ImportProfile.objects.get().columns == {"Nr": "sku", "Text": "name", "P1": "price"}
