@@ -95,11 +95,11 @@ class FeedProfile:
             raise CellError("not a number")
         if isinstance(raw, int):
             return Decimal(raw)
-        if isinstance(raw, float):
-            try:
-                return Decimal(repr(raw))
-            except InvalidOperation:
-                raise CellError("not a number") from None
+        if isinstance(raw, (float, Decimal)):
+            number = Decimal(repr(raw)) if isinstance(raw, float) else raw
+            if not number.is_finite():
+                raise CellError("not a number")
+            return number
         text = str(raw).strip().replace("\u00a0", " ")
         if self.thousands_separator != " ":
             text = text.replace(" ", "")
@@ -259,8 +259,11 @@ def profile_errors(data: dict[str, Any]) -> list[dict[str, Any]]:
     if not isinstance(sheet, str) or len(sheet) > 100 or label_problem(sheet):
         error(["sheet"], "a sheet name is at most 100 characters, no control characters")
     factor = _decimal(data.get("price_factor", 1))
-    if factor is None or not Decimal(0) < factor <= MAX_FACTOR:
-        error(["price_factor"], f"bad factor: a number above 0 and at most {MAX_FACTOR}")
+    if factor is None or not Decimal(0) < factor <= MAX_FACTOR or factor.as_tuple().exponent < -6:
+        error(
+            ["price_factor"],
+            f"bad factor: a number above 0 and at most {MAX_FACTOR}, at most 6 decimals",
+        )
     round_to = data.get("price_round_to")
     if round_to is not None:
         step = _decimal(round_to)

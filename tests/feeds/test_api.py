@@ -150,3 +150,25 @@ def test_rejected_csv_neutralises_formulas():
     for cell in rows[1]:
         assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")), rows[1]
     assert "'=cmd|calc" in rows[1]
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"columns": {"A\x00": "sku", "B": "name", "C": "price"}}, "columns"),
+        ({"price_factor": "0.0000001"}, "price_factor"),
+        ({"price_factor": "1e400"}, "price_factor"),
+        ({"defaults": {"stock": 1e300}}, "defaults"),
+        ({"defaults": {"name": ["a"]}}, "defaults"),
+        ({"quotechar": "\x00"}, "quotechar"),
+        ({"sheet": "a\x00"}, "sheet"),
+    ],
+)
+def test_hostile_profile_input_is_a_located_error(change, field):
+    """422 naming the field (400 from the input guard for NUL, located as well)."""
+    api = client_for("add_importprofile")
+    body = {"name": "h", "columns": {"A": "sku", "B": "name", "C": "price"}, **change}
+    response = api.post("/api/import-profiles", body)
+    assert response.status_code in (400, 422), response.content
+    assert any(field in e["loc"] for e in response.json()["errors"]), response.json()
+    assert not ImportProfile.objects.exists()
