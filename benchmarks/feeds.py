@@ -86,88 +86,23 @@ def write_files(workdir: Path, rows: int) -> dict[str, Path]:
     return {"plain": plain, "supplier": supplier, "xlsx": xlsx}
 
 
-def _cell(ref: str, value, strings: dict[str, int]) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        index = strings.setdefault(value, len(strings))
-        return f'<c r="{ref}" t="s"><v>{index}</v></c>'
-    return f'<c r="{ref}"><v>{value}</v></c>'
-
-
 def write_xlsx(path: Path, rows: int) -> None:
-    """An XLSX as Excel writes one (text in the shared strings table, a dimension), streamed
-    to disk: a title row, the header on row 2; every 10th price is a number stored as text,
-    the remark column is empty. (openpyxl's write-only mode writes inline strings, which
-    Excel never does and which openpyxl reads several times slower.)"""
-    import zipfile
-    from xml.sax.saxutils import escape
+    """The rows as an XLSX written as Excel writes one (shared strings, a dimension;
+    ``tests/feeds/excel.py``): a title row, the header on row 2, every 10th price a number
+    stored as text, the remark column empty. (openpyxl writes inline strings, which Excel
+    never does and which openpyxl reads several times slower.)"""
+    sys.path.insert(0, str(ROOT))
+    from tests.feeds.excel import write_xlsx as write
 
-    strings: dict[str, int] = {}
-    cols = "ABCDE"
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
-        with z.open("xl/worksheets/sheet1.xml", "w", force_zip64=True) as fh:
-            fh.write(
-                '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
-                '<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
-                f'<dimension ref="A1:E{rows + 2}"/><sheetData>'.encode()
-            )
-            head = [["Lagerliste Dezember"], ["Art.-Nr.", "Artikel", "Preis", "Menge", "Bemerkung"]]
-            for number, values in enumerate(head, start=1):
-                cells = "".join(
-                    _cell(f"{cols[i]}{number}", v, strings) for i, v in enumerate(values)
-                )
-                fh.write(f'<row r="{number}">{cells}</row>'.encode())
-            for i in range(rows):
-                sku, name, units, cents, stock = row(i)
-                price = f"{units}.{cents:02d}"
-                values = [sku, name, price if i % 10 == 0 else float(price), stock]
-                number = i + 3
-                cells = "".join(
-                    _cell(f"{cols[j]}{number}", v, strings) for j, v in enumerate(values)
-                )
-                fh.write(f'<row r="{number}">{cells}</row>'.encode())
-            fh.write(b"</sheetData></worksheet>")
-        with z.open("xl/sharedStrings.xml", "w", force_zip64=True) as fh:
-            fh.write(
-                '<?xml version="1.0" encoding="UTF-8" standalone="yes"?><sst xmlns="http://'
-                f'schemas.openxmlformats.org/spreadsheetml/2006/main" uniqueCount="{len(strings)}">'.encode()
-            )
-            for text in strings:
-                fh.write(f"<si><t>{escape(text)}</t></si>".encode())
-            fh.write(b"</sst>")
-        main = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
-        rel = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
-        z.writestr(
-            "[Content_Types].xml",
-            '<?xml version="1.0" encoding="UTF-8"?><Types xmlns="http://schemas.openxmlformats.org/'
-            'package/2006/content-types"><Default Extension="rels" ContentType="application/'
-            'vnd.openxmlformats-package.relationships+xml"/><Default Extension="xml" '
-            'ContentType="application/xml"/><Override PartName="/xl/workbook.xml" ContentType='
-            '"application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/>'
-            '<Override PartName="/xl/worksheets/sheet1.xml" ContentType="application/'
-            'vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/><Override '
-            'PartName="/xl/sharedStrings.xml" ContentType="application/vnd.openxmlformats-'
-            'officedocument.spreadsheetml.sharedStrings+xml"/></Types>',
-        )
-        z.writestr(
-            "_rels/.rels",
-            f'<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="{rel.replace("officeDocument/2006/relationships", "package/2006/relationships")}">'
-            f'<Relationship Id="rId1" Type="{rel}/officeDocument" Target="xl/workbook.xml"/>'
-            "</Relationships>",
-        )
-        z.writestr(
-            "xl/workbook.xml",
-            f'<?xml version="1.0" encoding="UTF-8"?><workbook xmlns="{main}" xmlns:r="{rel}">'
-            '<sheets><sheet name="Artikel" sheetId="1" r:id="rId1"/></sheets></workbook>',
-        )
-        z.writestr(
-            "xl/_rels/workbook.xml.rels",
-            '<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.'
-            'openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="'
-            f'{rel}/worksheet" Target="worksheets/sheet1.xml"/><Relationship Id="rId2" Type="'
-            f'{rel}/sharedStrings" Target="sharedStrings.xml"/></Relationships>',
-        )
+    def cells():
+        yield ["Lagerliste Dezember"]
+        yield ["Art.-Nr.", "Artikel", "Preis", "Menge", "Bemerkung"]
+        for i in range(rows):
+            sku, name, units, cents, stock = row(i)
+            price = f"{units}.{cents:02d}"
+            yield [sku, name, price if i % 10 == 0 else float(price), stock, None]
+
+    write(str(path), cells(), size=f"A1:E{rows + 2}")
 
 
 PARSE_CHILD = """

@@ -22,7 +22,9 @@ import binascii
 import codecs
 import csv
 import io
-from collections.abc import Iterator
+import tempfile
+from array import array
+from collections.abc import Iterator, Sequence
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any, TextIO
@@ -142,14 +144,77 @@ def csv_records(
             raise FeedError(done + 1, "", str(exc)) from None
 
 
+class SpooledStrings(Sequence):
+    """An XLSX shared-strings table kept in a temporary file, not in memory.
+
+    openpyxl's read-only mode streams the sheet but loads the whole shared-strings table
+    (every distinct text of the workbook) into a list: for a million products with their own
+    SKU and name that is two million strings, several hundred MB. Here each string gets the
+    text openpyxl would give it (``Text.content``: the plain ``<t>`` and the rich-text runs'
+    ``<t>``, phonetic runs left out) and is appended to a file; memory holds one 8-byte
+    offset per string.
+    """
+
+    def __init__(self, xml_source) -> None:
+        from openpyxl.xml.constants import SHEET_MAIN_NS
+        from openpyxl.xml.functions import iterparse
+
+        self._file = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close())
+        self._offsets = array("q", [0])
+        si, t, r = (f"{{{SHEET_MAIN_NS}}}{name}" for name in ("si", "t", "r"))
+        write, offsets = self._file.write, self._offsets
+        position = 0
+        for _, node in iterparse(xml_source):
+            if node.tag == si:
+                parts = []
+                for child in node:
+                    if child.tag == t:
+                        parts.append(child.text or "")
+                    elif child.tag == r:
+                        parts.extend(x.text or "" for x in child if x.tag == t)
+                data = "".join(parts).replace("x005F_", "").encode()
+                node.clear()
+                write(data)
+                position += len(data)
+                offsets.append(position)
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def __getitem__(self, index):  # type: ignore[override]
+        start, end = self._offsets[index], self._offsets[index + 1]
+        self._file.seek(start)
+        return self._file.read(end - start).decode()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _open_workbook(source):
+    """openpyxl's ``load_workbook(read_only=True, data_only=True)``, its shared strings
+    spooled to disk (``SpooledStrings``)."""
+    from openpyxl.reader.excel import ExcelReader
+    from openpyxl.xml.constants import SHARED_STRINGS
+
+    class Reader(ExcelReader):
+        def read_strings(self) -> None:
+            part = self.package.find(SHARED_STRINGS)
+            if part is not None:
+                with self.archive.open(part.PartName[1:]) as src:
+                    self.shared_strings = SpooledStrings(src)
+
+    reader = Reader(source, read_only=True, data_only=True)
+    reader.read()
+    return reader.wb, reader.shared_strings
+
+
 def xlsx_records(
     profile: FeedProfile, data: bytes | None = None, path: str | None = None, sheet: str = ""
 ) -> Iterator[tuple[int, list[Any]]]:
-    from openpyxl import load_workbook  # only XLSX runs pay for importing it
-
+    """Rows of an XLSX sheet, streamed by openpyxl in read-only mode."""
     source = path if path is not None else io.BytesIO(data or b"")
     try:
-        book = load_workbook(source, read_only=True, data_only=True)
+        book, strings = _open_workbook(source)
     except Exception as exc:  # zipfile/openpyxl raise many types for a bad file
         raise FeedError(1, "", f"not a readable XLSX file ({type(exc).__name__})") from None
     try:
@@ -163,6 +228,8 @@ def xlsx_records(
             yield number, list(values)
     finally:
         book.close()
+        if isinstance(strings, SpooledStrings):
+            strings.close()
 
 
 # --- rows -------------------------------------------------------------------------------

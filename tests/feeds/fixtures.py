@@ -6,9 +6,8 @@ import base64
 import io
 from decimal import Decimal
 
-from openpyxl import Workbook
-
 from app.models import ImportProfile
+from tests.feeds.excel import write_xlsx
 
 BOM = b"\xef\xbb\xbf"
 
@@ -54,14 +53,9 @@ def german_cp1252_bytes(bom: bool = True) -> bytes:
 
 
 def xlsx_bytes(rows: list[list], title: str | None = "Lagerliste Dezember") -> bytes:
-    book = Workbook(write_only=True)
-    sheet = book.create_sheet("Artikel")
-    if title is not None:
-        sheet.append([title])
-    for row in rows:
-        sheet.append(row)
+    """An XLSX as Excel writes it (``tests.feeds.excel``), sheet "Artikel"."""
     out = io.BytesIO()
-    book.save(out)
+    write_xlsx(out, ([[title]] if title is not None else []) + rows)
     return out.getvalue()
 
 
