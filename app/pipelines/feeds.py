@@ -22,7 +22,9 @@ import binascii
 import codecs
 import csv
 import io
+import queue
 import tempfile
+import threading
 from array import array
 from collections.abc import Iterator, Sequence
 from datetime import date, datetime, time
@@ -268,6 +270,65 @@ def xlsx_records(
         book.close()
         if isinstance(strings, SpooledStrings):
             strings.close()
+
+
+# --- read ahead ---------------------------------------------------------------------------
+
+_DONE = object()
+
+
+def read_ahead(items: Iterator[Any], batch: int = 500, depth: int = 8) -> Iterator[Any]:
+    """``items``, produced by a thread of its own up to ``depth`` batches ahead.
+
+    Parsing a file is pure Python; writing to the database mostly waits for it (SQLite's
+    and psycopg's calls release the GIL). Reading ahead lets the two overlap on a second
+    core; memory stays bounded (``batch * depth`` rows). An exception of the reader is
+    raised here, in the consumer; a consumer that stops early stops the reader.
+    """
+    pipe: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                pipe.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        chunk: list[Any] = []
+        try:
+            for item in items:
+                chunk.append(item)
+                if len(chunk) >= batch:
+                    if not put(chunk):
+                        return
+                    chunk = []
+            if chunk and not put(chunk):
+                return
+            put(_DONE)
+        except BaseException as exc:  # handed to the consumer, raised there
+            put(exc)
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=produce, name="feed-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            got = pipe.get()
+            if got is _DONE:
+                return
+            if isinstance(got, BaseException):
+                raise got
+            yield from got
+    finally:
+        stop.set()
+        thread.join()
 
 
 # --- rows -------------------------------------------------------------------------------

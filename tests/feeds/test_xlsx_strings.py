@@ -78,3 +78,37 @@ def test_inline_strings_written_by_openpyxl_are_read_too():
     )
     ((number, row),) = list(iter_feed(profile, xlsx_records(profile, data=out.getvalue())))
     assert number == 2 and (row.sku, row.name, str(row.price)) == ("A-1", "Inline", "1.50")
+
+
+def test_read_ahead_keeps_order_raises_errors_and_stops_early():
+    import threading
+
+    import pytest
+
+    from app.pipelines.feeds import read_ahead
+
+    assert list(read_ahead(iter(range(2000)), batch=7, depth=2)) == list(range(2000))
+
+    def failing():
+        yield 1
+        raise ValueError("row 9: broken")
+
+    with pytest.raises(ValueError, match="row 9"):
+        list(read_ahead(failing(), batch=1))
+
+    closed = threading.Event()
+
+    def endless():
+        try:
+            n = 0
+            while True:
+                yield n
+                n += 1
+        finally:
+            closed.set()
+
+    reader = read_ahead(endless(), batch=10, depth=2)
+    assert [next(reader) for _ in range(25)] == list(range(25))
+    reader.close()
+    assert closed.wait(5)
+    assert not any(t.name == "feed-reader" for t in threading.enumerate())

@@ -12,7 +12,15 @@ from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_
 from ...core.feeds import FeedProfile
 from ...models import ImportProfile, Product
 from ..base import Label, StepSpec
-from ..feeds import FeedError, Rejection, csv_records, iter_feed, xlsx_bytes, xlsx_records
+from ..feeds import (
+    FeedError,
+    Rejection,
+    csv_records,
+    iter_feed,
+    read_ahead,
+    xlsx_bytes,
+    xlsx_records,
+)
 from ..registry import register
 from ..rows import (
     ProductRow,
@@ -139,7 +147,7 @@ class UpsertProducts(StepSpec):
         if self._feed is not None:
             unit.note_fingerprint(self._feed.fingerprint())
             try:
-                for _number, item in iter_feed(self._feed, self._records()):
+                for _number, item in read_ahead(iter_feed(self._feed, self._records())):
                     if isinstance(item, Rejection):
                         if not skip:
                             raise _invalid(unit, key, item.row, item.column, str(item))
