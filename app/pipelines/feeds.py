@@ -166,7 +166,12 @@ class SpooledStrings(Sequence):
         si, t, r = (f"{{{SHEET_MAIN_NS}}}{name}" for name in ("si", "t", "r"))
         write, offsets = self._file.write, self._offsets
         position = 0
-        for _, node in iterparse(xml_source):
+        root = None
+        for event, node in iterparse(xml_source, events=("start", "end")):
+            if event == "start":
+                if root is None:
+                    root = node  # <sst>: emptied as strings are read, or it keeps them all
+                continue
             if node.tag == si:
                 parts = []
                 for child in node:
@@ -175,7 +180,7 @@ class SpooledStrings(Sequence):
                     elif child.tag == r:
                         parts.extend(x.text or "" for x in child if x.tag == t)
                 data = "".join(parts).replace("x005F_", "").encode()
-                node.clear()
+                root.clear()
                 write(data)
                 position += len(data)
                 offsets.append(position)
