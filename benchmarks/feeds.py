@@ -181,7 +181,7 @@ print("RESULT_JSON " + json.dumps({"error": result["error"], "totals": result.ge
 
 def run_route(db: str, workdir: Path, name: str, path: Path) -> dict:
     url = fresh_database_url(db, workdir / name, PG_NAME)
-    (workdir / name).mkdir(exist_ok=True)
+    (workdir / name).mkdir(parents=True, exist_ok=True)
     profile = PROFILES.get(name)
     env = {
         **os.environ,
@@ -206,7 +206,7 @@ def run_route(db: str, workdir: Path, name: str, path: Path) -> dict:
     return out
 
 
-def bench(db: str, rows: int) -> dict:
+def bench(db: str, rows: int, repeat: int = 1) -> dict:
     with tempfile.TemporaryDirectory(prefix="stockpipe-feeds-") as tmp:
         workdir = Path(tmp)
         started = time.perf_counter()
@@ -217,21 +217,32 @@ def bench(db: str, rows: int) -> dict:
             f"({sizes})",
             flush=True,
         )
-        results = {}
-        for name, path in files.items():
-            out = run_route(db, workdir, name, path)
-            assert out["totals"]["created"] == rows, out["totals"]
-            results[name] = out
-            print(
-                f"  {name:<9} {out['duration_ms'] / 1000:7.1f}s  "
-                f"{rows / (out['duration_ms'] / 1000):9,.0f} rows/s  "
-                f"peak {out['peak_kb'] / 1024:4.0f} MB",
-                flush=True,
-            )
+        results: dict[str, dict] = {}
+        # Routes alternate; each route's fastest run counts, so a burst of load from other
+        # processes does not decide a ratio.
+        for attempt in range(repeat):
+            for name, path in files.items():
+                out = run_route(db, workdir / str(attempt), name, path)
+                assert out["totals"]["created"] == rows, out["totals"]
+                best = results.get(name)
+                if best is None or out["duration_ms"] < best["duration_ms"]:
+                    results[name] = {
+                        **out,
+                        "peak_kb": max(out["peak_kb"], (best or out)["peak_kb"]),
+                    }
+                elif out["peak_kb"] > best["peak_kb"]:
+                    best["peak_kb"] = out["peak_kb"]
+                print(
+                    f"  {name:<9} {out['duration_ms'] / 1000:7.1f}s  "
+                    f"{rows / (out['duration_ms'] / 1000):9,.0f} rows/s  "
+                    f"peak {out['peak_kb'] / 1024:4.0f} MB",
+                    flush=True,
+                )
     plain = results["plain"]["duration_ms"]
     summary = {
         "db": db,
         "rows": rows,
+        "repeat": repeat,
         **{f"{k}_s": round(v["duration_ms"] / 1000, 2) for k, v in results.items()},
         **{f"{k}_peak_mb": round(v["peak_kb"] / 1024) for k, v in results.items()},
         "supplier_vs_plain": round(plain / results["supplier"]["duration_ms"], 2),
@@ -255,6 +266,7 @@ def main() -> None:
     parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--quick", action="store_true", help="CI smoke test: 5,000 rows")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per route; the best counts")
     parser.add_argument("--check", action="store_true", help="exit non-zero if a target is missed")
     parser.add_argument(
         "--parse-only", action="store_true", help="only read the files (no database): memory"
@@ -267,7 +279,7 @@ def main() -> None:
         args.rows = 5_000
     if args.db == "both":
         raise SystemExit(run_per_database(__file__))
-    summary = bench(args.db, args.rows)
+    summary = bench(args.db, args.rows, args.repeat)
     if args.check:
         missed = [
             name
