@@ -98,6 +98,21 @@ def open_text(profile: FeedProfile, text: str | None = None, path: str | None = 
     return io.TextIOWrapper(raw, encoding=profile.encoding, newline="")
 
 
+def _undecodable_line(path: str, encoding: str) -> int:
+    """The line of a file holding its first byte that ``encoding`` cannot decode (the text
+    stream decodes ahead in blocks, so its error does not say)."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    line = 1
+    with Path(path).open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 16), b""):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as exc:
+                return line + block[: exc.start].count(b"\n")
+            line += block.count(b"\n")
+    return line
+
+
 def xlsx_bytes(value: str) -> bytes:
     """The bytes of an ``xlsx`` spec value (base64); ``ValueError`` if it is not."""
     try:
@@ -139,8 +154,9 @@ def csv_records(
                 yield done + 1, values
                 done = reader.line_num
         except UnicodeDecodeError as exc:
+            line = _undecodable_line(path, profile.encoding) if path else done + 1
             raise FeedError(
-                done + 1, "", f"the bytes are not {profile.encoding} text ({exc.reason})"
+                line, "", f"the bytes are not {profile.encoding} text ({exc.reason})"
             ) from None
         except csv.Error as exc:
             raise FeedError(done + 1, "", str(exc)) from None

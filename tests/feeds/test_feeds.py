@@ -226,3 +226,20 @@ def test_profile_validation_names_the_field(change, loc, text):
 def test_valid_profile_has_no_errors():
     assert profile_errors({**fixtures.GERMAN}) == []
     json.dumps(fixtures.GERMAN)
+
+
+def test_bytes_that_are_not_the_profiles_encoding_name_their_row(tmp_path):
+    fixtures.german_profile()
+    data = fixtures.german_cp1252_bytes(bom=False).replace(b"Mutter", b"Mu\x81ter")  # line 7
+    path = tmp_path / "kaputt.csv"
+    path.write_bytes(data)
+    error = upsert({"csv_file": str(path)}, "lieferant-de", policy="skip_invalid_rows")["error"]
+    assert error["kind"] == "invalid" and "not cp1252 text" in error["detail"]
+    assert error["errors"][0]["loc"][:4] == ["steps", 0, "csv_file", 7]
+    assert not Product.objects.exists()  # not skippable: the rest of the file is unreadable
+
+
+def test_header_row_beyond_the_file():
+    fixtures.german_profile(header_row=40)
+    error = upsert({"csv": fixtures.german_csv_text()}, "lieferant-de")["error"]
+    assert "the file has no row 40" in error["detail"]
