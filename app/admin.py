@@ -192,6 +192,7 @@ from django import forms  # noqa: E402
 from django.urls import reverse  # noqa: E402
 from django.utils.html import format_html  # noqa: E402
 
+from .core.domain import validate_webhook_secret  # noqa: E402
 from .models import (  # noqa: E402
     WebhookAttempt,
     WebhookDelivery,
@@ -208,8 +209,10 @@ class WebhookSubscriptionForm(forms.ModelForm):
     )
     secret = forms.CharField(
         required=False,
-        max_length=200,
-        help_text="Shared signing secret; leave empty to generate one. Shown once after saving.",
+        max_length=94,
+        validators=[validate_webhook_secret],
+        help_text="Shared signing secret in the Standard Webhooks form (whsec_ + base64 of 24 to "
+        "64 random bytes); leave empty to generate one. Shown once after saving.",
     )
 
     class Meta:
@@ -219,22 +222,55 @@ class WebhookSubscriptionForm(forms.ModelForm):
 
 @admin.register(WebhookSubscription)
 class WebhookSubscriptionAdmin(admin.ModelAdmin):
+    """Secrets are shown once, on creation and rotation (the "Rotate signing secret" action);
+    a subscription disabled by a ``410 Gone`` shows when and why, and "Re-enable" (or ticking
+    "active") sends what waited meanwhile."""
+
     form = WebhookSubscriptionForm
-    list_display = ["__str__", "url", "event_list", "is_active", "pending", "dead", "deliveries"]
+    list_display = [
+        "__str__",
+        "url",
+        "event_list",
+        "is_active",
+        "disabled_at",
+        "disabled_reason",
+        "pending",
+        "dead",
+        "deliveries",
+    ]
     list_filter = ["is_active"]
     search_fields = ["name", "url"]
+    STATE_FIELDS = [
+        "disabled_at",
+        "disabled_reason",
+        "secret_rotated_at",
+        "previous_secret_expires_at",
+        "signs_x_stockpipe_with",
+    ]
+    readonly_fields = STATE_FIELDS
+    actions = ["rotate_secret", "enable"]
 
     def get_fields(self, request, obj=None):
         # The secret is set on creation only: it is never shown again.
-        return ["name", "url", "events", "is_active"] + (["secret"] if obj is None else [])
+        if obj is None:
+            return ["name", "url", "events", "is_active", "secret"]
+        return ["name", "url", "events", "is_active", *self.STATE_FIELDS]
 
     def get_form(self, request, obj=None, change=False, **kwargs):
-        kwargs["fields"] = self.get_fields(request, obj)
+        kwargs["fields"] = [f for f in self.get_fields(request, obj) if f not in self.STATE_FIELDS]
         return super().get_form(request, obj, change, **kwargs)
 
+    @admin.display(description="X-Stockpipe-Signature key")
+    def signs_x_stockpipe_with(self, obj):
+        if obj.legacy_secret:
+            return "the secret of before the standard form (migration 0006), until a rotation"
+        return "the secret string (UTF-8 bytes)"
+
     def save_model(self, request, obj, form, change):
-        if change:
-            super().save_model(request, obj, form, change)
+        if change:  # through the service: it records (or clears) why it was deactivated
+            stored = WebhookSubscription.objects.get(pk=obj.pk)
+            changes = {name: form.cleaned_data[name] for name in form.changed_data}
+            webhooks.update_subscription(stored, **changes)
             return
         obj.secret = form.cleaned_data.get("secret") or webhooks.new_secret()
         super().save_model(request, obj, form, change)
@@ -242,6 +278,35 @@ class WebhookSubscriptionAdmin(admin.ModelAdmin):
             request,
             f"Signing secret of {obj} (copy it now, it is not shown again): {obj.secret}",
             messages.WARNING,
+        )
+
+    @admin.action(
+        description="Rotate signing secret (the old one stays valid for the overlap)",
+        permissions=["change"],
+    )
+    def rotate_secret(self, request, queryset):
+        for subscription in queryset:
+            webhooks.rotate_secret(subscription)
+            until = subscription.previous_secret_expires_at
+            self.message_user(
+                request,
+                f"New signing secret of {subscription} (copy it now, it is not shown again): "
+                f"{subscription.secret}"
+                + (
+                    f" (the previous one also signs until {until:%Y-%m-%d %H:%M:%S %Z})"
+                    if until
+                    else ""
+                ),
+                messages.WARNING,
+            )
+
+    @admin.action(description="Re-enable selected (send what waited)", permissions=["change"])
+    def enable(self, request, queryset):
+        subscriptions = list(queryset.filter(is_active=False))
+        for subscription in subscriptions:
+            webhooks.enable_subscription(subscription)
+        self.message_user(
+            request, f"{len(subscriptions)} subscription(s) enabled.", messages.SUCCESS
         )
 
     @admin.display(description="events")

@@ -46,7 +46,18 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "STOCKPIPE_WEBHOOK_MAX_ATTEMPTS", 12, "int", "attempts before a webhook is dead-lettered"
     ),
-    Option("STOCKPIPE_WEBHOOK_TIMEOUT", 10.0, "float", "seconds to wait for a webhook receiver"),
+    Option(
+        "STOCKPIPE_WEBHOOK_TIMEOUT",
+        15.0,
+        "float",
+        "seconds a webhook delivery waits to connect, and then for each read of the answer",
+    ),
+    Option(
+        "STOCKPIPE_WEBHOOK_SECRET_OVERLAP",
+        86400.0,
+        "float",
+        "seconds a rotated-out webhook secret still signs webhook-signature beside the new one",
+    ),
     Option(
         "STOCKPIPE_WEBHOOK_ALLOW_PRIVATE_NETWORKS",
         False,
@@ -93,6 +104,56 @@ OPTIONS: tuple[Option, ...] = (
         "int",
         "production: proxies in front of the app (nginx) whose X-Forwarded-For is trusted",
     ),
+    Option(
+        "STOCKPIPE_RETAIN_OUTBOX_DAYS",
+        30,
+        "int",
+        "manage.py prune: days to keep delivered webhook outbox rows and their attempts",
+    ),
+    Option(
+        "STOCKPIPE_RETAIN_TASK_RESULT_DAYS",
+        14,
+        "int",
+        "manage.py prune: days to keep finished task results (database task backend)",
+    ),
+    Option(
+        "STOCKPIPE_RETAIN_RUN_PAYLOAD_DAYS",
+        90,
+        "int",
+        "manage.py prune: days to keep the spec and result of finished pipeline runs",
+    ),
+    Option(
+        "STOCKPIPE_RETAIN_PRICE_HISTORY_DAYS",
+        None,
+        "int",
+        "manage.py prune: days to keep price history (unset: for ever; never under 30)",
+    ),
+    Option(
+        "STOCKPIPE_RETAIN_LEDGER_DAYS",
+        None,
+        "int",
+        "manage.py prune: days of stock ledger detail (unset: for ever; older rows fold)",
+    ),
+    Option(
+        "STOCKPIPE_RETAIN_AUDIT_DAYS",
+        None,
+        "int",
+        "manage.py prune: days to keep the deletion audit (unset: for ever)",
+    ),
+    Option(
+        "STOCKPIPE_REPLICA_READ_YOUR_WRITES",
+        5.0,
+        "float",
+        "seconds after a write during which the same session or API token reads the primary, "
+        "not the read replica (afterwards, until the replica has replayed the write)",
+    ),
+    Option(
+        "STOCKPIPE_REPLICA_RETRY",
+        10.0,
+        "float",
+        "seconds a process reads the primary after the read replica failed to connect "
+        "before trying it again (the fallback is logged once per try)",
+    ),
 )
 
 _BY_NAME = {option.name: option for option in OPTIONS}
@@ -136,6 +197,10 @@ def webhook_timeout() -> float:
     return float(get("STOCKPIPE_WEBHOOK_TIMEOUT"))
 
 
+def webhook_secret_overlap() -> float:
+    return float(get("STOCKPIPE_WEBHOOK_SECRET_OVERLAP"))
+
+
 def webhook_allow_private_networks() -> bool:
     return bool(get("STOCKPIPE_WEBHOOK_ALLOW_PRIVATE_NETWORKS"))
 
@@ -159,3 +224,27 @@ def token_throttle_rate() -> str:
 
 def login_address_failure_limit() -> int:
     return int(get("STOCKPIPE_LOGIN_ADDRESS_FAILURE_LIMIT"))
+
+
+_RETENTION = {
+    "outbox_days": "STOCKPIPE_RETAIN_OUTBOX_DAYS",
+    "task_result_days": "STOCKPIPE_RETAIN_TASK_RESULT_DAYS",
+    "run_payload_days": "STOCKPIPE_RETAIN_RUN_PAYLOAD_DAYS",
+    "price_history_days": "STOCKPIPE_RETAIN_PRICE_HISTORY_DAYS",
+    "ledger_days": "STOCKPIPE_RETAIN_LEDGER_DAYS",
+    "audit_days": "STOCKPIPE_RETAIN_AUDIT_DAYS",
+}
+
+
+def retention_days(kind: str) -> int | None:
+    """Days ``manage.py prune`` keeps rows of ``kind`` (a ``RetentionPolicy`` field)."""
+    value = get(_RETENTION[kind])
+    return None if value is None else int(value)
+
+
+def replica_read_your_writes() -> float:
+    return float(get("STOCKPIPE_REPLICA_READ_YOUR_WRITES"))
+
+
+def replica_retry() -> float:
+    return float(get("STOCKPIPE_REPLICA_RETRY"))

@@ -1,5 +1,6 @@
 """Attribute every write made while serving a request to its user and entry point, give each
-request an id (``RequestIdMiddleware``), refuse malformed input (``InputGuardMiddleware``)."""
+request an id (``RequestIdMiddleware``), refuse malformed input (``InputGuardMiddleware``),
+route reads to the read replica or the primary (``ReplicaRoutingMiddleware``)."""
 
 import contextlib
 import json
@@ -11,6 +12,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from . import request_id
+from .core import dbrouter
 from .core.context import change_context
 from .core.inputs import (
     MAX_JSON_DEPTH,
@@ -20,6 +22,7 @@ from .core.inputs import (
     json_depth_message,
     unstorable_path,
 )
+from .selectors import replica
 
 
 def _source_for(path: str) -> str:
@@ -38,6 +41,39 @@ class ChangeContextMiddleware:
         # request.user is lazy; the API's token auth sets its own user inside the view.
         with change_context(user=request.user, source=_source_for(request.path)):
             return self.get_response(request)
+
+
+class ReplicaRoutingMiddleware:
+    """Give each request its routing state (``app.core.dbrouter``): reads use the primary
+    unless a read-only view says otherwise (``app.selectors.replica.replica_reads``). After
+    a request that wrote (a successful unsafe method, or any write the router saw), its
+    client reads its own writes from the primary for a while (read-your-writes). A GET that
+    failed because the replica did is served again from the primary."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        state, response = self._serve(request)
+        if response.status_code >= 500 and state.replica and replica.failed_in_request():
+            # The replica failed midway through a read-only request: once more, from the
+            # primary (the replica is marked down, or this request is pinned).
+            wrote = state.wrote
+            state, response = self._serve(request, dbrouter.Routing(pinned=True, wrote=wrote))
+        unsafe = request.method not in ("GET", "HEAD", "OPTIONS", "TRACE")
+        if state.wrote or (unsafe and response.status_code < 400):
+            replica.remember_write(request)
+        return response
+
+    def _serve(
+        self, request: HttpRequest, state: dbrouter.Routing | None = None
+    ) -> tuple[dbrouter.Routing, HttpResponse]:
+        state = state or dbrouter.Routing()
+        token = dbrouter.current.set(state)
+        try:
+            return state, self.get_response(request)
+        finally:
+            dbrouter.current.reset(token)
 
 
 class RequestIdMiddleware:

@@ -1,8 +1,55 @@
+import environ
 import pytest
 from django.core.management import call_command
 from django.db import connection
+from django.test import TestCase, TransactionTestCase
 
 from tests.smtp import SmtpServer
+
+# Transactional tests may also read the "replica" alias (in tests a mirror of the test
+# database, see stockpipe/settings/test.py): their page and list reads go there through the
+# router, as in a deployment with DATABASE_REPLICA_URL. Other tests run in a transaction of
+# "default", which the router never leaves (a transaction reads its own writes).
+TransactionTestCase.databases = {"default", "replica"}
+TestCase.databases = {"default"}
+
+
+def behind_transaction_pooler() -> bool:
+    """Whether the tests reach PostgreSQL through PgBouncer, as the environment says
+    (``DATABASE_TRANSACTION_POOLING``, which scripts/test sets with the pooler's URL)."""
+    return connection.vendor == "postgresql" and environ.Env().bool(
+        "DATABASE_TRANSACTION_POOLING", default=False
+    )
+
+
+def _end_pooled_server_connections(database: str) -> None:
+    """PgBouncer keeps idle server connections to the test database in its pool, and
+    PostgreSQL refuses to drop (or re-create) a database with sessions: end them first,
+    from a connection to the ``postgres`` database (through the pooler too)."""
+    if not behind_transaction_pooler():
+        return
+    with connection._nodb_cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            [database],
+        )
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings, django_db_blocker):
+    """Before the test database is created (a leftover one is dropped first)."""
+    with django_db_blocker.unblock():
+        _end_pooled_server_connections(connection.creation._get_test_db_name())
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """After the tests, before the test database is dropped."""
+    yield
+    with django_db_blocker.unblock():
+        connection.close()
+        _end_pooled_server_connections(connection.settings_dict["NAME"])
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from . import (
     audit,
     auth,
     errors,
+    exports,
     history,
     pipelines,
     products,
@@ -39,3 +40,4 @@ api.add_router("/import-profiles", profiles.router)
 api.add_router("/tokens", tokens.router)
 api.add_router("/webhooks", webhooks.router)
 api.add_router("/audit", audit.router)
+api.add_router("/exports", exports.router)

@@ -9,6 +9,7 @@ from django.shortcuts import get_object_or_404
 from ninja import Router
 
 from ..models import DeliveryStatus, StockAlert
+from ..selectors.replica import replica_reads
 from .auth import AUTH
 from .errors import responses
 from .schemas import AlertOut, AlertPage, ObjectId, PageNumber, PageSize, Sku, paginate
@@ -28,6 +29,7 @@ def list_alerts(
     page_size: PageSize = 50,
 ):
     """Alerts, newest first; ``state`` open (not restocked yet) or resolved."""
+    replica_reads(request)
     alerts = StockAlert.objects.order_by("-opened_at", "-id")
     if state == "open":
         alerts = alerts.filter(resolved_at__isnull=True)

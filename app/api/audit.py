@@ -13,10 +13,12 @@ from django.http import HttpRequest
 from ninja import Router, Schema
 from pydantic import Field, StringConstraints
 
+from ..core.pagination import cursor_page
 from ..models import DeletionAudit
+from ..selectors.replica import replica_reads
 from .auth import AUTH, require_perm
 from .errors import responses
-from .schemas import ObjectId, cursor_page
+from .schemas import ObjectId
 
 router = Router(tags=["audit"], auth=AUTH)
 
@@ -66,6 +68,7 @@ def list_deletions(
 ):
     """Deleted objects, newest first, each with the JSON snapshot taken before deletion."""
     require_perm(request, "app.view_deletionaudit")
+    replica_reads(request)  # after the permission check, which reads the primary
     rows = DeletionAudit.objects.select_related("changed_by").order_by("-id")
     if model:
         rows = rows.filter(model_label=model)

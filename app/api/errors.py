@@ -14,6 +14,7 @@ from typing import Any
 
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http.request import RawPostDataException
 from django.views import defaults
 from ninja import NinjaAPI, Schema
 from ninja.errors import AuthenticationError, HttpError, Throttled, ValidationError
@@ -118,6 +119,14 @@ def install(api: NinjaAPI) -> None:
     def stock_refused(request, exc: StockAdjustmentRefused):
         body = error_body(exc.message, [{"loc": ["body", "delta"], "msg": exc.message}])
         return respond(request, 409, {**body, "stock": exc.stock})
+
+    @api.exception_handler(RawPostDataException)
+    def form_body(request, exc: RawPostDataException):
+        # A form (multipart or urlencoded) sent where a JSON body is expected: the form was
+        # parsed before the operation (CSRF check), so its raw bytes are gone.
+        kind = request.content_type or "no content type"
+        message = f"This operation takes a JSON body (Content-Type: application/json), not {kind}."
+        return respond(request, 415, error_body(message, [{"loc": ["body"], "msg": message}]))
 
     @api.exception_handler(Exception)
     def unexpected(request, exc: Exception):

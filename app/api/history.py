@@ -17,6 +17,7 @@ from ninja import Router
 from ninja.errors import HttpError, ValidationError
 
 from ..models import PriceHistory, Product
+from ..selectors.replica import replica_reads
 from .auth import AUTH
 from .errors import responses
 from .schemas import PageNumber, PageSize, PriceAtOut, PriceChangePage, Sku, paginate
@@ -32,6 +33,7 @@ def price_history(
     page_size: PageSize = 50,
 ):
     """The current product's price changes, newest first."""
+    replica_reads(request)
     product = _product(sku)
     changes = PriceHistory.objects.filter(product_id=product.pk).select_related("changed_by")
     return paginate(changes.order_by("-changed_at", "-id"), page, page_size)

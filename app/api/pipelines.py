@@ -11,7 +11,8 @@ from django.shortcuts import get_object_or_404
 from ninja import Router, Schema
 
 from ..models import PipelineRun
-from ..pipelines.reports import diff_rows, rejected_csv, rejected_rows
+from ..pipelines.reports import CSV_CONTENT_TYPE, diff_rows, rejected_csv, rejected_rows
+from ..selectors.replica import replica_reads
 from ..selectors.runs import visible_runs
 from .auth import AUTH
 from .errors import responses
@@ -30,6 +31,7 @@ def list_runs(
     page_size: PageSize = 50,
 ):
     """Pipeline runs you may read, newest first: your own; staff read every run."""
+    replica_reads(request)
     runs = visible_runs(request.auth).order_by("-created_at", "-id")
     if status:
         runs = runs.filter(status=status)
@@ -97,6 +99,6 @@ def get_rejected_csv(request: HttpRequest, run_id: ObjectId):
     """The rejected rows as CSV (row, column, value, message, then the supplier's columns);
     cells that a spreadsheet would run as formulas are prefixed with an apostrophe."""
     run = get_object_or_404(visible_runs(request.auth), pk=run_id)
-    response = StreamingHttpResponse(rejected_csv(run.result), content_type="text/csv")
+    response = StreamingHttpResponse(rejected_csv(run.result), content_type=CSV_CONTENT_TYPE)
     response["Content-Disposition"] = f'attachment; filename="run-{run.pk}-rejected.csv"'
     return response

@@ -17,7 +17,9 @@ from ninja.errors import HttpError
 from pydantic import Field
 
 from ..core import converters  # noqa: F401 (registers <anysku:...>)
+from ..core.pagination import cursor_page
 from ..models import Product
+from ..selectors.replica import replica_reads
 from ..services import product_cache
 from ..services.omnibus import Reduction
 from .auth import AUTH, BearerToken, require_perm, session
@@ -29,7 +31,6 @@ from .schemas import (
     ProductPage,
     ProductPatch,
     Sku,
-    cursor_page,
 )
 
 # Optional by default, yet not "| None": a query parameter cannot be null, so OpenAPI
@@ -54,6 +55,7 @@ def list_products(
     limit: Annotated[int, Field(ge=1, le=200)] = 50,
 ):
     """Products ordered by SKU, with keyset (cursor) pagination that stays stable under writes."""
+    replica_reads(request)
     qs = Product.objects.order_by("sku")
     if sku_prefix:
         qs = qs.filter(sku__startswith=sku_prefix)

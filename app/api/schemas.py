@@ -7,7 +7,6 @@ field instead of a database error.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
@@ -48,14 +47,6 @@ def paginate(queryset, page: int, page_size: int) -> dict:
     start = (page - 1) * page_size
     items = list(queryset[start : start + page_size]) if start < count else []
     return {"count": count, "page": page, "page_size": page_size, "items": items}
-
-
-def cursor_page(queryset, limit: int, cursor: Callable[[Any], Any]) -> dict:
-    """The first ``limit`` rows of an ordered queryset, and the cursor of the last one
-    (``cursor(row)``) when more follow: the client passes it back as ``after``."""
-    items = list(queryset[: limit + 1])
-    next_after = cursor(items[limit - 1]) if len(items) > limit else None
-    return {"items": items[:limit], "next_after": next_after}
 
 
 PageNumber = Annotated[int, Field(ge=1, le=1_000_000, description="1-based page number")]
@@ -215,6 +206,7 @@ class RunOut(Schema):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    payload_pruned_at: datetime | None
 
     @staticmethod
     def resolve_user(obj) -> str | None:

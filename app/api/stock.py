@@ -11,6 +11,7 @@ from django.shortcuts import get_object_or_404
 from ninja import Router, Status
 
 from ..models import Product, StockMovement
+from ..selectors.replica import replica_reads
 from ..services.stock import adjust_stock
 from .auth import AUTH, require_perm
 from .errors import StockConflictOut, responses
@@ -67,6 +68,7 @@ def list_stock_movements(
 ):
     """The current product's stock ledger, newest first (read by the product's id: a SKU
     deleted and created again does not show the deleted product's moves)."""
+    replica_reads(request)
     product = get_object_or_404(Product.objects.only("pk"), sku=sku)
     movements = StockMovement.objects.filter(product_id=product.pk).select_related("changed_by")
     return paginate(movements.order_by("-created_at", "-id"), page, page_size)

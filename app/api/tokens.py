@@ -8,6 +8,7 @@ from django.shortcuts import get_object_or_404
 from ninja import Router, Status
 
 from ..models import ApiToken
+from ..selectors.replica import replica_reads
 from ..services.tokens import create_token, revoke_token
 from .auth import AUTH, SESSION_ONLY, token_throttle
 from .errors import responses
@@ -47,6 +48,7 @@ def list_api_tokens(
     page_size: PageSize = 50,
 ):
     """Your tokens (never the secrets), newest first."""
+    replica_reads(request)
     tokens = ApiToken.objects.filter(user=request.auth).order_by("-created_at", "-id")
     if not include_revoked:
         tokens = tokens.filter(revoked_at__isnull=True)

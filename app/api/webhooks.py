@@ -1,5 +1,5 @@
-"""Webhook subscriptions (create shows the signing secret once; it is never returned
-again), their deliveries with the attempt log, and redelivery."""
+"""Webhook subscriptions (create and rotate show the signing secret once; it is never
+returned again), re-enabling one, their deliveries with the attempt log, and redelivery."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ from django.core.validators import URLValidator
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
 from ninja import Router, Schema, Status
-from ninja.errors import HttpError
+from ninja.errors import HttpError, ValidationError
 from pydantic import Field, StringConstraints, field_validator
 
+from ..core.domain import WebhookSecret
 from ..models import WebhookDelivery, WebhookEvent, WebhookSubscription
+from ..selectors.replica import replica_reads
 from ..webhooks import services
 from .auth import AUTH, require_perm
 from .errors import responses
@@ -29,11 +31,7 @@ Url = Annotated[
     str, StringConstraints(min_length=1, max_length=500, pattern=r"^[^\s\x00-\x1f\x7f]+$")
 ]
 SubscriptionName = Annotated[str, StringConstraints(max_length=100, pattern=r"^[^\x00]*$")]
-Secret = Annotated[
-    str,
-    StringConstraints(min_length=16, max_length=200, pattern=r"^[\x21-\x7e]+$"),
-    Field(description="Shared signing secret (16-200 printable ASCII characters)."),
-]
+Secret = WebhookSecret
 Events = Annotated[list[EventType], Field(min_length=1, max_length=len(WebhookEvent.values))]
 
 _http_url = URLValidator(schemes=["http", "https"])
@@ -59,7 +57,8 @@ class SubscriptionIn(Schema):
 
 
 class SubscriptionPatch(Schema):
-    """Only the fields sent are changed. A new ``secret`` rotates it (it is not echoed)."""
+    """Only the fields sent are changed. A new ``secret`` rotates it, as ``rotate-secret``
+    does (with the overlap); it is not echoed."""
 
     url: Url = None
     events: Events = None
@@ -76,12 +75,26 @@ class SubscriptionOut(Schema):
     url: str
     events: list[str]
     is_active: bool
+    disabled_at: datetime | None = Field(
+        description="When the subscription was last deactivated (null while active)."
+    )
+    disabled_reason: str = Field(
+        description="Why: a 410 Gone answer (which delivery, when) or deactivated by hand."
+    )
+    secret_rotated_at: datetime | None
+    previous_secret_expires_at: datetime | None = Field(
+        description="Until then the previous secret also signs webhook-signature."
+    )
     created_at: datetime
     updated_at: datetime
 
 
 class NewSubscriptionOut(SubscriptionOut):
     secret: str = Field(description="The signing secret; shown only in this response.")
+
+
+class RotateSecretIn(Schema):
+    secret: Secret | None = Field(None, description="Omit to have one generated.")
 
 
 class SubscriptionPage(Page):
@@ -128,6 +141,7 @@ class DeliveryPage(Page):
 def list_subscriptions(request: HttpRequest, page: PageNumber = 1, page_size: PageSize = 50):
     """Subscriptions, newest first (never their secrets)."""
     require_perm(request, "app.view_webhooksubscription")
+    replica_reads(request)  # after the permission check, which reads the primary
     return paginate(WebhookSubscription.objects.order_by("-created_at", "-id"), page, page_size)
 
 
@@ -161,7 +175,51 @@ def update_subscription(
     if any(value is None for value in changes.values()):
         raise HttpError(422, "null is not a value for any field.")
     subscription = get_object_or_404(WebhookSubscription, pk=subscription_id)
-    return services.update_subscription(subscription, **changes)
+    try:
+        return services.update_subscription(subscription, **changes)
+    except DjangoValidationError as exc:
+        raise _invalid(exc) from exc
+
+
+@router.post(
+    "/subscriptions/{subscription_id}/rotate-secret",
+    response={200: NewSubscriptionOut, **responses(400, 401, 403, 404, 422)},
+)
+def rotate_secret(request: HttpRequest, subscription_id: ObjectId, payload: RotateSecretIn):
+    """Replace the signing secret; the response carries the new one, once. The previous
+    secret keeps signing ``webhook-signature`` beside it until ``previous_secret_expires_at``
+    (``STOCKPIPE_WEBHOOK_SECRET_OVERLAP``); ``X-Stockpipe-Signature`` switches at once."""
+    require_perm(request, "app.change_webhooksubscription")
+    subscription = get_object_or_404(WebhookSubscription, pk=subscription_id)
+    try:
+        return services.rotate_secret(subscription, payload.secret)
+    except DjangoValidationError as exc:
+        raise _invalid(exc) from exc
+
+
+@router.post(
+    "/subscriptions/{subscription_id}/enable",
+    response={200: SubscriptionOut, **responses(401, 403, 404, 409, 422)},
+)
+def enable_subscription(request: HttpRequest, subscription_id: ObjectId):
+    """Activate a deactivated subscription (after a ``410 Gone``, or by hand); what waited
+    meanwhile is sent, oldest first."""
+    require_perm(request, "app.change_webhooksubscription")
+    subscription = get_object_or_404(WebhookSubscription, pk=subscription_id)
+    if subscription.is_active:
+        raise HttpError(409, "This subscription is active.")
+    return services.enable_subscription(subscription)
+
+
+def _invalid(exc: DjangoValidationError) -> ValidationError:
+    """A service's field error as the API's 422 (``loc`` ``["body", "payload", field]``)."""
+    return ValidationError(
+        [
+            {"loc": ["body", "payload", field], "msg": message}
+            for field, messages in exc.message_dict.items()
+            for message in messages
+        ]
+    )
 
 
 @router.delete(
@@ -185,6 +243,7 @@ def list_deliveries(
 ):
     """Outbox rows, newest first; ``status=dead`` is the dead-letter queue."""
     require_perm(request, "app.view_webhookdelivery")
+    replica_reads(request)  # after the permission check, which reads the primary
     rows = WebhookDelivery.objects.order_by("-id")
     if subscription_id:
         rows = rows.filter(subscription_id=subscription_id)

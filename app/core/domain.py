@@ -11,13 +11,16 @@ these functions, so they accept and refuse exactly the same values:
   no line or paragraph separators;
 * price: a finite decimal, not negative, at most 12 digits of which at most 2 decimals;
 * stock and low-stock threshold: integers from 0 to ``MAX_STOCK``;
-* stock delta: an integer whose magnitude is at most ``MAX_STOCK``.
+* stock delta: an integer whose magnitude is at most ``MAX_STOCK``;
+* webhook secret: the Standard Webhooks form, ``whsec_`` + standard base64 of 24 to 64 bytes.
 
 Values are never altered to make them pass (no stripping): what is stored is what was sent.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
@@ -159,6 +162,41 @@ def price_problem(value: Any) -> str | None:
     return None
 
 
+WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
+WEBHOOK_SECRET_MIN_BYTES = 24
+WEBHOOK_SECRET_MAX_BYTES = 64
+_BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
+
+
+def webhook_secret_problem(value: Any) -> str | None:
+    """Why ``value`` is not a webhook secret in the Standard Webhooks form, or ``None``.
+
+    The form is ``whsec_`` + standard base64 (``A-Z a-z 0-9 + /``, padding optional) of 24
+    to 64 random bytes; the decoded bytes are the HMAC key. Only that form decodes to the
+    same key in every standard verifier (URL-safe ``-``/``_`` would be dropped by some).
+    """
+    if not isinstance(value, str):
+        return "secret must be text"
+    if not value.startswith(WEBHOOK_SECRET_PREFIX):
+        return f"secret must start with {WEBHOOK_SECRET_PREFIX!r} (the Standard Webhooks form)"
+    encoded = value[len(WEBHOOK_SECRET_PREFIX) :]
+    if not _BASE64.fullmatch(encoded):
+        return (
+            f"secret must be {WEBHOOK_SECRET_PREFIX!r} followed by standard base64 "
+            "(A-Z, a-z, 0-9, '+', '/', '=' padding only)"
+        )
+    try:
+        key = base64.b64decode(encoded.rstrip("=") + "=" * (-len(encoded.rstrip("=")) % 4))
+    except binascii.Error:
+        return "secret is not valid base64"
+    if not WEBHOOK_SECRET_MIN_BYTES <= len(key) <= WEBHOOK_SECRET_MAX_BYTES:
+        return (
+            f"secret must encode {WEBHOOK_SECRET_MIN_BYTES} to {WEBHOOK_SECRET_MAX_BYTES} "
+            f"bytes (it encodes {len(key)})"
+        )
+    return None
+
+
 def stock_adjustment_error(sku: str, stock: int, delta: int) -> str | None:
     """Why ``stock + delta`` is not a stock ``sku`` may have, or ``None`` if it is one."""
     new = stock + delta
@@ -184,6 +222,13 @@ def validate_name(value: Any) -> None:
     message = name_problem(value)
     if message:
         raise DjangoValidationError(message, code="invalid_name")
+
+
+def validate_webhook_secret(value: Any) -> None:
+    """Form validator for a new webhook secret (admin)."""
+    message = webhook_secret_problem(value)
+    if message:
+        raise DjangoValidationError(message, code="invalid_secret")
 
 
 def check_product_rules(product: Any, update_fields: Any = None) -> None:
@@ -284,6 +329,19 @@ Price = Annotated[
                 {"type": "string", "pattern": r"^[0-9]{1,10}(\.[0-9]{1,2})?$"},
             ],
             "description": "Up to 10 digits and 2 decimals, not negative.",
+        }
+    ),
+]
+WebhookSecret = Annotated[
+    str,
+    AfterValidator(_pydantic_check(webhook_secret_problem)),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^whsec_[A-Za-z0-9+/]+={0,2}$",
+            "minLength": 38,
+            "maxLength": 94,
+            "description": "Standard Webhooks form: 'whsec_' + base64 of 24 to 64 random bytes.",
         }
     ),
 ]

@@ -68,6 +68,19 @@ class Product(models.Model):
             models.CheckConstraint(condition=Q(price__gte=0), name="product_price_non_negative"),
             models.CheckConstraint(condition=Q(stock__gte=0), name="product_stock_non_negative"),
         ]
+        # The product list's sorts: keyset pages over (column, id) (app.selectors.catalogue);
+        # SKU's own unique index serves the SKU sort. The partial index finds low-stock rows.
+        indexes = [
+            models.Index(fields=["name", "id"], name="product_name_id"),
+            models.Index(fields=["price", "id"], name="product_price_id"),
+            models.Index(fields=["stock", "id"], name="product_stock_id"),
+            models.Index(fields=["updated_at", "id"], name="product_updated_id"),
+            models.Index(
+                fields=["id"],
+                condition=Q(stock__lt=models.F("low_stock_threshold")),
+                name="product_low_stock",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.sku})"
@@ -366,6 +379,8 @@ class PipelineRun(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # Set by ``manage.py prune``, which empties spec and result of old finished runs.
+    payload_pruned_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -31,13 +31,32 @@ class WebhookEvent(models.TextChoices):
 
 class WebhookSubscription(models.Model):
     """Where to POST which events. The secret is a shared secret (needed to sign), so it
-    is stored as given; the API shows it only once, at creation."""
+    is stored as given; the API shows it only once, at creation or rotation.
+
+    ``secret`` is in the Standard Webhooks form (``whsec_`` + base64 of the key). Secrets
+    of before that form were migrated (0006): ``legacy_secret`` keeps the old string, which
+    still keys ``X-Stockpipe-Signature`` until the next rotation. After a rotation the old
+    secret also signs ``webhook-signature`` until ``previous_secret_expires_at``.
+    """
 
     name = models.CharField(max_length=100, blank=True, default="")
     url = models.URLField(max_length=500, validators=[URLValidator(schemes=["http", "https"])])
     events = models.JSONField(default=list, help_text='Event types, e.g. ["price.changed"].')
-    secret = models.CharField(max_length=200)
+    secret = models.CharField(max_length=300)  # a 200-character legacy secret, in base64
+    legacy_secret = models.CharField(
+        max_length=200,
+        blank=True,
+        default="",
+        help_text="The secret of before the standard form; keys X-Stockpipe-Signature while set.",
+    )
+    previous_secret = models.CharField(max_length=300, blank=True, default="")
+    previous_secret_expires_at = models.DateTimeField(null=True, blank=True)
+    secret_rotated_at = models.DateTimeField(null=True, blank=True)
     is_active = models.BooleanField(default=True)
+    disabled_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the subscription was last deactivated."
+    )
+    disabled_reason = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

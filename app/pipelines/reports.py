@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterator
 from typing import Any
 
-from ..core.spreadsheet import safe_cell
+from ..core.spreadsheet import CSV_CONTENT_TYPE, csv_chunks
+
+__all__ = ["CSV_CONTENT_TYPE", "diff_rows", "rejected_csv", "rejected_rows"]
 
 REJECTED_COLUMNS = ("row", "column", "value", "message")
 
@@ -25,23 +25,21 @@ def rejected_rows(result: dict[str, Any] | None) -> list[dict[str, Any]]:
     return list((result or {}).get("rejected") or [])
 
 
-def rejected_csv(result: dict[str, Any] | None) -> Iterator[str]:
-    """The rejected rows as CSV lines: where and why, then the supplier's own columns, so
-    the file can be fixed and fed again. Every cell is formula-safe (``safe_cell``)."""
+def rejected_csv(result: dict[str, Any] | None) -> Iterator[bytes]:
+    """The rejected rows as CSV: where and why, then the supplier's own columns, so the file
+    can be fixed and fed again; written by the exports' ``csv_chunks`` (every text cell
+    formula-safe, UTF-8 with a byte order mark)."""
     rows = rejected_rows(result)
     supplier: dict[str, None] = {}
     for row in rows:
         supplier.update(dict.fromkeys(row.get("values") or {}))
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-
-    def line(cells: list[Any]) -> str:
-        buffer.seek(0)
-        buffer.truncate()
-        writer.writerow([safe_cell(c) for c in cells])
-        return buffer.getvalue()
-
-    yield line([*REJECTED_COLUMNS, *supplier])
-    for row in rows:
-        values = row.get("values") or {}
-        yield line([*(row.get(k) for k in REJECTED_COLUMNS), *(values.get(c) for c in supplier)])
+    return csv_chunks(
+        [*REJECTED_COLUMNS, *supplier],
+        (
+            [
+                *(row.get(k) for k in REJECTED_COLUMNS),
+                *((row.get("values") or {}).get(c) for c in supplier),
+            ]
+            for row in rows
+        ),
+    )

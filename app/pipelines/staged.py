@@ -46,6 +46,8 @@ def write_map(
     ``key`` is the step's spec field, for error locations.
     """
     connection = connections[unit.using]
+    if not connection.in_atomic_block:  # the stage lives as long as the run's transaction
+        raise RuntimeError("The SQL route writes inside the pipeline run's transaction.")
     pg = connection.vendor == "postgresql"
     qn = connection.ops.quote_name
     product = qn(Product._meta.db_table)
@@ -156,12 +158,18 @@ def _stage(cursor, pg: bool, values: dict[str, Any], product: str, column: str) 
     """The map as rows ``(ord, sku, value, product_id, old)`` of a temporary table of this
     connection; ``product_id`` is null for an unknown SKU, ``old`` the product's value of
     ``column`` before the write. The products are locked (in primary-key order, as by
-    every other writer) before their ids and values are taken."""
+    every other writer) before their ids and values are taken.
+
+    On PostgreSQL the table is dropped when the transaction ends (``ON COMMIT DROP``; a
+    rollback drops it too): behind a transaction pooler (PgBouncer) the server connection
+    goes to other clients after the transaction, and must not carry the stage along. Later
+    map steps of the same run reuse it (``IF NOT EXISTS``, then ``TRUNCATE``)."""
     payload = encoding.dumps(values, default=str)  # in the map's order; Decimals exact
     if pg:
         cursor.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS {STAGE} (ord integer PRIMARY KEY, "
-            "sku text NOT NULL, value numeric NOT NULL, product_id bigint, old numeric)"
+            "sku text NOT NULL, value numeric NOT NULL, product_id bigint, old numeric) "
+            "ON COMMIT DROP"
         )
         cursor.execute(f"TRUNCATE {STAGE}")
         cursor.execute(  # json, not jsonb: keeps the members' order

@@ -67,13 +67,6 @@ def recent_price_changes(limit: int = RECENT) -> QuerySet[PriceHistory]:
     return PriceHistory.objects.select_related("changed_by").order_by("-changed_at", "-id")[:limit]
 
 
-def product_list(query: str = "", limit: int = 200) -> QuerySet[Product]:
-    products = Product.objects.order_by("sku")
-    if query:
-        products = products.filter(sku__icontains=query) | products.filter(name__icontains=query)
-    return products[:limit]
-
-
 def product_by_sku(sku: str) -> Product:
     return get_object_or_404(Product, sku=sku)
 

@@ -7,6 +7,8 @@ tasks only trigger work, and a sweeper finds rows whose trigger was lost.
     pending --claim--> (attempt) --success--> done
        ^                   |
        +--retry at backoff-+--max attempts or permanent error--> given up --requeue--> pending
+       |                   |
+       +------park---------+  (the destination is switched off: due again once it is back)
 
 ``claim`` is a compare-and-set UPDATE that also sets a lease (``next_attempt_at`` in
 ``STOCKPIPE_DELIVERY_LEASE`` seconds), so two workers never attempt the same row at once and
@@ -130,8 +132,10 @@ def record_failure(
 
     Gives up on a ``permanent`` error or after the track's maximum number of attempts;
     otherwise the retry is due after the backoff, or after ``not_before`` seconds if the
-    receiver asked for longer (capped at the backoff ceiling). Returns the outcome (the
-    given-up status value, or ``"retry"``) and, for a retry, when it is due.
+    receiver asked for longer (a ``Retry-After``), capped at the backoff ceiling
+    (``STOCKPIPE_DELIVERY_BACKOFF_MAX``) so no answer parks a row longer than the longest
+    backoff. Returns the outcome (the given-up status value, or ``"retry"``) and, for a
+    retry, when it is due.
     """
     text = describe(error) if isinstance(error, BaseException) else error[:MAX_ERROR_LENGTH]
     rows = track.model._default_manager.filter(pk=pk)
@@ -150,6 +154,19 @@ def record_failure(
         "%s %s attempt %s failed (%s); retry at %s", track.label, pk, attempt, text, retry_at
     )
     return RETRY, retry_at
+
+
+def park(track: Track, pk: Any, error: str, **columns: Any) -> None:
+    """The claimed row's attempt failed because its destination is gone (switched off, not
+    the row's fault): keep it pending and due at once, for when the destination is back.
+
+    The attempt stays counted. The caller keeps parked rows from being claimed meanwhile
+    (webhooks: an inactive subscription's rows are neither swept nor sent).
+    """
+    track.model._default_manager.filter(pk=pk).update(
+        **{track.last_error: error[:MAX_ERROR_LENGTH], track.next_attempt_at: None}, **columns
+    )
+    logger.warning("%s %s parked: %s", track.label, pk, error)
 
 
 def requeue(track: Track, rows: models.QuerySet) -> int:

@@ -11,6 +11,8 @@ travel as one JSON parameter, the SQL route's staged rows are read where they ar
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.db import connections
 
 from ..core.context import current_change_context
@@ -67,3 +69,83 @@ def _into(connection, model, names) -> str:
     meta = model._meta
     columns = ", ".join(qn(meta.get_field(n).column) for n in names)
     return f"INSERT INTO {qn(meta.db_table)} ({columns})"
+
+
+CARRIED_FORWARD = "carried forward"
+RETENTION_SOURCE = "retention"
+_BATCH = 5000
+
+
+def carry_forward_ledger(
+    product_ids: list[int], before: datetime, *, using: str = "default", dry_run: bool = False
+) -> int:
+    """Fold each product's ledger rows older than ``before`` into one ``carried forward`` row
+    (their summed delta, the last row's ``stock_after`` and time), so stock still equals the
+    ledger's sum once the old rows are gone. Returns the number of rows removed.
+
+    Run inside a transaction: the old rows are locked first, so a second pruner running at
+    the same time finds them gone instead of folding them again.
+    """
+    rows = StockMovement.objects.using(using).filter(
+        product_id__in=product_ids, created_at__lt=before
+    )
+    if dry_run:
+        return rows.count()
+    folded: dict[int, StockMovement] = {}
+    ids = []
+    locked = (
+        rows.select_for_update()
+        .order_by("product_id", "created_at", "id")
+        .values_list("id", "product_id", "sku", "delta", "stock_after", "created_at")
+    )
+    for pk, product_id, sku, delta, stock_after, created_at in locked:
+        ids.append(pk)
+        carry = folded.get(product_id)
+        if carry is None:
+            folded[product_id] = StockMovement(
+                product_id=product_id,
+                sku=sku,
+                delta=delta,
+                stock_after=stock_after,
+                reason=CARRIED_FORWARD,
+                created_at=created_at,
+                source=RETENTION_SOURCE,
+            )
+        else:
+            carry.delta += delta
+            carry.sku, carry.stock_after, carry.created_at = sku, stock_after, created_at
+    for start in range(0, len(ids), _BATCH):
+        StockMovement.objects.using(using).filter(pk__in=ids[start : start + _BATCH]).delete()
+    StockMovement.objects.using(using).bulk_create(folded.values(), batch_size=1000)
+    return len(ids)
+
+
+def prune_price_history(
+    before: datetime,
+    *,
+    keep_from: dict[int, datetime],
+    using: str = "default",
+    dry_run: bool = False,
+) -> int:
+    """Delete price history older than ``before`` in batches, except, for each product in
+    ``keep_from``, anything at or after that product's own date (its Omnibus window).
+    Returns the number of rows removed (or, with ``dry_run``, that would be)."""
+    removed, after = 0, 0
+    while True:
+        batch = list(
+            PriceHistory.objects.using(using)
+            .filter(changed_at__lt=before, id__gt=after)
+            .order_by("id")
+            .values_list("id", "product_id", "changed_at")[:_BATCH]
+        )
+        if not batch:
+            return removed
+        after = batch[-1][0]
+        doomed = [
+            pk
+            for pk, product_id, changed_at in batch
+            if product_id not in keep_from or changed_at < keep_from[product_id]
+        ]
+        if doomed and not dry_run:
+            PriceHistory.objects.using(using).filter(pk__in=doomed).delete()
+        removed += len(doomed)

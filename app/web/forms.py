@@ -18,8 +18,16 @@ from ..core.inputs import (
 )
 from ..models import ImportProfile, Product
 from ..pipelines.feeds import FeedError, decode_bytes
+from ..selectors import exports
 
-__all__ = ["MAX_UPLOAD_BYTES", "ImportProfileForm", "PipelineForm", "ProductForm", "csv_spec"]
+__all__ = [
+    "MAX_UPLOAD_BYTES",
+    "ExportForm",
+    "ImportProfileForm",
+    "PipelineForm",
+    "ProductForm",
+    "csv_spec",
+]
 SPEC_HELP = (
     'Paste a pipeline spec as JSON ({"name": ..., "steps": [...]}) or CSV rows with a header '
     "line sku,name,price[,stock,low_stock_threshold]. CSV becomes one upsert_products step."
@@ -207,3 +215,51 @@ class ProductForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         for name in ("sku", "name"):
             self.fields[name].strip = False
+
+
+class ExportForm(forms.Form):
+    """An export's parameters, validated by ``app.selectors.exports`` like the API's.
+
+    ``forbidden`` is set (and the form invalid) when the user lacks the dataset's
+    view permission: the view answers 403.
+    """
+
+    dataset = forms.ChoiceField(
+        choices=[(d.name, d.title.capitalize()) for d in exports.DATASETS.values()]
+    )
+    format = forms.ChoiceField(
+        choices=[("csv", "CSV"), ("xlsx", "XLSX")], initial="csv", required=False
+    )
+    sku_prefix = forms.CharField(label="SKU prefix", required=False, max_length=64, strip=False)
+    since = forms.CharField(
+        label="Since", required=False, max_length=40, help_text="YYYY-MM-DD or date-time (UTC)"
+    )
+    until = forms.CharField(
+        label="Until", required=False, max_length=40, help_text="inclusive for a date"
+    )
+
+    def __init__(self, *args: Any, user: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.user = user
+        self.forbidden = ""
+        for name in ("since", "until"):
+            self.fields[name].widget.attrs["placeholder"] = "YYYY-MM-DD"
+
+    def clean(self):
+        data = super().clean()
+        if self.errors:
+            return data
+        dataset = exports.DATASETS[data["dataset"]]
+        data["format"] = data.get("format") or "csv"
+        if self.user is not None and not self.user.has_perm(dataset.permission):
+            self.forbidden = f"Exporting {dataset.title} needs the {dataset.permission} permission."
+            raise forms.ValidationError(self.forbidden)
+        try:
+            data["filters"] = exports.parse_filters(
+                data.get("sku_prefix"), data.get("since"), data.get("until")
+            )
+        except exports.InvalidExportParameter as exc:
+            self.add_error(exc.param, exc.message)
+            return data
+        data["dataset"] = dataset
+        return data

@@ -4,9 +4,11 @@ price from ``app.services.omnibus``, pipeline runs from ``app.utils.utils.proces
 from __future__ import annotations
 
 import json
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -14,14 +16,16 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from ..models import ImportProfile, PipelineRun
-from ..pipelines.reports import diff_rows, rejected_csv, rejected_rows
+from ..pipelines.reports import CSV_CONTENT_TYPE, diff_rows, rejected_csv, rejected_rows
+from ..selectors import catalogue, exports
 from ..selectors import dashboard as selectors
+from ..selectors.replica import replica_reads
 from ..selectors.runs import visible_runs
 from ..services.import_profiles import ProfileInvalid, save_profile
 from ..services.omnibus import current_reduction
 from ..utils.utils import process_pipeline
 from .charts import price_chart_svg
-from .forms import ImportProfileForm, PipelineForm
+from .forms import ExportForm, ImportProfileForm, PipelineForm
 
 DIFF_PAGE = 50  # diff rows (one per changed field) per page
 REJECTED_PAGE = 50
@@ -37,6 +41,7 @@ def _with_progress(runs):
 @login_required
 @require_GET
 def dashboard(request: HttpRequest) -> HttpResponse:
+    replica_reads(request)
     return render(
         request,
         "web/dashboard.html",
@@ -52,6 +57,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 @require_GET
 def runs_json(request: HttpRequest) -> JsonResponse:
     """Progress of the runs named in ``?ids=1,2`` (default: unfinished runs), for polling."""
+    replica_reads(request)
     raw = request.GET.get("ids", "")
     ids = [int(part) for part in raw.split(",") if part.strip().isdigit()]
     runs = (
@@ -82,17 +88,87 @@ def runs_json(request: HttpRequest) -> JsonResponse:
 @login_required
 @require_GET
 def product_list(request: HttpRequest) -> HttpResponse:
-    query = request.GET.get("q", "").strip()
+    """Filtered, sorted, keyset-paginated products; totals are fetched by the page from
+    ``product_totals`` (they read the whole filtered set)."""
+    replica_reads(request)
+    context = {"sorts": catalogue.SORTS, "exports": _export_links(request.user)}
+    try:
+        query = catalogue.parse_query(request.GET)
+    except catalogue.InvalidListParameter as exc:
+        context.update(query=catalogue.ProductQuery(), error=exc.message, page=None)
+        return render(request, "web/product_list.html", context, status=400)
+    params = query.filter_params()
+    context.update(
+        query=query,
+        page=catalogue.product_page(query),
+        params=urlencode(params),
+        export_params=urlencode({"sku_prefix": query.sku_prefix} if query.sku_prefix else {}),
+        sort_links=_sort_links(query, params),
+    )
+    return render(request, "web/product_list.html", context)
+
+
+def _sort_links(query: catalogue.ProductQuery, params: dict[str, str]) -> dict[str, dict]:
+    """Per column: the link that sorts by it (ascending, or descending if it is the
+    current ascending sort) and the current direction, if any."""
+    links = {}
+    for name in catalogue.SORTS:
+        current = query.sort.lstrip("-") == name
+        descending = query.sort.startswith("-")
+        target = f"-{name}" if current and not descending else name
+        links[name] = {
+            "href": "?" + urlencode({**params, "sort": target}),
+            "direction": ("descending" if descending else "ascending") if current else "",
+        }
+    return links
+
+
+@login_required
+@require_GET
+def product_totals(request: HttpRequest) -> JsonResponse:
+    """Count, stock units and stock value of the product list's filtered set."""
+    replica_reads(request)
+    try:
+        query = catalogue.parse_query(request.GET)
+    except catalogue.InvalidListParameter as exc:
+        return JsonResponse({"detail": exc.message, "param": exc.param}, status=400)
+    totals = catalogue.product_totals(query)
+    return JsonResponse({**totals, "value": str(totals["value"])})
+
+
+def _export_links(user) -> list[exports.Dataset]:
+    return [d for d in exports.DATASETS.values() if user.has_perm(d.permission)]
+
+
+@login_required
+@require_GET
+def export_page(request: HttpRequest) -> HttpResponse:
+    """A form choosing dataset, format, SKU prefix and date range; submitting it downloads."""
     return render(
         request,
-        "web/product_list.html",
-        {"products": selectors.product_list(query), "query": query},
+        "web/exports.html",
+        {"form": ExportForm(user=request.user), "datasets": _export_links(request.user)},
     )
 
 
 @login_required
 @require_GET
+def export_download(request: HttpRequest) -> HttpResponse:
+    """The chosen export, streamed; a bad parameter shows the form again with the error."""
+    form = ExportForm(request.GET, user=request.user)
+    if not form.is_valid():
+        if form.forbidden:
+            raise PermissionDenied(form.forbidden)
+        context = {"form": form, "datasets": _export_links(request.user)}
+        return render(request, "web/exports.html", context, status=400)
+    data = form.cleaned_data
+    return exports.export_file(data["dataset"], data["format"], data["filters"]).response()
+
+
+@login_required
+@require_GET
 def product_detail(request: HttpRequest, sku: str) -> HttpResponse:
+    replica_reads(request)
     product = selectors.product_by_sku(sku)
     now = timezone.now()
     return render(
@@ -121,6 +197,7 @@ def pipeline(request: HttpRequest) -> HttpResponse:
     Either way the run is recorded and the browser is redirected to its page (POST/redirect/
     GET); the page of a preview offers to run the same spec for real.
     """
+    replica_reads(request)
     if request.method == "POST":
         form = PipelineForm(request.POST, request.FILES)
         if form.is_valid():
@@ -165,6 +242,7 @@ def _source_of(request: HttpRequest) -> str:
 @permission_required(PIPELINE_PERMISSION, raise_exception=True)
 @require_GET
 def pipeline_run(request: HttpRequest, pk: int) -> HttpResponse:
+    replica_reads(request)
     run = get_object_or_404(visible_runs(request.user), pk=pk)
     run.progress = selectors.run_progress(run)
     result = run.result or {}
@@ -218,7 +296,7 @@ def _spec_text(spec) -> str:
 def pipeline_rejected_csv(request: HttpRequest, pk: int) -> StreamingHttpResponse:
     """The rows a run rejected, as a formula-safe CSV (the API serves the same file)."""
     run = get_object_or_404(visible_runs(request.user), pk=pk)
-    response = StreamingHttpResponse(rejected_csv(run.result), content_type="text/csv")
+    response = StreamingHttpResponse(rejected_csv(run.result), content_type=CSV_CONTENT_TYPE)
     response["Content-Disposition"] = f'attachment; filename="run-{run.pk}-rejected.csv"'
     return response
 

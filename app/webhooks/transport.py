@@ -12,9 +12,12 @@ network.
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import http.client
 import ipaddress
 import socket
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -129,12 +132,29 @@ def _opener() -> urllib.request.OpenerDirector:
     )
 
 
+def retry_after_seconds(value: str | None, now: float | None = None) -> float:
+    """A ``Retry-After`` value in seconds from ``now``: delay-seconds (``120``) or an
+    HTTP-date (``Fri, 04 Dec 2026 22:00:00 GMT``); 0 when absent, unreadable or past."""
+    text = (value or "").strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return 0.0
+    if when.tzinfo is None:  # an HTTP-date is always GMT
+        when = when.replace(tzinfo=datetime.UTC)
+    current = time.time() if now is None else now
+    return max(when.timestamp() - current, 0.0)
+
+
 def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, str, float]:
     """POST ``body``; return (status code, first 2000 characters of the answer, the
     answer's Retry-After in seconds or 0).
 
-    Raises ``BlockedDestination`` for a destination webhooks may not reach, ``OSError`` /
-    ``http.client.HTTPException`` on network errors.
+    The timeout (``STOCKPIPE_WEBHOOK_TIMEOUT``) bounds the connection and then each wait
+    for the answer. Raises ``BlockedDestination`` for a destination webhooks may not reach,
+    ``OSError`` (``TimeoutError`` included) / ``http.client.HTTPException`` on network errors.
     """
     if not url.lower().startswith(("http://", "https://")):
         raise BlockedDestination(f"Not an http(s) URL: {url!r}")
@@ -145,5 +165,5 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, str, floa
     except urllib.error.HTTPError as exc:
         with exc:
             text = exc.read(2000).decode("utf-8", "replace") if exc.fp else ""
-        retry_after = (exc.headers.get("Retry-After") or "").strip() if exc.headers else ""
-        return exc.code, text, float(retry_after) if retry_after.isdigit() else 0.0
+        retry_after = exc.headers.get("Retry-After") if exc.headers else None
+        return exc.code, text, retry_after_seconds(retry_after)

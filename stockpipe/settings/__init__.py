@@ -47,6 +47,8 @@ MIDDLEWARE = [
     # path or query and JSON nested deeper than app.core.inputs.MAX_JSON_DEPTH.
     "app.middleware.InputGuardMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    # Reads of pages and API lists on the read replica (DATABASE_REPLICA_URL), if any.
+    "app.middleware.ReplicaRoutingMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -91,12 +93,34 @@ def _database(url: str) -> dict:
     else:
         config["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
         config["CONN_HEALTH_CHECKS"] = True
+        # Behind PgBouncer in transaction pooling mode, consecutive transactions of one
+        # connection may run on different server connections: a server-side cursor (which
+        # QuerySet.iterator() declares WITH HOLD outside a transaction) would be lost.
+        config["DISABLE_SERVER_SIDE_CURSORS"] = env.bool(
+            "DATABASE_TRANSACTION_POOLING", default=False
+        )
     return config
 
 
 DATABASES = {
     "default": _database(env.str("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"))
 }
+
+
+def _replica(config: dict) -> dict:
+    """The read replica's alias: a PostgreSQL hot standby of ``default`` (README, Read
+    replicas). Tests use the primary's test database under this alias (a mirror)."""
+    if config["ENGINE"] != "django.db.backends.sqlite3":
+        # Unreachable must mean "fall back to the primary" within seconds, not minutes.
+        config.setdefault("OPTIONS", {}).setdefault("connect_timeout", 3)
+    config["TEST"] = {"MIRROR": "default"}
+    return config
+
+
+if env.str("DATABASE_REPLICA_URL", default=""):
+    DATABASES["replica"] = _replica(_database(env.str("DATABASE_REPLICA_URL")))
+# Sends reads to "replica" where app.selectors.replica allows it; the primary otherwise.
+DATABASE_ROUTERS = ["app.core.dbrouter.ReplicaRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

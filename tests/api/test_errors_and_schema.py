@@ -69,3 +69,18 @@ def test_openapi_document_and_docs():
     assert "steps" in schema["components"]["schemas"]["PipelineSpec"]["properties"]
     assert {"200", "202", "400", "401", "403"} <= set(execute["responses"])
     assert client.get("/api/docs").status_code == 200
+
+
+def test_a_form_where_json_is_expected_is_a_client_error_not_500(django_user_model):
+    """A session-authenticated multipart POST: CSRF checking parses the form before the
+    operation, so the raw body is gone; the client is told to send JSON (415). A urlencoded
+    body is still readable and is refused as unparseable JSON (400)."""
+    admin = django_user_model.objects.create_superuser("form", "form@example.com", "pw-1-form")
+    client = Client()
+    client.force_login(admin)
+    body = assert_error_shape(client.post("/api/products", data={"sku": "F-1"}), 415)
+    assert "application/json" in body["detail"] and body["errors"][0]["loc"] == ["body"]
+    urlencoded = client.post(
+        "/api/products", data="sku=F-1", content_type="application/x-www-form-urlencoded"
+    )
+    assert_error_shape(urlencoded, 400)

@@ -55,7 +55,7 @@ def test_xlsx_feed_through_a_profile(page, operator, shoot, tmp_path):
         page.click("#rejected-csv")
     download = info.value
     assert download.suggested_filename == f"run-{run.pk}-rejected.csv"
-    with open(download.path(), encoding="utf-8") as fh:
+    with open(download.path(), encoding="utf-8-sig") as fh:
         rows = list(csv.reader(io.StringIO(fh.read())))
     assert rows[0][:4] == ["row", "column", "value", "message"]
     assert rows[1][:3] == ["6", "Preis", "n/a"]

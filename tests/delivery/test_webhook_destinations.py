@@ -146,6 +146,7 @@ def test_proxy_variables_of_the_environment_are_ignored(receiver, monkeypatch, l
         monkeypatch.setenv(name, proxy)
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
+    receiver.secret = None  # a bare POST, not a signed delivery
     status, _, _ = transport.post(
         receiver.url, b"{}", {"Content-Type": "application/json", "User-Agent": "t"}
     )

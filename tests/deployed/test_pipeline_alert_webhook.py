@@ -32,6 +32,7 @@ def test_pipeline_alert_by_smtp_and_signed_webhooks(stack, accounts, receiver):
     )
     assert subscribed.status == 201, subscribed.body
     secret = subscribed.json()["secret"]
+    receiver.secret = secret  # verify every delivery with the standardwebhooks package too
     for _ in range(3):
         listed = stack.request("GET", "/api/webhooks/subscriptions", integrator)
         assert listed.status == 200, listed.body
@@ -84,6 +85,7 @@ def test_pipeline_alert_by_smtp_and_signed_webhooks(stack, accounts, receiver):
         [request] = wait_for(
             lambda t=event_type: delivered(t), timeout=60, message=f"{event_type} for {sku}"
         )
+        assert request.rejected is None and request.status == 200, request.rejected
         assert verify_signature(
             secret,
             request.headers["X-Stockpipe-Timestamp"],

@@ -126,7 +126,7 @@ def test_preview_then_apply_with_fingerprint_and_rejected_rows_csv():
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/csv")
     assert "rejected.csv" in response["Content-Disposition"]
-    rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode("utf-8-sig"))))
     assert rows[0][:4] == ["row", "column", "value", "message"]
     assert rows[1][:3] == ["6", "Preis", "n/a"]
 
@@ -145,7 +145,7 @@ def test_rejected_csv_neutralises_formulas():
     assert result["totals"]["rejected"] == 1
     body = b"".join(
         api.get(f"/api/pipelines/runs/{result['run_id']}/rejected.csv").streaming_content
-    ).decode()
+    ).decode("utf-8-sig")
     rows = list(csv.reader(io.StringIO(body)))
     for cell in rows[1]:
         assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")), rows[1]

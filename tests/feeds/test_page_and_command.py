@@ -73,7 +73,7 @@ def test_xlsx_upload_preview_rejected_apply_and_download(op_client):
     assert run.status == "succeeded" and run.spec["fingerprint"] == preview.result["fingerprint"]
     assert Product.objects.get(sku="X-1").price == Decimal("4.50")
     body = b"".join(op_client.get(f"/pipelines/runs/{run.pk}/rejected.csv").streaming_content)
-    rows = list(csv.reader(io.StringIO(body.decode())))
+    rows = list(csv.reader(io.StringIO(body.decode("utf-8-sig"))))
     assert rows[1][:4] == ["6", "Preis", "n/a", rows[1][3]] and "not a number" in rows[1][3]
 
 

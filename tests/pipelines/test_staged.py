@@ -142,3 +142,38 @@ def test_failure_names_the_item_and_leaves_everything_unchanged(products):
         }
     ]
     assert observe() == before
+
+
+def stages_left() -> int:
+    """Staging tables in the database, of every session: pg_class lists the temporary
+    tables of all server connections, whichever one this query runs on (behind PgBouncer,
+    any of its pool)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_class WHERE relname = %s AND relpersistence = 't'", [STAGE]
+        )
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_no_staging_table_outlives_its_transaction():
+    """Behind a transaction pooler the next transaction of any client may get the server
+    connection a run used: the stage must end with the run (committed or rolled back)."""
+    Product.objects.bulk_create(
+        Product(sku=f"T-{i}", name=f"P{i}", price=Decimal("10.00"), stock=10) for i in range(5)
+    )
+    steps = [
+        {"op": "set_prices", "prices": {f"T-{i}": "12.00" for i in range(5)}},
+        {"op": "adjust_stock", "deltas": {f"T-{i}": -1 for i in range(5)}},
+    ]
+    for price in ("12.00", "13.00"):  # twice: the second run stages afresh
+        steps[0]["prices"] = {f"T-{i}": price for i in range(5)}
+        assert staged_queries({"name": "x", "steps": steps}) > 0
+        assert stages_left() == 0
+    failed = process_pipeline(
+        {"name": "x", "steps": [{"op": "adjust_stock", "deltas": {"T-0": -1, "NOPE": 1}}]}
+    )
+    assert failed["status"] == "failed"
+    assert stages_left() == 0
+    assert set(Product.objects.values_list("price", "stock")) == {(Decimal("13.00"), 8)}

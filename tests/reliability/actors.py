@@ -177,9 +177,80 @@ def soak_pipelines(seconds: str, seed: str) -> None:
     print(f"outcomes={outcomes}")
 
 
+def machines_client(urls: str, token: str, seconds: str, seed: str, owned: str) -> None:
+    """A client of several web machines (``urls``, comma-separated), each request to any of
+    them: stock moves on every product, async pipelines (stock deltas, run by the workers),
+    and price edits of the ``owned`` SKUs (no other actor edits their price), each read back
+    from another machine at once: its answer, from that machine's cache, must be new."""
+    import json
+    import urllib.request
+
+    machines = urls.split(",")
+    rng = random.Random(int(seed))
+    own = owned.split(",")
+    deadline = time.monotonic() + float(seconds)
+    counts: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        sku = f"M-{rng.randrange(20):02d}"
+        roll = rng.random()
+        if roll < 0.6:
+            status = _http(
+                "POST",
+                f"{rng.choice(machines)}/api/products/{sku}/stock",
+                token,
+                {"delta": rng.choice([-4, -3, -2, -1, 2, 3]), "reason": "machines"},
+            )
+            assert status in (201, 409), status
+            kind = f"stock:{status}"
+        elif roll < 0.8:
+            deltas = {f"M-{i:02d}": rng.choice([-2, -1, 1, 3]) for i in rng.sample(range(20), 4)}
+            spec = {
+                "name": "machines",
+                "mode": "async",
+                "steps": [{"op": "adjust_stock", "deltas": deltas}],
+            }
+            status = _http("POST", f"{rng.choice(machines)}/api/pipelines/execute", token, spec)
+            assert status == 202, status
+            kind = "pipeline:202"
+        else:
+            sku = rng.choice(own)
+            writer, reader = rng.sample(machines, 2)
+            reader_url = f"{reader}/api/products/{sku}"
+            # Read first, so the reader's caches hold the old body: the first read fills
+            # Redis, later ones the near cache of the gunicorn worker that answers.
+            request = urllib.request.Request(
+                reader_url, headers={"Authorization": f"Bearer {token}"}
+            )
+            for _ in range(3):
+                with urllib.request.urlopen(request, timeout=60) as response:
+                    assert response.status == 200
+            price = f"{rng.randint(100, 5000) / 100:.2f}"
+            status = _http("PATCH", f"{writer}/api/products/{sku}", token, {"price": price})
+            assert status == 200, status
+            with urllib.request.urlopen(request, timeout=60) as response:
+                seen = json.loads(response.read())["price"]
+            assert seen == price, (sku, seen, price)
+            kind = "price:200"
+        counts[kind] = counts.get(kind, 0) + 1
+    print(f"counts={json.dumps(counts)}")
+
+
+def queue_pipeline(spec: str) -> None:
+    """Queue an async pipeline on the process's task backend; print its run id."""
+    import json
+
+    from app.utils.utils import process_pipeline
+
+    queued = process_pipeline(json.loads(spec))
+    assert queued["status"] == "pending", queued
+    print(f"run_id={queued['run_id']}")
+
+
 ACTIONS = {
     f.__name__: f
     for f in (
+        queue_pipeline,
+        machines_client,
         change_prices,
         drop_stock,
         create_low_product,

@@ -11,6 +11,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.conftest import behind_transaction_pooler
 from tests.reliability.conftest import ROOT, database_url, wait_until
 from tests.smtp import free_port
 
@@ -49,6 +50,7 @@ def start(tmp_path: Path, smtp_port: int | None = None, **env: str) -> Deploymen
         "SECRET_KEY": "reliability-" + "s3cr3t-" * 8,
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "DATABASE_URL": database_url(),
+        "DATABASE_TRANSACTION_POOLING": "true" if behind_transaction_pooler() else "false",
         "CACHE_URL": f"redis://127.0.0.1:6379/{REDIS_CACHE_DB}",
         "EMAIL_URL": f"smtp://127.0.0.1:{smtp_port}" if smtp_port else "consolemail://",
         "STOCKPIPE_RUN_DIR": str(run_dir),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import signal
 from decimal import Decimal
 
 import pytest
@@ -11,7 +10,7 @@ from django.utils import timezone
 
 from app.models import DeliveryStatus, PriceHistory, Product, StockAlert
 from tests.factories import ProductFactory
-from tests.reliability.conftest import wait_until
+from tests.reliability.conftest import RQ_REDIS_URL, both_task_backends, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -29,6 +28,7 @@ def test_concurrent_price_changes_form_an_unbroken_history_chain(processes):
     assert rows[-1][1] == Product.objects.get(sku="P-1").price
 
 
+@both_task_backends
 def test_concurrent_drops_open_exactly_one_alert_and_one_email(processes, smtp_server):
     ProductFactory(sku="D-1", name="Drill", stock=12)
     processes.actors([["drop_stock", "D-1"] for _ in range(10)])
@@ -37,19 +37,18 @@ def test_concurrent_drops_open_exactly_one_alert_and_one_email(processes, smtp_s
     worker = processes.worker()
     wait_until(lambda: len(smtp_server.messages) >= 1, message="the alert e-mail")
     wait_until(lambda: StockAlert.objects.get(sku="D-1").delivery_status == DeliveryStatus.SENT)
-    worker.terminate()
-    worker.wait(10)
+    processes.stop(worker)
     assert [m["Subject"] for m in smtp_server.messages] == ["Low Stock Alert: Drill"]
 
 
+@both_task_backends
 def test_worker_killed_mid_delivery_is_delivered_exactly_once_after_restart(processes, smtp_server):
     smtp_server.handler.stall = True
     processes.actors([["create_low_product", "K-1"]])
     alert = StockAlert.objects.get(sku="K-1")
     worker = processes.worker(STOCKPIPE_DELIVERY_LEASE="2")
     assert smtp_server.handler.stalled.wait(60), "worker never reached the SMTP server"
-    worker.send_signal(signal.SIGKILL)
-    worker.wait(10)
+    processes.kill(worker)  # with RQ, the job's forked work horse too
     smtp_server.handler.stall = False
     smtp_server.handler.release.set()
     alert.refresh_from_db()
@@ -63,11 +62,11 @@ def test_worker_killed_mid_delivery_is_delivered_exactly_once_after_restart(proc
     worker = processes.worker(STOCKPIPE_DELIVERY_LEASE="2")
     wait_until(lambda: StockAlert.objects.get(pk=alert.pk).delivery_status == DeliveryStatus.SENT)
     processes.manage("deliver_pending")  # a second sweep finds nothing to send
-    worker.terminate()
-    worker.wait(10)
+    processes.stop(worker)
     assert len(smtp_server.messages) == 1
 
 
+@both_task_backends
 def test_smtp_down_then_up_delivers_every_pending_alert_once(processes, smtp_server):
     smtp_server.stop()
     processes.actors([["create_low_product", f"S-{i}"] for i in range(5)])
@@ -82,21 +81,17 @@ def test_smtp_down_then_up_delivers_every_pending_alert_once(processes, smtp_ser
         lambda: set(StockAlert.objects.values_list("delivery_status", flat=True)) == {"sent"},
         message="delivery after the server came back",
     )
-    worker.terminate()
-    worker.wait(10)
+    processes.stop(worker)
     subjects = sorted(m["Subject"] for m in smtp_server.messages)
     assert subjects == sorted(f"Low Stock Alert: Product S-{i}" for i in range(5))
 
 
+@pytest.mark.parametrize("task_backend", ["rq"])
 def test_redis_rq_backend_delivers_alerts_with_a_real_rq_worker(processes, smtp_server):
     import redis
 
-    rq_env = {"TASKS_BACKEND": "rq", "REDIS_URL": "redis://127.0.0.1:6379/13"}
-    redis.Redis.from_url(rq_env["REDIS_URL"]).flushdb()
-    processes.actors([["create_low_product", "R-1"]], **rq_env)
-    assert redis.Redis.from_url(rq_env["REDIS_URL"]).llen("rq:queue:default") == 1
-    processes.manage(
-        "rqworker", "default", "--burst", "--job-class", "django_tasks_rq.backend.Job", **rq_env
-    )
+    processes.actors([["create_low_product", "R-1"]])
+    assert redis.Redis.from_url(RQ_REDIS_URL).llen("rq:queue:default") == 1
+    processes.manage("rqworker", "default", "--burst", "--job-class", "django_tasks_rq.backend.Job")
     assert StockAlert.objects.get(sku="R-1").delivery_status == DeliveryStatus.SENT
     assert [m["Subject"] for m in smtp_server.messages] == ["Low Stock Alert: Product R-1"]

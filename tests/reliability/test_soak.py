@@ -45,8 +45,7 @@ def test_soak_keeps_every_invariant(processes, smtp_server):
         timeout=120,
         message="every alert delivered",
     )
-    worker.terminate()
-    worker.wait(10)
+    processes.stop(worker)
 
     products = list(Product.objects.all())
     for product in products:

@@ -18,7 +18,7 @@ from tests.factories import ProductFactory
 
 from .legacy import legacy_product
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.server_side_cursors]  # QuerySet.iterator()
 
 LEGACY_SKUS = ["NL\nSKU", "TAB\tSKU", "SL/ASH", "SP ACE", "CR\rSKU"]
 

@@ -10,7 +10,7 @@ from app.models import PriceHistory
 from app.services.omnibus import current_reduction, discount_percent, prior_price
 from tests.factories import ProductFactory
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.server_side_cursors]  # QuerySet.iterator()
 
 NOW = timezone.now().replace(microsecond=0)
 

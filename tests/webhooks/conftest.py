@@ -1,3 +1,4 @@
+import base64
 import io
 
 import pytest
@@ -7,7 +8,8 @@ from app.models import WebhookEvent
 from app.webhooks import outbox, services
 from tests.webhooks.receiver import WebhookReceiver
 
-SECRET = "whsec_test-secret-0123456789"
+# The Standard Webhooks form: whsec_ + base64 of 32 bytes (the key).
+SECRET = "whsec_" + base64.b64encode(b"stockpipe-test-webhook-secret-32").decode()
 ALL_EVENTS = list(WebhookEvent.values)
 
 
@@ -21,7 +23,9 @@ def _fresh_subscription_cache():
 
 @pytest.fixture
 def receiver():
-    server = WebhookReceiver()
+    """Verifies every request with the standardwebhooks package and ``SECRET`` (the secret
+    ``subscribe`` uses); set ``receiver.secret`` for another subscription's secret."""
+    server = WebhookReceiver(secret=SECRET)
     server.start()
     yield server
     server.stop()

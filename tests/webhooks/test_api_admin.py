@@ -6,6 +6,7 @@ from django.test import Client
 
 from app.models import WebhookDelivery, WebhookSubscription
 from app.services.tokens import create_token
+from app.webhooks.signing import new_standard_secret
 from tests.factories import ProductFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -41,31 +42,50 @@ def test_create_shows_the_secret_once_and_never_again(receiver):
     assert WebhookSubscription.objects.get(pk=body["id"]).secret == secret
     listed = api.get(f"{BASE}/subscriptions").json()
     one = api.get(f"{BASE}/subscriptions/{body['id']}").json()
+    rotated = new_standard_secret()
     patched = api.patch(
-        f"{BASE}/subscriptions/{body['id']}",
-        {"secret": "a-new-rotated-secret-123"},
-        content_type="application/json",
+        f"{BASE}/subscriptions/{body['id']}", {"secret": rotated}, content_type="application/json"
     )
     assert patched.status_code == 200
     for shown in (listed["items"][0], one, patched.json()):
-        assert "secret" not in shown and secret not in str(shown)
-    assert WebhookSubscription.objects.get().secret == "a-new-rotated-secret-123"
+        assert "secret" not in shown and secret not in str(shown) and rotated not in str(shown)
+    stored = WebhookSubscription.objects.get()
+    assert stored.secret == rotated and stored.previous_secret == secret  # a rotation
 
 
 def test_given_secret_is_used_and_bad_input_is_422_naming_the_field():
     api = client_for(*MANAGE)
+    given = new_standard_secret()
     ok = post(
         api,
         f"{BASE}/subscriptions",
-        {"url": "https://example.com/h", "events": ["stock.low"], "secret": "s" * 20},
+        {"url": "https://example.com/h", "events": ["stock.low"], "secret": given},
     )
-    assert ok.status_code == 201 and ok.json()["secret"] == "s" * 20
+    assert ok.status_code == 201 and ok.json()["secret"] == given
     for field, payload in [
         ("url", {"url": "ftp://example.com/h", "events": ["stock.low"]}),
         ("url", {"url": "not a url", "events": ["stock.low"]}),
         ("events", {"url": "https://example.com/h", "events": ["stock.gone"]}),
         ("events", {"url": "https://example.com/h", "events": []}),
         ("secret", {"url": "https://example.com/h", "events": ["stock.low"], "secret": "short"}),
+        # not the Standard Webhooks form: no prefix, URL-safe base64, too few bytes
+        ("secret", {"url": "https://example.com/h", "events": ["stock.low"], "secret": "s" * 40}),
+        (
+            "secret",
+            {
+                "url": "https://example.com/h",
+                "events": ["stock.low"],
+                "secret": "whsec_" + "-" * 40,
+            },
+        ),
+        (
+            "secret",
+            {
+                "url": "https://example.com/h",
+                "events": ["stock.low"],
+                "secret": "whsec_" + "A" * 30,
+            },
+        ),
     ]:
         response = post(api, f"{BASE}/subscriptions", payload)
         assert response.status_code == 422, payload
@@ -134,6 +154,7 @@ def test_admin_add_shows_secret_once_and_redeliver_action(receiver, subscribe, d
     subscription = WebhookSubscription.objects.get(name="ERP")
     assert subscription.secret.startswith("whsec_")
     assert subscription.secret in response.content.decode()  # shown once, after saving
+    receiver.secret = subscription.secret
     change = browser.get(f"/admin/app/webhooksubscription/{subscription.pk}/change/")
     assert change.status_code == 200 and subscription.secret not in change.content.decode()
     receiver.statuses = [400]

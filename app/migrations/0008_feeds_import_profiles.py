@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('app', '0004_product_field_rules'),
+        ('app', '0007_exports_product_sort_indexes'),
     ]
 
     operations = [

@@ -1,0 +1,180 @@
+"""Retention: what ``manage.py prune`` may remove, and what it must keep.
+
+Operational rows go after a number of days (delivered webhook outbox rows and their attempt
+logs, finished task results, the spec and result of finished pipeline runs, whose run record
+stays). Evidence (price history, stock ledger, deletion audit) is kept unless a setting asks
+otherwise, and price history never inside the Omnibus window: the 30 days before now and
+before the start of any price reduction in effect, which ``omnibus.current_reduction`` needs.
+
+Nothing that a running pipeline uses is touched: only finished runs and task results,
+delivered (never pending or dead) outbox rows, and history older than 30 days.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import datetime, timedelta
+
+from django.db import transaction
+from django.db.models import Count
+from django.utils import timezone
+from django_tasks_db.models import DBTaskResult
+
+from .. import conf
+from ..models import DeletionAudit, PipelineRun, PriceHistory, StockMovement
+from ..models.webhooks import WebhookAttempt, WebhookDelivery
+from ..tracking.history import carry_forward_ledger, prune_price_history
+from .omnibus import WINDOW, current_reduction
+
+BATCH = 5000
+FINISHED_RUNS = (
+    PipelineRun.Status.SUCCEEDED,
+    PipelineRun.Status.FAILED,
+    PipelineRun.Status.PREVIEWED,
+)
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """Days to keep each kind of row; ``None`` keeps it for ever."""
+
+    outbox_days: int | None
+    task_result_days: int | None
+    run_payload_days: int | None
+    price_history_days: int | None
+    ledger_days: int | None
+    audit_days: int | None
+
+    @classmethod
+    def from_settings(cls, **overrides: int | None) -> RetentionPolicy:
+        values = {f.name: conf.retention_days(f.name) for f in fields(cls)}
+        values.update(overrides)
+        for name, days in values.items():
+            if days is not None and days < 0:
+                raise ValueError(f"{name}: days must be 0 or more, not {days}")
+        return cls(**values)
+
+
+def prune(
+    policy: RetentionPolicy, *, now: datetime | None = None, dry_run: bool = False
+) -> dict[str, int]:
+    """Remove (or, with ``dry_run``, count) what the policy lets go; returns rows per kind."""
+    now = now or timezone.now()
+
+    def cutoff(days: int | None) -> datetime | None:
+        return None if days is None else now - timedelta(days=days)
+
+    report = {
+        "webhook deliveries": 0,
+        "task results": 0,
+        "pipeline run payloads": 0,
+        "price history": 0,
+        "stock ledger": 0,
+        "deletion audit": 0,
+    }
+    if (before := cutoff(policy.outbox_days)) is not None:
+        report["webhook deliveries"] = _prune_outbox(before, dry_run)
+    if (before := cutoff(policy.task_result_days)) is not None:
+        report["task results"] = _in_batches(
+            DBTaskResult.objects.finished().filter(finished_at__lt=before), dry_run
+        )
+    if (before := cutoff(policy.run_payload_days)) is not None:
+        report["pipeline run payloads"] = _prune_run_payloads(before, now, dry_run)
+    if (before := cutoff(policy.price_history_days)) is not None:
+        before = min(before, now - WINDOW)
+        report["price history"] = prune_price_history(
+            before, keep_from=_omnibus_windows(now, before), dry_run=dry_run
+        )
+    if (before := cutoff(policy.ledger_days)) is not None:
+        report["stock ledger"] = _prune_ledger(before, dry_run)
+    if (before := cutoff(policy.audit_days)) is not None:
+        report["deletion audit"] = _in_batches(
+            DeletionAudit.objects.filter(deleted_at__lt=before), dry_run
+        )
+    return report
+
+
+def _in_batches(rows, dry_run: bool) -> int:
+    """Delete ``rows`` a batch of primary keys at a time (short transactions, no long lock)."""
+    if dry_run:
+        return rows.count()
+    removed = 0
+    while ids := list(rows.order_by("pk").values_list("pk", flat=True)[:BATCH]):
+        with transaction.atomic():
+            rows.model._base_manager.filter(pk__in=ids).delete()
+        removed += len(ids)
+    return removed
+
+
+def _prune_outbox(before: datetime, dry_run: bool) -> int:
+    """Delivered rows only: pending ones are still owed, dead ones are the evidence (and can
+    be retried from the admin)."""
+    delivered = WebhookDelivery.objects.filter(
+        status=WebhookDelivery.Status.DELIVERED, delivered_at__lt=before
+    )
+    if dry_run:
+        return delivered.count()
+    removed = 0
+    while ids := list(delivered.order_by("pk").values_list("pk", flat=True)[:BATCH]):
+        with transaction.atomic():
+            WebhookAttempt.objects.filter(delivery_id__in=ids).delete()
+            WebhookDelivery.objects.filter(pk__in=ids).delete()
+        removed += len(ids)
+    return removed
+
+
+def _prune_run_payloads(before: datetime, now: datetime, dry_run: bool) -> int:
+    """Empty the spec and result of finished runs; status, counts, error and times stay."""
+    runs = PipelineRun.objects.filter(
+        status__in=FINISHED_RUNS, finished_at__lt=before, payload_pruned_at__isnull=True
+    )
+    if dry_run:
+        return runs.count()
+    pruned = 0
+    while ids := list(runs.order_by("pk").values_list("pk", flat=True)[:BATCH]):
+        # Still finished and not yet pruned when the UPDATE runs: checked in its WHERE.
+        pruned += runs.filter(pk__in=ids).update(spec={}, result=None, payload_pruned_at=now)
+    return pruned
+
+
+def _omnibus_windows(now: datetime, before: datetime) -> dict[int, datetime]:
+    """Per product with a price reduction in effect, the start of the history its prior
+    price is computed from, where that is earlier than ``before``. Only a product changed
+    within the last 30 days can have a reduction in effect."""
+    recent = (
+        PriceHistory.objects.filter(changed_at__gt=now - WINDOW, product_id__isnull=False)
+        .values_list("product_id", flat=True)
+        .order_by("product_id")
+        .distinct()
+    )
+    windows, after = {}, 0
+    while chunk := list(recent.filter(product_id__gt=after)[:BATCH]):
+        after = chunk[-1]
+        for product_id in chunk:
+            reduction = current_reduction(product_id, now)
+            if reduction is not None and reduction.started_at - WINDOW < before:
+                windows[product_id] = reduction.started_at - WINDOW
+    return windows
+
+
+def _prune_ledger(before: datetime, dry_run: bool) -> int:
+    """Old rows of existing products fold into one carried-forward row per product (stock
+    still equals the ledger's sum); rows of deleted products just go."""
+    removed = _in_batches(
+        StockMovement.objects.filter(product_id__isnull=True, created_at__lt=before), dry_run
+    )
+    # A product whose only old row is already its carried-forward row has nothing to fold.
+    products = (
+        StockMovement.objects.filter(product_id__isnull=False, created_at__lt=before)
+        .values("product_id")
+        .annotate(rows=Count("id"))
+        .filter(rows__gt=1)
+        .values_list("product_id", flat=True)
+        .order_by("product_id")
+    )
+    after = 0
+    while chunk := list(products.filter(product_id__gt=after)[:200]):
+        after = chunk[-1]
+        with transaction.atomic():
+            removed += carry_forward_ledger(chunk, before, dry_run=dry_run)
+    return removed
