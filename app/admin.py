@@ -4,6 +4,7 @@ from django.db.models import F
 from .models import (
     ApiToken,
     DeletionAudit,
+    ImportProfile,
     PipelineRun,
     PriceHistory,
     Product,
@@ -113,6 +114,21 @@ class StockAlertAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 class DeletionAuditAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["deleted_at", "model_label", "object_pk", "object_repr", "changed_by", "source"]
     search_fields = ["object_repr", "object_pk"]
+
+
+@admin.register(ImportProfile)
+class ImportProfileAdmin(admin.ModelAdmin):
+    """Import profiles; ``ImportProfile.clean()`` reports a broken rule on its field."""
+
+    list_display = [
+        "name",
+        "encoding",
+        "delimiter",
+        "decimal_separator",
+        "header_row",
+        "updated_at",
+    ]
+    search_fields = ["name", "description"]
 
 
 @admin.register(PipelineRun)

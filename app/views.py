@@ -16,7 +16,7 @@ from django.views.decorators.csrf import csrf_exempt
 from .services.tokens import bearer_user, has_bearer
 from .utils.utils import process_pipeline
 
-FAILURE_STATUS = {"invalid": 400, "failed": 422, "abandoned": 409}
+FAILURE_STATUS = {"invalid": 400, "failed": 422, "abandoned": 409, "stale": 409}
 
 
 def error_response(

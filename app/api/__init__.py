@@ -10,6 +10,7 @@ from . import (
     history,
     pipelines,
     products,
+    profiles,
     stock,
     tokens,
     webhooks,
@@ -35,6 +36,7 @@ api.add_router("/products", history.router)
 api.add_router("/products", products.router)  # last: /products/{anysku:sku} matches "/"
 api.add_router("/alerts", alerts.router)
 api.add_router("/pipelines", pipelines.router)
+api.add_router("/import-profiles", profiles.router)
 api.add_router("/tokens", tokens.router)
 api.add_router("/webhooks", webhooks.router)
 api.add_router("/audit", audit.router)

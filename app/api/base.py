@@ -77,7 +77,9 @@ def add_execute_pipeline(schema: dict, prefix: str) -> None:
             "summary": "Execute Pipeline",
             "description": (
                 "Run a pipeline spec (JSON). Needs the app.run_pipeline permission. Spec "
-                "errors are 400 and name the step and field."
+                "errors are 400 and name the step and field (a feed's row and column). A "
+                "dry run's result carries a `fingerprint`: the same spec sent with it is "
+                "applied only if nothing it read changed since, else 409 (kind `stale`)."
             ),
             "tags": ["pipelines"],
             "requestBody": {"content": {"application/json": {"schema": body}}, "required": True},
@@ -88,7 +90,7 @@ def add_execute_pipeline(schema: dict, prefix: str) -> None:
                 "401": {"description": "Unauthorized", **error},
                 "403": {"description": "Forbidden", **error},
                 "405": {"description": "Method not allowed", **error},
-                "409": {"description": "Conflict", **error},
+                "409": {"description": "Conflict (a stale preview fingerprint)", **error},
                 "413": {"description": "Body too large", **error},
                 "422": {"description": "Invalid input", **error},
                 "429": {"description": "Too many requests", **error},

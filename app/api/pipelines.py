@@ -4,18 +4,19 @@ Django view (``app.views.ExecutePipelineView``) described in the OpenAPI documen
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from django.http import HttpRequest
+from django.http import HttpRequest, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
-from ninja import Router
+from ninja import Router, Schema
 
 from ..models import PipelineRun
+from ..pipelines.reports import CSV_CONTENT_TYPE, diff_rows, rejected_csv, rejected_rows
 from ..selectors.replica import replica_reads
 from ..selectors.runs import visible_runs
 from .auth import AUTH
 from .errors import responses
-from .schemas import ObjectId, PageNumber, PageSize, RunOut, RunPage, paginate
+from .schemas import ObjectId, Page, PageNumber, PageSize, RunOut, RunPage, paginate
 
 router = Router(tags=["pipelines"], auth=AUTH)
 
@@ -42,3 +43,62 @@ def get_run(request: HttpRequest, run_id: ObjectId):
     """Status and progress of one of your runs (poll this for asynchronous runs); 404 for a
     run you may not read."""
     return get_object_or_404(visible_runs(request.auth), pk=run_id)
+
+
+class DiffRowOut(Schema):
+    sku: str
+    action: str
+    field: str
+    before: Any | None
+    after: Any | None
+
+
+class DiffPage(Page):
+    items: list[DiffRowOut]
+
+
+class RejectedRowOut(Schema):
+    step: int
+    row: int
+    column: str
+    value: str
+    message: str
+    values: dict[str, str]
+
+
+class RejectedPage(Page):
+    items: list[RejectedRowOut]
+
+
+@router.get("/runs/{run_id}/diff", response={200: DiffPage, **responses(401, 404, 422)})
+def get_diff(
+    request: HttpRequest, run_id: ObjectId, page: PageNumber = 1, page_size: PageSize = 50
+):
+    """A preview's (dry run's) diff, one row per changed field: sku, field, before, after.
+    Apply exactly that with the same spec plus ``"fingerprint"`` from the run's result."""
+    run = get_object_or_404(visible_runs(request.auth), pk=run_id)
+    return paginate(diff_rows(run.result), page, page_size)
+
+
+@router.get("/runs/{run_id}/rejected", response={200: RejectedPage, **responses(401, 404, 422)})
+def get_rejected(
+    request: HttpRequest, run_id: ObjectId, page: PageNumber = 1, page_size: PageSize = 50
+):
+    """Rows a ``skip_invalid_rows`` run left out: the row in the supplier's file, its column,
+    the value and why, with the row's values."""
+    run = get_object_or_404(visible_runs(request.auth), pk=run_id)
+    return paginate(rejected_rows(run.result), page, page_size)
+
+
+@router.get(
+    "/runs/{run_id}/rejected.csv",
+    response={200: None, **responses(401, 404, 422)},
+    openapi_extra={"responses": {"200": {"description": "CSV", "content": {"text/csv": {}}}}},
+)
+def get_rejected_csv(request: HttpRequest, run_id: ObjectId):
+    """The rejected rows as CSV (row, column, value, message, then the supplier's columns);
+    cells that a spreadsheet would run as formulas are prefixed with an apostrophe."""
+    run = get_object_or_404(visible_runs(request.auth), pk=run_id)
+    response = StreamingHttpResponse(rejected_csv(run.result), content_type=CSV_CONTENT_TYPE)
+    response["Content-Disposition"] = f'attachment; filename="run-{run.pk}-rejected.csv"'
+    return response

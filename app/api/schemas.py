@@ -42,7 +42,8 @@ class Page(Schema):
 
 
 def paginate(queryset, page: int, page_size: int) -> dict:
-    count = queryset.count()
+    """A page of a queryset or of a list (a run's diff or rejected rows)."""
+    count = len(queryset) if isinstance(queryset, list) else queryset.count()
     start = (page - 1) * page_size
     items = list(queryset[start : start + page_size]) if start < count else []
     return {"count": count, "page": page, "page_size": page_size, "items": items}

@@ -18,6 +18,7 @@ from .models import (
     StockAlert,
     StockMovement,
 )
+from .profiles import ImportProfile
 from .webhooks import WebhookAttempt, WebhookDelivery, WebhookEvent, WebhookSubscription
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "ApiToken",
     "DeletionAudit",
     "DeliveryStatus",
+    "ImportProfile",
     "PipelineRun",
     "PriceHistory",
     "Product",

@@ -11,9 +11,10 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from pydantic import ValidationError
 
@@ -30,6 +31,30 @@ class ProductRow(Strict):
     price: Price
     stock: Stock | None = None
     low_stock_threshold: Threshold | None = None
+
+
+@dataclass
+class Rejection:
+    """A data row that cannot become a product: where, which cell, and why."""
+
+    row: int
+    column: str
+    value: str
+    message: str
+    values: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self, step: int) -> dict[str, Any]:
+        return {
+            "step": step,
+            "row": self.row,
+            "column": self.column,
+            "value": self.value,
+            "message": self.message,
+            "values": self.values,
+        }
+
+    def __str__(self) -> str:
+        return f"row {self.row}, column {self.column!r}: {self.message} (got {self.value!r})"
 
 
 class RowError(Exception):
@@ -118,8 +143,12 @@ def count_data_lines(text: str | None = None, path: str | None = None) -> int:
     return max(text.count("\n") - (1 if text.endswith("\n") else 0), 0)
 
 
-def iter_csv_rows(stream: TextIO) -> Iterator[tuple[int, ProductRow]]:
-    """Yield ``(line number, row)``; raise ``RowError`` at the first bad cell or line."""
+def iter_csv_rows(
+    stream: TextIO, skip: Callable[[Rejection], None] | None = None
+) -> Iterator[tuple[int, ProductRow]]:
+    """Yield ``(line number, row)``; raise ``RowError`` at the first bad cell or line, or,
+    given ``skip``, hand it each bad row as a ``Rejection`` and go on (a malformed CSV
+    record still raises: the rows after it cannot be trusted)."""
     reader = csv.reader(stream)
     header: list[str] = []
     done = 0  # lines read up to the end of the last whole record
@@ -132,8 +161,14 @@ def iter_csv_rows(stream: TextIO) -> Iterator[tuple[int, ProductRow]]:
             if not values or (len(values) == 1 and not values[0].strip()):
                 done = line
                 continue  # blank line
+            start = done + 1
             if len(values) != width:
-                raise RowError(line, "*", f"expected {width} values, found {len(values)}")
+                msg = f"expected {width} values, found {len(values)}"
+                if skip is None:
+                    raise RowError(line, "*", msg)
+                skip(Rejection(start, "*", "", msg, _raw(header, values)))
+                done = line
+                continue
             data = {
                 k: v
                 for k, v in zip(header, values, strict=True)
@@ -144,8 +179,21 @@ def iter_csv_rows(stream: TextIO) -> Iterator[tuple[int, ProductRow]]:
             except ValidationError as exc:
                 first = exc.errors()[0]
                 column = str(first["loc"][0]) if first["loc"] else "*"
-                raise RowError(line, column, f"{first['msg']} (got {data.get(column)!r})") from None
+                if skip is None:
+                    msg = f"{first['msg']} (got {data.get(column)!r})"
+                    raise RowError(line, column, msg) from None
+                value = str(data.get(column, ""))
+                skip(Rejection(start, column, value, first["msg"], _raw(header, values)))
+                done = line
+                continue
             yield line, row
             done = line
     except csv.Error as exc:
         raise _csv_error(exc, stream, done, reader.line_num, header) from None
+
+
+def _raw(header: list[str], values: list[str]) -> dict[str, str]:
+    return {
+        (header[i] if i < len(header) and header[i] else f"#{i + 1}"): value
+        for i, value in enumerate(values)
+    }

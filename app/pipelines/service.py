@@ -7,6 +7,7 @@ data commit together. Steps run inside ``change_context(source="pipeline:<id>")`
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -136,7 +137,9 @@ def execute(
         raise RuntimeError(f"Pipeline run {run.pk} is not pending.")
     run.status = PipelineRun.Status.RUNNING
     progress = Progress(run, using=using, on_progress=on_progress)
-    state = RunState(using=using, dry_run=spec.dry_run, progress=progress)
+    state = RunState(using=using, dry_run=spec.dry_run, progress=progress, policy=spec.policy)
+    if spec.dry_run or spec.fingerprint:
+        state.hasher = hashlib.sha256(_spec_digest(spec).encode())
     try:
         with (
             transaction.atomic(using=using),
@@ -147,6 +150,19 @@ def execute(
                 step.run(unit)
                 state.steps.append({"index": index, "op": step.op, **vars(unit.counts)})
                 progress.step_done()
+            fingerprint = state.hasher.hexdigest() if state.hasher is not None else None
+            if spec.fingerprint and fingerprint != spec.fingerprint:
+                raise StepFailure(
+                    [
+                        {
+                            "loc": ["fingerprint"],
+                            "msg": "the catalogue, the spec or an import profile changed "
+                            "since the preview: preview again",
+                        }
+                    ],
+                    kind="stale",
+                )
+            state.fingerprint = fingerprint
             if spec.dry_run:
                 raise _Rollback
             result = _result(run, state, PipelineRun.Status.SUCCEEDED, started)
@@ -175,6 +191,7 @@ def _result(run: PipelineRun, state: RunState, status: str, started: float) -> d
         key: sum(step[key] for step in state.steps)
         for key in ("created", "updated", "unchanged", "deleted")
     }
+    totals["rejected"] = state.rejected_count
     totals.update(
         price_changes=state.price_change_count,
         alerts_opened=state.alerts_opened_count,
@@ -191,10 +208,19 @@ def _result(run: PipelineRun, state: RunState, status: str, started: float) -> d
         "alerts": {"opened": state.alerts_opened, "resolved": state.alerts_resolved},
         "duration_ms": int((time.monotonic() - started) * 1000),
         "error": None,
+        "policy": state.policy,
+        "rejected": state.rejected,
     }
     if state.dry_run:
         result["diff"] = state.diff_list()
+        result["fingerprint"] = state.fingerprint
     return result
+
+
+def _spec_digest(spec: PipelineSpec) -> str:
+    """The spec as it acts (name, dry run, mode and fingerprint aside), for fingerprints."""
+    data = spec.model_dump(mode="json", exclude={"name", "dry_run", "mode", "fingerprint"})
+    return json.dumps(data, sort_keys=True)
 
 
 def _store(run: PipelineRun, status: str, *, only_running: bool = False, **values: Any) -> bool:

@@ -26,6 +26,17 @@ class PipelineSpec(Strict):
     dry_run: bool = False
     mode: Literal["sync", "async"] = "sync"
     steps: list[Step] = Field(min_length=1, max_length=1000)
+    policy: Literal["all_or_nothing", "skip_invalid_rows"] = Field(
+        default="all_or_nothing",
+        description="skip_invalid_rows: apply the valid rows of CSV/XLSX feeds, keep the "
+        "invalid ones with their reasons in the run's result (rejected rows)",
+    )
+    fingerprint: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="a preview's fingerprint: run only if the spec, its profiles and the "
+        "products it reads are as they were then (else fails with kind 'stale', nothing done)",
+    )
 
 
 class SpecError(Exception):

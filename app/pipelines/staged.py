@@ -33,7 +33,9 @@ STAGE = "stockpipe_stage"
 
 def applies(unit: StepUnit) -> bool:
     """Whether ``unit``'s map step may take this route (else the object route)."""
-    return not unit.state.dry_run and adapters.rows_suffice()
+    # Previews and runs checked against one read their products through the object route,
+    # which digests them (``StepUnit._locked``).
+    return not unit.state.dry_run and unit.state.hasher is None and adapters.rows_suffice()
 
 
 def write_map(

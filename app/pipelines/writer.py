@@ -30,6 +30,7 @@ CHUNK = sqlrows.CHUNK
 WRITABLE = ("name", "price", "stock", "low_stock_threshold")
 MAX_LISTED = 1000  # price changes / alerts listed in a result; the counts are always complete
 MAX_REPORTED = 20  # located errors reported for one failing chunk
+MAX_REJECTED = 10_000  # rejected rows kept in a run's result; ``rejected_count`` is complete
 
 
 def jsonable(value: Any) -> Any:
@@ -59,6 +60,12 @@ class RunState:
     alerts_opened_count: int = 0
     alerts_resolved_count: int = 0
     diff: dict[str, dict[str, Any]] = field(default_factory=dict)
+    policy: str = "all_or_nothing"
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+    rejected_count: int = 0
+    # Set for previews and for runs that must match one: digests what the run read.
+    hasher: Any = None
+    fingerprint: str | None = None
 
     def note_diff(self, sku: str, field_: str, before: Any, after: Any) -> None:
         entry = self.diff.setdefault(sku, {"sku": sku, "action": "updated", "fields": {}})
@@ -103,6 +110,18 @@ class StepUnit:
             ]
         )
 
+    def reject(self, rejection: Any) -> None:
+        """Keep a skipped input row (``skip_invalid_rows``) with its reason for the run record."""
+        state = self.state
+        state.rejected_count += 1
+        if len(state.rejected) < MAX_REJECTED:
+            state.rejected.append(rejection.as_dict(self.index))
+
+    def note_fingerprint(self, text: str) -> None:
+        """Make ``text`` (a profile's settings, say) part of the run's fingerprint."""
+        if self.state.hasher is not None:
+            self.state.hasher.update(f"{self.index}\x1d{text}\x1e".encode())
+
     # --- reads --------------------------------------------------------------------------
 
     def lock_skus(self, skus: Sequence[str], loc_of=None) -> dict[str, Product]:
@@ -141,7 +160,22 @@ class StepUnit:
             last = chunk[-1].pk
 
     def _locked(self, limit: int | None = None, **lookup: Any) -> list[Product]:
-        """Lock and read matching products (in primary-key order, so writers never deadlock)."""
+        """Lock and read matching products (in primary-key order, so writers never deadlock).
+
+        For a preview (or a run that must match one) what was asked and what was found go
+        into the fingerprint: the same spec on the same products gives the same digest."""
+        products = self._read_locked(limit, **lookup)
+        hasher = self.state.hasher
+        if hasher is not None:
+            hasher.update(repr((self.index, limit, sorted(lookup.items()))).encode())
+            for p in products:
+                hasher.update(
+                    f"{p.pk}\x1f{p.sku}\x1f{p.name}\x1f{p.price}\x1f{p.stock}"
+                    f"\x1f{p.low_stock_threshold}\x1e".encode()
+                )
+        return products
+
+    def _read_locked(self, limit: int | None = None, **lookup: Any) -> list[Product]:
         if pre_init.has_listeners(Product) or post_init.has_listeners(Product):
             # someone watches instance creation: build them the usual way
             qs = (

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
 from django import forms
 
+from ..core.feeds import POLICIES
 from ..core.inputs import (
     MAX_JSON_DEPTH,
     MAX_UPLOAD_BYTES,
@@ -14,10 +16,18 @@ from ..core.inputs import (
     json_depth_message,
     strip_bom,
 )
-from ..models import Product
+from ..models import ImportProfile, Product
+from ..pipelines.feeds import FeedError, decode_bytes
 from ..selectors import exports
 
-__all__ = ["MAX_UPLOAD_BYTES", "ExportForm", "PipelineForm", "ProductForm", "csv_spec"]
+__all__ = [
+    "MAX_UPLOAD_BYTES",
+    "ExportForm",
+    "ImportProfileForm",
+    "PipelineForm",
+    "ProductForm",
+    "csv_spec",
+]
 SPEC_HELP = (
     'Paste a pipeline spec as JSON ({"name": ..., "steps": [...]}) or CSV rows with a header '
     "line sku,name,price[,stock,low_stock_threshold]. CSV becomes one upsert_products step."
@@ -27,6 +37,14 @@ SPEC_HELP = (
 def csv_spec(text: str, name: str) -> dict[str, Any]:
     """A CSV feed as a pipeline spec: a single ``upsert_products`` step."""
     return {"name": name or "CSV upload", "steps": [{"op": "upsert_products", "csv": text}]}
+
+
+def feed_spec(source: dict[str, Any], profile: str | None, name: str) -> dict[str, Any]:
+    """A supplier file (``{"csv": ...}`` or ``{"xlsx": <base64>}``) read through a profile."""
+    step = {"op": "upsert_products", **source}
+    if profile:
+        step["profile"] = profile
+    return {"name": name or "Supplier feed", "steps": [step]}
 
 
 class PipelineForm(forms.Form):
@@ -44,9 +62,28 @@ class PipelineForm(forms.Form):
         help_text=SPEC_HELP,
     )
     upload = forms.FileField(
-        label="…or upload a file", required=False, help_text=".json spec or .csv feed"
+        label="…or upload a file",
+        required=False,
+        help_text=".json spec, .csv feed or, with a profile, .xlsx",
     )
     name = forms.CharField(label="Run name (for CSV)", required=False, max_length=200, strip=True)
+    profile = forms.ModelChoiceField(
+        queryset=ImportProfile.objects.all(),
+        to_field_name="name",
+        required=False,
+        label="Import profile",
+        empty_label="none (columns sku,name,price[,stock,low_stock_threshold])",
+        help_text="How to read a supplier's CSV or XLSX (columns, separators, encoding).",
+    )
+    policy = forms.ChoiceField(
+        choices=[
+            ("all_or_nothing", "all or nothing: one invalid row stops the run"),
+            ("skip_invalid_rows", "skip invalid rows: apply the valid ones, list the others"),
+        ],
+        initial=POLICIES[0],
+        required=False,
+        label="Invalid rows",
+    )
 
     def clean_upload(self):
         upload = self.cleaned_data.get("upload")
@@ -65,9 +102,28 @@ class PipelineForm(forms.Form):
             return data
         if text.strip() and upload:
             raise forms.ValidationError("Paste a spec or upload a file, not both.")
+        profile = data.get("profile")
+        policy = data.get("policy") or POLICIES[0]
+        if upload and upload.name.lower().endswith(".xlsx"):
+            if profile is None:
+                self.add_error("profile", "An XLSX file needs an import profile.")
+                return data
+            source = {"xlsx": base64.b64encode(upload.read()).decode()}
+            data["spec"] = {
+                **feed_spec(source, profile.name, data.get("name", "")),
+                "policy": policy,
+            }
+            return data
         if upload:
+            raw = upload.read()
             try:
-                text = strip_bom(upload.read().decode("utf-8"))
+                if profile is not None and not upload.name.lower().endswith(".json"):
+                    text = decode_bytes(raw, profile.encoding)
+                else:
+                    text = strip_bom(raw.decode("utf-8"))
+            except FeedError as exc:
+                self.add_error("upload", f"{exc}.")
+                return data
             except UnicodeDecodeError as exc:
                 self.add_error("upload", f"The file is not UTF-8 text (byte {exc.start}).")
                 return data
@@ -92,10 +148,59 @@ class PipelineForm(forms.Form):
             if not isinstance(spec, dict):
                 self.add_error(field, "The spec must be a JSON object with a 'steps' list.")
                 return data
+            if policy != POLICIES[0]:
+                spec.setdefault("policy", policy)
+        elif profile is not None:
+            spec = feed_spec({"csv": text}, profile.name, data.get("name", ""))
         else:
             spec = csv_spec(text, data.get("name", ""))
+        if not is_json and policy != POLICIES[0]:
+            spec["policy"] = policy
         data["spec"] = spec
         return data
+
+
+class ImportProfileForm(forms.ModelForm):
+    """An import profile as the page edits it; the rules are ``ImportProfile.clean()``'s."""
+
+    class Meta:
+        model = ImportProfile
+        fields = [
+            "name",
+            "description",
+            "columns",
+            "delimiter",
+            "quotechar",
+            "encoding",
+            "decimal_separator",
+            "thousands_separator",
+            "header_row",
+            "sheet",
+            "defaults",
+            "price_factor",
+            "price_round_to",
+            "clamp_stock",
+        ]
+        widgets = {
+            "columns": forms.Textarea(attrs={"rows": 6, "spellcheck": "false"}),
+            "defaults": forms.Textarea(attrs={"rows": 3, "spellcheck": "false"}),
+            "delimiter": forms.Select(
+                choices=[("", "detect"), (",", ","), (";", ";"), ("\t", "tab"), ("|", "|")]
+            ),
+        }
+        help_texts = {
+            "columns": 'JSON: {"Artikelnummer": "sku", "Bezeichnung": "name", "VK-Preis": '
+            '"price", "Bestand": "stock"}; unmapped columns are ignored.',
+        }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["delimiter"].required = False
+        self.fields["defaults"].required = False
+        self.fields["thousands_separator"].required = False
+
+    def clean_defaults(self):
+        return self.cleaned_data.get("defaults") or {}
 
 
 class ProductForm(forms.ModelForm):

@@ -18,6 +18,13 @@ urlpatterns = [
     path("pipelines/runs/<int:pk>/", views.pipeline_run, name="pipeline-run"),
     path("pipelines/runs/<int:pk>/run", views.pipeline_commit, name="pipeline-commit"),
     path(
+        "pipelines/runs/<int:pk>/rejected.csv",
+        views.pipeline_rejected_csv,
+        name="pipeline-rejected-csv",
+    ),
+    path("pipelines/profiles/", views.profiles, name="profiles"),
+    path("pipelines/profiles/<int:pk>/", views.profiles, name="profile-edit"),
+    path(
         "accounts/login/",
         auth_views.LoginView.as_view(
             template_name="registration/login.html", next_page="dashboard"

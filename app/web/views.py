@@ -9,22 +9,26 @@ from urllib.parse import urlencode
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from ..models import PipelineRun
+from ..models import ImportProfile, PipelineRun
+from ..pipelines.reports import CSV_CONTENT_TYPE, diff_rows, rejected_csv, rejected_rows
 from ..selectors import catalogue, exports
 from ..selectors import dashboard as selectors
 from ..selectors.replica import replica_reads
 from ..selectors.runs import visible_runs
+from ..services.import_profiles import ProfileInvalid, save_profile
 from ..services.omnibus import current_reduction
 from ..utils.utils import process_pipeline
 from .charts import price_chart_svg
-from .forms import ExportForm, PipelineForm
+from .forms import ExportForm, ImportProfileForm, PipelineForm
 
-DIFF_ROWS = 500
+DIFF_PAGE = 50  # diff rows (one per changed field) per page
+REJECTED_PAGE = 50
 
 
 def _with_progress(runs):
@@ -242,6 +246,8 @@ def pipeline_run(request: HttpRequest, pk: int) -> HttpResponse:
     run = get_object_or_404(visible_runs(request.user), pk=pk)
     run.progress = selectors.run_progress(run)
     result = run.result or {}
+    diff = Paginator(diff_rows(result), DIFF_PAGE).get_page(request.GET.get("page"))
+    rejected = Paginator(rejected_rows(result), REJECTED_PAGE).get_page(request.GET.get("rpage"))
     return render(
         request,
         "web/pipeline_run.html",
@@ -249,39 +255,108 @@ def pipeline_run(request: HttpRequest, pk: int) -> HttpResponse:
             "run": run,
             "result": result,
             "error": run.error or result.get("error"),
-            "diff_rows": _diff_rows(result.get("diff") or []),
+            "diff_page": diff,
+            "diff_rows": _spans(list(diff.object_list)),
             "diff_count": len(result.get("diff") or []),
-            "spec_json": json.dumps(run.spec, indent=2, ensure_ascii=False)[:20000],
+            "rejected_page": rejected,
+            "spec_json": _spec_text(run.spec),
         },
     )
 
 
-def _diff_rows(diff: list[dict]) -> list[dict]:
-    """One table row per changed field, the SKU and action shown on the first row only."""
-    rows = []
-    for entry in diff[:DIFF_ROWS]:
-        changes = entry.get("changes") or [{"field": "", "before": None, "after": None}]
-        for i, change in enumerate(changes):
-            rows.append(
-                {
-                    "sku": entry["sku"],
-                    "action": entry["action"],
-                    "first": i == 0,
-                    "span": len(changes),
-                    **change,
-                }
-            )
-    return rows
+def _spans(rows: list[dict]) -> list[dict]:
+    """A page of diff rows with the SKU and action shown once per product (rowspan)."""
+    out = []
+    for i, row in enumerate(rows):
+        first = i == 0 or rows[i - 1]["sku"] != row["sku"]
+        span = 0
+        if first:
+            while i + span < len(rows) and rows[i + span]["sku"] == row["sku"]:
+                span += 1
+        out.append({**row, "first": first, "span": span})
+    return out
+
+
+def _spec_text(spec) -> str:
+    """The spec as shown on the page: an inline XLSX (base64) is abbreviated."""
+    if isinstance(spec, dict) and isinstance(spec.get("steps"), list):
+        steps = [
+            {**s, "xlsx": f"<{len(s['xlsx']):,} characters of base64>"}
+            if isinstance(s, dict) and isinstance(s.get("xlsx"), str)
+            else s
+            for s in spec["steps"]
+        ]
+        spec = {**spec, "steps": steps}
+    return json.dumps(spec, indent=2, ensure_ascii=False)[:20000]
+
+
+@login_required
+@permission_required(PIPELINE_PERMISSION, raise_exception=True)
+@require_GET
+def pipeline_rejected_csv(request: HttpRequest, pk: int) -> StreamingHttpResponse:
+    """The rows a run rejected, as a formula-safe CSV (the API serves the same file)."""
+    run = get_object_or_404(visible_runs(request.user), pk=pk)
+    response = StreamingHttpResponse(rejected_csv(run.result), content_type=CSV_CONTENT_TYPE)
+    response["Content-Disposition"] = f'attachment; filename="run-{run.pk}-rejected.csv"'
+    return response
 
 
 @login_required
 @permission_required(PIPELINE_PERMISSION, raise_exception=True)
 @require_POST
 def pipeline_commit(request: HttpRequest, pk: int) -> HttpResponse:
-    """Run a previewed spec for real, against the data as it is now."""
+    """Apply exactly what a preview showed: the same spec, checked against the preview's
+    fingerprint. If the catalogue (or a profile) changed since, nothing is applied and a
+    fresh preview is shown instead."""
     run = get_object_or_404(visible_runs(request.user), pk=pk)
     if run.status != PipelineRun.Status.PREVIEWED:
         messages.error(request, f"Run #{run.pk} is not a preview; only a preview can be run.")
         return redirect("pipeline-run", pk=run.pk)
-    result = process_pipeline(_for_action(run.spec, preview=False), user=request.user)
+    spec = _for_action(run.spec, preview=False)
+    fingerprint = (run.result or {}).get("fingerprint")
+    if fingerprint:
+        spec["fingerprint"] = fingerprint
+    result = process_pipeline(spec, user=request.user)
+    if (result.get("error") or {}).get("kind") == "stale":
+        fresh = process_pipeline(_for_action(run.spec, preview=True), user=request.user)
+        messages.warning(
+            request,
+            f"The catalogue changed since preview #{run.pk}; nothing was applied. "
+            "This is a new preview of the same feed.",
+        )
+        return redirect("pipeline-run", pk=fresh["run_id"])
     return redirect("pipeline-run", pk=result["run_id"])
+
+
+PROFILE_PERMISSION = "app.view_importprofile"
+
+
+@login_required
+@permission_required(PROFILE_PERMISSION, raise_exception=True)
+@require_http_methods(["GET", "POST"])
+def profiles(request: HttpRequest, pk: int | None = None) -> HttpResponse:
+    """Import profiles: the list, and a form to add one or edit the one at ``pk``."""
+    profile = get_object_or_404(ImportProfile, pk=pk) if pk else None
+    if request.method == "POST":
+        needed = "app.change_importprofile" if profile else "app.add_importprofile"
+        if not request.user.has_perm(needed):
+            messages.error(request, "You may not save import profiles.")
+            return redirect("profiles")
+        form = ImportProfileForm(request.POST, instance=profile)
+        if form.is_valid():
+            try:
+                saved = save_profile(profile, **form.cleaned_data)
+            except ProfileInvalid as exc:
+                for item in exc.errors:
+                    form.add_error(item["loc"][0] if item["loc"] else None, item["msg"])
+            else:
+                messages.success(request, f"Profile {saved.name!r} saved.")
+                return redirect("profiles")
+    else:
+        form = ImportProfileForm(instance=profile)
+    return render(
+        request,
+        "web/profiles.html",
+        {"form": form, "profile": profile, "profiles": ImportProfile.objects.order_by("name")},
+        status=400 if form.errors else 200,
+    )

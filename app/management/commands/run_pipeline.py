@@ -1,4 +1,5 @@
-"""``manage.py run_pipeline FILE [--dry-run]``: run a pipeline spec from a JSON file."""
+"""``manage.py run_pipeline FILE [--dry-run] [--profile NAME] [--policy ...]``: run a
+pipeline spec from a JSON file, or a supplier's CSV/XLSX read through an import profile."""
 
 from __future__ import annotations
 
@@ -19,7 +20,17 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("file", help="pipeline spec (JSON); '-' reads stdin")
+        parser.add_argument(
+            "file", help="pipeline spec (JSON; '-' reads stdin), or a .csv/.xlsx with --profile"
+        )
+        parser.add_argument(
+            "--profile", help="import profile: run FILE (.csv or .xlsx) as one upsert_products"
+        )
+        parser.add_argument(
+            "--policy",
+            choices=["all_or_nothing", "skip_invalid_rows"],
+            help="what invalid feed rows do (default: the spec's, else all_or_nothing)",
+        )
         parser.add_argument("--dry-run", action="store_true", help="run, show the diff, roll back")
         parser.add_argument("--user", help="username the changes are attributed to")
         parser.add_argument("--json", action="store_true", help="print the full result as JSON")
@@ -28,7 +39,12 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
-        spec, base_dir = self._read(options["file"])
+        if options["profile"]:
+            spec, base_dir = self._feed(options["file"], options["profile"])
+        else:
+            spec, base_dir = self._read(options["file"])
+        if options["policy"]:
+            spec["policy"] = options["policy"]
         if options["dry_run"]:
             spec["dry_run"] = True
         user = None
@@ -69,6 +85,14 @@ class Command(BaseCommand):
         if result.get("error"):
             raise CommandError(f"pipeline run {result['run_id']} failed; nothing was changed.")
 
+    def _feed(self, name: str, profile: str) -> tuple[dict, Path]:
+        path = Path(name).resolve()
+        if not path.is_file():
+            raise CommandError(f"No such file: {name}")
+        key = "xlsx_file" if path.suffix.lower() in (".xlsx", ".xlsm") else "csv_file"
+        step = {"op": "upsert_products", "profile": profile, key: path.name}
+        return {"name": f"{path.name} ({profile})", "steps": [step]}, path.parent
+
     def _read(self, name: str) -> tuple[dict, Path]:
         try:
             if name == "-":
@@ -106,6 +130,13 @@ class Command(BaseCommand):
             f"  price changes: {totals['price_changes']}, alerts opened: "
             f"{totals['alerts_opened']}, alerts resolved: {totals['alerts_resolved']}"
         )
+        if totals.get("rejected"):
+            out.write(f"  rejected rows: {totals['rejected']}")
+            for row in result.get("rejected", [])[:20]:
+                out.write(
+                    f"    row {row['row']}, column {row['column']!r}: {row['message']} "
+                    f"(got {row['value']!r})"
+                )
         for change in result.get("diff", [])[:50]:
             fields = ", ".join(
                 f"{c['field']}: {c['before']} -> {c['after']}" for c in change["changes"]

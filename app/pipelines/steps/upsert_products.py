@@ -1,4 +1,5 @@
-"""``upsert_products``: create or update products from JSON rows or CSV (inline or a file)."""
+"""``upsert_products``: create or update products from JSON rows, CSV or XLSX (inline or a
+file), the supplier's columns mapped by an import profile (``app.pipelines.feeds``)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
-from ...models import Product
-from ..base import StepSpec
+from ...core.feeds import FeedProfile
+from ...models import ImportProfile, Product
+from ..base import Label, StepSpec
+from ..feeds import (
+    FeedError,
+    Rejection,
+    csv_records,
+    iter_feed,
+    read_ahead,
+    xlsx_bytes,
+    xlsx_records,
+)
 from ..registry import register
 from ..rows import (
     ProductRow,
@@ -27,20 +38,48 @@ from ..writer import CHUNK
 class UpsertProducts(StepSpec):
     """Create missing SKUs and update existing ones (name, price, and stock/threshold if given).
 
-    Exactly one source: ``rows`` (JSON objects), ``csv`` (text with a header line) or
-    ``csv_file`` (a path; only the ``run_pipeline`` command accepts it, never the HTTP API).
-    A SKU repeated in the input is applied in order, like repeated saves.
+    Exactly one source: ``rows`` (JSON objects), ``csv`` (text with a header line),
+    ``xlsx`` (the file in base64), or ``csv_file``/``xlsx_file`` (a path; only the
+    ``run_pipeline`` command accepts them, never the HTTP API). Without ``profile`` a CSV has
+    the columns ``sku,name,price[,stock,low_stock_threshold]``; with one, the profile maps
+    the supplier's columns (XLSX always needs one). A SKU repeated in the input is applied in
+    order, like repeated saves.
     """
 
     op: Literal["upsert_products"]
+    # Declared first: the CSV validators below need to know whether a profile maps the header.
+    profile: Label | None = Field(default=None, description="name of an import profile")
     rows: list[ProductRow] | None = Field(default=None, min_length=1)
     csv: str | None = None
     csv_file: str | None = None
+    xlsx: str | None = Field(default=None, description="an XLSX file, base64")
+    xlsx_file: str | None = None
+    sheet: Label | None = Field(default=None, description="XLSX sheet (default: the profile's)")
+    _feed: FeedProfile | None = PrivateAttr(default=None)
+
+    @field_validator("profile")
+    @classmethod
+    def _profile(cls, value: str | None) -> str | None:
+        if value is not None and not ImportProfile.objects.filter(name=value).exists():
+            raise ValueError(f"no import profile named {value!r}")
+        return value
+
+    @field_validator("xlsx")
+    @classmethod
+    def _xlsx(cls, value: str | None) -> str | None:
+        if value is not None:
+            xlsx_bytes(value)
+        return value
+
+    @field_validator("xlsx_file")
+    @classmethod
+    def _xlsx_file(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return None if value is None else _trusted_path(value, info, "xlsx_file", "xlsx")
 
     @field_validator("csv")
     @classmethod
-    def _csv_header(cls, value: str | None) -> str | None:
-        if value is not None:
+    def _csv_header(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("profile") is None:
             try:
                 errors = header_errors(read_header(open_csv(text=value)))
             except RowError as exc:
@@ -54,12 +93,9 @@ class UpsertProducts(StepSpec):
     def _csv_file(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:
             return value
-        context = info.context or {}
-        if not context.get("allow_files"):
-            raise ValueError("csv_file is only accepted by the run_pipeline command; send csv")
-        path = Path(context.get("base_dir") or ".") / value
-        if not path.is_file():
-            raise ValueError(f"no such file: {path}")
+        path = _trusted_path(value, info, "csv_file", "csv")
+        if info.data.get("profile") is not None:
+            return path
         with open_csv(path=str(path)) as stream:
             try:
                 errors = header_errors(read_header(stream))
@@ -67,35 +103,67 @@ class UpsertProducts(StepSpec):
                 raise ValueError(str(exc)) from None
         if errors:
             raise ValueError("; ".join(errors))
-        return str(path.resolve())
+        return path
 
     @model_validator(mode="after")
     def _one_source(self) -> UpsertProducts:
-        given = [k for k in ("rows", "csv", "csv_file") if getattr(self, k) is not None]
+        given = [k for k in SOURCES if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError("give exactly one of 'rows', 'csv' or 'csv_file'")
+            raise ValueError("give exactly one of 'rows', 'csv', 'csv_file', 'xlsx' or 'xlsx_file'")
+        if self.profile is None and given[0] in ("xlsx", "xlsx_file"):
+            raise ValueError("an XLSX feed needs a 'profile' mapping its columns")
+        if self.profile is not None and given[0] == "rows":
+            raise ValueError("a profile maps a file's columns: give 'csv', 'xlsx' or a file")
+        if self.profile is not None:
+            self._feed = ImportProfile.objects.get(name=self.profile).feed()
         return self
+
+    @property
+    def source(self) -> str:
+        return next(k for k in SOURCES if getattr(self, k) is not None)
 
     def size(self, using: str) -> int:
         if self.rows is not None:
             return len(self.rows)
-        return count_data_lines(text=self.csv, path=self.csv_file)
+        if self.xlsx is not None or self.xlsx_file is not None:
+            return 0  # unknown until read (XLSX dimensions are often missing)
+        lines = count_data_lines(text=self.csv, path=self.csv_file)
+        return max(lines - (self._feed.header_row - 1 if self._feed else 0), 0)
+
+    def _records(self):
+        feed = self._feed
+        if self.xlsx is not None:
+            return xlsx_records(feed, data=xlsx_bytes(self.xlsx), sheet=self.sheet or "")
+        if self.xlsx_file is not None:
+            return xlsx_records(feed, path=self.xlsx_file, sheet=self.sheet or "")
+        return csv_records(feed, text=self.csv, path=self.csv_file)
 
     def _items(self, unit) -> Iterator[ProductRow]:
         if self.rows is not None:
             yield from self.rows
             return
-        with open_csv(text=self.csv, path=self.csv_file) as stream:
-            key = "csv" if self.csv is not None else "csv_file"
+        key = self.source
+        skip = unit.state.policy == "skip_invalid_rows"
+        if self._feed is not None:
+            unit.note_fingerprint(self._feed.fingerprint())
             try:
-                for _line, row in iter_csv_rows(stream):
+                for _number, item in read_ahead(iter_feed(self._feed, self._records())):
+                    if isinstance(item, Rejection):
+                        if not skip:
+                            raise _invalid(unit, key, item.row, item.column, str(item))
+                        unit.reject(item)
+                        unit.advance(1)
+                        continue
+                    yield item
+            except FeedError as exc:
+                raise _invalid(unit, key, exc.row, exc.column or "*", str(exc)) from None
+            return
+        with open_csv(text=self.csv, path=self.csv_file) as stream:
+            try:
+                for _line, row in iter_csv_rows(stream, skip=unit.reject if skip else None):
                     yield row
             except RowError as exc:
-                # Bad input, as the same value in a JSON row would be (400), not a business
-                # failure; the run is still recorded.
-                failure = unit.failure([((key, exc.line, exc.column), str(exc))])
-                failure.kind = "invalid"
-                raise failure from None
+                raise _invalid(unit, key, exc.line, exc.column, str(exc)) from None
 
     def run(self, unit) -> None:
         chunk: dict[str, ProductRow] = {}
@@ -135,3 +203,24 @@ class UpsertProducts(StepSpec):
         unit.create(new)
         unit.save(changed)
         unit.advance(len(rows))
+
+
+SOURCES = ("rows", "csv", "csv_file", "xlsx", "xlsx_file")
+
+
+def _invalid(unit, key: str, row: int, column: str, msg: str):
+    """Bad input, as the same value in a JSON row would be (400), not a business failure;
+    the run is still recorded."""
+    failure = unit.failure([((key, row, column), msg)])
+    failure.kind = "invalid"
+    return failure
+
+
+def _trusted_path(value: str, info: ValidationInfo, key: str, instead: str) -> str:
+    context = info.context or {}
+    if not context.get("allow_files"):
+        raise ValueError(f"{key} is only accepted by the run_pipeline command; send {instead}")
+    path = Path(context.get("base_dir") or ".") / value
+    if not path.is_file():
+        raise ValueError(f"no such file: {path}")
+    return str(path.resolve())
