@@ -7,6 +7,8 @@ tracking as ``save()`` (see ``app.models.writes``).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import DatabaseError, connections, models, router, transaction
@@ -139,6 +141,10 @@ class Product(models.Model):
         as unconfirmed until it commits: should it roll back, ``changed_fields`` forgets the
         values again, so the next ``save()`` writes them instead of taking them for stored.
         """
+        remember_written([self], attnames, using=using)
+
+    def _take_current_values(self, attnames) -> list[str]:
+        """The loaded values become the current ones; returns the names taken."""
         values = self.__dict__
         if attnames is None:
             attnames = [f.attname for f in self._meta.concrete_fields]
@@ -157,10 +163,7 @@ class Product(models.Model):
                 loaded[name] = value
                 written.append(name)
         self._before_write = None
-        if using is not None and written and connections[using].in_atomic_block:
-            confirmation = _Confirmation(written)
-            transaction.on_commit(confirmation, using=using)
-            self.__dict__.setdefault("_unconfirmed", []).append((using, confirmation))
+        return written
 
     def _forget_rolled_back(self) -> None:
         """Drop the loaded values of writes whose transaction rolled back: their commit
@@ -234,6 +237,24 @@ class Product(models.Model):
         if not updated and update_fields is not None:
             self._row_gone = True
         return updated
+
+
+def remember_written(objs: Iterable[Product], attnames=None, *, using: str | None = None) -> None:
+    """``remember_current_values`` of many products written together, with one commit
+    callback per set of written names rather than one per product (a bulk write of a
+    million rows would otherwise hold a million callbacks until it commits)."""
+    in_transaction = using is not None and connections[using].in_atomic_block
+    shared: dict[tuple[str, ...], _Confirmation] = {}
+    for obj in objs:
+        written = obj._take_current_values(attnames)
+        if not (in_transaction and written):
+            continue
+        key = tuple(written)
+        confirmation = shared.get(key)
+        if confirmation is None:
+            confirmation = shared[key] = _Confirmation(written)
+            transaction.on_commit(confirmation, using=using)
+        obj.__dict__.setdefault("_unconfirmed", []).append((using, confirmation))
 
 
 class ChangeSource(models.Model):

@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from ..core.sqlrows import CHUNK, _json_scalar, json_rows, json_rows_sql
 from .dispatch import bulk_forms
-from .models import TRACKED_FIELDS, Product
+from .models import TRACKED_FIELDS, Product, remember_written
 
 
 # How a bulk write groups the change sets its signals produce, so the effects run once,
@@ -385,8 +385,7 @@ def tracked_bulk_update(
             present = _update_batch(batch, model_fields, using=using)
             count += len(present)
             written.extend(present)
-    for obj in written:
-        obj.remember_current_values(names, using=using)
+    remember_written(written, names, using=using)
     return count
 
 
@@ -536,10 +535,8 @@ def tracked_bulk_create(
         with collecting_changes(using):
             _send(post_save, created, using=using, created=True, update_fields=None)
             _send(post_save, upserted, using=using, created=False, update_fields=upsert_fields)
-    for obj in created:
-        obj.remember_current_values(using=using)
-    for obj in upserted:
-        obj.remember_current_values(using=using)
+    remember_written(created, using=using)
+    remember_written(upserted, using=using)
     return objs
 
 

@@ -439,3 +439,20 @@ def test_an_upsert_keyed_by_primary_key_is_refused_not_left_untracked():
             update_fields=["price", "stock"],
         )
     assert Product.objects.get(pk=product.pk).price == Decimal("10.00")
+
+
+@pytest.mark.django_db
+def test_a_bulk_write_registers_a_commit_callback_per_batch_not_per_row():
+    """Each written product's values are confirmed on commit: one shared callback for the
+    rows of a bulk write, or a million-row upsert holds a million callbacks until commit."""
+    with transaction.atomic():
+        before = len(connection.run_on_commit)
+        objs = Product.objects.bulk_create(
+            [Product(sku=f"CB-{i}", name="Callback", price=Decimal(1), stock=9) for i in range(300)]
+        )
+        for obj in objs:
+            obj.stock = 8
+        Product.objects.bulk_update(objs, ["stock"])
+        assert len(connection.run_on_commit) - before < 10
+    objs[0].refresh_from_db()
+    assert objs[0].stock == 8
