@@ -17,6 +17,7 @@ from ..core.inputs import (
     strip_bom,
 )
 from ..models import ImportProfile, Product
+from ..models.profiles import SETTINGS as PROFILE_SETTINGS
 from ..pipelines.feeds import FeedError, decode_bytes
 from ..selectors import exports
 
@@ -165,22 +166,7 @@ class ImportProfileForm(forms.ModelForm):
 
     class Meta:
         model = ImportProfile
-        fields = [
-            "name",
-            "description",
-            "columns",
-            "delimiter",
-            "quotechar",
-            "encoding",
-            "decimal_separator",
-            "thousands_separator",
-            "header_row",
-            "sheet",
-            "defaults",
-            "price_factor",
-            "price_round_to",
-            "clamp_stock",
-        ]
+        fields = ["name", "description", *(f for f in PROFILE_SETTINGS if f != "name")]
         widgets = {
             "columns": forms.Textarea(attrs={"rows": 6, "spellcheck": "false"}),
             "defaults": forms.Textarea(attrs={"rows": 3, "spellcheck": "false"}),
