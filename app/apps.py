@@ -22,7 +22,7 @@ class InventoryConfig(AppConfig):
         from .models import ApiToken, PipelineRun, Product, StockAlert, WebhookSubscription, writes
         from .services import alerts, product_cache
         from .signals import alerts_opened, alerts_resolved, pipeline_finished
-        from .tracking import batch, effects, history
+        from .tracking import batch, effects, history, levels
         from .webhooks import outbox
         from .webhooks import receivers as webhooks
 
@@ -30,6 +30,7 @@ class InventoryConfig(AppConfig):
         # product events come before alerts, so a product's own event precedes the
         # stock.low / stock.restored event its change causes. A new effect is one more
         # ``effects.register(name, effect)``: it then sees every write path.
+        effects.register("levels", levels.apply_levels)  # before the ledger naming the location
         effects.register("history", history.record_history)
         effects.register("webhooks", outbox.record_product_changes)
         effects.register("alerts", alerts.check_thresholds)

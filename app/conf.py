@@ -28,6 +28,18 @@ OPTIONS: tuple[Option, ...] = (
     Option("STOCKPIPE_MANAGER_EMAIL", "manager@company.com", "str", "who gets low-stock alerts"),
     Option("STOCKPIPE_LOW_STOCK_THRESHOLD", 5, "int", "default threshold of new products"),
     Option(
+        "STOCKPIPE_DEFAULT_LOCATION",
+        "MAIN",
+        "str",
+        "code of the location a stock change naming no location applies to (created on first use)",
+    ),
+    Option(
+        "STOCKPIPE_RESERVATION_TTL",
+        86400,
+        "int",
+        "seconds a reservation holds stock when the request gives no expires_at",
+    ),
+    Option(
         "STOCKPIPE_DELIVERY_BACKOFF_BASE",
         30.0,
         "float",
@@ -154,6 +166,14 @@ def manager_email() -> str:
 
 def low_stock_threshold() -> int:
     return int(get("STOCKPIPE_LOW_STOCK_THRESHOLD"))
+
+
+def default_location() -> str:
+    return str(get("STOCKPIPE_DEFAULT_LOCATION"))
+
+
+def reservation_ttl() -> int:
+    return int(get("STOCKPIPE_RESERVATION_TTL"))
 
 
 def delivery_backoff_base() -> float:

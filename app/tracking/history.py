@@ -18,13 +18,14 @@ from django.db import connections
 from ..core.context import current_change_context
 from ..models import PriceHistory, StockMovement
 from .changes import PRICE_CHANGED, STOCK_CHANGED, ChangeSet
+from .levels import location_of
 
 PRICE_COLUMNS = (
     "product_id", "sku", "name", "old_price", "new_price", "changed_at", "changed_by_id",
     "source",
 )  # fmt: skip
 MOVEMENT_COLUMNS = (
-    "product_id", "sku", "delta", "stock_after", "reason", "idempotency_key", "created_at",
+    "product_id", "location_id", "sku", "delta", "stock_after", "reason", "idempotency_key", "created_at",
     "changed_by_id", "source",
 )  # fmt: skip
 INITIAL_STOCK = "initial stock"
@@ -55,9 +56,15 @@ def record_history(changes: ChangeSet, *, using: str) -> None:
             into = _into(connection, StockMovement, MOVEMENT_COLUMNS)
             reason = f"CASE WHEN c.kind = 'created' THEN {typed('text')} ELSE {typed('text')} END"
             columns = (
-                f"c.pk, c.sku, c.stock - c.old_stock, c.stock, {reason}, {typed('text')}, {who}"
+                f"c.pk, {typed('bigint')}, c.sku, c.stock - c.old_stock, c.stock, {reason}, "
+                f"{typed('text')}, {who}"
             )
-            head = (ctx.reason or INITIAL_STOCK, ctx.reason, ctx.idempotency_key)
+            head = (
+                location_of(changes),
+                ctx.reason or INITIAL_STOCK,
+                ctx.reason,
+                ctx.idempotency_key,
+            )
             for sql, params in changes.select(
                 columns, STOCK_CHANGED, (*head, at, ctx.user_id, ctx.source)
             ):
@@ -80,8 +87,9 @@ def carry_forward_ledger(
     product_ids: list[int], before: datetime, *, using: str = "default", dry_run: bool = False
 ) -> int:
     """Fold each product's ledger rows older than ``before`` into one ``carried forward`` row
-    (their summed delta, the last row's ``stock_after`` and time), so stock still equals the
-    ledger's sum once the old rows are gone. Returns the number of rows removed.
+    per location (their summed delta, the last row's ``stock_after`` and time), so stock
+    still equals the ledger's sum, per product and per location, once the old rows are
+    gone. Returns the number of rows removed.
 
     Run inside a transaction: the old rows are locked first, so a second pruner running at
     the same time finds them gone instead of folding them again.
@@ -91,19 +99,20 @@ def carry_forward_ledger(
     )
     if dry_run:
         return rows.count()
-    folded: dict[int, StockMovement] = {}
+    folded: dict[tuple[int, int], StockMovement] = {}
     ids = []
     locked = (
         rows.select_for_update()
         .order_by("product_id", "created_at", "id")
-        .values_list("id", "product_id", "sku", "delta", "stock_after", "created_at")
+        .values_list("id", "product_id", "location_id", "sku", "delta", "stock_after", "created_at")
     )
-    for pk, product_id, sku, delta, stock_after, created_at in locked:
+    for pk, product_id, location_id, sku, delta, stock_after, created_at in locked:
         ids.append(pk)
-        carry = folded.get(product_id)
+        carry = folded.get((product_id, location_id))
         if carry is None:
-            folded[product_id] = StockMovement(
+            folded[product_id, location_id] = StockMovement(
                 product_id=product_id,
+                location_id=location_id,
                 sku=sku,
                 delta=delta,
                 stock_after=stock_after,

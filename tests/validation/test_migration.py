@@ -16,8 +16,8 @@ from .legacy import legacy_product
 @pytest.mark.django_db(transaction=True)
 def test_0004_applies_over_legacy_rows_and_changes_no_sql():
     executor = MigrationExecutor(connection)
-    plan = executor.migration_plan([("app", "0004_product_field_rules")])
-    assert plan == []  # applied by the test database setup
+    # applied by the test database setup
+    assert ("app", "0004_product_field_rules") in executor.loader.applied_migrations
     migration = executor.loader.get_migration("app", "0004_product_field_rules")
     state = executor.loader.project_state(("app", "0003_pipeline_spec_encoder"))
     with connection.schema_editor(collect_sql=True) as editor:
