@@ -1,7 +1,19 @@
 """The HTTP API (Django Ninja), mounted at ``/api/``; OpenAPI at ``/api/openapi.json``,
 interactive docs at ``/api/docs``."""
 
-from . import alerts, audit, auth, errors, history, pipelines, products, stock, tokens, webhooks
+from . import (
+    alerts,
+    audit,
+    auth,
+    errors,
+    history,
+    locations,
+    pipelines,
+    products,
+    stock,
+    tokens,
+    webhooks,
+)
 from .base import StockpipeAPI
 
 api = StockpipeAPI(
@@ -21,6 +33,7 @@ api.add_router("/auth", auth.router)
 api.add_router("/products", stock.router)
 api.add_router("/products", history.router)
 api.add_router("/products", products.router)  # last: /products/{anysku:sku} matches "/"
+api.add_router("/locations", locations.router)
 api.add_router("/alerts", alerts.router)
 api.add_router("/pipelines", pipelines.router)
 api.add_router("/tokens", tokens.router)

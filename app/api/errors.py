@@ -116,7 +116,9 @@ def install(api: NinjaAPI) -> None:
 
     @api.exception_handler(StockAdjustmentRefused)
     def stock_refused(request, exc: StockAdjustmentRefused):
-        body = error_body(exc.message, [{"loc": ["body", "delta"], "msg": exc.message}])
+        body = error_body(exc.message, [{"loc": ["body", exc.field], "msg": exc.message}])
+        if exc.status != 409:
+            return respond(request, exc.status, body)
         return respond(request, 409, {**body, "stock": exc.stock})
 
     @api.exception_handler(Exception)

@@ -76,16 +76,29 @@ class ProductOut(Schema):
     updated_at: datetime
 
 
+class LocationStockOut(Schema):
+    code: str
+    name: str
+    active: bool
+    quantity: int = Field(description="On hand at this location")
+    reserved: int = Field(description="Held by active reservations naming this location")
+    available: int = Field(description="quantity - reserved, never below zero")
+
+
 class ProductDetailOut(ProductOut):
-    """A product with its Omnibus reference price (EU Directive 98/6/EC art. 6a).
+    """A product with its Omnibus reference price (EU Directive 98/6/EC art. 6a) and its
+    stock per location.
 
     ``prior_price`` is the lowest price of the 30 days before the current reduction and
     ``discount_percent`` the reduction against it (rounded down); both are null when the
-    current price is not a reduction.
+    current price is not a reduction. ``available`` is ``stock`` minus the active
+    reservations, never below zero.
     """
 
     prior_price: Decimal | None = None
     discount_percent: Decimal | None = None
+    available: int = 0
+    locations: list[LocationStockOut] = []
 
 
 class ProductPage(Schema):
@@ -114,10 +127,19 @@ class ProductPatch(Schema):
 
 # --- stock ------------------------------------------------------------------------------
 
+LocationCode = Annotated[NewSku, Field(description="A location's code (the SKU rule)")]
+Quantity = Annotated[int, Field(ge=1, le=domain.MAX_STOCK)]
+IdempotencyKey = Annotated[
+    str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00]+$")
+]
+
 
 class StockIn(Schema):
     delta: domain.Delta = Field(
         description="Units to add (positive) or remove (negative); not zero."
+    )
+    location: LocationCode | None = Field(
+        default=None, description="Location code (unset: the default location)"
     )
     reason: Text200 = ""
     idempotency_key: (
@@ -129,6 +151,7 @@ class StockIn(Schema):
 class MovementOut(Schema):
     id: int
     sku: str
+    location: str = Field(description="Code of the location the move happened at")
     delta: int
     stock_after: int
     reason: str
@@ -140,6 +163,54 @@ class MovementOut(Schema):
     @staticmethod
     def resolve_changed_by(obj) -> str | None:
         return obj.changed_by.get_username() if obj.changed_by_id else None
+
+    @staticmethod
+    def resolve_location(obj) -> str:
+        return obj.location.code
+
+
+class TransferIn(Schema):
+    from_location: LocationCode
+    to_location: LocationCode
+    quantity: Quantity
+    reason: Text200 = ""
+    idempotency_key: IdempotencyKey | None = None
+
+
+class TransferOut(Schema):
+    sku: str
+    from_location: str
+    to_location: str
+    quantity: int
+    movements: list[MovementOut]
+
+
+# --- locations --------------------------------------------------------------------------
+
+
+class LocationIn(Schema):
+    code: LocationCode
+    name: Name
+    active: bool = True
+
+
+class LocationPatch(Schema):
+    """Only the fields sent are changed; the code never changes (the ledger names it)."""
+
+    name: Name = None
+    active: bool = None
+
+
+class LocationOut(Schema):
+    id: int
+    code: str
+    name: str
+    active: bool
+    created_at: datetime
+
+
+class LocationPage(Page):
+    items: list[LocationOut]
 
 
 # --- history ----------------------------------------------------------------------------

@@ -12,18 +12,29 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
+from django.db.models import F, Sum
+from django.utils import timezone
 
-from ..models import MAX_STOCK, Product, StockMovement
+from ..models import MAX_STOCK, Location, Product, Reservation, StockLevel, StockMovement
+from ..signals import stock_transferred
+from ..tracking import history
+from ..tracking.levels import default_location_id
+from . import product_cache
 from .context import change_context
 
 
 class StockAdjustmentRefused(Exception):
-    """A stock move that would break a rule; ``stock`` is the product's current stock."""
+    """A stock move that would break a rule; ``stock`` is the product's current stock (or
+    what is available for the move). ``field`` names the input at fault; the API answers
+    ``status``."""
 
-    def __init__(self, message: str, *, stock: int | None = None) -> None:
+    status = 409
+
+    def __init__(self, message: str, *, stock: int | None = None, field: str = "delta") -> None:
         super().__init__(message)
         self.message = message
         self.stock = stock
+        self.field = field
 
 
 class InsufficientStock(StockAdjustmentRefused):
@@ -36,6 +47,79 @@ class StockLimitExceeded(StockAdjustmentRefused):
 
 class IdempotencyKeyReused(StockAdjustmentRefused):
     """The key was already used for a different product or delta."""
+
+
+class UnknownLocation(StockAdjustmentRefused):
+    """No such location, or (as a destination) a deactivated one: invalid input."""
+
+    status = 422
+
+
+def location_for(
+    code: str | None, *, moving_in: bool = True, field: str = "location"
+) -> Location | None:
+    """The location with ``code`` (None: none named). Stock may leave a deactivated
+    location but not arrive at one."""
+    if code is None:
+        return None
+    location = Location.objects.filter(code=code).first()
+    if location is None:
+        raise UnknownLocation(f"No location with code {code!r}.", field=field)
+    if moving_in and not location.active:
+        raise UnknownLocation(f"Location {code!r} is deactivated.", field=field)
+    return location
+
+
+def held(product_id: int, location_id: int | None = None) -> int:
+    """Units held by active, unexpired reservations of a product (at one location when
+    ``location_id`` is given; else all of the product's holds)."""
+    holds = Reservation.objects.filter(
+        product_id=product_id, status=Reservation.Status.ACTIVE, expires_at__gt=timezone.now()
+    )
+    if location_id is not None:
+        holds = holds.filter(location_id=location_id)
+    return holds.aggregate(n=Sum("quantity"))["n"] or 0
+
+
+@dataclass(frozen=True)
+class LocationStock:
+    code: str
+    name: str
+    active: bool
+    quantity: int
+    reserved: int
+    available: int
+
+
+def availability(product: Product) -> tuple[int, list[LocationStock]]:
+    """What a product can still promise (on hand minus active holds, never below zero),
+    and the same per location (holds naming no location count only for the product)."""
+    holds: dict[int | None, int] = {}
+    active = Reservation.objects.filter(
+        product_id=product.pk, status=Reservation.Status.ACTIVE, expires_at__gt=timezone.now()
+    )
+    for location_id, n in active.values_list("location_id").annotate(n=Sum("quantity")):
+        holds[location_id] = n
+    places = []
+    for level in StockLevel.objects.filter(product_id=product.pk).select_related("location"):
+        reserved = holds.get(level.location_id, 0)
+        places.append(
+            LocationStock(
+                code=level.location.code,
+                name=level.location.name,
+                active=level.location.active,
+                quantity=level.quantity,
+                reserved=reserved,
+                available=max(level.quantity - reserved, 0),
+            )
+        )
+    places.sort(key=lambda place: place.code)
+    return max(product.stock - sum(holds.values()), 0), places
+
+
+def level_of(product_id: int, location_id: int) -> int:
+    found = StockLevel.objects.filter(product_id=product_id, location_id=location_id)
+    return found.values_list("quantity", flat=True).first() or 0
 
 
 @dataclass(frozen=True)
@@ -51,8 +135,11 @@ def adjust_stock(
     user,
     reason: str,
     idempotency_key: str | None = None,
+    location: str | None = None,
 ) -> StockAdjustment:
-    """Add ``delta`` to a product's stock, atomically and never below zero.
+    """Add ``delta`` to a product's stock, atomically and never below zero, at the location
+    with code ``location`` (None: the default location). A removal may not take the stock
+    (of the product, and of the location) below what active reservations hold.
 
     With an ``idempotency_key``, applying the same request again changes nothing and
     returns the first movement (``replayed=True``). Raises ``Product.DoesNotExist`` for an
@@ -66,6 +153,7 @@ def adjust_stock(
         earlier = _replay(key, sku, delta)
         if earlier is not None:
             return earlier
+    place = location_for(location, moving_in=delta > 0)
     try:
         with transaction.atomic():
             product = Product.objects.select_for_update().get(sku=sku)
@@ -84,8 +172,13 @@ def adjust_stock(
                 raise StockLimitExceeded(
                     f"Stock would exceed the maximum of {MAX_STOCK}.", stock=product.stock
                 )
+            location_id = place.pk if place is not None else default_location_id()
+            if delta < 0:
+                _check_removal(product, location_id, -delta, named=place is not None)
             product.stock = new_stock
-            with change_context(user=user, reason=reason, idempotency_key=key):
+            with change_context(
+                user=user, reason=reason, idempotency_key=key, location_id=location_id
+            ):
                 product.save()
             movements = StockMovement.objects.filter(product=product)
             if key is not None:
@@ -99,6 +192,141 @@ def adjust_stock(
             if earlier is not None:
                 return earlier
         raise
+
+
+def _check_removal(product: Product, location_id: int, quantity: int, *, named: bool) -> None:
+    """Refuse removing ``quantity`` at a location that has less, or that active
+    reservations need (``stock`` in the refusal: what may still be removed)."""
+    at = level_of(product.pk, location_id)
+    free = min(at - held(product.pk, location_id), product.stock - held(product.pk))
+    if quantity > at:
+        where = "there" if named else "at the default location"
+        raise InsufficientStock(
+            f"Not enough stock {where}: {at} held, cannot remove {quantity}.", stock=max(free, 0)
+        )
+    if quantity > free:
+        raise InsufficientStock(
+            f"Not enough unreserved stock: {max(free, 0)} available, cannot remove {quantity}.",
+            stock=max(free, 0),
+        )
+
+
+@dataclass(frozen=True)
+class Transfer:
+    sku: str
+    source: Location
+    target: Location
+    quantity: int
+    movements: list[StockMovement]
+    replayed: bool
+
+
+def transfer_stock(
+    product_or_sku: Product | str,
+    source: str,
+    target: str,
+    quantity: int,
+    *,
+    user,
+    reason: str = "",
+    idempotency_key: str | None = None,
+) -> Transfer:
+    """Move ``quantity`` units of a product from location ``source`` to ``target`` (codes).
+
+    Two ledger rows in one transaction; the total does not change, so no low-stock alert
+    or product event follows (a ``stock.transferred`` webhook does). Under the product's
+    row lock, like every stock move of the product, and with a conditional ``UPDATE ...
+    WHERE quantity >= n`` at the source, so the source never goes below zero nor below
+    what its reservations hold. Idempotent by key (the source row carries it).
+    """
+    if quantity <= 0:
+        raise ValueError("quantity must be positive")
+    sku = product_or_sku.sku if isinstance(product_or_sku, Product) else product_or_sku
+    key = idempotency_key or None
+    if key is not None:
+        earlier = _replay_transfer(key, sku, source, target, quantity)
+        if earlier is not None:
+            return earlier
+    origin = location_for(source, moving_in=False, field="from")
+    destination = location_for(target, field="to")
+    if origin.pk == destination.pk:
+        raise UnknownLocation("Source and target are the same location.", field="to")
+    try:
+        with transaction.atomic():
+            product = Product.objects.select_for_update().get(sku=sku)
+            if key is not None:
+                earlier = _replay_transfer(key, sku, source, target, quantity)
+                if earlier is not None:
+                    return earlier
+            free = level_of(product.pk, origin.pk) - held(product.pk, origin.pk)
+            moved = 0
+            if quantity <= free:
+                moved = StockLevel.objects.filter(
+                    product_id=product.pk, location_id=origin.pk, quantity__gte=quantity
+                ).update(quantity=F("quantity") - quantity)
+            if not moved:
+                raise InsufficientStock(
+                    f"Not enough available stock at {origin.code}: {max(free, 0)}, "
+                    f"cannot move {quantity}.",
+                    stock=max(free, 0),
+                    field="quantity",
+                )
+            level, created = StockLevel.objects.get_or_create(
+                product_id=product.pk, location_id=destination.pk, defaults={"quantity": quantity}
+            )
+            if not created:
+                StockLevel.objects.filter(pk=level.pk).update(quantity=F("quantity") + quantity)
+            with change_context(user=user, idempotency_key=key):
+                movements = history.record_transfer(
+                    product_id=product.pk,
+                    sku=product.sku,
+                    source_id=origin.pk,
+                    target_id=destination.pk,
+                    quantity=quantity,
+                    stock=product.stock,
+                    reason=reason or f"transfer {origin.code} -> {destination.code}",
+                )
+            transfer = Transfer(product.sku, origin, destination, quantity, movements, False)
+            stock_transferred.send(Product, product=product, transfer=transfer, using="default")
+            product_cache.invalidate([product.sku])
+            return transfer
+    except IntegrityError:
+        if key is not None:
+            earlier = _replay_transfer(key, sku, source, target, quantity)
+            if earlier is not None:
+                return earlier
+        raise
+
+
+def _replay_transfer(
+    key: str, sku: str, source: str, target: str, quantity: int
+) -> Transfer | None:
+    out = StockMovement.objects.filter(idempotency_key=key).select_related("location").first()
+    if out is None:
+        return None
+    pair = (
+        StockMovement.objects.filter(
+            product_id=out.product_id,
+            created_at=out.created_at,
+            delta=-out.delta,
+            pk__gt=out.pk,
+        )
+        .select_related("location")
+        .order_by("pk")
+        .first()
+    )
+    if (
+        pair is None
+        or out.sku != sku
+        or out.delta != -quantity
+        or out.location.code != source
+        or pair.location.code != target
+    ):
+        raise IdempotencyKeyReused(
+            f"Idempotency key already used for another move of {out.sku}.",
+            field="idempotency_key",
+        )
+    return Transfer(sku, out.location, pair.location, quantity, [out, pair], True)
 
 
 def _replay(key: str, sku: str, delta: int) -> StockAdjustment | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from django.db import connections
+from django.utils import timezone
 
 from ..core.context import current_change_context
 from ..models import PriceHistory, StockMovement
@@ -69,6 +70,39 @@ def record_history(changes: ChangeSet, *, using: str) -> None:
                 columns, STOCK_CHANGED, (*head, at, ctx.user_id, ctx.source)
             ):
                 cursor.execute(f"{into} {sql}", params)
+
+
+def record_transfer(
+    *,
+    product_id: int,
+    sku: str,
+    source_id: int,
+    target_id: int,
+    quantity: int,
+    stock: int,
+    reason: str,
+    using: str = "default",
+) -> list[StockMovement]:
+    """The two ledger rows of a transfer (the total ``stock`` does not change, so no change
+    set describes it): ``-quantity`` at the source, ``+quantity`` at the target, attributed
+    like any change; the source row carries the context's idempotency key."""
+    ctx = current_change_context()
+    common = {
+        "product_id": product_id,
+        "sku": sku,
+        "stock_after": stock,
+        "reason": reason,
+        "created_at": timezone.now(),
+        "changed_by_id": ctx.user_id,
+        "source": ctx.source,
+    }
+    rows = [
+        StockMovement(
+            location_id=source_id, delta=-quantity, idempotency_key=ctx.idempotency_key, **common
+        ),
+        StockMovement(location_id=target_id, delta=quantity, **common),
+    ]
+    return StockMovement.objects.using(using).bulk_create(rows)
 
 
 def _into(connection, model, names) -> str:
