@@ -19,9 +19,23 @@ class InventoryConfig(AppConfig):
 
         from . import receivers, tasks
         from .core import jobs
-        from .models import ApiToken, PipelineRun, Product, StockAlert, WebhookSubscription, writes
+        from .models import (
+            ApiToken,
+            PipelineRun,
+            Product,
+            Reservation,
+            StockAlert,
+            WebhookSubscription,
+            writes,
+        )
         from .services import alerts, product_cache
-        from .signals import alerts_opened, alerts_resolved, pipeline_finished
+        from .signals import (
+            alerts_opened,
+            alerts_resolved,
+            pipeline_finished,
+            reservations_changed,
+            stock_transferred,
+        )
         from .tracking import batch, effects, history, levels
         from .webhooks import outbox
         from .webhooks import receivers as webhooks
@@ -46,6 +60,7 @@ class InventoryConfig(AppConfig):
             tasks.deliver_webhooks,
             tasks.run_pipeline_task,
             tasks.send_welcome_email,
+            tasks.expire_reservations,
         )
 
         # Adapters from Product's signals to the change pipeline (app.receivers). Django
@@ -78,6 +93,14 @@ class InventoryConfig(AppConfig):
         )
         alerts_resolved.connect(
             webhooks.alerts_resolved, sender=StockAlert, dispatch_uid="webhooks.alerts_resolved"
+        )
+        stock_transferred.connect(
+            webhooks.stock_transferred, sender=Product, dispatch_uid="webhooks.stock_transferred"
+        )
+        reservations_changed.connect(
+            webhooks.reservations_changed,
+            sender=Reservation,
+            dispatch_uid="webhooks.reservations_changed",
         )
         pipeline_finished.connect(
             webhooks.pipeline_finished,

@@ -10,6 +10,7 @@ from . import (
     locations,
     pipelines,
     products,
+    reservations,
     stock,
     tokens,
     webhooks,
@@ -34,6 +35,7 @@ api.add_router("/products", stock.router)
 api.add_router("/products", history.router)
 api.add_router("/products", products.router)  # last: /products/{anysku:sku} matches "/"
 api.add_router("/locations", locations.router)
+api.add_router("/reservations", reservations.router)
 api.add_router("/alerts", alerts.router)
 api.add_router("/pipelines", pipelines.router)
 api.add_router("/tokens", tokens.router)

@@ -19,6 +19,7 @@ from ninja import NinjaAPI, Schema
 from ninja.errors import AuthenticationError, HttpError, Throttled, ValidationError
 
 from .. import request_id
+from ..services.reservations import ReservationRefused
 from ..services.stock import StockAdjustmentRefused
 
 logger = logging.getLogger(__name__)
@@ -36,6 +37,10 @@ class ErrorOut(Schema):
 
 class StockConflictOut(ErrorOut):
     stock: int | None
+
+
+class ReservationConflictOut(StockConflictOut):
+    available: int | None = None
 
 
 STATUS_DETAIL = {
@@ -119,6 +124,8 @@ def install(api: NinjaAPI) -> None:
         body = error_body(exc.message, [{"loc": ["body", exc.field], "msg": exc.message}])
         if exc.status != 409:
             return respond(request, exc.status, body)
+        if isinstance(exc, ReservationRefused):
+            body["available"] = exc.stock
         return respond(request, 409, {**body, "stock": exc.stock})
 
     @api.exception_handler(Exception)

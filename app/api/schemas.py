@@ -213,6 +213,49 @@ class LocationPage(Page):
     items: list[LocationOut]
 
 
+# --- reservations -----------------------------------------------------------------------
+
+
+class ReservationIn(Schema):
+    sku: Sku
+    quantity: Quantity
+    location: LocationCode | None = Field(
+        default=None, description="Hold at this location (unset: anywhere)"
+    )
+    reference: Text200 = Field(default="", description="e.g. an order number")
+    expires_at: datetime | None = Field(
+        default=None, description="When the hold lapses (unset: now + the configured TTL)"
+    )
+    idempotency_key: IdempotencyKey | None = None
+
+
+class ReservationOut(Schema):
+    id: int
+    sku: str
+    location: str | None
+    quantity: int
+    reference: str
+    status: str
+    expires_at: datetime
+    idempotency_key: str | None
+    created_at: datetime
+    ended_at: datetime | None
+    changed_by: str | None
+    source: str
+
+    @staticmethod
+    def resolve_location(obj) -> str | None:
+        return obj.location.code if obj.location_id else None
+
+    @staticmethod
+    def resolve_changed_by(obj) -> str | None:
+        return obj.changed_by.get_username() if obj.changed_by_id else None
+
+
+class ReservationPage(Page):
+    items: list[ReservationOut]
+
+
 # --- history ----------------------------------------------------------------------------
 
 

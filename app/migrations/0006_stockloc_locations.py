@@ -115,4 +115,9 @@ class Migration(migrations.Migration):
             name='location',
             field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='app.location'),
         ),
+        migrations.AlterField(
+            model_name='webhookdelivery',
+            name='event_type',
+            field=models.CharField(choices=[('product.created', 'Product Created'), ('product.updated', 'Product Updated'), ('product.deleted', 'Product Deleted'), ('price.changed', 'Price Changed'), ('stock.low', 'Stock Low'), ('stock.restored', 'Stock Restored'), ('stock.transferred', 'Stock Transferred'), ('reservation.created', 'Reservation Created'), ('reservation.committed', 'Reservation Committed'), ('reservation.released', 'Reservation Released'), ('reservation.expired', 'Reservation Expired'), ('pipeline.finished', 'Pipeline Finished')], max_length=40),
+        ),
     ]

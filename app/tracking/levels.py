@@ -56,15 +56,23 @@ def apply_levels(changes: ChangeSet, *, using: str) -> None:
     default = target if changes.location_id is None else default_location_id(using)
     with connection.cursor() as cursor:
         if target != default:
+            # Existing levels first, then new ones: a CHECK constraint is evaluated on the
+            # row an INSERT proposes even when ON CONFLICT would turn it into an UPDATE.
             for sql, params in changes.select(
                 "c.pk AS pk, c.stock - c.old_stock AS delta", STOCK_CHANGED
             ):
                 cursor.execute(
+                    f"UPDATE {level} SET quantity = quantity + (SELECT SUM(s.delta) "
+                    f"FROM ({sql}) s WHERE s.pk = {level}.product_id) "
+                    f"WHERE location_id = {typed} AND product_id IN (SELECT s.pk FROM ({sql}) s)",
+                    [*params, target, *params],
+                )
+                cursor.execute(
                     f"INSERT INTO {level} (product_id, location_id, quantity) "
-                    f"SELECT s.pk, {typed}, SUM(s.delta) FROM ({sql}) s GROUP BY s.pk "
-                    f"ON CONFLICT (product_id, location_id) "
-                    f"DO UPDATE SET quantity = {level}.quantity + excluded.quantity",
-                    [target, *params],
+                    f"SELECT s.pk, {typed}, SUM(s.delta) FROM ({sql}) s WHERE NOT EXISTS "
+                    f"(SELECT 1 FROM {level} o WHERE o.product_id = s.pk AND o.location_id = "
+                    f"{typed}) GROUP BY s.pk",
+                    [target, *params, target],
                 )
         for sql, params in changes.select("c.pk", STOCK_CHANGED):
             cursor.execute(

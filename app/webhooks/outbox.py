@@ -302,6 +302,58 @@ def record_alerts(event_type: str, alerts: Sequence[StockAlert], *, using: str) 
             record_event(event_type, stream, _alert_data(alert), subscription_ids=subs, using=using)
 
 
+def record_transfer(product: Product, transfer: Any, *, using: str) -> None:
+    """``stock.transferred``, on the product's stream (ordered with its other events)."""
+    subs = subscribers(WebhookEvent.STOCK_TRANSFERRED, using=using)
+    if not subs:
+        return
+    data = {
+        "product": product_data(product),
+        "from_location": transfer.source.code,
+        "to_location": transfer.target.code,
+        "quantity": transfer.quantity,
+        "movement_ids": [movement.pk for movement in transfer.movements],
+        **_who(),
+    }
+    stream = f"product:{product.pk}"
+    record_event(WebhookEvent.STOCK_TRANSFERRED, stream, data, subscription_ids=subs, using=using)
+
+
+def _reservation_data(reservation: Any) -> dict[str, Any]:
+    location = reservation.location.code if reservation.location_id else None
+    return {
+        "reservation": {
+            "id": reservation.pk,
+            "sku": reservation.sku,
+            "product_id": reservation.product_id,
+            "location": location,
+            "quantity": reservation.quantity,
+            "reference": reservation.reference,
+            "status": reservation.status,
+            "expires_at": reservation.expires_at.isoformat(),
+            "ended_at": reservation.ended_at.isoformat() if reservation.ended_at else None,
+        },
+        **_who(),
+    }
+
+
+def record_reservations(action: str, reservations: Sequence[Any], *, using: str) -> None:
+    """``reservation.<action>`` per reservation, on its product's stream."""
+    event_type = f"reservation.{action}"
+    subs = subscribers(event_type, using=using)
+    if not subs or not reservations:
+        return
+    with collecting_changes(using):
+        for reservation in reservations:
+            stream = (
+                f"product:{reservation.product_id}"
+                if reservation.product_id
+                else f"reservation:{reservation.pk}"
+            )
+            data = _reservation_data(reservation)
+            record_event(event_type, stream, data, subscription_ids=subs, using=using)
+
+
 def record_pipeline_finished(run: PipelineRun, *, using: str) -> None:
     subs = subscribers(WebhookEvent.PIPELINE_FINISHED, using=using)
     if not subs:

@@ -7,6 +7,8 @@ from app.services.tokens import create_token
 from tests.factories import ProductFactory, UserFactory
 
 ALL_PERMS = (
+    "add_reservation",
+    "change_reservation",
     "add_product",
     "change_product",
     "delete_product",
