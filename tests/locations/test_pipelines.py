@@ -1,0 +1,91 @@
+"""Issue 14, step 5: ``set_stock``/``adjust_stock`` accept a location; both pipeline routes
+give the same levels and the same ledger rows (the identity of the two routes)."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.models import Location, Product, StockLevel, StockMovement
+from app.pipelines import staged
+from app.pipelines.service import process_pipeline
+
+pytestmark = pytest.mark.django_db
+
+SPEC = {
+    "steps": [
+        {"op": "set_stock", "stock": {"P-0": 4, "P-1": 0, "P-2": 7}, "location": "NORTH"},
+        {"op": "adjust_stock", "deltas": {"P-0": -1, "P-1": 2}, "location": "NORTH"},
+        {"op": "adjust_stock", "deltas": {"P-2": -3}},
+        {"op": "set_stock", "stock": {"P-1": 1}, "location": "NORTH"},
+    ]
+}
+
+
+def run(route: str, monkeypatch, spec=SPEC) -> dict:
+    if route == "object":
+        monkeypatch.setattr(staged, "applies", lambda unit: False)
+    Location.objects.create(code="NORTH", name="North")
+    for i in range(3):
+        Product.objects.create(sku=f"P-{i}", name="P", price="1.00", stock=10)
+    return process_pipeline(spec)
+
+
+def outcome() -> tuple:
+    levels = sorted(StockLevel.objects.values_list("product__sku", "location__code", "quantity"))
+    ledger = list(
+        StockMovement.objects.order_by("id").values_list(
+            "sku", "location__code", "delta", "stock_after"
+        )
+    )
+    stock = dict(Product.objects.values_list("sku", "stock"))
+    return levels, ledger, stock
+
+
+@pytest.mark.parametrize("route", ["object", "sql"])
+def test_location_steps_move_that_location(route, monkeypatch):
+    result = run(route, monkeypatch)
+    assert result["status"] == "succeeded", result
+    levels, ledger, stock = outcome()
+    assert levels == [
+        ("P-0", "MAIN", 10),
+        ("P-0", "NORTH", 3),
+        ("P-1", "MAIN", 10),
+        ("P-1", "NORTH", 1),
+        ("P-2", "MAIN", 7),
+        ("P-2", "NORTH", 7),
+    ]
+    assert stock == {"P-0": 13, "P-1": 11, "P-2": 14}
+    assert ledger[3:] == [
+        ("P-0", "NORTH", 4, 14),
+        ("P-2", "NORTH", 7, 17),
+        ("P-0", "NORTH", -1, 13),
+        ("P-1", "NORTH", 2, 12),
+        ("P-2", "MAIN", -3, 14),
+        ("P-1", "NORTH", -1, 11),
+    ]
+
+
+def test_both_routes_give_the_same_rows(monkeypatch):
+    run("sql", monkeypatch)
+    sql = outcome()
+    StockMovement.objects.all().delete()
+    Product.objects.all().delete()
+    Location.objects.filter(code="NORTH").delete()
+    with monkeypatch.context() as patched:
+        run("object", patched)
+        assert outcome()[0] == sql[0]
+        assert outcome()[2] == sql[2]
+        assert [row for row in outcome()[1]] == sql[1]
+
+
+@pytest.mark.parametrize("route", ["object", "sql"])
+def test_a_location_step_never_goes_below_zero_there(route, monkeypatch):
+    spec = {"steps": [{"op": "adjust_stock", "deltas": {"P-0": -1}, "location": "NORTH"}]}
+    result = run(route, monkeypatch, spec)
+    assert result["status"] == "failed"
+    assert result["error"]["errors"][0]["loc"] == ["steps", 0, "deltas", "P-0"]
+    spec = {"steps": [{"op": "set_stock", "stock": {"P-0": 1}, "location": "NOWHERE"}]}
+    result = process_pipeline(spec)
+    assert result["status"] == "failed"
+    assert result["error"]["errors"][0]["loc"] == ["steps", 0, "location"]
+    assert outcome()[0] == [("P-0", "MAIN", 10), ("P-1", "MAIN", 10), ("P-2", "MAIN", 10)]
