@@ -12,8 +12,9 @@ from decimal import Decimal
 
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
+from django.utils import timezone
 
-from ..models import PipelineRun, PriceHistory, Product, StockAlert, StockMovement
+from ..models import PipelineRun, PriceHistory, Product, Reservation, StockAlert, StockMovement
 from .runs import visible_runs
 
 RECENT = 10
@@ -79,9 +80,27 @@ def product_by_sku(sku: str) -> Product:
 
 
 def stock_movements(product: Product, limit: int = PRODUCT_ROWS) -> QuerySet[StockMovement]:
-    return product.stock_movements.select_related("changed_by").order_by("-created_at", "-id")[
-        :limit
-    ]
+    return product.stock_movements.select_related("changed_by", "location").order_by(
+        "-created_at", "-id"
+    )[:limit]
+
+
+def active_reservations(product: Product, limit: int = PRODUCT_ROWS) -> QuerySet[Reservation]:
+    """The product's holds that still count (active, not past due), soonest to lapse first."""
+    return (
+        product.reservations.filter(status=Reservation.Status.ACTIVE, expires_at__gt=timezone.now())
+        .select_related("location", "changed_by")
+        .order_by("expires_at", "id")[:limit]
+    )
+
+
+def expiring_reservations(limit: int = RECENT) -> QuerySet[Reservation]:
+    """Active holds of any product, soonest to lapse first (the dashboard's list)."""
+    return (
+        Reservation.objects.filter(status=Reservation.Status.ACTIVE, expires_at__gt=timezone.now())
+        .select_related("location", "product")
+        .order_by("expires_at", "id")[:limit]
+    )
 
 
 def alert_history(product: Product, limit: int = PRODUCT_ROWS) -> QuerySet[StockAlert]:

@@ -16,6 +16,7 @@ from ..models import PipelineRun
 from ..selectors import dashboard as selectors
 from ..selectors.runs import visible_runs
 from ..services.omnibus import current_reduction
+from ..services.stock import availability
 from ..utils.utils import process_pipeline
 from .charts import price_chart_svg
 from .forms import PipelineForm
@@ -40,6 +41,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             "alerts": selectors.open_alerts(),
             "runs": _with_progress(selectors.recent_runs(request.user)),
             "price_changes": selectors.recent_price_changes(),
+            "reservations": selectors.expiring_reservations(),
         },
     )
 
@@ -91,6 +93,7 @@ def product_list(request: HttpRequest) -> HttpResponse:
 def product_detail(request: HttpRequest, sku: str) -> HttpResponse:
     product = selectors.product_by_sku(sku)
     now = timezone.now()
+    available, locations = availability(product)
     return render(
         request,
         "web/product_detail.html",
@@ -101,6 +104,9 @@ def product_detail(request: HttpRequest, sku: str) -> HttpResponse:
             "price_changes": selectors.price_changes(product),
             "movements": selectors.stock_movements(product),
             "alerts": selectors.alert_history(product),
+            "available": available,
+            "locations": locations,
+            "reservations": selectors.active_reservations(product),
         },
     )
 
