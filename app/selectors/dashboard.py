@@ -133,3 +133,36 @@ def price_series(product: Product, now: datetime, limit: int = CHART_POINTS) -> 
     points += [PricePoint(at, new) for at, _, new in rows]
     points.append(PricePoint(max(now, rows[-1][0]), product.price))
     return points
+
+
+@dataclass(frozen=True)
+class StockSeries:
+    """One line of the stock chart: ``points`` are (time, units) steps, oldest first."""
+
+    label: str
+    points: list[tuple[datetime, int]]
+
+
+def stock_series(product: Product, now: datetime, limit: int = CHART_POINTS) -> list[StockSeries]:
+    """Stock over time from the ledger: the total (each row's ``stock_after``) and each
+    location (walked back from its current level through the latest ``limit`` rows)."""
+    rows = list(
+        product.stock_movements.order_by("-created_at", "-id").values_list(
+            "created_at", "location__code", "delta", "stock_after"
+        )[:limit]
+    )
+    if not rows:
+        return []
+    current = dict(product.stock_levels.values_list("location__code", "quantity"))
+    per_location: dict[str, list[tuple[datetime, int]]] = {}
+    level = dict(current)
+    for at, code, delta, _ in rows:  # newest first: the value after each row
+        per_location.setdefault(code, []).append((at, level.get(code, 0)))
+        level[code] = level.get(code, 0) - delta
+    series = [StockSeries("total", [(at, after) for at, _, _, after in reversed(rows)])]
+    series[0].points.append((max(now, rows[0][0]), product.stock))
+    for code in sorted(per_location):
+        points = list(reversed(per_location[code]))
+        points.append((max(now, rows[0][0]), current.get(code, 0)))
+        series.append(StockSeries(code, points))
+    return series

@@ -18,7 +18,7 @@ from ..selectors.runs import visible_runs
 from ..services.omnibus import current_reduction
 from ..services.stock import availability
 from ..utils.utils import process_pipeline
-from .charts import price_chart_svg
+from .charts import price_chart_svg, stock_chart_svg
 from .forms import PipelineForm
 
 DIFF_ROWS = 500
@@ -105,6 +105,7 @@ def product_detail(request: HttpRequest, sku: str) -> HttpResponse:
             "movements": selectors.stock_movements(product),
             "alerts": selectors.alert_history(product),
             "available": available,
+            "stock_chart": stock_chart_svg(selectors.stock_series(product, now)),
             "locations": locations,
             "reservations": selectors.active_reservations(product),
         },

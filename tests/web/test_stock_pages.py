@@ -38,6 +38,22 @@ def test_product_page_shows_locations_reservations_and_ledger_locations(logged_i
     assert ledger.count("<td>NORTH</td>") == 1 and ledger.count("<td>MAIN</td>") == 2
 
 
+def test_stock_chart_draws_the_total_and_each_location_from_the_ledger(logged_in, stocked):
+    from django.utils import timezone
+
+    from app.selectors.dashboard import stock_series
+
+    series = {
+        line.label: [v for _, v in line.points] for line in stock_series(stocked, timezone.now())
+    }
+    # initial stock 12 at MAIN, then the transfer of 5 (two rows), then now.
+    assert series == {"total": [12, 12, 12, 12], "MAIN": [12, 7, 7], "NORTH": [5, 5]}
+    html = logged_in.get("/products/PG-1/").content.decode()
+    chart = html.split('id="stock-chart"')[1].split("</section>")[0]
+    assert chart.count("<polyline") == 3
+    assert 'data-series="NORTH"' in chart and "NORTH: 5" in chart and "total: 12" in chart
+
+
 def test_dashboard_lists_reservations_expiring_soon(logged_in, stocked):
     html = logged_in.get("/").content.decode()
     section = html.split('id="expiring-reservations"')[1].split("</section>")[0]
