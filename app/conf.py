@@ -34,6 +34,13 @@ OPTIONS: tuple[Option, ...] = (
         "code of the location a stock change naming no location applies to (created on first use)",
     ),
     Option(
+        "STOCKPIPE_LOW_STOCK_ON",
+        "available",
+        "str",
+        "what low-stock alerts compare with the threshold: available (on hand minus active "
+        "reservations) or on_hand",
+    ),
+    Option(
         "STOCKPIPE_RESERVATION_TTL",
         86400,
         "int",
@@ -170,6 +177,11 @@ def low_stock_threshold() -> int:
 
 def default_location() -> str:
     return str(get("STOCKPIPE_DEFAULT_LOCATION"))
+
+
+def low_stock_on_available() -> bool:
+    """Whether alerts watch available stock (the default) rather than stock on hand."""
+    return str(get("STOCKPIPE_LOW_STOCK_ON")).strip().lower() != "on_hand"
 
 
 def reservation_ttl() -> int:

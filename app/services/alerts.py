@@ -17,14 +17,15 @@ from datetime import datetime
 from django.conf import settings
 from django.core.mail import EmailMessage
 from django.db import transaction
+from django.db.models import Sum
 from django.utils import timezone
 
 from .. import conf
 from ..core import jobs
 from ..core.sqlrows import insert_rows
-from ..models import DeliveryStatus, Product, StockAlert
+from ..models import DeliveryStatus, Product, Reservation, StockAlert
 from ..signals import alerts_opened, alerts_resolved
-from ..tracking.changes import THRESHOLD_CROSSED, Change, ChangeSet
+from ..tracking.changes import STOCK_CHANGED, THRESHOLD_CROSSED, Change, ChangeSet
 from . import delivery
 
 logger = logging.getLogger(__name__)
@@ -36,11 +37,47 @@ __all__ = ["alerts_opened", "alerts_resolved"]  # declared in app.signals, impor
 
 def check_thresholds(changes: ChangeSet, *, using: str) -> None:
     """The alerts effect: products whose stock crossed their threshold (either way), and
-    new products, get their alert opened or resolved (``alerts_opened``/``_resolved``)."""
-    if changes.has(THRESHOLD_CROSSED):
-        crossing = changes.rows(THRESHOLD_CROSSED)
-        if crossing:
-            reconcile_alerts(crossing, using=using)
+    new products, get their alert opened or resolved (``alerts_opened``/``_resolved``).
+    Watching available stock, a stock change of a product with active reservations is
+    checked too (its available stock may cross where its stock on hand does not)."""
+    crossing = changes.rows(THRESHOLD_CROSSED) if changes.has(THRESHOLD_CROSSED) else []
+    if conf.low_stock_on_available() and changes.has(STOCK_CHANGED):
+        holding = _holding(using)
+        if holding:
+            seen = {c.pk for c in crossing}
+            crossing = list(crossing) + [
+                c for c in changes.rows(STOCK_CHANGED) if c.pk in holding and c.pk not in seen
+            ]
+    if crossing:
+        reconcile_alerts(crossing, using=using)
+
+
+def _active_holds(using: str):
+    return Reservation.objects.using(using).filter(
+        status=Reservation.Status.ACTIVE, expires_at__gt=timezone.now()
+    )
+
+
+def _holding(using: str) -> set[int]:
+    """Products with active reservations (few, next to a catalogue)."""
+    return set(_active_holds(using).values_list("product_id", flat=True).distinct())
+
+
+def held_by_product(pks: Sequence[int], *, using: str = "default") -> dict[int, int]:
+    """Units held by active reservations, per product of ``pks`` (none when alerts watch
+    stock on hand)."""
+    if not conf.low_stock_on_available() or not pks:
+        return {}
+    held: dict[int, int] = {}
+    for start in range(0, len(pks), CHUNK):
+        rows = (
+            _active_holds(using)
+            .filter(product_id__in=pks[start : start + CHUNK])
+            .values_list("product_id")
+            .annotate(n=Sum("quantity"))
+        )
+        held.update(rows)
+    return held
 
 
 def reconcile_alerts(
@@ -54,8 +91,10 @@ def reconcile_alerts(
     """
     now = timezone.now()
     by_pk = {p.pk: p for p in products}  # the last change of a product counts
-    low = {pk: p for pk, p in by_pk.items() if p.is_low_stock}
-    restocked = [pk for pk, p in by_pk.items() if not p.is_low_stock]
+    held = held_by_product(list(by_pk), using=using)
+    level = {pk: p.stock - held.get(pk, 0) for pk, p in by_pk.items()}
+    low = {pk: p for pk, p in by_pk.items() if level[pk] < p.low_stock_threshold}
+    restocked = [pk for pk in by_pk if pk not in low]
     alerts = StockAlert.objects.using(using)
     for start in range(0, len(restocked), CHUNK):
         chunk = alerts.filter(
@@ -83,7 +122,7 @@ def reconcile_alerts(
             product_id=pk,
             sku=p.sku,
             name=p.name,
-            stock=p.stock,
+            stock=max(level[pk], 0),
             threshold=p.low_stock_threshold,
             opened_at=now,
         )

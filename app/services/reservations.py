@@ -29,7 +29,7 @@ from ..core.context import current_change_context
 from ..models import Product, Reservation, StockLevel
 from ..signals import reservations_changed
 from ..tracking.levels import default_location_id
-from . import product_cache
+from . import alerts, product_cache
 from .context import change_context
 from .stock import (
     IdempotencyKeyReused,
@@ -191,11 +191,24 @@ def expire_due(now: datetime | None = None, *, batch: int = SWEEP_BATCH) -> int:
                 )
             product_cache.invalidate({r.sku for r in expired})
             total += count
+        _reconcile(by_product)
         if len(ids) < batch:
             return total
 
 
 # --- helpers -----------------------------------------------------------------------------
+
+
+def _reconcile(by_product: dict[int | None, list[Reservation]]) -> None:
+    """After a sweep batch committed: the low-stock alerts of its products, under their
+    row locks (taken in primary-key order, after the batch's own transaction, so a sweep
+    never holds a reservation while waiting for a product a commit holds)."""
+    pks = sorted(pk for pk in by_product if pk is not None)
+    if not pks:
+        return
+    with transaction.atomic():
+        products = list(Product.objects.select_for_update().filter(pk__in=pks).order_by("pk"))
+        alerts.reconcile_alerts(products)
 
 
 def _user_id(user, fallback: int | None) -> int | None:
@@ -271,6 +284,9 @@ def _finish(reservation: Reservation, status: str) -> None:
 
 
 def _ended(product: Product, action: str, reservations: list[Reservation]) -> None:
+    """What follows a change of holds: the product's low-stock alert follows its available
+    stock (the product row is locked), events, the cached detail."""
+    alerts.reconcile_alerts([product])
     reservations_changed.send(
         Reservation, action=action, reservations=reservations, using="default"
     )
