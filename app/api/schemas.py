@@ -83,6 +83,15 @@ class LocationStockOut(Schema):
     quantity: int = Field(description="On hand at this location")
     reserved: int = Field(description="Held by active reservations naming this location")
     available: int = Field(description="quantity - reserved, never below zero")
+    low_stock_threshold: int | None = Field(
+        default=None, description="This location's own low-stock threshold (null: none)"
+    )
+
+
+class LocationThresholdIn(Schema):
+    low_stock_threshold: Threshold | None = Field(
+        description="Alert when this location's stock goes below it (null: no alert here)"
+    )
 
 
 class ProductDetailOut(ProductOut):

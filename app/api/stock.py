@@ -11,10 +11,13 @@ from django.shortcuts import get_object_or_404
 from ninja import Router, Status
 
 from ..models import Product, StockMovement
-from ..services.stock import adjust_stock, transfer_stock
+from ..services.stock import adjust_stock, availability, set_location_threshold, transfer_stock
 from .auth import AUTH, require_perm
 from .errors import StockConflictOut, responses
 from .schemas import (
+    LocationCode,
+    LocationStockOut,
+    LocationThresholdIn,
     MovementOut,
     Page,
     PageNumber,
@@ -112,6 +115,21 @@ def transfer_product_stock(
         response["Idempotent-Replayed"] = "true"
         return Status(200, body)
     return Status(201, body)
+
+
+@router.patch(
+    "/{sku}/locations/{code}",
+    response={200: LocationStockOut, **responses(400, 401, 403, 404, 422)},
+)
+def set_product_location_threshold(
+    request: HttpRequest, payload: LocationThresholdIn, sku: Sku, code: LocationCode
+):
+    """Set the product's own low-stock threshold at a location: its episodes there open
+    and resolve separately from the product's (e-mail names the location)."""
+    require_perm(request, "app.change_product")
+    level = set_location_threshold(sku, code, payload.low_stock_threshold)
+    product = Product.objects.get(pk=level.product_id)
+    return next(place for place in availability(product)[1] if place.code == code)
 
 
 @router.get("/{sku}/stock-movements", response={200: MovementPage, **responses(401, 404, 422)})

@@ -120,4 +120,21 @@ class Migration(migrations.Migration):
             name='event_type',
             field=models.CharField(choices=[('product.created', 'Product Created'), ('product.updated', 'Product Updated'), ('product.deleted', 'Product Deleted'), ('price.changed', 'Price Changed'), ('stock.low', 'Stock Low'), ('stock.restored', 'Stock Restored'), ('stock.transferred', 'Stock Transferred'), ('reservation.created', 'Reservation Created'), ('reservation.committed', 'Reservation Committed'), ('reservation.released', 'Reservation Released'), ('reservation.expired', 'Reservation Expired'), ('pipeline.finished', 'Pipeline Finished')], max_length=40),
         ),
+            migrations.RemoveConstraint(
+            model_name='stockalert',
+            name='one_open_stock_alert_per_product',
+        ),
+        migrations.AddField(
+            model_name='stockalert',
+            name='location',
+            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='app.location'),
+        ),
+        migrations.AddConstraint(
+            model_name='stockalert',
+            constraint=models.UniqueConstraint(condition=models.Q(('location__isnull', True), ('product__isnull', False), ('resolved_at__isnull', True)), fields=('product',), name='one_open_stock_alert_per_product'),
+        ),
+        migrations.AddConstraint(
+            model_name='stockalert',
+            constraint=models.UniqueConstraint(condition=models.Q(('location__isnull', False), ('product__isnull', False), ('resolved_at__isnull', True)), fields=('product', 'location'), name='one_open_stock_alert_per_location'),
+        ),
     ]

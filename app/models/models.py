@@ -370,10 +370,14 @@ class DeliveryStatus(models.TextChoices):
 
 
 class StockAlert(models.Model):
-    """One low-stock episode of a product: opened on the way down, resolved on restock."""
+    """One low-stock episode of a product: opened on the way down, resolved on restock.
+    With a ``location``, the episode of the product at that location (its own threshold)."""
 
     product = models.ForeignKey(
         Product, null=True, blank=True, on_delete=models.SET_NULL, related_name="stock_alerts"
+    )
+    location = models.ForeignKey(
+        Location, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     sku = models.CharField(max_length=64, db_index=True)
     name = models.CharField(max_length=200)
@@ -394,9 +398,16 @@ class StockAlert(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["product"],
-                condition=Q(resolved_at__isnull=True, product__isnull=False),
+                condition=Q(resolved_at__isnull=True, product__isnull=False, location__isnull=True),
                 name="one_open_stock_alert_per_product",
-            )
+            ),
+            models.UniqueConstraint(
+                fields=["product", "location"],
+                condition=Q(
+                    resolved_at__isnull=True, product__isnull=False, location__isnull=False
+                ),
+                name="one_open_stock_alert_per_location",
+            ),
         ]
         indexes = [
             models.Index(

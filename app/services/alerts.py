@@ -23,7 +23,7 @@ from django.utils import timezone
 from .. import conf
 from ..core import jobs
 from ..core.sqlrows import insert_rows
-from ..models import DeliveryStatus, Product, Reservation, StockAlert
+from ..models import DeliveryStatus, Product, Reservation, StockAlert, StockLevel
 from ..signals import alerts_opened, alerts_resolved
 from ..tracking.changes import STOCK_CHANGED, THRESHOLD_CROSSED, Change, ChangeSet
 from . import delivery
@@ -50,6 +50,89 @@ def check_thresholds(changes: ChangeSet, *, using: str) -> None:
             ]
     if crossing:
         reconcile_alerts(crossing, using=using)
+    if changes.has(STOCK_CHANGED):
+        watched = _with_location_thresholds(using)
+        if watched:
+            pks = {pk for (pk,) in changes.values(("pk",), STOCK_CHANGED) if pk in watched}
+            reconcile_location_alerts(sorted(pks), using=using)
+
+
+def _with_location_thresholds(using: str) -> set[int]:
+    """Products with a per-location threshold somewhere (few, next to a catalogue)."""
+    levels = StockLevel.objects.using(using).filter(low_stock_threshold__isnull=False)
+    return set(levels.values_list("product_id", flat=True).distinct())
+
+
+def reconcile_location_alerts(pks: Sequence[int], *, using: str = "default") -> list[StockAlert]:
+    """The per-location episodes of these products: for each level with its own threshold,
+    open an alert (with the location) when its stock (available or on hand, as for the
+    product) is below it, resolve the open one when it is not. Callers hold the product
+    rows' locks, as for ``reconcile_alerts``."""
+    if not pks:
+        return []
+    now = timezone.now()
+    levels = list(
+        StockLevel.objects.using(using)
+        .filter(product_id__in=pks, low_stock_threshold__isnull=False)
+        .select_related("product", "location")
+    )
+    held: dict[tuple[int, int], int] = {}
+    if conf.low_stock_on_available():
+        rows = (
+            _active_holds(using)
+            .filter(product_id__in=pks, location__isnull=False)
+            .values_list("product_id", "location_id")
+            .annotate(n=Sum("quantity"))
+        )
+        held = {(p, loc): n for p, loc, n in rows}
+    open_now = {
+        (a.product_id, a.location_id): a
+        for a in StockAlert.objects.using(using).filter(
+            product_id__in=pks, location__isnull=False, resolved_at__isnull=True
+        )
+    }
+    watched = {(level.product_id, level.location_id) for level in levels}
+    opened, resolved = [], []
+    for level in levels:
+        key = (level.product_id, level.location_id)
+        value = level.quantity - held.get(key, 0)
+        if value < level.low_stock_threshold:
+            if key not in open_now:
+                opened.append(
+                    StockAlert(
+                        product=level.product,
+                        location=level.location,
+                        sku=level.product.sku,
+                        name=level.product.name,
+                        stock=max(value, 0),
+                        threshold=level.low_stock_threshold,
+                        opened_at=now,
+                    )
+                )
+        elif key in open_now:
+            resolved.append(open_now[key])
+    # A threshold removed: its open episode ends too.
+    resolved += [alert for key, alert in open_now.items() if key not in watched]
+    if resolved:
+        StockAlert.objects.using(using).filter(pk__in=[a.pk for a in resolved]).update(
+            resolved_at=now
+        )
+        for alert in resolved:
+            alert.resolved_at = now
+        alerts_resolved.send(sender=StockAlert, alerts=resolved, using=using)
+    if opened:
+        StockAlert.objects.using(using).bulk_create(opened)
+        for alert in opened:
+            logger.info(
+                "Low stock alert opened for %s at %s: %s < %s",
+                alert.sku,
+                alert.location.code,
+                alert.stock,
+                alert.threshold,
+            )
+        schedule_delivery([a.pk for a in opened], using=using)
+        alerts_opened.send(sender=StockAlert, alerts=opened, using=using)
+    return opened
 
 
 def _active_holds(using: str):
@@ -98,7 +181,9 @@ def reconcile_alerts(
     alerts = StockAlert.objects.using(using)
     for start in range(0, len(restocked), CHUNK):
         chunk = alerts.filter(
-            product_id__in=restocked[start : start + CHUNK], resolved_at__isnull=True
+            product_id__in=restocked[start : start + CHUNK],
+            resolved_at__isnull=True,
+            location__isnull=True,
         )
         resolved = list(chunk) if alerts_resolved.has_listeners(StockAlert) else []
         chunk.update(resolved_at=now)
@@ -114,7 +199,9 @@ def reconcile_alerts(
     for start in range(0, len(ids), CHUNK):
         already_open.update(
             alerts.filter(
-                product_id__in=ids[start : start + CHUNK], resolved_at__isnull=True
+                product_id__in=ids[start : start + CHUNK],
+                resolved_at__isnull=True,
+                location__isnull=True,
             ).values_list("product_id", flat=True)
         )
     opened = [
@@ -227,10 +314,14 @@ def header_text(value: str) -> str:
 
 
 def alert_message(alert: StockAlert) -> EmailMessage:
+    """The seed's wording; a per-location episode names its location in both lines."""
     domain = settings.DEFAULT_FROM_EMAIL.rpartition("@")[2] or "stockpipe"
+    where = ""
+    if alert.location_id is not None:
+        where = f" at {header_text(alert.location.name)} ({alert.location.code})"
     return EmailMessage(
-        subject=f"Low Stock Alert: {header_text(alert.name)}",
-        body=f"Only {alert.stock} units remaining",
+        subject=f"Low Stock Alert: {header_text(alert.name)}{where}",
+        body=f"Only {alert.stock} units remaining{where}",
         to=[conf.manager_email()],
         headers={"Message-ID": f"<stock-alert-{alert.pk}@{domain}>"},
     )
@@ -246,7 +337,7 @@ def deliver_alert(alert_id: int) -> str:
     if attempt is None:
         return "skipped"
     try:
-        alert = StockAlert.objects.get(pk=alert_id)
+        alert = StockAlert.objects.select_related("location").get(pk=alert_id)
         alert_message(alert).send()
     except Exception as exc:  # any error: recorded on this alert, never stops the batch
         outcome, retry_at = delivery.record_failure(ALERTS, alert_id, attempt, exc)

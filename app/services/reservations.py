@@ -209,6 +209,7 @@ def _reconcile(by_product: dict[int | None, list[Reservation]]) -> None:
     with transaction.atomic():
         products = list(Product.objects.select_for_update().filter(pk__in=pks).order_by("pk"))
         alerts.reconcile_alerts(products)
+        alerts.reconcile_location_alerts([p.pk for p in products])
 
 
 def _user_id(user, fallback: int | None) -> int | None:
@@ -287,6 +288,7 @@ def _ended(product: Product, action: str, reservations: list[Reservation]) -> No
     """What follows a change of holds: the product's low-stock alert follows its available
     stock (the product row is locked), events, the cached detail."""
     alerts.reconcile_alerts([product])
+    alerts.reconcile_location_alerts([product.pk])
     reservations_changed.send(
         Reservation, action=action, reservations=reservations, using="default"
     )

@@ -19,7 +19,7 @@ from ..models import MAX_STOCK, Location, Product, Reservation, StockLevel, Stoc
 from ..signals import stock_transferred
 from ..tracking import history
 from ..tracking.levels import default_location_id
-from . import product_cache
+from . import alerts, product_cache
 from .context import change_context
 
 
@@ -89,6 +89,7 @@ class LocationStock:
     quantity: int
     reserved: int
     available: int
+    low_stock_threshold: int | None = None
 
 
 def availability(product: Product) -> tuple[int, list[LocationStock]]:
@@ -111,6 +112,7 @@ def availability(product: Product) -> tuple[int, list[LocationStock]]:
                 quantity=level.quantity,
                 reserved=reserved,
                 available=max(level.quantity - reserved, 0),
+                low_stock_threshold=level.low_stock_threshold,
             )
         )
     places.sort(key=lambda place: place.code)
@@ -192,6 +194,25 @@ def adjust_stock(
             if earlier is not None:
                 return earlier
         raise
+
+
+def set_location_threshold(
+    product_or_sku: Product | str, code: str, threshold: int | None
+) -> StockLevel:
+    """Give the product its own low-stock threshold at one location (None: none), and open
+    or resolve that location's episode at once."""
+    sku = product_or_sku.sku if isinstance(product_or_sku, Product) else product_or_sku
+    place = location_for(code, moving_in=False)
+    with transaction.atomic():
+        product = Product.objects.select_for_update().get(sku=sku)
+        level, _ = StockLevel.objects.get_or_create(
+            product_id=product.pk, location_id=place.pk, defaults={"quantity": 0}
+        )
+        level.low_stock_threshold = threshold
+        level.save(update_fields=["low_stock_threshold"])
+        alerts.reconcile_location_alerts([product.pk])
+        product_cache.invalidate([product.sku])
+    return level
 
 
 def _check_removal(product: Product, location_id: int, quantity: int, *, named: bool) -> None:
@@ -287,6 +308,7 @@ def transfer_stock(
                     reason=reason or f"transfer {origin.code} -> {destination.code}",
                 )
             transfer = Transfer(product.sku, origin, destination, quantity, movements, False)
+            alerts.reconcile_location_alerts([product.pk])  # the total's alert cannot change
             stock_transferred.send(Product, product=product, transfer=transfer, using="default")
             product_cache.invalidate([product.sku])
             return transfer

@@ -277,6 +277,7 @@ def _alert_data(alert: StockAlert) -> dict[str, Any]:
             "resolved_at": alert.resolved_at.isoformat() if alert.resolved_at else None,
             "stock_when_opened": alert.stock,
             "threshold": alert.threshold,
+            "location": alert.location.code if alert.location_id else None,
         },
         "product": {
             "id": alert.product_id,
