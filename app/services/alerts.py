@@ -58,9 +58,15 @@ def check_thresholds(changes: ChangeSet, *, using: str) -> None:
 
 
 def _with_location_thresholds(using: str) -> set[int]:
-    """Products with a per-location threshold somewhere (few, next to a catalogue)."""
+    """Products with a per-location threshold somewhere, or an open per-location episode
+    (few, next to a catalogue)."""
     levels = StockLevel.objects.using(using).filter(low_stock_threshold__isnull=False)
-    return set(levels.values_list("product_id", flat=True).distinct())
+    open_alerts = StockAlert.objects.using(using).filter(
+        location__isnull=False, resolved_at__isnull=True
+    )
+    return set(levels.values_list("product_id", flat=True).distinct()) | set(
+        open_alerts.values_list("product_id", flat=True)
+    )
 
 
 def reconcile_location_alerts(pks: Sequence[int], *, using: str = "default") -> list[StockAlert]:
@@ -68,6 +74,8 @@ def reconcile_location_alerts(pks: Sequence[int], *, using: str = "default") -> 
     open an alert (with the location) when its stock (available or on hand, as for the
     product) is below it, resolve the open one when it is not. Callers hold the product
     rows' locks, as for ``reconcile_alerts``."""
+    watched_products = _with_location_thresholds(using)
+    pks = [pk for pk in pks if pk in watched_products]
     if not pks:
         return []
     now = timezone.now()

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
+from ..core.context import current_change_context
+from ..core.sqlrows import json_rows, json_rows_sql
 from ..models import MAX_STOCK, Location, Product, Reservation, StockLevel, StockMovement
 from ..signals import stock_transferred
 from ..tracking import history
@@ -318,6 +320,116 @@ def transfer_stock(
             if earlier is not None:
                 return earlier
         raise
+
+
+def transfer_many(
+    quantities: dict[str, int], source: str, target: str, *, using: str = "default"
+) -> tuple[list[tuple[str, str]], int]:
+    """``transfer_stock`` for many products at once, set-based (the pipelines'
+    ``transfer_stock`` step): every product is locked (primary-key order) and checked first;
+    if any SKU is unknown or has fewer units available at the source than asked, nothing is
+    written and the problems are returned as ``(sku, message)``. Else the levels move with
+    one statement per chunk and side, the ledger gets two rows per product, and each product
+    gets its ``stock.transferred`` event. Returns ``(problems, products moved)``.
+    """
+    origin = location_for(source, moving_in=False, field="from_location")
+    destination = location_for(target, field="to_location")
+    if origin.pk == destination.pk:
+        raise UnknownLocation("Source and target are the same location.", field="to_location")
+    products: list[tuple[int, str, int, int]] = []  # pk, sku, stock, quantity
+    problems: list[tuple[str, str]] = []
+    items = list(quantities.items())
+    now = timezone.now()
+    for start in range(0, len(items), _CHUNK):
+        chunk = dict(items[start : start + _CHUNK])
+        found = (
+            Product.objects.using(using)
+            .select_for_update()
+            .filter(sku__in=list(chunk))
+            .order_by("pk")
+            .values_list("pk", "sku", "stock")
+        )
+        by_sku = {sku: (pk, stock) for pk, sku, stock in found}
+        pks = [pk for pk, _ in by_sku.values()]
+        at = dict(
+            StockLevel.objects.using(using)
+            .filter(product_id__in=pks, location_id=origin.pk)
+            .values_list("product_id", "quantity")
+        )
+        holds = dict(
+            Reservation.objects.using(using)
+            .filter(
+                product_id__in=pks,
+                location_id=origin.pk,
+                status=Reservation.Status.ACTIVE,
+                expires_at__gt=now,
+            )
+            .values_list("product_id")
+            .annotate(n=Sum("quantity"))
+        )
+        for sku, quantity in chunk.items():
+            if sku not in by_sku:
+                problems.append((sku, f"unknown SKU {sku!r}"))
+                continue
+            pk, stock = by_sku[sku]
+            free = at.get(pk, 0) - holds.get(pk, 0)
+            if quantity > free:
+                problems.append(
+                    (
+                        sku,
+                        f"only {max(free, 0)} of {sku} available at {origin.code}, not {quantity}",
+                    )
+                )
+            products.append((pk, sku, stock, quantity))
+    if problems:
+        return problems, 0
+    connection = connections[using]
+    qn = connection.ops.quote_name
+    level = qn(StockLevel._meta.db_table)
+    typed = "%s::bigint" if connection.vendor == "postgresql" else "%s"
+    id_field, n_field = (
+        StockLevel._meta.get_field("product"),
+        StockLevel._meta.get_field("quantity"),
+    )
+    ctx = current_change_context()
+    reason = f"transfer {origin.code} -> {destination.code}"
+    with connection.cursor() as cursor:
+        for start in range(0, len(products), _CHUNK):
+            chunk = products[start : start + _CHUNK]
+            payload = json_rows([[pk, n] for pk, _, _, n in chunk])
+            source_rows = json_rows_sql(connection, [id_field, n_field], ["pid", "n"])
+            for location_id, sign in ((origin.pk, "-"), (destination.pk, "+")):
+                cursor.execute(
+                    f"UPDATE {level} SET quantity = quantity {sign} (SELECT v.n FROM "
+                    f"{source_rows} WHERE v.pid = {level}.product_id) WHERE location_id = "
+                    f"{typed} AND product_id IN (SELECT v.pid FROM {source_rows})",
+                    [payload, location_id, payload],
+                )
+            cursor.execute(
+                f"INSERT INTO {level} (product_id, location_id, quantity) SELECT v.pid, "
+                f"{typed}, v.n FROM {source_rows} WHERE NOT EXISTS (SELECT 1 FROM {level} o "
+                f"WHERE o.product_id = v.pid AND o.location_id = {typed})",
+                [destination.pk, payload, destination.pk],
+            )
+            rows = []
+            for pk, sku, stock, n in chunk:
+                for location_id, delta in ((origin.pk, -n), (destination.pk, n)):
+                    rows.append(
+                        (pk, location_id, sku, delta, stock, reason, now, ctx.user_id, ctx.source)
+                    )
+            history.record_movements(rows, using=using)
+    for start in range(0, len(products), _CHUNK):
+        chunk = products[start : start + _CHUNK]
+        loaded = Product.objects.using(using).in_bulk([pk for pk, _, _, _ in chunk])
+        for pk, sku, _, n in chunk:
+            transfer = Transfer(sku, origin, destination, n, [], False)
+            stock_transferred.send(Product, product=loaded[pk], transfer=transfer, using=using)
+    alerts.reconcile_location_alerts([pk for pk, _, _, _ in products], using=using)
+    product_cache.invalidate([sku for _, sku, _, _ in products], using=using)
+    return [], len(products)
+
+
+_CHUNK = 2000
 
 
 def _replay_transfer(

@@ -17,6 +17,7 @@ from django.db import connections
 from django.utils import timezone
 
 from ..core.context import current_change_context
+from ..core.sqlrows import insert_rows
 from ..models import PriceHistory, StockMovement
 from .changes import PRICE_CHANGED, STOCK_CHANGED, ChangeSet
 from .levels import location_of
@@ -103,6 +104,18 @@ def record_transfer(
         StockMovement(location_id=target_id, delta=quantity, **common),
     ]
     return StockMovement.objects.using(using).bulk_create(rows)
+
+
+TRANSFER_COLUMNS = (
+    "product_id", "location_id", "sku", "delta", "stock_after", "reason", "created_at",
+    "changed_by_id", "source",
+)  # fmt: skip
+
+
+def record_movements(rows: list[tuple], *, using: str = "default") -> None:
+    """Ledger rows of moves that change no product's total (set-based transfers), as
+    tuples of ``TRANSFER_COLUMNS``."""
+    insert_rows(StockMovement, TRANSFER_COLUMNS, rows, using=using)
 
 
 def _into(connection, model, names) -> str:

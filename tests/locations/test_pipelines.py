@@ -89,3 +89,55 @@ def test_a_location_step_never_goes_below_zero_there(route, monkeypatch):
     assert result["status"] == "failed"
     assert result["error"]["errors"][0]["loc"] == ["steps", 0, "location"]
     assert outcome()[0] == [("P-0", "MAIN", 10), ("P-1", "MAIN", 10), ("P-2", "MAIN", 10)]
+
+
+def transfer_outcome() -> tuple:
+    levels, ledger, stock = outcome()
+    reasons = list(StockMovement.objects.order_by("id").values_list("reason", flat=True))
+    return levels, ledger, stock, reasons
+
+
+def test_transfer_step_has_the_same_effects_as_the_service_per_product():
+    from app.services.stock import transfer_stock
+
+    Location.objects.create(code="NORTH", name="North")
+    for i in range(3):
+        Product.objects.create(sku=f"P-{i}", name="P", price="1.00", stock=10)
+    moves = {"P-0": 3, "P-2": 10}
+    for sku, n in moves.items():
+        transfer_stock(sku, "MAIN", "NORTH", n, user=None)
+    by_service = transfer_outcome()
+    StockMovement.objects.all().delete()
+    Product.objects.all().delete()
+    for i in range(3):
+        Product.objects.create(sku=f"P-{i}", name="P", price="1.00", stock=10)
+    step = {"op": "transfer_stock", "from_location": "MAIN", "to_location": "NORTH"}
+    result = process_pipeline({"steps": [{**step, "quantities": moves}]})
+    assert result["status"] == "succeeded", result
+    assert transfer_outcome() == by_service
+    assert by_service[0] == [
+        ("P-0", "MAIN", 7),
+        ("P-0", "NORTH", 3),
+        ("P-1", "MAIN", 10),
+        ("P-2", "MAIN", 0),
+        ("P-2", "NORTH", 10),
+    ]
+
+
+def test_transfer_step_refuses_more_than_available_and_writes_nothing():
+    from app.services import reservations
+
+    Location.objects.create(code="NORTH", name="North")
+    for i in range(2):
+        Product.objects.create(sku=f"P-{i}", name="P", price="1.00", stock=10)
+    reservations.reserve("P-1", 8, user=None, location="MAIN")
+    before = transfer_outcome()
+    step = {"op": "transfer_stock", "from_location": "MAIN", "to_location": "NORTH"}
+    result = process_pipeline({"steps": [{**step, "quantities": {"P-0": 5, "P-1": 3}}]})
+    assert result["status"] == "failed"
+    assert [e["loc"] for e in result["error"]["errors"]] == [["steps", 0, "quantities", "P-1"]]
+    assert transfer_outcome() == before
+    result = process_pipeline(
+        {"steps": [{**step, "to_location": "NOPE", "quantities": {"P-0": 1}}]}
+    )
+    assert result["error"]["errors"][0]["loc"] == ["steps", 0, "to_location"]
