@@ -150,3 +150,66 @@ def test_two_expiry_sweeps_at_once_expire_each_reservation_once(processes):
         )
     )
     assert set(events) == set(ids) and set(events.values()) == {1}
+
+
+def test_a_sweep_killed_mid_way_leaves_no_reservation_half_expired(processes):
+    """The sweeper commits batch by batch: SIGKILLed after its first batch (it then waits
+    for a product row this test holds), that batch is expired with its events, the rest is
+    untouched; the next sweep expires the rest, each reservation once."""
+    import signal
+
+    from django.db import connection, connections
+
+    from tests.reliability.conftest import wait_until
+
+    WebhookSubscription.objects.create(
+        url="https://hooks.example.com/x", events=["reservation.expired"], secret="s" * 32
+    )
+    products = [
+        Product.objects.create(sku=f"KILL-{i}", name="K", price="1.00", stock=100) for i in range(6)
+    ]
+    soon = timezone.now() + timedelta(hours=1)
+    ids = [
+        reservations.reserve(product, 1, user=None, expires_at=soon).reservation.pk
+        for product in products
+        for _ in range(50)
+    ]
+    Reservation.objects.filter(pk__in=ids).update(expires_at=timezone.now() - timedelta(seconds=1))
+    locker = connections.create_connection("default")
+    locker.set_autocommit(False)
+    with locker.cursor() as cursor:
+        cursor.execute("SELECT id FROM app_product WHERE id = %s FOR UPDATE", [products[0].pk])
+    sweep = processes.start("-m", "tests.reliability.actors", "expire_sweep")
+    with connection.cursor() as cursor:
+
+        def waiting() -> bool:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+            )
+            return cursor.fetchone()[0] > 0
+
+        wait_until(waiting, message="the sweep to wait for the product lock")
+    sweep.send_signal(signal.SIGKILL)
+    sweep.wait(30)
+    locker.rollback()
+    locker.close()
+
+    expired = set(Reservation.objects.filter(status="expired").values_list("pk", flat=True))
+    assert len(expired) == 50  # the first batch, whole
+    assert not Reservation.objects.filter(status="expired", ended_at__isnull=True).exists()
+    assert not Reservation.objects.filter(status="active", ended_at__isnull=False).exists()
+    events = Counter(
+        WebhookDelivery.objects.filter(event_type="reservation.expired").values_list(
+            "data__reservation__id", flat=True
+        )
+    )
+    assert set(events) == expired and set(events.values()) == {1}
+
+    assert reservations.expire_due() == 250
+    events = Counter(
+        WebhookDelivery.objects.filter(event_type="reservation.expired").values_list(
+            "data__reservation__id", flat=True
+        )
+    )
+    assert set(events) == set(ids) and set(events.values()) == {1}
