@@ -4,8 +4,9 @@ Signals declared here (sent inside the transaction of the change):
 
 * ``alerts_opened`` / ``alerts_resolved`` (sender ``StockAlert``): kwargs ``alerts``
   (list of ``StockAlert``), ``using``.
-* ``stock_transferred`` (sender ``Product``): a transfer between two locations
-  (``app.services.stock.transfer_stock``). kwargs ``product``, ``transfer``, ``using``.
+* ``stock_transferred`` (sender ``Product``): transfers between two locations
+  (``app.services.stock.transfer_stock``, ``transfer_many``). kwargs ``transfers`` (list of
+  ``app.services.stock.Transfer``, each naming its ``product_id``), ``using``.
 * ``reservations_changed`` (sender ``Reservation``): reservations were created, committed,
   released or expired. kwargs ``action`` (that word), ``reservations``, ``using``.
 * ``pipeline_finished`` (sender ``PipelineRun``): a run stored its final status (succeeded,

@@ -242,6 +242,7 @@ class Transfer:
     quantity: int
     movements: list[StockMovement]
     replayed: bool
+    product_id: int | None = None
 
 
 def transfer_stock(
@@ -309,9 +310,11 @@ def transfer_stock(
                     stock=product.stock,
                     reason=reason or f"transfer {origin.code} -> {destination.code}",
                 )
-            transfer = Transfer(product.sku, origin, destination, quantity, movements, False)
+            transfer = Transfer(
+                product.sku, origin, destination, quantity, movements, False, product.pk
+            )
             alerts.reconcile_location_alerts([product.pk])  # the total's alert cannot change
-            stock_transferred.send(Product, product=product, transfer=transfer, using="default")
+            stock_transferred.send(Product, transfers=[transfer], using="default")
             product_cache.invalidate([product.sku])
             return transfer
     except IntegrityError:
@@ -393,37 +396,42 @@ def transfer_many(
     )
     ctx = current_change_context()
     reason = f"transfer {origin.code} -> {destination.code}"
+    stage = "stockpipe_transfer"
     with connection.cursor() as cursor:
+        # The moves in a temporary table keyed by product: each level row then finds its
+        # quantity by index (a JSON parameter would be scanned once per row).
+        cursor.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {stage} (pid bigint PRIMARY KEY, n integer)"
+        )
+        cursor.execute(f"DELETE FROM {stage}")
+        source_rows = json_rows_sql(connection, [id_field, n_field], ["pid", "n"])
         for start in range(0, len(products), _CHUNK):
             chunk = products[start : start + _CHUNK]
-            payload = json_rows([[pk, n] for pk, _, _, n in chunk])
-            source_rows = json_rows_sql(connection, [id_field, n_field], ["pid", "n"])
-            for location_id, sign in ((origin.pk, "-"), (destination.pk, "+")):
-                cursor.execute(
-                    f"UPDATE {level} SET quantity = quantity {sign} (SELECT v.n FROM "
-                    f"{source_rows} WHERE v.pid = {level}.product_id) WHERE location_id = "
-                    f"{typed} AND product_id IN (SELECT v.pid FROM {source_rows})",
-                    [payload, location_id, payload],
-                )
             cursor.execute(
-                f"INSERT INTO {level} (product_id, location_id, quantity) SELECT v.pid, "
-                f"{typed}, v.n FROM {source_rows} WHERE NOT EXISTS (SELECT 1 FROM {level} o "
-                f"WHERE o.product_id = v.pid AND o.location_id = {typed})",
-                [destination.pk, payload, destination.pk],
+                f"INSERT INTO {stage} (pid, n) SELECT v.pid, v.n FROM {source_rows}",
+                [json_rows([[pk, n] for pk, _, _, n in chunk])],
             )
-            rows = []
-            for pk, sku, stock, n in chunk:
-                for location_id, delta in ((origin.pk, -n), (destination.pk, n)):
-                    rows.append(
-                        (pk, location_id, sku, delta, stock, reason, now, ctx.user_id, ctx.source)
-                    )
-            history.record_movements(rows, using=using)
-    for start in range(0, len(products), _CHUNK):
-        chunk = products[start : start + _CHUNK]
-        loaded = Product.objects.using(using).in_bulk([pk for pk, _, _, _ in chunk])
-        for pk, sku, _, n in chunk:
-            transfer = Transfer(sku, origin, destination, n, [], False)
-            stock_transferred.send(Product, product=loaded[pk], transfer=transfer, using=using)
+        for location_id, sign in ((origin.pk, "-"), (destination.pk, "+")):
+            cursor.execute(
+                f"UPDATE {level} SET quantity = quantity {sign} (SELECT t.n FROM {stage} t "
+                f"WHERE t.pid = {level}.product_id) WHERE location_id = {typed} "
+                f"AND product_id IN (SELECT pid FROM {stage})",
+                [location_id],
+            )
+        cursor.execute(
+            f"INSERT INTO {level} (product_id, location_id, quantity) SELECT t.pid, {typed}, "
+            f"t.n FROM {stage} t WHERE NOT EXISTS (SELECT 1 FROM {level} o "
+            f"WHERE o.product_id = t.pid AND o.location_id = {typed})",
+            [destination.pk, destination.pk],
+        )
+        cursor.execute(f"DELETE FROM {stage}")
+    rows = []
+    for pk, sku, stock, n in products:
+        for location_id, delta in ((origin.pk, -n), (destination.pk, n)):
+            rows.append((pk, location_id, sku, delta, stock, reason, now, ctx.user_id, ctx.source))
+    history.record_movements(rows, using=using)
+    transfers = [Transfer(sku, origin, destination, n, [], False, pk) for pk, sku, _, n in products]
+    stock_transferred.send(Product, transfers=transfers, using=using)
     alerts.reconcile_location_alerts([pk for pk, _, _, _ in products], using=using)
     product_cache.invalidate([sku for _, sku, _, _ in products], using=using)
     return [], len(products)

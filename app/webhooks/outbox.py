@@ -303,21 +303,29 @@ def record_alerts(event_type: str, alerts: Sequence[StockAlert], *, using: str) 
             record_event(event_type, stream, _alert_data(alert), subscription_ids=subs, using=using)
 
 
-def record_transfer(product: Product, transfer: Any, *, using: str) -> None:
-    """``stock.transferred``, on the product's stream (ordered with its other events)."""
+def record_transfers(transfers: Sequence[Any], *, using: str) -> None:
+    """``stock.transferred`` per transfer, on its product's stream (ordered with the
+    product's other events); products are read only when somebody subscribed."""
     subs = subscribers(WebhookEvent.STOCK_TRANSFERRED, using=using)
-    if not subs:
+    if not subs or not transfers:
         return
-    data = {
-        "product": product_data(product),
-        "from_location": transfer.source.code,
-        "to_location": transfer.target.code,
-        "quantity": transfer.quantity,
-        "movement_ids": [movement.pk for movement in transfer.movements],
-        **_who(),
-    }
-    stream = f"product:{product.pk}"
-    record_event(WebhookEvent.STOCK_TRANSFERRED, stream, data, subscription_ids=subs, using=using)
+    with collecting_changes(using):
+        for start in range(0, len(transfers), 2000):
+            chunk = transfers[start : start + 2000]
+            products = Product.objects.using(using).in_bulk([t.product_id for t in chunk])
+            for transfer in chunk:
+                data = {
+                    "product": product_data(products[transfer.product_id]),
+                    "from_location": transfer.source.code,
+                    "to_location": transfer.target.code,
+                    "quantity": transfer.quantity,
+                    "movement_ids": [movement.pk for movement in transfer.movements],
+                    **_who(),
+                }
+                stream = f"product:{transfer.product_id}"
+                record_event(
+                    WebhookEvent.STOCK_TRANSFERRED, stream, data, subscription_ids=subs, using=using
+                )
 
 
 def _reservation_data(reservation: Any) -> dict[str, Any]:

@@ -20,8 +20,8 @@ def alerts_resolved(sender, alerts, using="default", **kwargs) -> None:
     outbox.record_alerts(WebhookEvent.STOCK_RESTORED, alerts, using=using)
 
 
-def stock_transferred(sender, product, transfer, using="default", **kwargs) -> None:
-    outbox.record_transfer(product, transfer, using=using)
+def stock_transferred(sender, transfers, using="default", **kwargs) -> None:
+    outbox.record_transfers(transfers, using=using)
 
 
 def reservations_changed(sender, action, reservations, using="default", **kwargs) -> None:

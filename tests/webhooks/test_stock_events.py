@@ -57,3 +57,18 @@ def test_transfer_and_reservation_events_arrive_in_order(subscribe, receiver, de
     assert moved["product"]["stock"] == 20
     assert bodies[2]["data"]["reservation"]["location"] == "NORTH"
     assert bodies[4]["data"]["reservation"]["status"] == "committed"
+
+
+def test_a_pipeline_transfer_sends_one_event_per_product(subscribe, receiver, deliver):
+    from app.pipelines.service import process_pipeline
+
+    subscribe(events=["stock.transferred"])
+    Location.objects.create(code="NORTH", name="North")
+    for i in range(3):
+        Product.objects.create(sku=f"PT-{i}", name="Pt", price="1.00", stock=5)
+    step = {"op": "transfer_stock", "from_location": "MAIN", "to_location": "NORTH"}
+    result = process_pipeline({"steps": [{**step, "quantities": {"PT-0": 1, "PT-2": 5}}]})
+    assert result["status"] == "succeeded", result
+    deliver()
+    moved = {(b["data"]["product"]["sku"], b["data"]["quantity"]) for b in receiver.bodies()}
+    assert moved == {("PT-0", 1), ("PT-2", 5)}
