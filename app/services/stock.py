@@ -15,7 +15,6 @@ from django.db import IntegrityError, connections, transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
-from ..core.context import current_change_context
 from ..core.sqlrows import json_rows, json_rows_sql
 from ..models import MAX_STOCK, Location, Product, Reservation, StockLevel, StockMovement
 from ..signals import stock_transferred
@@ -329,88 +328,76 @@ def transfer_many(
     quantities: dict[str, int], source: str, target: str, *, using: str = "default"
 ) -> tuple[list[tuple[str, str]], int]:
     """``transfer_stock`` for many products at once, set-based (the pipelines'
-    ``transfer_stock`` step): every product is locked (primary-key order) and checked first;
-    if any SKU is unknown or has fewer units available at the source than asked, nothing is
-    written and the problems are returned as ``(sku, message)``. Else the levels move with
-    one statement per chunk and side, the ledger gets two rows per product, and each product
-    gets its ``stock.transferred`` event. Returns ``(problems, products moved)``.
+    ``transfer_stock`` step). The moves are staged in a temporary table; the products are
+    locked (primary-key order) and every move checked in SQL first: if any SKU is unknown
+    or has fewer units available at the source (on hand minus its holds there) than asked,
+    nothing is written and the problems are returned as ``(sku, message)``. Else the levels
+    move with one statement per side, the ledger gets two rows per product (one
+    ``INSERT ... SELECT`` per side) and each product a ``stock.transferred`` event. Returns
+    ``(problems, products moved)``.
     """
     origin = location_for(source, moving_in=False, field="from_location")
     destination = location_for(target, field="to_location")
     if origin.pk == destination.pk:
         raise UnknownLocation("Source and target are the same location.", field="to_location")
-    products: list[tuple[int, str, int, int]] = []  # pk, sku, stock, quantity
-    problems: list[tuple[str, str]] = []
-    items = list(quantities.items())
-    now = timezone.now()
-    for start in range(0, len(items), _CHUNK):
-        chunk = dict(items[start : start + _CHUNK])
-        found = (
-            Product.objects.using(using)
-            .select_for_update()
-            .filter(sku__in=list(chunk))
-            .order_by("pk")
-            .values_list("pk", "sku", "stock")
-        )
-        by_sku = {sku: (pk, stock) for pk, sku, stock in found}
-        pks = [pk for pk, _ in by_sku.values()]
-        at = dict(
-            StockLevel.objects.using(using)
-            .filter(product_id__in=pks, location_id=origin.pk)
-            .values_list("product_id", "quantity")
-        )
-        holds = dict(
-            Reservation.objects.using(using)
-            .filter(
-                product_id__in=pks,
-                location_id=origin.pk,
-                status=Reservation.Status.ACTIVE,
-                expires_at__gt=now,
-            )
-            .values_list("product_id")
-            .annotate(n=Sum("quantity"))
-        )
-        for sku, quantity in chunk.items():
-            if sku not in by_sku:
-                problems.append((sku, f"unknown SKU {sku!r}"))
-                continue
-            pk, stock = by_sku[sku]
-            free = at.get(pk, 0) - holds.get(pk, 0)
-            if quantity > free:
-                problems.append(
-                    (
-                        sku,
-                        f"only {max(free, 0)} of {sku} available at {origin.code}, not {quantity}",
-                    )
-                )
-            products.append((pk, sku, stock, quantity))
-    if problems:
-        return problems, 0
     connection = connections[using]
     qn = connection.ops.quote_name
+    pg = connection.vendor == "postgresql"
     level = qn(StockLevel._meta.db_table)
-    typed = "%s::bigint" if connection.vendor == "postgresql" else "%s"
-    id_field, n_field = (
-        StockLevel._meta.get_field("product"),
-        StockLevel._meta.get_field("quantity"),
-    )
-    ctx = current_change_context()
-    reason = f"transfer {origin.code} -> {destination.code}"
-    stage = "stockpipe_transfer"
+    product = qn(Product._meta.db_table)
+    holds = qn(Reservation._meta.db_table)
+    typed = "%s::bigint" if pg else "%s"
+    stage = TRANSFER_STAGE
+    now = timezone.now()
+    text = StockMovement._meta.get_field("sku")
+    n_field = StockLevel._meta.get_field("quantity")
     with connection.cursor() as cursor:
-        # The moves in a temporary table keyed by product: each level row then finds its
-        # quantity by index (a JSON parameter would be scanned once per row).
         cursor.execute(
-            f"CREATE TEMP TABLE IF NOT EXISTS {stage} (pid bigint PRIMARY KEY, n integer)"
+            f"CREATE TEMP TABLE IF NOT EXISTS {stage} (ord integer PRIMARY KEY, sku text NOT NULL, "
+            "n integer NOT NULL, pid bigint, stock integer)"
         )
+        cursor.execute(f"CREATE INDEX IF NOT EXISTS {stage}_pid ON {stage} (pid)")
         cursor.execute(f"DELETE FROM {stage}")
-        source_rows = json_rows_sql(connection, [id_field, n_field], ["pid", "n"])
-        for start in range(0, len(products), _CHUNK):
-            chunk = products[start : start + _CHUNK]
+        rows_sql = json_rows_sql(connection, [n_field, text, n_field], ["ord", "sku", "n"])
+        items = list(quantities.items())
+        for start in range(0, len(items), _CHUNK):
+            chunk = [
+                [start + i, sku, n] for i, (sku, n) in enumerate(items[start : start + _CHUNK])
+            ]
             cursor.execute(
-                f"INSERT INTO {stage} (pid, n) SELECT v.pid, v.n FROM {source_rows}",
-                [json_rows([[pk, n] for pk, _, _, n in chunk])],
+                f"INSERT INTO {stage} (ord, sku, n) SELECT v.ord, v.sku, v.n FROM {rows_sql}",
+                [json_rows(chunk)],
             )
+        if pg:  # SQLite: the transaction holds the database's write lock already
+            cursor.execute(
+                f"SELECT p.id FROM {product} p WHERE p.sku IN (SELECT sku FROM {stage}) "
+                "ORDER BY p.id FOR UPDATE"
+            )
+        cursor.execute(
+            f"UPDATE {stage} SET pid = (SELECT p.id FROM {product} p WHERE p.sku = {stage}.sku), "
+            f"stock = (SELECT p.stock FROM {product} p WHERE p.sku = {stage}.sku)"
+        )
+        cursor.execute(f"SELECT sku FROM {stage} WHERE pid IS NULL ORDER BY ord LIMIT 50")
+        problems = [(sku, f"unknown SKU {sku!r}") for (sku,) in cursor.fetchall()]
+        if problems:
+            return problems, 0
+        free = (
+            f"COALESCE((SELECT l.quantity FROM {level} l WHERE l.product_id = s.pid "
+            f"AND l.location_id = {typed}), 0) - COALESCE((SELECT SUM(r.quantity) FROM {holds} r "
+            f"WHERE r.product_id = s.pid AND r.location_id = {typed} AND r.status = 'active' "
+            f"AND r.expires_at > %s), 0)"
+        )
+        at = connection.ops.adapt_datetimefield_value(now)
+        cursor.execute(
+            f"SELECT s.sku, s.n, {free} FROM {stage} s WHERE s.n > {free} ORDER BY s.ord LIMIT 50",
+            [origin.pk, origin.pk, at, origin.pk, origin.pk, at],
+        )
+        problems = [
+            (sku, f"only {max(f, 0)} of {sku} available at {origin.code}, not {n}")
+            for sku, n, f in cursor.fetchall()
+        ]
+        if problems:
+            return problems, 0
         for location_id, sign in ((origin.pk, "-"), (destination.pk, "+")):
             cursor.execute(
                 f"UPDATE {level} SET quantity = quantity {sign} (SELECT t.n FROM {stage} t "
@@ -424,19 +411,25 @@ def transfer_many(
             f"WHERE o.product_id = t.pid AND o.location_id = {typed})",
             [destination.pk, destination.pk],
         )
+        history.record_staged_transfer(
+            stage,
+            origin.pk,
+            destination.pk,
+            reason=f"transfer {origin.code} -> {destination.code}",
+            at=now,
+            using=using,
+        )
+        cursor.execute(f"SELECT pid, sku, n FROM {stage} ORDER BY ord")
+        moved = cursor.fetchall()
         cursor.execute(f"DELETE FROM {stage}")
-    rows = []
-    for pk, sku, stock, n in products:
-        for location_id, delta in ((origin.pk, -n), (destination.pk, n)):
-            rows.append((pk, location_id, sku, delta, stock, reason, now, ctx.user_id, ctx.source))
-    history.record_movements(rows, using=using)
-    transfers = [Transfer(sku, origin, destination, n, [], False, pk) for pk, sku, _, n in products]
+    transfers = [Transfer(sku, origin, destination, n, [], False, pk) for pk, sku, n in moved]
     stock_transferred.send(Product, transfers=transfers, using=using)
-    alerts.reconcile_location_alerts([pk for pk, _, _, _ in products], using=using)
-    product_cache.invalidate([sku for _, sku, _, _ in products], using=using)
-    return [], len(products)
+    alerts.reconcile_location_alerts([pk for pk, _, _ in moved], using=using)
+    product_cache.invalidate([sku for _, sku, _ in moved], using=using)
+    return [], len(moved)
 
 
+TRANSFER_STAGE = "stockpipe_transfer_stage"
 _CHUNK = 2000
 
 

@@ -17,7 +17,6 @@ from django.db import connections
 from django.utils import timezone
 
 from ..core.context import current_change_context
-from ..core.sqlrows import insert_rows
 from ..models import PriceHistory, StockMovement
 from .changes import PRICE_CHANGED, STOCK_CHANGED, ChangeSet
 from .levels import location_of
@@ -106,16 +105,40 @@ def record_transfer(
     return StockMovement.objects.using(using).bulk_create(rows)
 
 
-TRANSFER_COLUMNS = (
-    "product_id", "location_id", "sku", "delta", "stock_after", "reason", "created_at",
-    "changed_by_id", "source",
-)  # fmt: skip
+def record_staged_transfer(
+    stage: str, source_id: int, target_id: int, *, reason: str, at: datetime, using: str
+) -> None:
+    """The ledger rows of a set-based transfer: for each row ``(pid, sku, n, stock)`` of the
+    temporary table ``stage``, ``-n`` at the source and ``+n`` at the target (the total
+    ``stock`` unchanged), attributed like any change."""
+    connection = connections[using]
+    ctx = current_change_context()
+    pg = connection.vendor == "postgresql"
 
+    def typed(sql_type: str) -> str:
+        return f"%s::{sql_type}" if pg else "%s"
 
-def record_movements(rows: list[tuple], *, using: str = "default") -> None:
-    """Ledger rows of moves that change no product's total (set-based transfers), as
-    tuples of ``TRANSFER_COLUMNS``."""
-    insert_rows(StockMovement, TRANSFER_COLUMNS, rows, using=using)
+    into = _into(
+        connection,
+        StockMovement,
+        ("product_id", "location_id", "sku", "delta", "stock_after", "reason", "created_at",
+         "changed_by_id", "source"),
+    )  # fmt: skip
+    when = connection.ops.adapt_datetimefield_value(at)
+    who = f"{typed('text')}, {typed('timestamptz')}, {typed('integer')}, {typed('text')}"
+    # One statement, rows in the order of the per-product service: each product's source
+    # row, then its target row.
+    sides = " UNION ALL ".join(
+        f"SELECT s.ord, {side} AS side, s.pid, {typed('bigint')} AS loc, s.sku, {sign}s.n AS d, "
+        f"s.stock FROM {stage} s"
+        for side, sign in ((0, "-"), (1, ""))
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"{into} SELECT m.pid, m.loc, m.sku, m.d, m.stock, {who} FROM ({sides}) m "
+            "ORDER BY m.ord, m.side",
+            [reason, when, ctx.user_id, ctx.source, source_id, target_id],
+        )
 
 
 def _into(connection, model, names) -> str:
