@@ -34,7 +34,9 @@ def api_token():
 
 
 def parse(output: str) -> tuple[dict[int, int], int]:
-    held_part, refused_part = output.strip().rsplit(" ", 1)
+    """The actor's result line (its output also carries log lines, e.g. the alert opened)."""
+    line = [line for line in output.splitlines() if line.startswith("held=")][-1]
+    held_part, refused_part = line.strip().rsplit(" ", 1)
     held = held_part.removeprefix("held=")
     pairs = [item.split(":") for item in held.split(",") if item]
     return {int(pk): int(n) for pk, n in pairs}, int(refused_part.removeprefix("refused="))
@@ -119,7 +121,7 @@ def test_concurrent_transfers_both_ways_keep_the_total_and_never_go_below_zero(p
     calls = [["transfer_orm", "MOVE-1", "MAIN", "NORTH", "60", str(i)] for i in range(3)]
     calls += [["transfer_orm", "MOVE-1", "NORTH", "MAIN", "60", str(10 + i)] for i in range(3)]
     outputs = processes.actors(calls)
-    refusals = sum(int(out.strip().rsplit("refused=", 1)[1]) for out in outputs)
+    refusals = sum(int(out.rsplit("refused=", 1)[1].split()[0]) for out in outputs)
     product.refresh_from_db()
     assert product.stock == 60
     ledger_consistent(product)
@@ -141,7 +143,7 @@ def test_two_expiry_sweeps_at_once_expire_each_reservation_once(processes):
     ]
     Reservation.objects.filter(pk__in=ids).update(expires_at=timezone.now() - timedelta(seconds=1))
     outputs = processes.actors([["expire_sweep"], ["expire_sweep"]])
-    counts = [int(out.strip().rsplit("expired=", 1)[1]) for out in outputs]
+    counts = [int(out.rsplit("expired=", 1)[1].split()[0]) for out in outputs]
     assert sum(counts) == 300
     assert Reservation.objects.filter(status="expired").count() == 300
     events = Counter(
