@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db.models import Sum
+
 from ..core.context import change_context
 from ..models import Location, Product, StockLevel
 from .writer import chunked
@@ -56,3 +58,40 @@ def run_at_location(
         raise unit.failure(bad)
     with change_context(location_id=location.pk):
         then(deltas)
+
+
+def check_totals(unit, values: dict[str, int], *, key: str, absolute: bool) -> None:
+    """A map step without a location changes totals at the default location: fail the
+    step, naming the SKU, where the new total would be below what the product's other
+    locations hold (the default location's level would go negative). Read in one query
+    over the levels held elsewhere (normally few), so a large map costs nothing more."""
+    from ..tracking.levels import default_location_id
+
+    default = default_location_id(unit.using)
+    elsewhere = dict(
+        StockLevel.objects.using(unit.using)
+        .filter(quantity__gt=0)
+        .exclude(location_id=default)
+        .values_list("product_id")
+        .annotate(n=Sum("quantity"))
+    )
+    if not elsewhere:
+        return
+    bad = []
+    for chunk in chunked(list(elsewhere)):
+        for pk, sku, stock in (
+            Product.objects.using(unit.using).filter(pk__in=chunk).values_list("pk", "sku", "stock")
+        ):
+            if sku not in values:
+                continue
+            new = values[sku] if absolute else stock + values[sku]
+            if 0 <= new < elsewhere[pk]:
+                bad.append(
+                    (
+                        (key, sku),
+                        f"stock of {sku} would be {new}, below the {elsewhere[pk]} units held "
+                        "at locations other than the default one",
+                    )
+                )
+    if bad:
+        raise unit.failure(bad)

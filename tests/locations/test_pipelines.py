@@ -141,3 +141,28 @@ def test_transfer_step_refuses_more_than_available_and_writes_nothing():
         {"steps": [{**step, "to_location": "NOPE", "quantities": {"P-0": 1}}]}
     )
     assert result["error"]["errors"][0]["loc"] == ["steps", 0, "to_location"]
+
+
+@pytest.mark.parametrize("route", ["object", "sql"])
+def test_a_total_below_the_other_locations_fails_the_step_naming_the_sku(route, monkeypatch):
+    """Found by the API fuzzer: it was an IntegrityError (500)."""
+    from app.services.stock import transfer_stock
+
+    if route == "object":
+        monkeypatch.setattr(staged, "applies", lambda unit: False)
+    Location.objects.create(code="NORTH", name="North")
+    Product.objects.create(sku="P-0", name="P", price="1.00", stock=10)
+    transfer_stock("P-0", "MAIN", "NORTH", 6, user=None)
+    for step in (
+        {"op": "set_stock", "stock": {"P-0": 5}},
+        {"op": "adjust_stock", "deltas": {"P-0": -5}},
+    ):
+        result = process_pipeline({"steps": [step]})
+        assert result["status"] == "failed", result
+        field = "stock" if step["op"] == "set_stock" else "deltas"
+        assert result["error"]["errors"][0]["loc"] == ["steps", 0, field, "P-0"]
+    assert (
+        process_pipeline({"steps": [{"op": "set_stock", "stock": {"P-0": 6}}]})["status"]
+        == "succeeded"
+    )
+    assert outcome()[0] == [("P-0", "MAIN", 0), ("P-0", "NORTH", 6)]

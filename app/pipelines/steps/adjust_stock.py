@@ -35,6 +35,7 @@ class AdjustStock(StepSpec):
                 then=lambda deltas: self.apply(unit, deltas),
             )
             return
+        located.check_totals(unit, self.deltas, key="deltas", absolute=False)
         self.apply(unit, self.deltas)
 
     def apply(self, unit, deltas: dict[str, int]) -> None:

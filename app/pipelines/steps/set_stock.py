@@ -37,6 +37,7 @@ class SetStock(StepSpec):
                 then=lambda deltas: adjust.apply(unit, deltas),
             )
             return
+        located.check_totals(unit, self.stock, key="stock", absolute=True)
         if staged.applies(unit):
             staged.write_map(unit, "stock", self.stock, key="stock")
             return
