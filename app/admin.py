@@ -5,10 +5,13 @@ from .models import (
     ApiToken,
     DeletionAudit,
     ImportProfile,
+    Location,
     PipelineRun,
     PriceHistory,
     Product,
+    Reservation,
     StockAlert,
+    StockLevel,
     StockMovement,
 )
 from .services import alerts
@@ -80,7 +83,9 @@ class PriceHistoryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 @admin.register(StockMovement)
 class StockMovementAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["created_at", "sku", "delta", "stock_after", "reason", "changed_by", "source"]
+    list_display = [
+        "created_at", "sku", "location", "delta", "stock_after", "reason", "changed_by", "source",
+    ]  # fmt: skip
     search_fields = ["sku", "reason", "idempotency_key"]
 
 
@@ -380,3 +385,41 @@ class WebhookDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def redeliver(self, request, queryset):
         count = webhooks.redeliver(list(queryset.values_list("pk", flat=True)))
         self.message_user(request, f"{count} delivery(ies) queued again.", messages.SUCCESS)
+
+
+@admin.register(Location)
+class LocationAdmin(admin.ModelAdmin):
+    """Locations are deactivated, never deleted (the ledger names them)."""
+
+    list_display = ["code", "name", "active", "created_at"]
+    list_filter = ["active"]
+    search_fields = ["code", "name"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return ["code", "created_at"] if obj is not None else ["created_at"]
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(StockLevel)
+class StockLevelAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Evidence: levels change only through stock moves (the levels effect, transfers)."""
+
+    list_display = ["product", "location", "quantity", "low_stock_threshold"]
+    list_filter = ["location"]
+    search_fields = ["product__sku"]
+    list_select_related = ["product", "location"]
+
+
+@admin.register(Reservation)
+class ReservationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Evidence: reservations change only through the reservation service (API)."""
+
+    list_display = [
+        "id", "sku", "location", "quantity", "reference", "status", "expires_at", "created_at",
+        "ended_at", "changed_by", "source",
+    ]  # fmt: skip
+    list_filter = ["status", "location"]
+    search_fields = ["sku", "reference", "idempotency_key"]
+    list_select_related = ["location", "changed_by"]

@@ -19,10 +19,24 @@ class InventoryConfig(AppConfig):
 
         from . import receivers, tasks
         from .core import jobs
-        from .models import ApiToken, PipelineRun, Product, StockAlert, WebhookSubscription, writes
+        from .models import (
+            ApiToken,
+            PipelineRun,
+            Product,
+            Reservation,
+            StockAlert,
+            WebhookSubscription,
+            writes,
+        )
         from .services import alerts, product_cache
-        from .signals import alerts_opened, alerts_resolved, pipeline_finished
-        from .tracking import batch, effects, history
+        from .signals import (
+            alerts_opened,
+            alerts_resolved,
+            pipeline_finished,
+            reservations_changed,
+            stock_transferred,
+        )
+        from .tracking import batch, effects, history, levels
         from .webhooks import outbox
         from .webhooks import receivers as webhooks
 
@@ -30,6 +44,7 @@ class InventoryConfig(AppConfig):
         # product events come before alerts, so a product's own event precedes the
         # stock.low / stock.restored event its change causes. A new effect is one more
         # ``effects.register(name, effect)``: it then sees every write path.
+        effects.register("levels", levels.apply_levels)  # before the ledger naming the location
         effects.register("history", history.record_history)
         effects.register("webhooks", outbox.record_product_changes)
         effects.register("alerts", alerts.check_thresholds)
@@ -45,6 +60,7 @@ class InventoryConfig(AppConfig):
             tasks.deliver_webhooks,
             tasks.run_pipeline_task,
             tasks.send_welcome_email,
+            tasks.expire_reservations,
         )
 
         # Adapters from Product's signals to the change pipeline (app.receivers). Django
@@ -77,6 +93,14 @@ class InventoryConfig(AppConfig):
         )
         alerts_resolved.connect(
             webhooks.alerts_resolved, sender=StockAlert, dispatch_uid="webhooks.alerts_resolved"
+        )
+        stock_transferred.connect(
+            webhooks.stock_transferred, sender=Product, dispatch_uid="webhooks.stock_transferred"
+        )
+        reservations_changed.connect(
+            webhooks.reservations_changed,
+            sender=Reservation,
+            dispatch_uid="webhooks.reservations_changed",
         )
         pipeline_finished.connect(
             webhooks.pipeline_finished,

@@ -28,6 +28,25 @@ OPTIONS: tuple[Option, ...] = (
     Option("STOCKPIPE_MANAGER_EMAIL", "manager@company.com", "str", "who gets low-stock alerts"),
     Option("STOCKPIPE_LOW_STOCK_THRESHOLD", 5, "int", "default threshold of new products"),
     Option(
+        "STOCKPIPE_DEFAULT_LOCATION",
+        "MAIN",
+        "str",
+        "code of the location a stock change naming no location applies to (created on first use)",
+    ),
+    Option(
+        "STOCKPIPE_LOW_STOCK_ON",
+        "available",
+        "str",
+        "what low-stock alerts compare with the threshold: available (on hand minus active "
+        "reservations) or on_hand",
+    ),
+    Option(
+        "STOCKPIPE_RESERVATION_TTL",
+        86400,
+        "int",
+        "seconds a reservation holds stock when the request gives no expires_at",
+    ),
+    Option(
         "STOCKPIPE_DELIVERY_BACKOFF_BASE",
         30.0,
         "float",
@@ -179,6 +198,19 @@ def manager_email() -> str:
 
 def low_stock_threshold() -> int:
     return int(get("STOCKPIPE_LOW_STOCK_THRESHOLD"))
+
+
+def default_location() -> str:
+    return str(get("STOCKPIPE_DEFAULT_LOCATION"))
+
+
+def low_stock_on_available() -> bool:
+    """Whether alerts watch available stock (the default) rather than stock on hand."""
+    return str(get("STOCKPIPE_LOW_STOCK_ON")).strip().lower() != "on_hand"
+
+
+def reservation_ttl() -> int:
+    return int(get("STOCKPIPE_RESERVATION_TTL"))
 
 
 def delivery_backoff_base() -> float:

@@ -4,6 +4,11 @@ Signals declared here (sent inside the transaction of the change):
 
 * ``alerts_opened`` / ``alerts_resolved`` (sender ``StockAlert``): kwargs ``alerts``
   (list of ``StockAlert``), ``using``.
+* ``stock_transferred`` (sender ``Product``): transfers between two locations
+  (``app.services.stock.transfer_stock``, ``transfer_many``). kwargs ``transfers`` (list of
+  ``app.services.stock.Transfer``, each naming its ``product_id``), ``using``.
+* ``reservations_changed`` (sender ``Reservation``): reservations were created, committed,
+  released or expired. kwargs ``action`` (that word), ``reservations``, ``using``.
 * ``pipeline_finished`` (sender ``PipelineRun``): a run stored its final status (succeeded,
   failed, previewed); inside the run's transaction for successful runs. kwargs ``run``,
   ``using``.
@@ -29,6 +34,8 @@ from django.dispatch import Signal
 alerts_opened = Signal()
 alerts_resolved = Signal()
 pipeline_finished = Signal()
+stock_transferred = Signal()
+reservations_changed = Signal()
 
 
 @contextmanager

@@ -13,7 +13,7 @@ except ImportError:
     from django_tasks import task
 
 from .pipelines import service as pipelines
-from .services import alerts, delivery, users
+from .services import alerts, delivery, reservations, users
 from .webhooks import services as webhooks
 
 logger = logging.getLogger(__name__)
@@ -57,3 +57,9 @@ def run_pipeline_task(run_id: int) -> str:
 def deliver_webhooks(streams: list[list]) -> dict[str, int]:
     """Deliver the pending outbox rows of these ``[subscription_id, stream]`` pairs, in order."""
     return webhooks.deliver_streams(streams)
+
+
+@task()
+def expire_reservations() -> int:
+    """Expire the reservations past due (idempotent: a second sweep finds none)."""
+    return reservations.expire_due()

@@ -91,6 +91,11 @@ def load_products(n: int) -> None:
                     rows,
                 )
                 rows = []
+        # Stock held at the default location, as migration 0006 leaves existing stock.
+        cursor.execute(
+            f"INSERT INTO app_stocklevel (product_id, location_id, quantity) "
+            f"SELECT id, (SELECT id FROM app_location WHERE code = 'MAIN'), stock FROM {table}"
+        )
         cursor.execute("DROP TABLE IF EXISTS bench_pristine")
         cursor.execute(f"CREATE TABLE bench_pristine AS SELECT id, price, stock FROM {table}")
 
@@ -106,6 +111,10 @@ def reset() -> None:
         cursor.execute(
             f"UPDATE {table} SET price = b.price, stock = b.stock FROM bench_pristine b "
             f"WHERE {table}.id = b.id"
+        )
+        cursor.execute(
+            "UPDATE app_stocklevel SET quantity = b.stock FROM bench_pristine b "
+            "WHERE app_stocklevel.product_id = b.id"
         )
         for model in (PriceHistory, StockMovement, StockAlert, PipelineRun):
             cursor.execute(f"DELETE FROM {model._meta.db_table}")
@@ -212,10 +221,18 @@ def run_limit(prices: dict[str, str], deltas: dict[str, int], *, per_step: bool 
         f"SELECT p.id, p.sku, p.name, p.price, v.price, {now}, 'raw' "
         f"FROM v CROSS JOIN {product} p WHERE p.sku = v.sku AND p.price <> v.price"
     )
+    main = "(SELECT id FROM app_location WHERE code = 'MAIN')"
     ledger_sql = (
-        f"INSERT INTO {ledger} (product_id, sku, delta, stock_after, reason, created_at, source) "
-        f"SELECT p.id, p.sku, v.delta, p.stock + v.delta, '', {now}, 'raw' "
+        f"INSERT INTO {ledger} (product_id, location_id, sku, delta, stock_after, reason, "
+        f"created_at, source) "
+        f"SELECT p.id, {main}, p.sku, v.delta, p.stock + v.delta, '', {now}, 'raw' "
         f"FROM v CROSS JOIN {product} p WHERE p.sku = v.sku AND v.delta <> 0"
+    )
+    # The stock at the default location follows the total (issue 14; in this benchmark all
+    # stock is there): after the product UPDATE, each level reads its product by key.
+    levels_sql = (
+        f"UPDATE app_stocklevel SET quantity = (SELECT p.stock FROM {product} p "
+        f"WHERE p.id = app_stocklevel.product_id) WHERE location_id = {main}"
     )
     if per_step:
         price_values = ",".join(f"('{k}',{v}{num})" for k, v in prices.items())
@@ -229,6 +246,7 @@ def run_limit(prices: dict[str, str], deltas: dict[str, int], *, per_step: bool 
             with_deltas + ledger_sql,
             with_deltas + f"UPDATE {product} SET stock = {product}.stock + v.delta, "
             f"updated_at = {now} FROM v WHERE {product}.sku = v.sku",
+            levels_sql,
         ]
     else:
         assert prices.keys() == deltas.keys(), "the limit sets and adjusts the same products"
@@ -240,6 +258,7 @@ def run_limit(prices: dict[str, str], deltas: dict[str, int], *, per_step: bool 
             with_values + f"UPDATE {product} SET price = v.price, "
             f"stock = {product}.stock + v.delta, updated_at = {now} "
             f"FROM v WHERE {product}.sku = v.sku",
+            levels_sql,
         ]
     cursor = raw.cursor()
     if not pg:
@@ -279,6 +298,13 @@ def check_effects(n: int, label: str) -> None:
     moved = StockMovement.objects.count()
     expected = sum(1 for i in range(n) if (i % 7) != 3)
     assert moved == expected, f"{label}: {moved} stock movements, expected {expected}"
+    from django.db.models import Sum
+
+    from app.models import Product, StockLevel
+
+    held = StockLevel.objects.aggregate(s=Sum("quantity"))["s"]
+    total = Product.objects.aggregate(s=Sum("stock"))["s"]
+    assert held == total, f"{label}: locations hold {held}, products {total}"
 
 
 # --- memory -------------------------------------------------------------------------------

@@ -8,9 +8,11 @@ from . import (
     errors,
     exports,
     history,
+    locations,
     pipelines,
     products,
     profiles,
+    reservations,
     stock,
     tokens,
     webhooks,
@@ -34,6 +36,8 @@ api.add_router("/auth", auth.router)
 api.add_router("/products", stock.router)
 api.add_router("/products", history.router)
 api.add_router("/products", products.router)  # last: /products/{anysku:sku} matches "/"
+api.add_router("/locations", locations.router)
+api.add_router("/reservations", reservations.router)
 api.add_router("/alerts", alerts.router)
 api.add_router("/pipelines", pipelines.router)
 api.add_router("/import-profiles", profiles.router)

@@ -20,6 +20,7 @@ from ninja import NinjaAPI, Schema
 from ninja.errors import AuthenticationError, HttpError, Throttled, ValidationError
 
 from .. import request_id
+from ..services.reservations import ReservationRefused
 from ..services.stock import StockAdjustmentRefused
 
 logger = logging.getLogger(__name__)
@@ -37,6 +38,10 @@ class ErrorOut(Schema):
 
 class StockConflictOut(ErrorOut):
     stock: int | None
+
+
+class ReservationConflictOut(StockConflictOut):
+    available: int | None = None
 
 
 STATUS_DETAIL = {
@@ -117,7 +122,11 @@ def install(api: NinjaAPI) -> None:
 
     @api.exception_handler(StockAdjustmentRefused)
     def stock_refused(request, exc: StockAdjustmentRefused):
-        body = error_body(exc.message, [{"loc": ["body", "delta"], "msg": exc.message}])
+        body = error_body(exc.message, [{"loc": ["body", exc.field], "msg": exc.message}])
+        if exc.status != 409:
+            return respond(request, exc.status, body)
+        if isinstance(exc, ReservationRefused):
+            body["available"] = exc.stock
         return respond(request, 409, {**body, "stock": exc.stock})
 
     @api.exception_handler(RawPostDataException)

@@ -22,6 +22,7 @@ from ..models import Product
 from ..selectors.replica import replica_reads
 from ..services import product_cache
 from ..services.omnibus import Reduction
+from ..services.stock import availability
 from .auth import AUTH, BearerToken, require_perm, session
 from .errors import responses
 from .schemas import (
@@ -93,6 +94,7 @@ def get_product(request: HttpRequest, sku: Sku):
         if reduction is not None:
             product.prior_price = reduction.prior_price
             product.discount_percent = reduction.discount_percent
+        product.available, product.locations = availability(product)
         data = ProductDetailOut.model_validate(product).model_dump()
         return api.renderer.render(request, data, response_status=200).encode()
 
@@ -117,17 +119,24 @@ def create_product(request: HttpRequest, payload: ProductIn):
     return Status(201, product)
 
 
-@router.patch("/{anysku:sku}", response={200: ProductOut, **responses(400, 401, 403, 404, 422)})
+@router.patch(
+    "/{anysku:sku}", response={200: ProductOut, **responses(400, 401, 403, 404, 409, 422)}
+)
 def update_product(request: HttpRequest, payload: ProductPatch, sku: Sku):
     """Change name, price, stock (absolute; use the stock endpoint for moves) or threshold."""
     require_perm(request, "app.change_product")
     changes = payload.dict(exclude_unset=True)
-    with transaction.atomic():
-        product = get_object_or_404(Product.objects.select_for_update(), sku=sku)
-        for name, value in changes.items():
-            setattr(product, name, value)
-        if changes:
-            product.save()
+    try:
+        with transaction.atomic():
+            product = get_object_or_404(Product.objects.select_for_update(), sku=sku)
+            for name, value in changes.items():
+                setattr(product, name, value)
+            if changes:
+                product.save()
+    except IntegrityError as exc:  # the default location's level would go below zero
+        raise HttpError(
+            409, "Stock cannot be set below what the locations other than the default hold."
+        ) from exc
     return product
 
 

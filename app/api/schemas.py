@@ -68,16 +68,38 @@ class ProductOut(Schema):
     updated_at: datetime
 
 
+class LocationStockOut(Schema):
+    code: str
+    name: str
+    active: bool
+    quantity: int = Field(description="On hand at this location")
+    reserved: int = Field(description="Held by active reservations naming this location")
+    available: int = Field(description="quantity - reserved, never below zero")
+    low_stock_threshold: int | None = Field(
+        default=None, description="This location's own low-stock threshold (null: none)"
+    )
+
+
+class LocationThresholdIn(Schema):
+    low_stock_threshold: Threshold | None = Field(
+        description="Alert when this location's stock goes below it (null: no alert here)"
+    )
+
+
 class ProductDetailOut(ProductOut):
-    """A product with its Omnibus reference price (EU Directive 98/6/EC art. 6a).
+    """A product with its Omnibus reference price (EU Directive 98/6/EC art. 6a) and its
+    stock per location.
 
     ``prior_price`` is the lowest price of the 30 days before the current reduction and
     ``discount_percent`` the reduction against it (rounded down); both are null when the
-    current price is not a reduction.
+    current price is not a reduction. ``available`` is ``stock`` minus the active
+    reservations, never below zero.
     """
 
     prior_price: Decimal | None = None
     discount_percent: Decimal | None = None
+    available: int = 0
+    locations: list[LocationStockOut] = []
 
 
 class ProductPage(Schema):
@@ -106,10 +128,19 @@ class ProductPatch(Schema):
 
 # --- stock ------------------------------------------------------------------------------
 
+LocationCode = Annotated[NewSku, Field(description="A location's code (the SKU rule)")]
+Quantity = Annotated[int, Field(ge=1, le=domain.MAX_STOCK)]
+IdempotencyKey = Annotated[
+    str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00]+$")
+]
+
 
 class StockIn(Schema):
     delta: domain.Delta = Field(
         description="Units to add (positive) or remove (negative); not zero."
+    )
+    location: LocationCode | None = Field(
+        default=None, description="Location code (unset: the default location)"
     )
     reason: Text200 = ""
     idempotency_key: (
@@ -121,6 +152,7 @@ class StockIn(Schema):
 class MovementOut(Schema):
     id: int
     sku: str
+    location: str = Field(description="Code of the location the move happened at")
     delta: int
     stock_after: int
     reason: str
@@ -132,6 +164,97 @@ class MovementOut(Schema):
     @staticmethod
     def resolve_changed_by(obj) -> str | None:
         return obj.changed_by.get_username() if obj.changed_by_id else None
+
+    @staticmethod
+    def resolve_location(obj) -> str:
+        return obj.location.code
+
+
+class TransferIn(Schema):
+    from_location: LocationCode
+    to_location: LocationCode
+    quantity: Quantity
+    reason: Text200 = ""
+    idempotency_key: IdempotencyKey | None = None
+
+
+class TransferOut(Schema):
+    sku: str
+    from_location: str
+    to_location: str
+    quantity: int
+    movements: list[MovementOut]
+
+
+# --- locations --------------------------------------------------------------------------
+
+
+class LocationIn(Schema):
+    code: LocationCode
+    name: Name
+    active: bool = True
+
+
+class LocationPatch(Schema):
+    """Only the fields sent are changed; the code never changes (the ledger names it)."""
+
+    name: Name = None
+    active: bool = None
+
+
+class LocationOut(Schema):
+    id: int
+    code: str
+    name: str
+    active: bool
+    created_at: datetime
+
+
+class LocationPage(Page):
+    items: list[LocationOut]
+
+
+# --- reservations -----------------------------------------------------------------------
+
+
+class ReservationIn(Schema):
+    sku: Sku
+    quantity: Quantity
+    location: LocationCode | None = Field(
+        default=None, description="Hold at this location (unset: anywhere)"
+    )
+    reference: Text200 = Field(default="", description="e.g. an order number")
+    expires_at: datetime | None = Field(
+        default=None, description="When the hold lapses (unset: now + the configured TTL)"
+    )
+    idempotency_key: IdempotencyKey | None = None
+
+
+class ReservationOut(Schema):
+    id: int
+    sku: str
+    location: str | None
+    quantity: int
+    reference: str
+    status: str
+    expires_at: datetime
+    idempotency_key: str | None
+    created_at: datetime
+    ended_at: datetime | None
+    changed_by: str | None
+    source: str
+
+    @staticmethod
+    def resolve_location(obj) -> str | None:
+        return obj.location.code if obj.location_id else None
+
+    @staticmethod
+    def resolve_changed_by(obj) -> str | None:
+        return obj.changed_by.get_username() if obj.changed_by_id else None
+
+
+class ReservationPage(Page):
+    items: list[ReservationOut]
 
 
 # --- history ----------------------------------------------------------------------------

@@ -18,6 +18,8 @@ class ChangeContext:
     source: str = "shell"
     reason: str = ""
     idempotency_key: str | None = None
+    # The location a stock change applies to (a ``Location`` id); None: the default one.
+    location_id: int | None = None
 
 
 _current: ContextVar[ChangeContext] = ContextVar(
@@ -36,6 +38,7 @@ def change_context(
     source: str | None = None,
     reason: str | None = None,
     idempotency_key: str | None = None,
+    location_id: int | None = None,
 ) -> Iterator[ChangeContext]:
     """Attribute every change made inside the block (history, ledger, audit rows).
 
@@ -52,6 +55,8 @@ def change_context(
         changes["reason"] = reason
     if idempotency_key is not None:
         changes["idempotency_key"] = idempotency_key
+    if location_id is not None:
+        changes["location_id"] = location_id
     token = _current.set(replace(outer, **changes))
     try:
         yield _current.get()

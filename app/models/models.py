@@ -288,12 +288,56 @@ class PriceHistory(ChangeSource):
         return f"{self.sku}: {self.old_price} -> {self.new_price}"
 
 
+class Location(models.Model):
+    """A place stock is held (a warehouse, a shop). Deactivated, never deleted: the ledger
+    names it. Its code follows the SKU rule (``app.core.domain``)."""
+
+    code = models.CharField(max_length=SKU_MAX_LENGTH, unique=True, validators=[validate_sku])
+    name = models.CharField(max_length=NAME_MAX_LENGTH, validators=[validate_name])
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["code"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.code})"
+
+
+class StockLevel(models.Model):
+    """A product's stock at one location. ``Product.stock`` is the sum of its levels, kept
+    in the transaction of every stock change by the ``levels`` effect
+    (``app.tracking.levels``); transfers move quantity between two levels."""
+
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="stock_levels")
+    location = models.ForeignKey(Location, on_delete=models.PROTECT, related_name="stock_levels")
+    quantity = models.IntegerField(default=0)
+    # Optional per-location low-stock threshold (null: none at this location).
+    low_stock_threshold = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MaxValueValidator(MAX_STOCK)]
+    )
+
+    class Meta:
+        ordering = ["product_id", "location_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["product", "location"], name="one_level_per_location"),
+            models.CheckConstraint(
+                condition=Q(quantity__gte=0), name="stock_level_quantity_non_negative"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.product_id}@{self.location_id}: {self.quantity}"
+
+
 class StockMovement(ChangeSource):
-    """The stock ledger: every change of a product's stock, so stock == sum(delta)."""
+    """The stock ledger: every change of a product's stock at one location, so stock ==
+    sum(delta) per product and per (product, location)."""
 
     product = models.ForeignKey(
         Product, null=True, blank=True, on_delete=models.SET_NULL, related_name="stock_movements"
     )
+    location = models.ForeignKey(Location, on_delete=models.PROTECT, related_name="+")
     sku = models.CharField(max_length=64, db_index=True)
     delta = models.IntegerField()
     stock_after = models.IntegerField()
@@ -308,6 +352,51 @@ class StockMovement(ChangeSource):
         return f"{self.sku}: {self.delta:+d} -> {self.stock_after}"
 
 
+class Reservation(ChangeSource):
+    """Stock held for an order before it ships: ``available = on hand - active holds``.
+
+    Written only by ``app.services.reservations`` (under the product's row lock, so holds
+    never exceed stock). A hold ends once: committed (the stock is consumed, a ledger row
+    names the reservation), released, or expired (``expires_at`` passed).
+    """
+
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        COMMITTED = "committed"
+        RELEASED = "released"
+        EXPIRED = "expired"
+
+    product = models.ForeignKey(
+        Product, null=True, blank=True, on_delete=models.SET_NULL, related_name="reservations"
+    )
+    sku = models.CharField(max_length=64, db_index=True)
+    location = models.ForeignKey(
+        Location, null=True, blank=True, on_delete=models.PROTECT, related_name="reservations"
+    )
+    quantity = models.IntegerField()
+    reference = models.CharField(max_length=200, blank=True, default="")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
+    expires_at = models.DateTimeField()
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True, unique=True)
+    created_at = models.DateTimeField(db_index=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(quantity__gt=0), name="reservation_quantity_positive"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["product", "status"], name="reservation_product_status"),
+            models.Index(fields=["status", "expires_at"], name="reservation_due"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Reservation {self.pk} {self.sku} x{self.quantity} ({self.status})"
+
+
 class DeliveryStatus(models.TextChoices):
     PENDING = "pending"
     SENT = "sent"
@@ -315,10 +404,14 @@ class DeliveryStatus(models.TextChoices):
 
 
 class StockAlert(models.Model):
-    """One low-stock episode of a product: opened on the way down, resolved on restock."""
+    """One low-stock episode of a product: opened on the way down, resolved on restock.
+    With a ``location``, the episode of the product at that location (its own threshold)."""
 
     product = models.ForeignKey(
         Product, null=True, blank=True, on_delete=models.SET_NULL, related_name="stock_alerts"
+    )
+    location = models.ForeignKey(
+        Location, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     sku = models.CharField(max_length=64, db_index=True)
     name = models.CharField(max_length=200)
@@ -339,9 +432,16 @@ class StockAlert(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["product"],
-                condition=Q(resolved_at__isnull=True, product__isnull=False),
+                condition=Q(resolved_at__isnull=True, product__isnull=False, location__isnull=True),
                 name="one_open_stock_alert_per_product",
-            )
+            ),
+            models.UniqueConstraint(
+                fields=["product", "location"],
+                condition=Q(
+                    resolved_at__isnull=True, product__isnull=False, location__isnull=False
+                ),
+                name="one_open_stock_alert_per_location",
+            ),
         ]
         indexes = [
             models.Index(

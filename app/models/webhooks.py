@@ -26,6 +26,11 @@ class WebhookEvent(models.TextChoices):
     PRICE_CHANGED = "price.changed"
     STOCK_LOW = "stock.low"
     STOCK_RESTORED = "stock.restored"
+    STOCK_TRANSFERRED = "stock.transferred"
+    RESERVATION_CREATED = "reservation.created"
+    RESERVATION_COMMITTED = "reservation.committed"
+    RESERVATION_RELEASED = "reservation.released"
+    RESERVATION_EXPIRED = "reservation.expired"
     PIPELINE_FINISHED = "pipeline.finished"
 
 

@@ -12,8 +12,9 @@ from decimal import Decimal
 
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
+from django.utils import timezone
 
-from ..models import PipelineRun, PriceHistory, Product, StockAlert, StockMovement
+from ..models import PipelineRun, PriceHistory, Product, Reservation, StockAlert, StockMovement
 from .runs import visible_runs
 
 RECENT = 10
@@ -72,9 +73,27 @@ def product_by_sku(sku: str) -> Product:
 
 
 def stock_movements(product: Product, limit: int = PRODUCT_ROWS) -> QuerySet[StockMovement]:
-    return product.stock_movements.select_related("changed_by").order_by("-created_at", "-id")[
-        :limit
-    ]
+    return product.stock_movements.select_related("changed_by", "location").order_by(
+        "-created_at", "-id"
+    )[:limit]
+
+
+def active_reservations(product: Product, limit: int = PRODUCT_ROWS) -> QuerySet[Reservation]:
+    """The product's holds that still count (active, not past due), soonest to lapse first."""
+    return (
+        product.reservations.filter(status=Reservation.Status.ACTIVE, expires_at__gt=timezone.now())
+        .select_related("location", "changed_by")
+        .order_by("expires_at", "id")[:limit]
+    )
+
+
+def expiring_reservations(limit: int = RECENT) -> QuerySet[Reservation]:
+    """Active holds of any product, soonest to lapse first (the dashboard's list)."""
+    return (
+        Reservation.objects.filter(status=Reservation.Status.ACTIVE, expires_at__gt=timezone.now())
+        .select_related("location", "product")
+        .order_by("expires_at", "id")[:limit]
+    )
 
 
 def alert_history(product: Product, limit: int = PRODUCT_ROWS) -> QuerySet[StockAlert]:
@@ -107,3 +126,36 @@ def price_series(product: Product, now: datetime, limit: int = CHART_POINTS) -> 
     points += [PricePoint(at, new) for at, _, new in rows]
     points.append(PricePoint(max(now, rows[-1][0]), product.price))
     return points
+
+
+@dataclass(frozen=True)
+class StockSeries:
+    """One line of the stock chart: ``points`` are (time, units) steps, oldest first."""
+
+    label: str
+    points: list[tuple[datetime, int]]
+
+
+def stock_series(product: Product, now: datetime, limit: int = CHART_POINTS) -> list[StockSeries]:
+    """Stock over time from the ledger: the total (each row's ``stock_after``) and each
+    location (walked back from its current level through the latest ``limit`` rows)."""
+    rows = list(
+        product.stock_movements.order_by("-created_at", "-id").values_list(
+            "created_at", "location__code", "delta", "stock_after"
+        )[:limit]
+    )
+    if not rows:
+        return []
+    current = dict(product.stock_levels.values_list("location__code", "quantity"))
+    per_location: dict[str, list[tuple[datetime, int]]] = {}
+    level = dict(current)
+    for at, code, delta, _ in rows:  # newest first: the value after each row
+        per_location.setdefault(code, []).append((at, level.get(code, 0)))
+        level[code] = level.get(code, 0) - delta
+    series = [StockSeries("total", [(at, after) for at, _, _, after in reversed(rows)])]
+    series[0].points.append((max(now, rows[0][0]), product.stock))
+    for code in sorted(per_location):
+        points = list(reversed(per_location[code]))
+        points.append((max(now, rows[0][0]), current.get(code, 0)))
+        series.append(StockSeries(code, points))
+    return series

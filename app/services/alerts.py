@@ -17,14 +17,15 @@ from datetime import datetime
 from django.conf import settings
 from django.core.mail import EmailMessage
 from django.db import transaction
+from django.db.models import Sum
 from django.utils import timezone
 
 from .. import conf
 from ..core import jobs
 from ..core.sqlrows import insert_rows
-from ..models import DeliveryStatus, Product, StockAlert
+from ..models import DeliveryStatus, Product, Reservation, StockAlert, StockLevel
 from ..signals import alerts_opened, alerts_resolved
-from ..tracking.changes import THRESHOLD_CROSSED, Change, ChangeSet
+from ..tracking.changes import STOCK_CHANGED, THRESHOLD_CROSSED, Change, ChangeSet
 from . import delivery
 
 logger = logging.getLogger(__name__)
@@ -36,11 +37,138 @@ __all__ = ["alerts_opened", "alerts_resolved"]  # declared in app.signals, impor
 
 def check_thresholds(changes: ChangeSet, *, using: str) -> None:
     """The alerts effect: products whose stock crossed their threshold (either way), and
-    new products, get their alert opened or resolved (``alerts_opened``/``_resolved``)."""
-    if changes.has(THRESHOLD_CROSSED):
-        crossing = changes.rows(THRESHOLD_CROSSED)
-        if crossing:
-            reconcile_alerts(crossing, using=using)
+    new products, get their alert opened or resolved (``alerts_opened``/``_resolved``).
+    Watching available stock, a stock change of a product with active reservations is
+    checked too (its available stock may cross where its stock on hand does not)."""
+    crossing = changes.rows(THRESHOLD_CROSSED) if changes.has(THRESHOLD_CROSSED) else []
+    if conf.low_stock_on_available() and changes.has(STOCK_CHANGED):
+        holding = _holding(using)
+        if holding:
+            seen = {c.pk for c in crossing}
+            crossing = list(crossing) + [
+                c for c in changes.rows(STOCK_CHANGED) if c.pk in holding and c.pk not in seen
+            ]
+    if crossing:
+        reconcile_alerts(crossing, using=using)
+    if changes.has(STOCK_CHANGED):
+        watched = _with_location_thresholds(using)
+        if watched:
+            pks = {pk for (pk,) in changes.values(("pk",), STOCK_CHANGED) if pk in watched}
+            reconcile_location_alerts(sorted(pks), using=using)
+
+
+def _with_location_thresholds(using: str) -> set[int]:
+    """Products with a per-location threshold somewhere, or an open per-location episode
+    (few, next to a catalogue)."""
+    levels = StockLevel.objects.using(using).filter(low_stock_threshold__isnull=False)
+    open_alerts = StockAlert.objects.using(using).filter(
+        location__isnull=False, resolved_at__isnull=True
+    )
+    return set(levels.values_list("product_id", flat=True).distinct()) | set(
+        open_alerts.values_list("product_id", flat=True)
+    )
+
+
+def reconcile_location_alerts(pks: Sequence[int], *, using: str = "default") -> list[StockAlert]:
+    """The per-location episodes of these products: for each level with its own threshold,
+    open an alert (with the location) when its stock (available or on hand, as for the
+    product) is below it, resolve the open one when it is not. Callers hold the product
+    rows' locks, as for ``reconcile_alerts``."""
+    watched_products = _with_location_thresholds(using)
+    pks = [pk for pk in pks if pk in watched_products]
+    if not pks:
+        return []
+    now = timezone.now()
+    levels = list(
+        StockLevel.objects.using(using)
+        .filter(product_id__in=pks, low_stock_threshold__isnull=False)
+        .select_related("product", "location")
+    )
+    held: dict[tuple[int, int], int] = {}
+    if conf.low_stock_on_available():
+        rows = (
+            _active_holds(using)
+            .filter(product_id__in=pks, location__isnull=False)
+            .values_list("product_id", "location_id")
+            .annotate(n=Sum("quantity"))
+        )
+        held = {(p, loc): n for p, loc, n in rows}
+    open_now = {
+        (a.product_id, a.location_id): a
+        for a in StockAlert.objects.using(using).filter(
+            product_id__in=pks, location__isnull=False, resolved_at__isnull=True
+        )
+    }
+    watched = {(level.product_id, level.location_id) for level in levels}
+    opened, resolved = [], []
+    for level in levels:
+        key = (level.product_id, level.location_id)
+        value = level.quantity - held.get(key, 0)
+        if value < level.low_stock_threshold:
+            if key not in open_now:
+                opened.append(
+                    StockAlert(
+                        product=level.product,
+                        location=level.location,
+                        sku=level.product.sku,
+                        name=level.product.name,
+                        stock=max(value, 0),
+                        threshold=level.low_stock_threshold,
+                        opened_at=now,
+                    )
+                )
+        elif key in open_now:
+            resolved.append(open_now[key])
+    # A threshold removed: its open episode ends too.
+    resolved += [alert for key, alert in open_now.items() if key not in watched]
+    if resolved:
+        StockAlert.objects.using(using).filter(pk__in=[a.pk for a in resolved]).update(
+            resolved_at=now
+        )
+        for alert in resolved:
+            alert.resolved_at = now
+        alerts_resolved.send(sender=StockAlert, alerts=resolved, using=using)
+    if opened:
+        StockAlert.objects.using(using).bulk_create(opened)
+        for alert in opened:
+            logger.info(
+                "Low stock alert opened for %s at %s: %s < %s",
+                alert.sku,
+                alert.location.code,
+                alert.stock,
+                alert.threshold,
+            )
+        schedule_delivery([a.pk for a in opened], using=using)
+        alerts_opened.send(sender=StockAlert, alerts=opened, using=using)
+    return opened
+
+
+def _active_holds(using: str):
+    return Reservation.objects.using(using).filter(
+        status=Reservation.Status.ACTIVE, expires_at__gt=timezone.now()
+    )
+
+
+def _holding(using: str) -> set[int]:
+    """Products with active reservations (few, next to a catalogue)."""
+    return set(_active_holds(using).values_list("product_id", flat=True).distinct())
+
+
+def held_by_product(pks: Sequence[int], *, using: str = "default") -> dict[int, int]:
+    """Units held by active reservations, per product of ``pks`` (none when alerts watch
+    stock on hand)."""
+    if not conf.low_stock_on_available() or not pks:
+        return {}
+    held: dict[int, int] = {}
+    for start in range(0, len(pks), CHUNK):
+        rows = (
+            _active_holds(using)
+            .filter(product_id__in=pks[start : start + CHUNK])
+            .values_list("product_id")
+            .annotate(n=Sum("quantity"))
+        )
+        held.update(rows)
+    return held
 
 
 def reconcile_alerts(
@@ -54,12 +182,16 @@ def reconcile_alerts(
     """
     now = timezone.now()
     by_pk = {p.pk: p for p in products}  # the last change of a product counts
-    low = {pk: p for pk, p in by_pk.items() if p.is_low_stock}
-    restocked = [pk for pk, p in by_pk.items() if not p.is_low_stock]
+    held = held_by_product(list(by_pk), using=using)
+    level = {pk: p.stock - held.get(pk, 0) for pk, p in by_pk.items()}
+    low = {pk: p for pk, p in by_pk.items() if level[pk] < p.low_stock_threshold}
+    restocked = [pk for pk in by_pk if pk not in low]
     alerts = StockAlert.objects.using(using)
     for start in range(0, len(restocked), CHUNK):
         chunk = alerts.filter(
-            product_id__in=restocked[start : start + CHUNK], resolved_at__isnull=True
+            product_id__in=restocked[start : start + CHUNK],
+            resolved_at__isnull=True,
+            location__isnull=True,
         )
         resolved = list(chunk) if alerts_resolved.has_listeners(StockAlert) else []
         chunk.update(resolved_at=now)
@@ -75,7 +207,9 @@ def reconcile_alerts(
     for start in range(0, len(ids), CHUNK):
         already_open.update(
             alerts.filter(
-                product_id__in=ids[start : start + CHUNK], resolved_at__isnull=True
+                product_id__in=ids[start : start + CHUNK],
+                resolved_at__isnull=True,
+                location__isnull=True,
             ).values_list("product_id", flat=True)
         )
     opened = [
@@ -83,7 +217,7 @@ def reconcile_alerts(
             product_id=pk,
             sku=p.sku,
             name=p.name,
-            stock=p.stock,
+            stock=max(level[pk], 0),
             threshold=p.low_stock_threshold,
             opened_at=now,
         )
@@ -188,10 +322,14 @@ def header_text(value: str) -> str:
 
 
 def alert_message(alert: StockAlert) -> EmailMessage:
+    """The seed's wording; a per-location episode names its location in both lines."""
     domain = settings.DEFAULT_FROM_EMAIL.rpartition("@")[2] or "stockpipe"
+    where = ""
+    if alert.location_id is not None:
+        where = f" at {header_text(alert.location.name)} ({alert.location.code})"
     return EmailMessage(
-        subject=f"Low Stock Alert: {header_text(alert.name)}",
-        body=f"Only {alert.stock} units remaining",
+        subject=f"Low Stock Alert: {header_text(alert.name)}{where}",
+        body=f"Only {alert.stock} units remaining{where}",
         to=[conf.manager_email()],
         headers={"Message-ID": f"<stock-alert-{alert.pk}@{domain}>"},
     )
@@ -207,7 +345,7 @@ def deliver_alert(alert_id: int) -> str:
     if attempt is None:
         return "skipped"
     try:
-        alert = StockAlert.objects.get(pk=alert_id)
+        alert = StockAlert.objects.select_related("location").get(pk=alert_id)
         alert_message(alert).send()
     except Exception as exc:  # any error: recorded on this alert, never stops the batch
         outcome, retry_at = delivery.record_failure(ALERTS, alert_id, attempt, exc)

@@ -15,6 +15,7 @@ from typing import Any
 from django.db import models
 from django.utils import timezone
 
+from ..core.context import current_change_context
 from ..core.sqlrows import CHUNK
 from . import effects
 from .changes import THRESHOLD_CROSSED, Change, ChangeSet, RowChanges
@@ -26,16 +27,18 @@ class ChangeBatch:
     def __init__(self, using: str) -> None:
         self.using = using
         self.now = timezone.now()
-        self.pending: list[list[Change] | ChangeSet] = []
+        # Python rows are kept per location (of the change context they were made in).
+        self.pending: list[tuple[int | None, list[Change]] | ChangeSet] = []
         self.done: list[ChangeSet] = []
         self.extra_rows: dict[type[models.Model], list[models.Model]] = {}
 
     def add_rows(self, rows: Sequence[Change]) -> None:
         pending = self.pending
-        if pending and isinstance(pending[-1], list):
-            pending[-1].extend(rows)
+        location = current_change_context().location_id
+        if pending and isinstance(pending[-1], tuple) and pending[-1][0] == location:
+            pending[-1][1].extend(rows)
         else:
-            pending.append(list(rows))
+            pending.append((location, list(rows)))
 
     def add(self, changes: ChangeSet) -> None:
         self.pending.append(changes)
@@ -46,8 +49,9 @@ class ChangeBatch:
         self.extra_rows = {}
         pending, self.pending = self.pending, []
         for item in pending:
-            if isinstance(item, list):
-                item = RowChanges(item, using=self.using, now=self.now)
+            if isinstance(item, tuple):
+                location, rows = item
+                item = RowChanges(rows, using=self.using, now=self.now, location_id=location)
             effects.run(item)
             self.done.append(item)
 

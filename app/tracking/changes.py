@@ -28,6 +28,7 @@ from typing import Any
 from django.db import connections, models
 from django.utils import timezone
 
+from ..core.context import current_change_context
 from ..core.sqlrows import CHUNK, column_converter, json_rows, json_rows_sql
 from ..models import Product
 
@@ -189,6 +190,9 @@ class ChangeSet:
 
     using: str
     now: Any  # the batch's timestamp for history rows
+    # The location the stock changes apply to (``change_context(location_id=...)`` when the
+    # write was made); None: the default location (``app.tracking.levels``).
+    location_id: int | None = None
 
     def rows(self, where: Where = EVERY) -> list[Change]:
         raise NotImplementedError
@@ -214,9 +218,14 @@ class ChangeSet:
 class RowChanges(ChangeSet):
     """Changes held as Python rows."""
 
-    def __init__(self, rows: list[Change], *, using: str, now: Any = None) -> None:
+    def __init__(
+        self, rows: list[Change], *, using: str, now: Any = None, location_id: Any = ...
+    ) -> None:
         self.changes = rows
         self.using = using
+        if location_id is ...:
+            location_id = current_change_context().location_id
+        self.location_id = location_id
         self.now = now or timezone.now()
         self._matching: dict[str, list[Change]] = {}
 
@@ -263,6 +272,7 @@ class StagedChanges(ChangeSet):
     ) -> None:
         self.source, self.field, self.count = source, field, count
         self.using = using
+        self.location_id = current_change_context().location_id
         self.at = at
         self.now = now or timezone.now()
         self._matching: dict[str, list[Change]] = {}

@@ -14,17 +14,19 @@ from __future__ import annotations
 from datetime import datetime
 
 from django.db import connections
+from django.utils import timezone
 
 from ..core.context import current_change_context
 from ..models import PriceHistory, StockMovement
 from .changes import PRICE_CHANGED, STOCK_CHANGED, ChangeSet
+from .levels import location_of
 
 PRICE_COLUMNS = (
     "product_id", "sku", "name", "old_price", "new_price", "changed_at", "changed_by_id",
     "source",
 )  # fmt: skip
 MOVEMENT_COLUMNS = (
-    "product_id", "sku", "delta", "stock_after", "reason", "idempotency_key", "created_at",
+    "product_id", "location_id", "sku", "delta", "stock_after", "reason", "idempotency_key", "created_at",
     "changed_by_id", "source",
 )  # fmt: skip
 INITIAL_STOCK = "initial stock"
@@ -55,13 +57,88 @@ def record_history(changes: ChangeSet, *, using: str) -> None:
             into = _into(connection, StockMovement, MOVEMENT_COLUMNS)
             reason = f"CASE WHEN c.kind = 'created' THEN {typed('text')} ELSE {typed('text')} END"
             columns = (
-                f"c.pk, c.sku, c.stock - c.old_stock, c.stock, {reason}, {typed('text')}, {who}"
+                f"c.pk, {typed('bigint')}, c.sku, c.stock - c.old_stock, c.stock, {reason}, "
+                f"{typed('text')}, {who}"
             )
-            head = (ctx.reason or INITIAL_STOCK, ctx.reason, ctx.idempotency_key)
+            head = (
+                location_of(changes),
+                ctx.reason or INITIAL_STOCK,
+                ctx.reason,
+                ctx.idempotency_key,
+            )
             for sql, params in changes.select(
                 columns, STOCK_CHANGED, (*head, at, ctx.user_id, ctx.source)
             ):
                 cursor.execute(f"{into} {sql}", params)
+
+
+def record_transfer(
+    *,
+    product_id: int,
+    sku: str,
+    source_id: int,
+    target_id: int,
+    quantity: int,
+    stock: int,
+    reason: str,
+    using: str = "default",
+) -> list[StockMovement]:
+    """The two ledger rows of a transfer (the total ``stock`` does not change, so no change
+    set describes it): ``-quantity`` at the source, ``+quantity`` at the target, attributed
+    like any change; the source row carries the context's idempotency key."""
+    ctx = current_change_context()
+    common = {
+        "product_id": product_id,
+        "sku": sku,
+        "stock_after": stock,
+        "reason": reason,
+        "created_at": timezone.now(),
+        "changed_by_id": ctx.user_id,
+        "source": ctx.source,
+    }
+    rows = [
+        StockMovement(
+            location_id=source_id, delta=-quantity, idempotency_key=ctx.idempotency_key, **common
+        ),
+        StockMovement(location_id=target_id, delta=quantity, **common),
+    ]
+    return StockMovement.objects.using(using).bulk_create(rows)
+
+
+def record_staged_transfer(
+    stage: str, source_id: int, target_id: int, *, reason: str, at: datetime, using: str
+) -> None:
+    """The ledger rows of a set-based transfer: for each row ``(pid, sku, n, stock)`` of the
+    temporary table ``stage``, ``-n`` at the source and ``+n`` at the target (the total
+    ``stock`` unchanged), attributed like any change."""
+    connection = connections[using]
+    ctx = current_change_context()
+    pg = connection.vendor == "postgresql"
+
+    def typed(sql_type: str) -> str:
+        return f"%s::{sql_type}" if pg else "%s"
+
+    into = _into(
+        connection,
+        StockMovement,
+        ("product_id", "location_id", "sku", "delta", "stock_after", "reason", "created_at",
+         "changed_by_id", "source"),
+    )  # fmt: skip
+    when = connection.ops.adapt_datetimefield_value(at)
+    who = f"{typed('text')}, {typed('timestamptz')}, {typed('integer')}, {typed('text')}"
+    # One statement, rows in the order of the per-product service: each product's source
+    # row, then its target row.
+    sides = " UNION ALL ".join(
+        f"SELECT s.ord, {side} AS side, s.pid, {typed('bigint')} AS loc, s.sku, {sign}s.n AS d, "
+        f"s.stock FROM {stage} s"
+        for side, sign in ((0, "-"), (1, ""))
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"{into} SELECT m.pid, m.loc, m.sku, m.d, m.stock, {who} FROM ({sides}) m "
+            "ORDER BY m.ord, m.side",
+            [reason, when, ctx.user_id, ctx.source, source_id, target_id],
+        )
 
 
 def _into(connection, model, names) -> str:
@@ -80,8 +157,9 @@ def carry_forward_ledger(
     product_ids: list[int], before: datetime, *, using: str = "default", dry_run: bool = False
 ) -> int:
     """Fold each product's ledger rows older than ``before`` into one ``carried forward`` row
-    (their summed delta, the last row's ``stock_after`` and time), so stock still equals the
-    ledger's sum once the old rows are gone. Returns the number of rows removed.
+    per location (their summed delta, the last row's ``stock_after`` and time), so stock
+    still equals the ledger's sum, per product and per location, once the old rows are
+    gone. Returns the number of rows removed.
 
     Run inside a transaction: the old rows are locked first, so a second pruner running at
     the same time finds them gone instead of folding them again.
@@ -91,19 +169,20 @@ def carry_forward_ledger(
     )
     if dry_run:
         return rows.count()
-    folded: dict[int, StockMovement] = {}
+    folded: dict[tuple[int, int], StockMovement] = {}
     ids = []
     locked = (
         rows.select_for_update()
         .order_by("product_id", "created_at", "id")
-        .values_list("id", "product_id", "sku", "delta", "stock_after", "created_at")
+        .values_list("id", "product_id", "location_id", "sku", "delta", "stock_after", "created_at")
     )
-    for pk, product_id, sku, delta, stock_after, created_at in locked:
+    for pk, product_id, location_id, sku, delta, stock_after, created_at in locked:
         ids.append(pk)
-        carry = folded.get(product_id)
+        carry = folded.get((product_id, location_id))
         if carry is None:
-            folded[product_id] = StockMovement(
+            folded[product_id, location_id] = StockMovement(
                 product_id=product_id,
+                location_id=location_id,
                 sku=sku,
                 delta=delta,
                 stock_after=stock_after,

@@ -14,7 +14,7 @@ from itertools import pairwise
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from ..selectors.dashboard import PricePoint
+from ..selectors.dashboard import PricePoint, StockSeries
 
 WIDTH, HEIGHT = 760, 260
 LEFT, RIGHT, TOP, BOTTOM = 64, 16, 16, 32
@@ -93,5 +93,66 @@ def price_chart_svg(points: Sequence[PricePoint]) -> SafeString:
             "",
             '<circle class="marker" cx="{}" cy="{}" r="3"><title>{}: {}</title></circle>',
             markers,
+        ),
+    )
+
+
+def stock_chart_svg(series: Sequence[StockSeries]) -> SafeString:
+    """An SVG step chart of stock over time: one line per series (the total first, then
+    each location), with a legend; units on the vertical axis."""
+    if not series:
+        return SafeString("")
+    times = [at for line in series for at, _ in line.points]
+    t0, t1 = min(times), max(times)
+    span = max((t1 - t0).total_seconds(), 1.0)
+    high = max(max(value for _, value in line.points) for line in series) or 1
+    high = high + max(high // 10, 1)
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+
+    def x(at: datetime) -> float:
+        return LEFT + (at - t0).total_seconds() / span * plot_w
+
+    def y(value: int) -> float:
+        return TOP + (high - value) / high * plot_h
+
+    lines = []
+    for i, line in enumerate(series):
+        coords = [(x(line.points[0][0]), y(line.points[0][1]))]
+        for (_, before), (at, value) in pairwise(line.points):
+            coords.append((x(at), y(before)))
+            coords.append((x(at), y(value)))
+        points = " ".join(f"{cx:.1f},{cy:.1f}" for cx, cy in coords)
+        legend_y = TOP + 12 + 14 * i
+        lines.append((i, line.label, points, WIDTH - RIGHT - 120, legend_y, line.points[-1][1]))
+    grid = []
+    for i in range(GRID_LINES + 1):
+        value = high * i // GRID_LINES
+        gy = y(value)
+        grid.append((LEFT, f"{gy:.1f}", WIDTH - RIGHT, LEFT - 8, f"{gy + 4:.1f}", value))
+    ticks = []
+    for i in range(4):
+        at = t0 + (t1 - t0) * i / 3
+        anchor = ("start", "middle", "middle", "end")[i]
+        ticks.append((f"{x(at):.1f}", HEIGHT - 10, anchor, _date_label(at, span)))
+    return format_html(
+        '<svg class="price-chart stock-chart" viewBox="0 0 {w} {h}" role="img" '
+        'aria-label="Stock over time, total and per location" '
+        'xmlns="http://www.w3.org/2000/svg">{grid}{ticks}{lines}</svg>',
+        w=WIDTH,
+        h=HEIGHT,
+        grid=format_html_join(
+            "",
+            '<line class="grid" x1="{0}" y1="{1}" x2="{2}" y2="{1}"/>'
+            '<text class="axis" x="{3}" y="{4}" text-anchor="end">{5}</text>',
+            grid,
+        ),
+        ticks=format_html_join(
+            "", '<text class="axis" x="{}" y="{}" text-anchor="{}">{}</text>', ticks
+        ),
+        lines=format_html_join(
+            "",
+            '<g class="series series-{0}" data-series="{1}"><polyline class="line" points="{2}"/>'
+            '<text class="axis legend" x="{3}" y="{4}">{1}: {5}</text></g>',
+            lines,
         ),
     )

@@ -23,8 +23,9 @@ from ..selectors.replica import replica_reads
 from ..selectors.runs import visible_runs
 from ..services.import_profiles import ProfileInvalid, save_profile
 from ..services.omnibus import current_reduction
+from ..services.stock import availability
 from ..utils.utils import process_pipeline
-from .charts import price_chart_svg
+from .charts import price_chart_svg, stock_chart_svg
 from .forms import ExportForm, ImportProfileForm, PipelineForm
 
 DIFF_PAGE = 50  # diff rows (one per changed field) per page
@@ -49,6 +50,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             "alerts": selectors.open_alerts(),
             "runs": _with_progress(selectors.recent_runs(request.user)),
             "price_changes": selectors.recent_price_changes(),
+            "reservations": selectors.expiring_reservations(),
         },
     )
 
@@ -171,6 +173,7 @@ def product_detail(request: HttpRequest, sku: str) -> HttpResponse:
     replica_reads(request)
     product = selectors.product_by_sku(sku)
     now = timezone.now()
+    available, locations = availability(product)
     return render(
         request,
         "web/product_detail.html",
@@ -181,6 +184,10 @@ def product_detail(request: HttpRequest, sku: str) -> HttpResponse:
             "price_changes": selectors.price_changes(product),
             "movements": selectors.stock_movements(product),
             "alerts": selectors.alert_history(product),
+            "available": available,
+            "stock_chart": stock_chart_svg(selectors.stock_series(product, now)),
+            "locations": locations,
+            "reservations": selectors.active_reservations(product),
         },
     )
 

@@ -277,6 +277,7 @@ def _alert_data(alert: StockAlert) -> dict[str, Any]:
             "resolved_at": alert.resolved_at.isoformat() if alert.resolved_at else None,
             "stock_when_opened": alert.stock,
             "threshold": alert.threshold,
+            "location": alert.location.code if alert.location_id else None,
         },
         "product": {
             "id": alert.product_id,
@@ -300,6 +301,66 @@ def record_alerts(event_type: str, alerts: Sequence[StockAlert], *, using: str) 
         for alert in alerts:
             stream = f"product:{alert.product_id}" if alert.product_id else f"alert:{alert.pk}"
             record_event(event_type, stream, _alert_data(alert), subscription_ids=subs, using=using)
+
+
+def record_transfers(transfers: Sequence[Any], *, using: str) -> None:
+    """``stock.transferred`` per transfer, on its product's stream (ordered with the
+    product's other events); products are read only when somebody subscribed."""
+    subs = subscribers(WebhookEvent.STOCK_TRANSFERRED, using=using)
+    if not subs or not transfers:
+        return
+    with collecting_changes(using):
+        for start in range(0, len(transfers), 2000):
+            chunk = transfers[start : start + 2000]
+            products = Product.objects.using(using).in_bulk([t.product_id for t in chunk])
+            for transfer in chunk:
+                data = {
+                    "product": product_data(products[transfer.product_id]),
+                    "from_location": transfer.source.code,
+                    "to_location": transfer.target.code,
+                    "quantity": transfer.quantity,
+                    "movement_ids": [movement.pk for movement in transfer.movements],
+                    **_who(),
+                }
+                stream = f"product:{transfer.product_id}"
+                record_event(
+                    WebhookEvent.STOCK_TRANSFERRED, stream, data, subscription_ids=subs, using=using
+                )
+
+
+def _reservation_data(reservation: Any) -> dict[str, Any]:
+    location = reservation.location.code if reservation.location_id else None
+    return {
+        "reservation": {
+            "id": reservation.pk,
+            "sku": reservation.sku,
+            "product_id": reservation.product_id,
+            "location": location,
+            "quantity": reservation.quantity,
+            "reference": reservation.reference,
+            "status": reservation.status,
+            "expires_at": reservation.expires_at.isoformat(),
+            "ended_at": reservation.ended_at.isoformat() if reservation.ended_at else None,
+        },
+        **_who(),
+    }
+
+
+def record_reservations(action: str, reservations: Sequence[Any], *, using: str) -> None:
+    """``reservation.<action>`` per reservation, on its product's stream."""
+    event_type = f"reservation.{action}"
+    subs = subscribers(event_type, using=using)
+    if not subs or not reservations:
+        return
+    with collecting_changes(using):
+        for reservation in reservations:
+            stream = (
+                f"product:{reservation.product_id}"
+                if reservation.product_id
+                else f"reservation:{reservation.pk}"
+            )
+            data = _reservation_data(reservation)
+            record_event(event_type, stream, data, subscription_ids=subs, using=using)
 
 
 def record_pipeline_finished(run: PipelineRun, *, using: str) -> None:

@@ -20,6 +20,14 @@ def alerts_resolved(sender, alerts, using="default", **kwargs) -> None:
     outbox.record_alerts(WebhookEvent.STOCK_RESTORED, alerts, using=using)
 
 
+def stock_transferred(sender, transfers, using="default", **kwargs) -> None:
+    outbox.record_transfers(transfers, using=using)
+
+
+def reservations_changed(sender, action, reservations, using="default", **kwargs) -> None:
+    outbox.record_reservations(action, reservations, using=using)
+
+
 def pipeline_finished(sender, run, using=None, **kwargs) -> None:
     outbox.record_pipeline_finished(run, using=using or run._state.db or "default")
 

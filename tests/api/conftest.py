@@ -6,7 +6,16 @@ from django.test import Client
 from app.services.tokens import create_token
 from tests.factories import ProductFactory, UserFactory
 
-ALL_PERMS = ("add_product", "change_product", "delete_product", "run_pipeline")
+ALL_PERMS = (
+    "add_reservation",
+    "change_reservation",
+    "add_product",
+    "change_product",
+    "delete_product",
+    "run_pipeline",
+    "add_location",
+    "change_location",
+)
 
 
 @pytest.fixture(autouse=True)

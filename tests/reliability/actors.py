@@ -246,11 +246,91 @@ def queue_pipeline(spec: str) -> None:
     print(f"run_id={queued['run_id']}")
 
 
+def reserve_orm(sku: str, count: str, seed: str, tag: str) -> None:
+    """Reserve 1-3 units ``count`` times through the service; print what was held.
+    ``sku`` may list several SKUs (comma-separated): request ``i`` goes to the ``i``-th,
+    round robin, so every process hits the same product at the same moment."""
+    from django.contrib.auth import get_user_model
+
+    from app.services.reservations import ReservationRefused, reserve
+
+    rng = random.Random(int(seed))
+    user = get_user_model().objects.get(username="worker")
+    held, refused = [], 0
+    for i in range(int(count)):
+        quantity = rng.randint(1, 3)
+        skus = sku.split(",")
+        try:
+            result = reserve(skus[i % len(skus)], quantity, user=user, idempotency_key=f"{tag}-{i}")
+        except ReservationRefused:
+            refused += 1
+        else:
+            held.append(f"{result.reservation.pk}:{quantity}")
+    print(f"held={','.join(held)} refused={refused}")
+
+
+def reserve_api(base_url: str, token: str, sku: str, count: str, seed: str, tag: str) -> None:
+    """The same through the HTTP API: every answer must be 201 or a 409 refusal."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    rng = random.Random(int(seed))
+    held, refused = [], 0
+    for i in range(int(count)):
+        quantity = rng.randint(1, 3)
+        skus = sku.split(",")
+        body = {"sku": skus[i % len(skus)], "quantity": quantity, "idempotency_key": f"{tag}-{i}"}
+        request = urllib.request.Request(
+            f"{base_url}/api/reservations",
+            data=json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                assert response.status == 201, response.status
+                held.append(f"{json.loads(response.read())['id']}:{quantity}")
+        except urllib.error.HTTPError as error:
+            answer = error.read()
+            assert error.code == 409, (error.code, answer)
+            assert "available" in json.loads(answer), answer
+            refused += 1
+    print(f"held={','.join(held)} refused={refused}")
+
+
+def transfer_orm(sku: str, source: str, target: str, count: str, seed: str) -> None:
+    """Move 1-5 units ``count`` times; refusals (not enough at the source) are counted."""
+    from app.services.stock import InsufficientStock, transfer_stock
+
+    rng = random.Random(int(seed))
+    moved = refused = 0
+    for _ in range(int(count)):
+        quantity = rng.randint(1, 5)
+        try:
+            transfer_stock(sku, source, target, quantity, user=None)
+        except InsufficientStock:
+            refused += 1
+        else:
+            moved += quantity
+    print(f"moved={moved} refused={refused}")
+
+
+def expire_sweep() -> None:
+    from app.services.reservations import expire_due
+
+    print(f"expired={expire_due(batch=50)}")
+
+
 ACTIONS = {
     f.__name__: f
     for f in (
         queue_pipeline,
         machines_client,
+        reserve_orm,
+        reserve_api,
+        transfer_orm,
+        expire_sweep,
         change_prices,
         drop_stock,
         create_low_product,

@@ -292,14 +292,19 @@ def test_an_effect_sees_every_pipeline_step_on_both_routes(seen, route):
 
 
 def test_ready_registers_the_effects_once_in_order_and_muting_one_keeps_the_order():
-    order = ["history", "webhooks", "alerts", "cache"]
-    assert [name for name, _ in effects.registered()][:4] == order
+    order = ["levels", "history", "webhooks", "alerts", "cache"]
+    assert [name for name, _ in effects.registered()][:5] == order
     apps.get_app_config("app").ready()  # a second call changes nothing
-    assert [name for name, _ in effects.registered()][:4] == order
+    assert [name for name, _ in effects.registered()][:5] == order
     with effects.muted("webhooks") as was_registered:
         assert was_registered
-        assert [name for name, _ in effects.registered()][:3] == ["history", "alerts", "cache"]
-    assert [name for name, _ in effects.registered()][:4] == order
+        assert [name for name, _ in effects.registered()][:4] == [
+            "levels",
+            "history",
+            "alerts",
+            "cache",
+        ]
+    assert [name for name, _ in effects.registered()][:5] == order
 
 
 def test_a_muted_effect_is_skipped_by_both_routes(seen):

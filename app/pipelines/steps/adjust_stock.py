@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .. import staged
+from .. import located, staged
 from ..base import Delta, SkuRef, StepSpec, stock_adjustment_error
 from ..registry import register
 from ..writer import chunked
@@ -14,19 +14,35 @@ from ..writer import chunked
 
 @register
 class AdjustStock(StepSpec):
-    """Add each delta to the SKU's current stock; a result below zero fails the run."""
+    """Add each delta to the SKU's current stock; a result below zero fails the run. With
+    ``location`` (a location code) the deltas apply there (default: the default location)."""
 
     op: Literal["adjust_stock"]
     deltas: dict[SkuRef, Delta] = Field(min_length=1)
+    location: SkuRef | None = None
 
     def size(self, using: str) -> int:
         return len(self.deltas)
 
     def run(self, unit) -> None:
-        if staged.applies(unit):
-            staged.write_map(unit, "stock", self.deltas, key="deltas", add=True)
+        if self.location is not None:
+            located.run_at_location(
+                unit,
+                self.location,
+                self.deltas,
+                key="deltas",
+                absolute=False,
+                then=lambda deltas: self.apply(unit, deltas),
+            )
             return
-        for chunk in chunked(self.deltas.items()):
+        located.check_totals(unit, self.deltas, key="deltas", absolute=False)
+        self.apply(unit, self.deltas)
+
+    def apply(self, unit, deltas: dict[str, int]) -> None:
+        if staged.applies(unit):
+            staged.write_map(unit, "stock", deltas, key="deltas", add=True)
+            return
+        for chunk in chunked(deltas.items()):
             found = unit.lock_skus([sku for sku, _ in chunk], lambda s: ("deltas", s))
             bad = []
             for sku, delta in chunk:

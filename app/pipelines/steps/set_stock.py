@@ -6,23 +6,38 @@ from typing import Literal
 
 from pydantic import Field
 
-from .. import staged
+from .. import located, staged
 from ..base import SkuRef, StepSpec, Stock
 from ..registry import register
 from ..writer import chunked
+from .adjust_stock import AdjustStock
 
 
 @register
 class SetStock(StepSpec):
-    """Set the stock of each listed SKU; an unknown SKU fails the run."""
+    """Set the stock of each listed SKU; an unknown SKU fails the run. With ``location``
+    (a location code), set the quantity there; the total moves by the difference."""
 
     op: Literal["set_stock"]
     stock: dict[SkuRef, Stock] = Field(min_length=1)
+    location: SkuRef | None = None
 
     def size(self, using: str) -> int:
         return len(self.stock)
 
     def run(self, unit) -> None:
+        if self.location is not None:
+            adjust = AdjustStock.model_construct(op="adjust_stock", deltas={}, location=None)
+            located.run_at_location(
+                unit,
+                self.location,
+                self.stock,
+                key="stock",
+                absolute=True,
+                then=lambda deltas: adjust.apply(unit, deltas),
+            )
+            return
+        located.check_totals(unit, self.stock, key="stock", absolute=True)
         if staged.applies(unit):
             staged.write_map(unit, "stock", self.stock, key="stock")
             return

@@ -1,0 +1,318 @@
+"""Reservations: stock held for an order before it ships, never more than there is.
+
+``available = on hand - active holds``, per product and per location (a hold naming a
+location counts there and for the product; one naming none only for the product). Every
+operation that can take availability away (a reservation, a stock removal, a transfer, a
+commit) runs under the product's row lock (``SELECT ... FOR UPDATE``), so concurrent
+requests for one product are serialised and none can oversell; a reservation that does
+not fit is refused (409) with what is available.
+
+A hold ends once, in one transaction: ``commit`` consumes its stock (ledger rows through the
+change pipeline, reason naming the reservation), ``release`` gives it back, ``expire_due``
+ends those past ``expires_at`` (a hold past due no longer counts even before the sweep).
+Each ending is a conditional ``UPDATE ... WHERE status = 'active'``, and the sweep claims
+rows with ``SELECT ... FOR UPDATE SKIP LOCKED``, so two sweeps, or a sweep and a commit,
+end each reservation once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from .. import conf
+from ..core import jobs
+from ..core.context import current_change_context
+from ..models import Product, Reservation, StockLevel
+from ..signals import reservations_changed
+from ..tracking.levels import default_location_id
+from . import alerts, product_cache
+from .context import change_context
+from .stock import (
+    IdempotencyKeyReused,
+    InsufficientStock,
+    StockAdjustmentRefused,
+    held,
+    level_of,
+    location_for,
+)
+
+ACTIVE = Reservation.Status.ACTIVE
+SWEEP_BATCH = 500
+
+
+class ReservationRefused(InsufficientStock):
+    """Not enough available stock; ``stock`` is what is available."""
+
+
+class ReservationClosed(StockAdjustmentRefused):
+    """The reservation already ended otherwise (released, expired, committed)."""
+
+
+@dataclass(frozen=True)
+class ReservationResult:
+    reservation: Reservation
+    replayed: bool
+
+
+def reserve(
+    product_or_sku: Product | str,
+    quantity: int,
+    *,
+    user,
+    reference: str = "",
+    location: str | None = None,
+    expires_at: datetime | None = None,
+    idempotency_key: str | None = None,
+) -> ReservationResult:
+    """Hold ``quantity`` units of a product (at location code ``location``, if given) until
+    ``expires_at`` (default: now + ``STOCKPIPE_RESERVATION_TTL``). Idempotent by key: the
+    same request again returns the first reservation (``replayed=True``)."""
+    if quantity <= 0:
+        raise ValueError("quantity must be positive")
+    sku = product_or_sku.sku if isinstance(product_or_sku, Product) else product_or_sku
+    key = idempotency_key or None
+    if key is not None:
+        earlier = _replay(key, sku, quantity, location)
+        if earlier is not None:
+            return earlier
+    place = location_for(location, moving_in=False)
+    now = timezone.now()
+    expires_at = expires_at or now + timedelta(seconds=conf.reservation_ttl())
+    if expires_at <= now:
+        raise ReservationClosed("expires_at must be in the future.", field="expires_at", stock=None)
+    try:
+        with transaction.atomic():
+            product = Product.objects.select_for_update().get(sku=sku)
+            if key is not None:
+                earlier = _replay(key, sku, quantity, location)
+                if earlier is not None:
+                    return earlier
+            free = product.stock - held(product.pk)
+            if place is not None:
+                free = min(free, level_of(product.pk, place.pk) - held(product.pk, place.pk))
+            if quantity > free:
+                where = f" at {place.code}" if place is not None else ""
+                raise ReservationRefused(
+                    f"Not enough available stock{where}: {max(free, 0)}, cannot reserve "
+                    f"{quantity}.",
+                    stock=max(free, 0),
+                    field="quantity",
+                )
+            ctx = current_change_context()
+            reservation = Reservation.objects.create(
+                product=product,
+                sku=product.sku,
+                location=place,
+                quantity=quantity,
+                reference=reference,
+                expires_at=expires_at,
+                idempotency_key=key,
+                created_at=now,
+                changed_by_id=_user_id(user, ctx.user_id),
+                source=ctx.source,
+            )
+            _ended(product, "created", [reservation])
+            _schedule_expiry(expires_at)
+            return ReservationResult(reservation, False)
+    except IntegrityError:
+        if key is not None:
+            earlier = _replay(key, sku, quantity, location)
+            if earlier is not None:
+                return earlier
+        raise
+
+
+def commit(reservation_id: int, *, user) -> ReservationResult:
+    """Consume the held stock and end the hold, in one transaction. Committing a committed
+    reservation again changes nothing (``replayed=True``)."""
+    with transaction.atomic():
+        reservation, product = _locked(reservation_id)
+        if reservation.status == Reservation.Status.COMMITTED:
+            return ReservationResult(reservation, True)
+        _check_open(reservation)
+        reason = f"reservation {reservation.pk} committed"
+        if reservation.reference:
+            reason += f" ({reservation.reference})"
+        for location_id, n in _sources(product, reservation):
+            product.stock -= n
+            with change_context(user=user, reason=reason, location_id=location_id):
+                product.save()
+        _finish(reservation, Reservation.Status.COMMITTED)
+        _ended(product, "committed", [reservation])
+        return ReservationResult(reservation, False)
+
+
+def release(reservation_id: int, *, user) -> ReservationResult:
+    """End the hold without consuming stock; releasing again changes nothing."""
+    with transaction.atomic():
+        reservation, product = _locked(reservation_id)
+        if reservation.status == Reservation.Status.RELEASED:
+            return ReservationResult(reservation, True)
+        _check_open(reservation)
+        _finish(reservation, Reservation.Status.RELEASED)
+        _ended(product, "released", [reservation])
+        return ReservationResult(reservation, False)
+
+
+def expire_due(now: datetime | None = None, *, batch: int = SWEEP_BATCH) -> int:
+    """Expire every active reservation past ``expires_at``; returns how many this call
+    expired. Each batch is one transaction claiming its rows with ``FOR UPDATE SKIP
+    LOCKED`` (a concurrent sweep takes others; a killed sweep leaves whole batches), and the
+    ``UPDATE`` is conditional on ``status = 'active'``, so each reservation expires once."""
+    now = now or timezone.now()
+    total = 0
+    while True:
+        with transaction.atomic():
+            due = (
+                Reservation.objects.filter(status=ACTIVE, expires_at__lte=now)
+                .order_by("expires_at", "pk")
+                .select_for_update(skip_locked=True, of=("self",))
+            )
+            ids = list(due.values_list("pk", flat=True)[:batch])
+            if not ids:
+                return total
+            claimed = Reservation.objects.filter(pk__in=ids, status=ACTIVE)
+            count = claimed.update(status=Reservation.Status.EXPIRED, ended_at=now)
+            expired = list(
+                Reservation.objects.filter(
+                    pk__in=ids, status=Reservation.Status.EXPIRED, ended_at=now
+                ).order_by("pk")
+            )
+            by_product: dict[int | None, list[Reservation]] = {}
+            for reservation in expired:
+                by_product.setdefault(reservation.product_id, []).append(reservation)
+            for rows in by_product.values():
+                reservations_changed.send(
+                    Reservation, action="expired", reservations=rows, using="default"
+                )
+            product_cache.invalidate({r.sku for r in expired})
+            total += count
+        _reconcile(by_product)
+        if len(ids) < batch:
+            return total
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def _reconcile(by_product: dict[int | None, list[Reservation]]) -> None:
+    """After a sweep batch committed: the low-stock alerts of its products, under their
+    row locks (taken in primary-key order, after the batch's own transaction, so a sweep
+    never holds a reservation while waiting for a product a commit holds)."""
+    pks = sorted(pk for pk in by_product if pk is not None)
+    if not pks:
+        return
+    with transaction.atomic():
+        products = list(Product.objects.select_for_update().filter(pk__in=pks).order_by("pk"))
+        alerts.reconcile_alerts(products)
+        alerts.reconcile_location_alerts([p.pk for p in products])
+
+
+def _user_id(user, fallback: int | None) -> int | None:
+    if user is not None and getattr(user, "is_authenticated", False):
+        return user.pk
+    return fallback
+
+
+def _locked(reservation_id: int) -> tuple[Reservation, Product]:
+    """The reservation and its product, both locked: the product first, as every stock
+    operation does, so two operations never wait on each other in opposite orders."""
+    found = Reservation.objects.filter(pk=reservation_id).values_list("product_id").first()
+    if found is None:
+        raise Reservation.DoesNotExist(f"No reservation {reservation_id}.")
+    product = Product.objects.select_for_update().filter(pk=found[0]).first()
+    reservation = Reservation.objects.select_for_update().get(pk=reservation_id)
+    if product is None:  # the product was deleted: the hold is void
+        raise ReservationClosed(
+            f"Reservation {reservation_id}'s product was deleted.", field="status"
+        )
+    return reservation, product
+
+
+def _check_open(reservation: Reservation) -> None:
+    if reservation.status != ACTIVE:
+        raise ReservationClosed(
+            f"Reservation {reservation.pk} is {reservation.status}.", field="status"
+        )
+    if reservation.expires_at <= timezone.now():
+        raise ReservationClosed(f"Reservation {reservation.pk} has expired.", field="status")
+
+
+def _sources(product: Product, reservation: Reservation) -> list[tuple[int, int]]:
+    """Where a commit takes its units from: the reservation's location, or (naming none)
+    the default location first, then the others by code, each only as far as other
+    reservations there leave free."""
+    n = reservation.quantity
+    if reservation.location_id is not None:
+        if level_of(product.pk, reservation.location_id) < n:
+            raise InsufficientStock(
+                f"Not enough stock at the location to commit {n}.", stock=product.stock
+            )
+        return [(reservation.location_id, n)]
+    default = default_location_id()
+    levels = list(
+        StockLevel.objects.filter(product_id=product.pk, quantity__gt=0)
+        .select_related("location")
+        .values_list("location_id", "location__code", "quantity")
+    )
+    levels.sort(key=lambda row: (row[0] != default, row[1]))
+    taken = []
+    for location_id, _, quantity in levels:
+        free = quantity - held(product.pk, location_id)
+        part = min(n, free)
+        if part > 0:
+            taken.append((location_id, part))
+            n -= part
+        if n == 0:
+            return taken
+    raise InsufficientStock(
+        f"Not enough unreserved stock to commit {reservation.quantity}.", stock=product.stock
+    )
+
+
+def _finish(reservation: Reservation, status: str) -> None:
+    now = timezone.now()
+    updated = Reservation.objects.filter(pk=reservation.pk, status=ACTIVE).update(
+        status=status, ended_at=now
+    )
+    if not updated:  # cannot happen under the lock; refuse rather than end it twice
+        raise ReservationClosed(f"Reservation {reservation.pk} already ended.", field="status")
+    reservation.status, reservation.ended_at = status, now
+
+
+def _ended(product: Product, action: str, reservations: list[Reservation]) -> None:
+    """What follows a change of holds: the product's low-stock alert follows its available
+    stock (the product row is locked), events, the cached detail."""
+    alerts.reconcile_alerts([product])
+    alerts.reconcile_location_alerts([product.pk])
+    reservations_changed.send(
+        Reservation, action=action, reservations=reservations, using="default"
+    )
+    product_cache.invalidate([product.sku])
+
+
+def _schedule_expiry(expires_at: datetime) -> None:
+    """Ask a worker to sweep when the hold falls due (backends that can defer a task;
+    ``manage.py expire_reservations`` from cron is the safety net either way)."""
+    task = jobs.task("expire_reservations")
+    if not task.get_backend().supports_defer:
+        return
+    transaction.on_commit(lambda: task.using(run_after=expires_at).enqueue(), robust=True)
+
+
+def _replay(key: str, sku: str, quantity: int, location: str | None) -> ReservationResult | None:
+    earlier = Reservation.objects.filter(idempotency_key=key).select_related("location").first()
+    if earlier is None:
+        return None
+    code = earlier.location.code if earlier.location_id else None
+    if earlier.sku != sku or earlier.quantity != quantity or code != location:
+        raise IdempotencyKeyReused(
+            f"Idempotency key already used for reservation {earlier.pk} "
+            f"({earlier.sku} x{earlier.quantity}).",
+            field="idempotency_key",
+        )
+    return ReservationResult(earlier, True)

@@ -1,0 +1,85 @@
+"""The stock-levels effect: ``Product.stock`` is the total of its ``StockLevel`` rows.
+
+Every write path that changes a product's stock hands a change set to the effects; this
+one, registered before the ledger, moves the same quantity at one location, in the same
+transaction:
+
+* a change set made inside ``change_context(location_id=X)`` (the stock and reservation
+  services, pipeline steps naming a location) adds each product's delta at ``X``; the
+  level's ``quantity >= 0`` check refuses a move below zero there;
+* every change set then sets the product's level at the **default location**
+  (``STOCKPIPE_DEFAULT_LOCATION``, created on first use) to the total minus its other
+  locations. So a change of the total naming no location (``save()``, ``update()``, the
+  admin, a pipeline step without ``location``) applies to the default location, and the
+  levels always sum to the total; a total set below the stock held at the other locations
+  fails on the same check.
+
+The ledger row of the change (``app.tracking.history``) names the same location.
+"""
+
+from __future__ import annotations
+
+from django.db import connections
+
+from .. import conf
+from ..models import Location, Product, StockLevel
+from .changes import STOCK_CHANGED, ChangeSet
+
+
+def default_location_id(using: str = "default") -> int:
+    """The default location's id, creating it (active, named after its code) if missing."""
+    code = conf.default_location()
+    found = Location.objects.using(using).filter(code=code).values_list("pk", flat=True).first()
+    if found is not None:
+        return found
+    return Location.objects.using(using).get_or_create(code=code, defaults={"name": code})[0].pk
+
+
+def location_of(changes: ChangeSet) -> int:
+    """The location ``changes`` apply to: the one of their change context, else the default."""
+    found = getattr(changes, "_resolved_location", None)
+    if found is None:
+        found = changes.location_id or default_location_id(changes.using)
+        changes._resolved_location = found
+    return found
+
+
+def apply_levels(changes: ChangeSet, *, using: str) -> None:
+    if not changes.has(STOCK_CHANGED):
+        return
+    connection = connections[using]
+    qn = connection.ops.quote_name
+    level = qn(StockLevel._meta.db_table)
+    product = qn(Product._meta.db_table)
+    typed = "%s::bigint" if connection.vendor == "postgresql" else "%s"
+    target = location_of(changes)
+    default = target if changes.location_id is None else default_location_id(using)
+    with connection.cursor() as cursor:
+        if target != default:
+            # Existing levels first, then new ones: a CHECK constraint is evaluated on the
+            # row an INSERT proposes even when ON CONFLICT would turn it into an UPDATE.
+            for sql, params in changes.select(
+                "c.pk AS pk, c.stock - c.old_stock AS delta", STOCK_CHANGED
+            ):
+                cursor.execute(
+                    f"UPDATE {level} SET quantity = quantity + (SELECT SUM(s.delta) "
+                    f"FROM ({sql}) s WHERE s.pk = {level}.product_id) "
+                    f"WHERE location_id = {typed} AND product_id IN (SELECT s.pk FROM ({sql}) s)",
+                    [*params, target, *params],
+                )
+                cursor.execute(
+                    f"INSERT INTO {level} (product_id, location_id, quantity) "
+                    f"SELECT s.pk, {typed}, SUM(s.delta) FROM ({sql}) s WHERE NOT EXISTS "
+                    f"(SELECT 1 FROM {level} o WHERE o.product_id = s.pk AND o.location_id = "
+                    f"{typed}) GROUP BY s.pk",
+                    [target, *params, target],
+                )
+        for sql, params in changes.select("c.pk", STOCK_CHANGED):
+            cursor.execute(
+                f"INSERT INTO {level} (product_id, location_id, quantity) "
+                f"SELECT p.id, {typed}, p.stock - COALESCE((SELECT SUM(o.quantity) "
+                f"FROM {level} o WHERE o.product_id = p.id AND o.location_id <> {typed}), 0) "
+                f"FROM {product} p WHERE p.id IN ({sql}) "
+                f"ON CONFLICT (product_id, location_id) DO UPDATE SET quantity = excluded.quantity",
+                [default, default, *params],
+            )

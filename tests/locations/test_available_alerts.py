@@ -1,0 +1,72 @@
+"""Issue 14, step 4: low-stock alerts watch available stock (on hand minus active holds);
+``STOCKPIPE_LOW_STOCK_ON=on_hand`` watches stock on hand as before."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from app.models import Product, Reservation, StockAlert
+from app.services import reservations
+
+pytestmark = pytest.mark.django_db
+
+
+def open_alerts(product: Product) -> list[int]:
+    return list(
+        StockAlert.objects.filter(product=product, resolved_at__isnull=True).values_list(
+            "stock", flat=True
+        )
+    )
+
+
+@pytest.fixture
+def product(db):
+    return Product.objects.create(
+        sku="AV-1", name="Avail", price="1.00", stock=10, low_stock_threshold=5
+    )
+
+
+def test_a_reservation_opens_the_episode_and_its_release_resolves_it(product, mailoutbox):
+    held = reservations.reserve(product, 6, user=None).reservation
+    assert open_alerts(product) == [4]  # 10 on hand, 4 available < 5
+    reservations.reserve(product, 1, user=None)
+    assert StockAlert.objects.filter(product=product).count() == 1  # same episode
+    reservations.release(held.pk, user=None)
+    assert open_alerts(product) == []
+
+
+def test_a_stock_change_crossing_only_on_available_stock_opens_it(product):
+    reservations.reserve(product, 4, user=None)  # available 6
+    assert open_alerts(product) == []
+    product.refresh_from_db()
+    product.stock = 8  # on hand stays above 5; available 4 does not
+    product.save()
+    assert open_alerts(product) == [4]
+
+
+def test_commit_and_expiry_keep_the_episode_right(product):
+    first = reservations.reserve(product, 6, user=None).reservation
+    assert open_alerts(product) == [4]
+    reservations.commit(first.pk, user=None)  # 4 on hand, nothing held: still low
+    assert open_alerts(product) == [4]
+    Product.objects.filter(pk=product.pk).update(stock=20)
+    assert open_alerts(product) == []
+    soon = timezone.now() + timedelta(hours=1)
+    second = reservations.reserve(product, 17, user=None, expires_at=soon).reservation
+    assert open_alerts(product) == [3]
+    Reservation.objects.filter(pk=second.pk).update(expires_at=timezone.now())
+    assert reservations.expire_due() == 1
+    assert open_alerts(product) == []
+
+
+def test_on_hand_setting_ignores_reservations(product, settings):
+    settings.STOCKPIPE_LOW_STOCK_ON = "on_hand"
+    reservations.reserve(product, 9, user=None)
+    assert open_alerts(product) == []
+    product.refresh_from_db()
+    product.stock = 4
+    product.save()
+    assert open_alerts(product) == [4]
