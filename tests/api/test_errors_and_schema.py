@@ -1,3 +1,5 @@
+import json
+
 import pytest
 from django.db import connection
 from django.test import Client
@@ -84,3 +86,17 @@ def test_a_form_where_json_is_expected_is_a_client_error_not_500(django_user_mod
         "/api/products", data="sku=F-1", content_type="application/x-www-form-urlencoded"
     )
     assert_error_shape(urlencoded, 400)
+
+
+def test_the_openapi_document_has_no_duplicate_keys(client):
+    """JSON parsers keep the last of two equal keys; Swagger UI's YAML parser refuses the
+    whole document ("duplicated mapping key"), so the docs page shows no operation."""
+    duplicates = []
+
+    def pairs(items):
+        keys = [key for key, _ in items]
+        duplicates.extend(key for key in set(keys) if keys.count(key) > 1)
+        return dict(items)
+
+    json.loads(client.get("/api/openapi.json").content, object_pairs_hook=pairs)
+    assert duplicates == []
