@@ -68,7 +68,7 @@ def price_chart_svg(points: Sequence[PricePoint]) -> SafeString:
         for p in points[1:-1][-MAX_MARKERS:]
     ]
     return format_html(
-        '<svg class="price-chart" viewBox="0 0 {w} {h}" role="img" '
+        '<svg class="chart price-chart" viewBox="0 0 {w} {h}" role="img" '
         'aria-label="Price history from {start} to {end}" xmlns="http://www.w3.org/2000/svg">'
         "{grid}{ticks}"
         '<path class="area" d="{area}"/>'
@@ -135,7 +135,7 @@ def stock_chart_svg(series: Sequence[StockSeries]) -> SafeString:
         anchor = ("start", "middle", "middle", "end")[i]
         ticks.append((f"{x(at):.1f}", HEIGHT - 10, anchor, _date_label(at, span)))
     return format_html(
-        '<svg class="price-chart stock-chart" viewBox="0 0 {w} {h}" role="img" '
+        '<svg class="chart stock-chart" viewBox="0 0 {w} {h}" role="img" '
         'aria-label="Stock over time, total and per location" '
         'xmlns="http://www.w3.org/2000/svg">{grid}{ticks}{lines}</svg>',
         w=WIDTH,

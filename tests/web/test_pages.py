@@ -105,7 +105,7 @@ def test_product_page_shows_price_stock_chart_movements_and_alerts(logged_in):
     page = logged_in.get("/products/MON-1/").content.decode()
     assert "Monitor" in page and "260.00" in page
     # The chart: an SVG step line through launch, two changes and now.
-    svg = re.search(r'<svg class="price-chart".*?</svg>', page, re.S).group(0)
+    svg = re.search(r'<svg class="chart price-chart".*?</svg>', page, re.S).group(0)
     points = re.search(r'<polyline class="line" points="([^"]+)"', svg).group(1).split()
     assert len(points) == 1 + 2 * 3
     assert svg.count('class="marker"') == 2
