@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 
 from django.db import transaction
-from django.db.models import Count
+from django.db.models import Count, F
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
@@ -163,12 +163,13 @@ def _prune_ledger(before: datetime, dry_run: bool) -> int:
     removed = _in_batches(
         StockMovement.objects.filter(product_id__isnull=True, created_at__lt=before), dry_run
     )
-    # A product whose only old row is already its carried-forward row has nothing to fold.
+    # A product whose old rows are already one carried-forward row per location has nothing
+    # to fold.
     products = (
         StockMovement.objects.filter(product_id__isnull=False, created_at__lt=before)
         .values("product_id")
-        .annotate(rows=Count("id"))
-        .filter(rows__gt=1)
+        .annotate(rows=Count("id"), places=Count("location_id", distinct=True))
+        .filter(rows__gt=F("places"))
         .values_list("product_id", flat=True)
         .order_by("product_id")
     )

@@ -19,6 +19,7 @@ from django_tasks_db.models import DBTaskResult
 from app import tasks
 from app.models import (
     DeletionAudit,
+    Location,
     PipelineRun,
     PriceHistory,
     Product,
@@ -309,3 +310,24 @@ def test_two_prunes_at_once_fold_each_ledger_row_once():
     for product in Product.objects.all():
         ledger = StockMovement.objects.filter(product=product).aggregate(s=Sum("delta"))["s"]
         assert ledger == product.stock
+
+
+def test_ledger_rows_fold_per_location_and_only_once():
+    north = Location.objects.create(code="NORTH", name="North")
+    product = Product.objects.create(sku="LOC-1", name="Two places", price=Decimal(1), stock=4)
+    adjust_stock(product, 6, user=None, reason="", location="NORTH")
+    adjust_stock(product, -1, user=None, reason="", location="NORTH")
+    adjust_stock(product, 2, user=None, reason="")
+    StockMovement.objects.update(created_at=days_ago(40))
+
+    assert prune(policy(ledger_days=30), now=NOW)["stock ledger"] == 4
+    per_place = dict(
+        StockMovement.objects.values("location_id")
+        .annotate(s=Sum("delta"))
+        .values_list("location_id", "s")
+    )
+    assert per_place[north.pk] == 5 and sum(per_place.values()) == 11
+    assert StockMovement.objects.count() == 2
+    # Already one carried-forward row per location: nothing to fold, nothing reported.
+    assert prune(policy(ledger_days=30), now=NOW)["stock ledger"] == 0
+    assert StockMovement.objects.count() == 2
