@@ -11,6 +11,7 @@ from ninja import Router, Status
 from ninja.errors import HttpError
 from pydantic import Field
 
+from .. import conf
 from ..models import Location
 from .auth import AUTH, require_perm
 from .errors import responses
@@ -62,11 +63,22 @@ def get_location(request: HttpRequest, code: LocationCode):
     return get_object_or_404(Location, code=code)
 
 
-@router.patch("/{code}", response={200: LocationOut, **responses(400, 401, 403, 404, 422)})
+def _refuse_deactivating_default(code: str) -> None:
+    """Stock changes that name no location land on the default one: it must stay active."""
+    if code == conf.default_location():
+        raise HttpError(
+            409, f"{code!r} is the default location (STOCKPIPE_DEFAULT_LOCATION): it stays active."
+        )
+
+
+@router.patch("/{code}", response={200: LocationOut, **responses(400, 401, 403, 404, 409, 422)})
 def update_location(request: HttpRequest, payload: LocationPatch, code: LocationCode):
-    """Rename, deactivate (``active: false``) or reactivate a location."""
+    """Rename, deactivate (``active: false``) or reactivate a location. The default location
+    cannot be deactivated (409)."""
     require_perm(request, "app.change_location")
     changes = payload.dict(exclude_unset=True)
+    if changes.get("active") is False:
+        _refuse_deactivating_default(code)
     with transaction.atomic():
         location = get_object_or_404(Location.objects.select_for_update(), code=code)
         for name, value in changes.items():
@@ -76,11 +88,12 @@ def update_location(request: HttpRequest, payload: LocationPatch, code: Location
     return location
 
 
-@router.delete("/{code}", response={200: LocationOut, **responses(401, 403, 404, 422)})
+@router.delete("/{code}", response={200: LocationOut, **responses(401, 403, 404, 409, 422)})
 def deactivate_location(request: HttpRequest, code: LocationCode):
     """Deactivate: no stock may arrive there any more; stock there may still leave. The
-    row stays, since the ledger names it."""
+    row stays, since the ledger names it. The default location cannot be deactivated (409)."""
     require_perm(request, "app.change_location")
+    _refuse_deactivating_default(code)
     with transaction.atomic():
         location = get_object_or_404(Location.objects.select_for_update(), code=code)
         if location.active:

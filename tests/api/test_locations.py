@@ -115,3 +115,13 @@ def test_setting_the_total_below_the_other_locations_is_a_409(api, product, nort
     api.post(f"/api/products/{product.sku}/stock", {"delta": 4, "location": "NORTH"})
     assert_error_shape(api.patch(f"/api/products/{product.sku}", {"stock": 3}), 409)
     assert levels(product.sku) == {"MAIN": 10, "NORTH": 4}
+
+
+def test_the_default_location_cannot_be_deactivated(api, product):
+    """Stock changes naming no location land there: deactivated, it would take stock in."""
+    assert Location.objects.filter(code="MAIN", active=True).exists()
+    body = assert_error_shape(api.patch("/api/locations/MAIN", {"active": False}), 409)
+    assert "default location" in body["detail"]
+    assert_error_shape(api.delete("/api/locations/MAIN"), 409)
+    assert Location.objects.get(code="MAIN").active
+    assert api.patch("/api/locations/MAIN", {"name": "Main store"}).status_code == 200
