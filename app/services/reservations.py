@@ -76,7 +76,7 @@ def reserve(
     sku = product_or_sku.sku if isinstance(product_or_sku, Product) else product_or_sku
     key = idempotency_key or None
     if key is not None:
-        earlier = _replay(key, sku, quantity, location)
+        earlier = _replay(key, sku, quantity, location, reference, expires_at)
         if earlier is not None:
             return earlier
     place = location_for(location, moving_in=False)
@@ -88,7 +88,7 @@ def reserve(
         with transaction.atomic():
             product = Product.objects.select_for_update().get(sku=sku)
             if key is not None:
-                earlier = _replay(key, sku, quantity, location)
+                earlier = _replay(key, sku, quantity, location, reference, expires_at)
                 if earlier is not None:
                     return earlier
             free = product.stock - held(product.pk)
@@ -120,7 +120,7 @@ def reserve(
             return ReservationResult(reservation, False)
     except IntegrityError:
         if key is not None:
-            earlier = _replay(key, sku, quantity, location)
+            earlier = _replay(key, sku, quantity, location, reference, expires_at)
             if earlier is not None:
                 return earlier
         raise
@@ -304,12 +304,27 @@ def _schedule_expiry(expires_at: datetime) -> None:
     transaction.on_commit(lambda: task.using(run_after=expires_at).enqueue(), robust=True)
 
 
-def _replay(key: str, sku: str, quantity: int, location: str | None) -> ReservationResult | None:
+def _replay(
+    key: str,
+    sku: str,
+    quantity: int,
+    location: str | None,
+    reference: str,
+    expires_at: datetime | None,
+) -> ReservationResult | None:
+    """The reservation an earlier request with ``key`` made, if it asked for the same (an
+    ``expires_at`` left out means "the default", so it matches any)."""
     earlier = Reservation.objects.filter(idempotency_key=key).select_related("location").first()
     if earlier is None:
         return None
     code = earlier.location.code if earlier.location_id else None
-    if earlier.sku != sku or earlier.quantity != quantity or code != location:
+    if (
+        earlier.sku != sku
+        or earlier.quantity != quantity
+        or code != location
+        or earlier.reference != reference
+        or (expires_at is not None and earlier.expires_at != expires_at)
+    ):
         raise IdempotencyKeyReused(
             f"Idempotency key already used for reservation {earlier.pk} "
             f"({earlier.sku} x{earlier.quantity}).",

@@ -15,6 +15,7 @@ from django.db import IntegrityError, connections, transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
+from .. import conf
 from ..core.sqlrows import json_rows, json_rows_sql
 from ..models import MAX_STOCK, Location, Product, Reservation, StockLevel, StockMovement
 from ..signals import stock_transferred
@@ -153,7 +154,7 @@ def adjust_stock(
     sku = product_or_sku.sku if isinstance(product_or_sku, Product) else product_or_sku
     key = idempotency_key or None
     if key is not None:
-        earlier = _replay(key, sku, delta)
+        earlier = _replay(key, sku, delta, location)
         if earlier is not None:
             return earlier
     place = location_for(location, moving_in=delta > 0)
@@ -162,7 +163,7 @@ def adjust_stock(
             product = Product.objects.select_for_update().get(sku=sku)
             if key is not None:
                 # A concurrent request with this key may have committed while we waited.
-                earlier = _replay(key, sku, delta)
+                earlier = _replay(key, sku, delta, location)
                 if earlier is not None:
                     return earlier
             new_stock = product.stock + delta
@@ -191,7 +192,7 @@ def adjust_stock(
         # Same key inserted by a concurrent request (on another product row, so the row
         # lock did not serialise us): its movement is the answer.
         if key is not None:
-            earlier = _replay(key, sku, delta)
+            earlier = _replay(key, sku, delta, location)
             if earlier is not None:
                 return earlier
         raise
@@ -466,11 +467,26 @@ def _replay_transfer(
     return Transfer(sku, out.location, pair.location, quantity, [out, pair], True)
 
 
-def _replay(key: str, sku: str, delta: int) -> StockAdjustment | None:
-    movement = StockMovement.objects.filter(idempotency_key=key).first()
+def _replay(key: str, sku: str, delta: int, location: str | None) -> StockAdjustment | None:
+    """The movement an earlier request with ``key`` made, if it was this same request (same
+    SKU, delta and location, and not a transfer, whose source row carries the key too)."""
+    movement = StockMovement.objects.filter(idempotency_key=key).select_related("location").first()
     if movement is None:
         return None
-    if movement.sku != sku or movement.delta != delta:
+    transfer = (
+        StockMovement.objects.filter(
+            product_id=movement.product_id, created_at=movement.created_at, delta=-movement.delta
+        )
+        .exclude(pk=movement.pk)
+        .exists()
+    )
+    place = location or conf.default_location()
+    if (
+        movement.sku != sku
+        or movement.delta != delta
+        or movement.location.code != place
+        or transfer
+    ):
         current = Product.objects.filter(sku=sku).values_list("stock", flat=True).first()
         raise IdempotencyKeyReused(
             f"Idempotency key already used for {movement.sku} with delta {movement.delta:+d}.",

@@ -125,3 +125,18 @@ def test_the_default_location_cannot_be_deactivated(api, product):
     assert_error_shape(api.delete("/api/locations/MAIN"), 409)
     assert Location.objects.get(code="MAIN").active
     assert api.patch("/api/locations/MAIN", {"name": "Main store"}).status_code == 200
+
+
+def test_a_key_reused_for_another_location_or_a_transfer_is_409_not_a_replay(api, north):
+    Product.objects.create(sku="K-1", name="K", price="1.00", stock=20)
+    url = "/api/products/K-1/stock"
+    first = api.post(url, {"delta": 3, "idempotency_key": "k-loc", "location": "NORTH"})
+    assert first.status_code == 201, first.content
+    replay = api.post(url, {"delta": 3, "idempotency_key": "k-loc", "location": "NORTH"})
+    assert replay.status_code == 200 and replay["Idempotent-Replayed"] == "true"
+    assert_error_shape(api.post(url, {"delta": 3, "idempotency_key": "k-loc"}), 409)
+    moved = {"from_location": "MAIN", "to_location": "NORTH", "quantity": 2}
+    transfer = api.post("/api/products/K-1/transfer", {**moved, "idempotency_key": "k-move"})
+    assert transfer.status_code == 201, transfer.content
+    assert_error_shape(api.post(url, {"delta": -2, "idempotency_key": "k-move"}), 409)
+    assert levels("K-1") == {"MAIN": 18, "NORTH": 5}

@@ -42,6 +42,8 @@ def test_reservations_hold_stock_and_a_hold_that_does_not_fit_is_a_409(api, hot)
     assert again.json()["id"] == first.json()["id"]
     assert Reservation.objects.count() == 2
     assert_error_shape(reserve(api, quantity=1, idempotency_key="r1"), 409)
+    # The same key for another order is another request, not a replay of order-1's hold.
+    assert_error_shape(reserve(api, quantity=6, reference="order-2", idempotency_key="r1"), 409)
     # On-hand stock that reservations need cannot be removed.
     removal = api.post("/api/products/HOT-1/stock", {"delta": -1})
     assert assert_error_shape(removal, 409)["stock"] == 0
