@@ -162,40 +162,44 @@ def carry_forward_ledger(
     gone. Returns the number of rows removed.
 
     Run inside a transaction: the old rows are locked first, so a second pruner running at
-    the same time finds them gone instead of folding them again.
+    the same time finds them gone, or finds only the carried-forward rows, which it leaves.
     """
     rows = StockMovement.objects.using(using).filter(
         product_id__in=product_ids, created_at__lt=before
     )
     if dry_run:
         return rows.count()
-    folded: dict[tuple[int, int], StockMovement] = {}
-    ids = []
+    groups: dict[tuple[int, int], list[tuple]] = {}
     locked = (
         rows.select_for_update()
         .order_by("product_id", "created_at", "id")
-        .values_list("id", "product_id", "location_id", "sku", "delta", "stock_after", "created_at")
+        .values_list(
+            "id", "product_id", "location_id", "sku", "delta", "stock_after", "created_at", "reason"
+        )
     )
-    for pk, product_id, location_id, sku, delta, stock_after, created_at in locked:
-        ids.append(pk)
-        carry = folded.get((product_id, location_id))
-        if carry is None:
-            folded[product_id, location_id] = StockMovement(
+    for row in locked:
+        groups.setdefault((row[1], row[2]), []).append(row)
+    folded, ids = [], []
+    for (product_id, location_id), group in groups.items():
+        if len(group) == 1 and group[0][7] == CARRIED_FORWARD:
+            continue  # folded already (by a pruner that committed while this one waited)
+        *_, sku, _, stock_after, created_at, _ = group[-1]
+        ids.extend(row[0] for row in group)
+        folded.append(
+            StockMovement(
                 product_id=product_id,
                 location_id=location_id,
                 sku=sku,
-                delta=delta,
+                delta=sum(row[4] for row in group),
                 stock_after=stock_after,
                 reason=CARRIED_FORWARD,
                 created_at=created_at,
                 source=RETENTION_SOURCE,
             )
-        else:
-            carry.delta += delta
-            carry.sku, carry.stock_after, carry.created_at = sku, stock_after, created_at
+        )
     for start in range(0, len(ids), _BATCH):
         StockMovement.objects.using(using).filter(pk__in=ids[start : start + _BATCH]).delete()
-    StockMovement.objects.using(using).bulk_create(folded.values(), batch_size=1000)
+    StockMovement.objects.using(using).bulk_create(folded, batch_size=1000)
     return len(ids)
 
 

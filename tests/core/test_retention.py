@@ -331,3 +331,17 @@ def test_ledger_rows_fold_per_location_and_only_once():
     # Already one carried-forward row per location: nothing to fold, nothing reported.
     assert prune(policy(ledger_days=30), now=NOW)["stock ledger"] == 0
     assert StockMovement.objects.count() == 2
+
+
+def test_a_pruner_that_finds_only_carried_forward_rows_leaves_them():
+    """What a second pruner sees when the first committed while it waited for the locks:
+    it was handed the product, but the rows are already folded."""
+    from app.tracking.history import carry_forward_ledger
+
+    product = Product.objects.create(sku="SEEN-1", name="Seen", price=Decimal(1), stock=4)
+    adjust_stock(product, 3, user=None, reason="")
+    StockMovement.objects.update(created_at=days_ago(40))
+    assert carry_forward_ledger([product.pk], days_ago(30)) == 2
+    folded = list(StockMovement.objects.values_list("pk", "delta"))
+    assert carry_forward_ledger([product.pk], days_ago(30)) == 0
+    assert list(StockMovement.objects.values_list("pk", "delta")) == folded == [(folded[0][0], 7)]
