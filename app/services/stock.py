@@ -271,10 +271,10 @@ def transfer_stock(
         earlier = _replay_transfer(key, sku, source, target, quantity)
         if earlier is not None:
             return earlier
-    origin = location_for(source, moving_in=False, field="from")
-    destination = location_for(target, field="to")
+    origin = location_for(source, moving_in=False, field="from_location")
+    destination = location_for(target, field="to_location")
     if origin.pk == destination.pk:
-        raise UnknownLocation("Source and target are the same location.", field="to")
+        raise UnknownLocation("Source and target are the same location.", field="to_location")
     try:
         with transaction.atomic():
             product = Product.objects.select_for_update().get(sku=sku)

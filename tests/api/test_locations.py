@@ -90,7 +90,7 @@ def test_a_transfer_never_takes_a_location_below_zero(api, north):
     refused = assert_error_shape(api.post("/api/products/T-2/transfer", body), 409)
     assert refused["stock"] == 3 and refused["errors"][0]["loc"] == ["body", "quantity"]
     same = api.post("/api/products/T-2/transfer", {**body, "to_location": "MAIN", "quantity": 1})
-    assert assert_error_shape(same, 422)["errors"][0]["loc"] == ["body", "to"]
+    assert assert_error_shape(same, 422)["errors"][0]["loc"] == ["body", "to_location"]
     assert_error_shape(api.post("/api/products/NOPE/transfer", {**body, "quantity": 1}), 404)
     north.active = False
     north.save()
