@@ -87,7 +87,7 @@ OPTIONS: tuple[Option, ...] = (
         "STOCKPIPE_WEBHOOK_SUBSCRIPTION_CACHE",
         2.0,
         "float",
-        "seconds a process remembers which subscriptions exist",
+        "seconds a process remembers which subscriptions exist when no shared cache tells it of changes",
     ),
     Option(
         "STOCKPIPE_API_CACHE",

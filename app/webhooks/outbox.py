@@ -15,6 +15,7 @@ enqueue is lost, the ``deliver_pending`` sweeper finds the rows again.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -23,6 +24,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from django.core.cache import cache
 from django.db import transaction
 from django.db.models.base import ModelState
 from django.utils import timezone
@@ -39,12 +41,14 @@ from ..models import (
     WebhookSubscription,
 )
 from ..models.webhooks import insert_deliveries
+from ..services import cache_guard
 from ..tracking.batch import add_row, collecting_changes
 from ..tracking.changes import CREATED as CREATED_KIND
 from ..tracking.changes import UPDATED as UPDATED_KIND
 from ..tracking.changes import Change, ChangeSet
 from .services import enqueue_streams
 
+logger = logging.getLogger(__name__)
 PRODUCT_FIELDS = ("name", "price", "stock", "low_stock_threshold")
 _CENT = Decimal("0.01")
 PENDING = WebhookDelivery.Status.PENDING.value
@@ -56,8 +60,9 @@ DELETED = WebhookEvent.PRODUCT_DELETED.value
 # --- which subscriptions want an event ----------------------------------------------------
 
 _lock = threading.Lock()
-# per database alias: (valid until, {event type: subscription ids})
-_subscribers: dict[str, tuple[float, dict[str, tuple[int, ...]]]] = {}
+# per database alias: (valid until, shared version when read, {event type: subscription ids})
+_subscribers: dict[str, tuple[float, str | None, dict[str, tuple[int, ...]]]] = {}
+_VERSION_KEY = "stockpipe:webhooks:subscriptions:{using}"
 
 
 def _cache_seconds() -> float:
@@ -65,10 +70,12 @@ def _cache_seconds() -> float:
 
 
 def subscribers(event_type: str, *, using: str = "default") -> tuple[int, ...]:
-    """Ids of the active subscriptions to ``event_type``, cached for a moment per process.
+    """Ids of the active subscriptions to ``event_type``, remembered per process.
 
-    Bulk writes ask this once per product; the cache makes that free. A subscription
-    created in another process starts receiving events within the cache time.
+    Bulk writes ask this once per change set. With a shared cache (Redis), a version key
+    bumped after every committed subscription change tells other processes to re-read at
+    once (read from the near cache, so without a round trip); ``STOCKPIPE_WEBHOOK_
+    SUBSCRIPTION_CACHE`` bounds how long a set is kept when that version is unknown.
     """
     return _by_type(using).get(event_type, ())
 
@@ -80,9 +87,14 @@ def wants_product_updates(using: str = "default") -> bool:
 
 
 def _by_type(using: str) -> dict[str, tuple[int, ...]]:
+    version = _shared_version(using)  # read before the rows: a later bump is noticed
     cached = _subscribers.get(using)
-    if cached is not None and time.monotonic() <= cached[0]:
-        return cached[1]
+    if (
+        cached is not None
+        and time.monotonic() <= cached[0]
+        and (version is None or version == cached[1])
+    ):
+        return cached[2]
     by_type: dict[str, list[int]] = {}
     rows = WebhookSubscription.objects.using(using).filter(is_active=True)
     for pk, events in rows.values_list("pk", "events"):
@@ -90,11 +102,24 @@ def _by_type(using: str) -> dict[str, tuple[int, ...]]:
             by_type.setdefault(str(name), []).append(pk)
     cached = (
         time.monotonic() + _cache_seconds(),
+        version,
         {name: tuple(ids) for name, ids in by_type.items()},
     )
     with _lock:
         _subscribers[using] = cached
-    return cached[1]
+    return cached[2]
+
+
+def _shared_version(using: str) -> str | None:
+    """The subscriptions' version in the shared cache; ``None`` without one (a per-process
+    cache, an unreachable Redis, an evicted key): then only the time bound applies."""
+    if not cache_guard.enabled():
+        return None
+    try:
+        return cache.get(_VERSION_KEY.format(using=using))
+    except Exception:  # the cache is an optimisation here; the time bound still holds
+        logger.warning("subscription version unreadable", exc_info=True)
+        return None
 
 
 def forget_subscriptions() -> None:
@@ -105,9 +130,16 @@ def forget_subscriptions() -> None:
 
 def subscriptions_changed(*, using: str = "default") -> None:
     """A subscription was saved or deleted: forget the cache now and again after commit
-    (another thread may have re-read the old set in between)."""
+    (another thread may have re-read the old set in between), and after commit tell the
+    other processes through the shared version."""
     forget_subscriptions()
     transaction.on_commit(forget_subscriptions, using=using, robust=True)
+    transaction.on_commit(lambda: _bump_version(using), using=using, robust=True)
+
+
+def _bump_version(using: str) -> None:
+    if cache_guard.enabled():
+        cache.set(_VERSION_KEY.format(using=using), uuid.uuid4().hex, None)
 
 
 # --- writing rows -----------------------------------------------------------------------
