@@ -145,6 +145,7 @@ ROLES = {
     "editor": ["add_product", "change_product"],
     "operator": ["run_pipeline"],
     "integrator": ["add_webhooksubscription", "view_webhooksubscription", "view_webhookdelivery"],
+    "exporter": ["view_product"],
 }
 
 
