@@ -1,8 +1,9 @@
-"""Keyset (cursor) pagination, shared by the API's lists and the back-office pages."""
+"""Keyset (cursor) pagination, shared by the API's lists, the back-office pages and the
+commands that walk a whole table."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 
@@ -12,3 +13,20 @@ def cursor_page(queryset, limit: int, cursor: Callable[[Any], Any]) -> dict:
     items = list(queryset[: limit + 1])
     next_after = cursor(items[limit - 1]) if len(items) > limit else None
     return {"items": items[:limit], "next_after": next_after}
+
+
+def keyset_chunks(queryset, *fields: str, size: int = 2000) -> Iterator[list[tuple]]:
+    """``fields`` of every row (``pk`` first), ``size`` rows per query in primary-key order.
+
+    Memory stays bounded on every connection: behind a transaction pooler (PgBouncer)
+    server-side cursors are off, and ``QuerySet.iterator()`` then fetches the whole result.
+    """
+    rows = queryset.order_by("pk").values_list("pk", *fields)
+    last = None
+    while True:
+        chunk = list((rows if last is None else rows.filter(pk__gt=last))[:size])
+        if chunk:
+            yield chunk
+        if len(chunk) < size:
+            return
+        last = chunk[-1][0]

@@ -123,3 +123,16 @@ def test_saving_a_new_value_that_breaks_the_rule_is_refused():
     product.name = "still\nbad"
     with pytest.raises(ValidationError, match="name must not contain control characters"):
         product.save()
+
+
+def test_check_product_rules_walks_the_table_in_keyset_chunks(django_assert_num_queries):
+    """Bounded memory behind PgBouncer (no server-side cursor): one query per 2,000 rows."""
+    Product.objects.bulk_create(
+        Product(sku=f"P-{n}", name="Fine", price="1.00", stock=10) for n in range(4001)
+    )
+    legacy_product("LAST BAD", name="Fine")
+    out = io.StringIO()
+    with django_assert_num_queries(3), pytest.raises(CommandError) as failed:
+        call_command("check_product_rules", stdout=out)
+    assert "1 product(s)" in str(failed.value)
+    assert "sku='LAST BAD'" in out.getvalue()

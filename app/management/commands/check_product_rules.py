@@ -11,6 +11,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError
 
 from ...core.domain import name_problem, sku_problem
+from ...core.pagination import keyset_chunks
 from ...models import Product
 
 
@@ -19,8 +20,10 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         broken = 0
-        rows = Product._base_manager.order_by("pk").values_list("pk", "sku", "name")
-        for pk, sku, name in rows.iterator(chunk_size=2000):
+        rows = (
+            row for chunk in keyset_chunks(Product._base_manager, "sku", "name") for row in chunk
+        )
+        for pk, sku, name in rows:
             problems = [
                 f"{field}: {problem}"
                 for field, problem in (("sku", sku_problem(sku)), ("name", name_problem(name)))
