@@ -33,10 +33,12 @@ Each function runs one query: the product's history is read newest first, at or 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
 
+from django.db.models import Q
 from django.utils import timezone
 
 from ..models import PriceHistory, Product
@@ -68,12 +70,7 @@ def current_reduction(product: Product | int, at: datetime | None = None) -> Red
     """
     at = at or timezone.now()
     product_id = product.pk if isinstance(product, Product) else product
-    rows = (
-        PriceHistory.objects.filter(product_id=product_id, changed_at__lte=at)
-        .order_by("-changed_at", "-id")
-        .values_list("changed_at", "old_price", "new_price")
-        .iterator(chunk_size=100)
-    )
+    rows = _newest_first(product_id, at)
     price: Decimal | None = None
     anchor: datetime | None = None
     prior: Decimal | None = None
@@ -96,6 +93,29 @@ def current_reduction(product: Product | int, at: datetime | None = None) -> Red
     if price is None:
         return None
     return Reduction(price=price, prior_price=prior, started_at=anchor)
+
+
+HISTORY_CHUNK = 50  # rows per query of ``_newest_first``
+
+
+def _newest_first(product_id: int, at: datetime) -> Iterator[tuple]:
+    """The product's price changes up to ``at``, newest first, ``size`` per query: the rule
+    above usually stops after a few rows, and a ``QuerySet.iterator()`` would fetch a long
+    history whole behind PgBouncer (no server-side cursors there)."""
+    rows = (
+        PriceHistory.objects.filter(product_id=product_id, changed_at__lte=at)
+        .order_by("-changed_at", "-id")
+        .values_list("changed_at", "old_price", "new_price", "id")
+    )
+    query, size = rows, HISTORY_CHUNK
+    while True:
+        chunk = list(query[:size])
+        for changed_at, old, new, _ in chunk:
+            yield changed_at, old, new
+        if len(chunk) < size:
+            return
+        last_at, last_id = chunk[-1][0], chunk[-1][3]
+        query = rows.filter(Q(changed_at__lt=last_at) | Q(changed_at=last_at, id__lt=last_id))
 
 
 def prior_price(product: Product | int, at: datetime | None = None) -> Decimal | None:

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.models import PriceHistory
+from app.services import omnibus
 from app.services.omnibus import current_reduction
 from tests.factories import ProductFactory
 
@@ -93,6 +94,7 @@ def test_matches_the_step_function_reference(history):
     PriceHistory.objects.bulk_create(rows)
     expected = reference(launch, changes, at)
     got = current_reduction(product, T0 + timedelta(hours=at))
+    assert _in_chunks_of_two(product, T0 + timedelta(hours=at)) == got
     if expected is None:
         assert got is None
     else:
@@ -101,3 +103,41 @@ def test_matches_the_step_function_reference(history):
             Decimal(expected[0]),
             T0 + timedelta(hours=expected[1]),
         )
+
+
+def _in_chunks_of_two(product, at):
+    """The same answer when the history is read two rows per query (chunk boundaries)."""
+    chunk = omnibus.HISTORY_CHUNK
+    omnibus.HISTORY_CHUNK = 2
+    try:
+        return current_reduction(product, at)
+    finally:
+        omnibus.HISTORY_CHUNK = chunk
+
+
+@pytest.mark.django_db
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(1, 9)), min_size=1, max_size=14))
+def test_changes_sharing_a_time_read_in_chunks_give_the_same_answer(steps):
+    """Bulk writes give many changes one timestamp: the chunks continue on (time, id)."""
+    product = ProductFactory(price=Decimal(steps[-1][1]))
+    rows, hour, previous = [], 0, 5
+    for gap, new in steps:
+        hour += gap
+        rows.append(
+            PriceHistory(
+                product=product,
+                sku=product.sku,
+                name=product.name,
+                old_price=Decimal(previous),
+                new_price=Decimal(new),
+                changed_at=T0 + timedelta(hours=hour),
+            )
+        )
+        previous = new
+    PriceHistory.objects.bulk_create(rows)
+    for at in range(hour + 2):
+        when = T0 + timedelta(hours=at)
+        assert _in_chunks_of_two(product, when) == current_reduction(product, when), at
