@@ -72,6 +72,16 @@ TASK = (
 # --- the two sides, one function per client process ---------------------------------------
 
 
+def _finished(start: float, times: list[float], held: int, refused: int) -> dict:
+    return {
+        "start": start,
+        "end": time.perf_counter(),
+        "times": times,
+        "held": held,
+        "refused": refused,
+    }
+
+
 def api_client(stack_url: str, ca: str, token: str, n: int, name: str, barrier, out) -> None:
     import ssl
 
@@ -99,15 +109,7 @@ def api_client(stack_url: str, ca: str, token: str, n: int, name: str, barrier, 
         else:
             out.put({"error": f"{response.status} {data[:300]!r}"})
             return
-    out.put(
-        {
-            "start": start,
-            "end": time.perf_counter(),
-            "times": times,
-            "held": held,
-            "refused": refused,
-        }
-    )
+    out.put(_finished(start, times, held, refused))
 
 
 def limit_client(db_url: str, ids: dict, n: int, name: str, barrier, out) -> None:
@@ -132,15 +134,7 @@ def limit_client(db_url: str, ids: dict, n: int, name: str, barrier, out) -> Non
             held += 1
         conn.commit()
         times.append(time.perf_counter() - t)
-    out.put(
-        {
-            "start": start,
-            "end": time.perf_counter(),
-            "times": times,
-            "held": held,
-            "refused": refused,
-        }
-    )
+    out.put(_finished(start, times, held, refused))
     conn.close()
 
 
@@ -267,7 +261,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="stockpipe-bench-") as tmp:
         os.chmod(tmp, 0o755)  # nginx's workers read its run directory
         db_url = fresh_database_url("postgres", Path(tmp), PG_NAME)
+        started = time.monotonic()
         with DeployedStack(db_url, REDIS_URL, Path(tmp), args.ports) as stack:
+            print(f"stack up after {time.monotonic() - started:.0f} s", flush=True)
             # deploy/gunicorn.conf.py's default, unless WEB_CONCURRENCY says otherwise
             workers = os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2 + 1)
             user, product, token = stack.manage_shell(SEED % {"sku": SKU, "stock": stock}).split()
