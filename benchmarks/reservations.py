@@ -226,7 +226,10 @@ def first_task(db_url: str, stack: DeployedStack, token: str) -> str | None:
         body,
         {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
     )
-    assert request.getresponse().status == 201
+    response = request.getresponse()
+    if response.status != 201:
+        raise SystemExit(f"the first reservation answered {response.status}: {response.read()!r}")
+    request.close()
     with psycopg.connect(db_url) as conn:
         row = conn.execute(
             "SELECT id FROM django_tasks_database_dbtaskresult "
