@@ -254,11 +254,11 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=2, help="alternating rounds; best counts")
     parser.add_argument("--ports", type=int, help="first of 3 ports for the stack (default: free)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 800 requests, 1 round")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 400 requests, 1 round")
     parser.add_argument("--check", action="store_true", help="exit 1 if the target is missed")
     args = parser.parse_args()
     if args.quick:
-        args.requests, args.repeat = 800, 1
+        args.requests, args.repeat = 400, 1
     stock = args.requests * 9 // 10
 
     with tempfile.TemporaryDirectory(prefix="stockpipe-bench-") as tmp:
