@@ -21,7 +21,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,7 +29,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from common import recreate_postgres
+from common import free_port, recreate_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -49,12 +48,6 @@ end
 def fail(message: str, code: int = 2) -> None:
     print(f"api_load: {message}", file=sys.stderr)
     sys.exit(code)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def recreate_database(url: str) -> None:

@@ -58,3 +58,123 @@ def run_per_database(script: str) -> int:
         for db in ("sqlite", "postgres")
     ]
     return max(codes)
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (the kernel's choice)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class DeployedStack:
+    """The shipped server configuration, started as README's "Deployment" says: ``deploy/run``
+    (production settings, migrate, collectstatic, gunicorn with ``deploy/gunicorn.conf.py``
+    behind nginx over TLS with a self-signed certificate, the task worker, the every-minute
+    commands), on ``db_url`` (created fresh) and ``redis_url`` (flushed), in ``workdir``.
+
+    Only ports, paths and the secret differ from a deployment, as in ``scripts/test-deployed``.
+    ``ports``: the first of three consecutive ports (HTTPS, HTTP, gunicorn); default: free ones.
+    Use as a context manager; leaving it stops the whole stack (its own process group)."""
+
+    def __init__(self, db_url: str, redis_url: str, workdir: Path, ports: int | None = None):
+        import secrets
+
+        https, http, wsgi = (
+            (ports, ports + 1, ports + 2) if ports else (free_port(), free_port(), free_port())
+        )
+        self.url = f"https://127.0.0.1:{https}"
+        self.workdir = workdir
+        self.ca = workdir / "run" / "self-signed.crt"
+        self.log = workdir / "deploy-run.log"
+        self.env = {
+            "DJANGO_SETTINGS_MODULE": "stockpipe.settings.production",
+            "SECRET_KEY": f"bench-{secrets.token_urlsafe(60)}",
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "DATABASE_URL": db_url,
+            "REDIS_URL": redis_url,
+            "CACHE_URL": redis_url,
+            "EMAIL_URL": "memorymail://",
+            "STOCKPIPE_HTTPS_PORT": str(https),
+            "STOCKPIPE_HTTP_PORT": str(http),
+            "STOCKPIPE_GUNICORN_BIND": f"127.0.0.1:{wsgi}",
+            "STOCKPIPE_RUN_DIR": str(workdir / "run"),
+            "STATIC_ROOT": str(workdir / "static"),
+            "GUNICORN_LOG_LEVEL": "warning",
+        }
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> DeployedStack:
+        import time
+        import urllib.request
+
+        import redis
+
+        redis.Redis.from_url(self.env["REDIS_URL"]).flushdb()
+        env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"} | self.env
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(
+                [str(ROOT / "deploy" / "run")],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: stopped as a whole
+            )
+        deadline = time.monotonic() + 180
+        while True:
+            if self.process.poll() is not None:
+                self._fail("deploy/run exited")
+            if self.ca.exists():
+                try:
+                    urllib.request.urlopen(f"{self.url}/api/auth/csrf", context=self.tls())
+                    return self
+                except OSError:
+                    pass
+            if time.monotonic() > deadline:
+                self._fail("the stack did not answer within 3 minutes")
+            time.sleep(0.5)
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()  # deploy/run stops its processes
+        try:
+            self.process.wait(timeout=45)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def tls(self):
+        import ssl
+
+        return ssl.create_default_context(cafile=str(self.ca))
+
+    def manage_shell(self, code: str) -> str:
+        """Python run by ``manage.py shell`` with the stack's settings and database."""
+        env = {**os.environ, **self.env}
+        return subprocess.run(
+            [sys.executable, "manage.py", "shell", "-v0", "-c", code],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+
+    def _fail(self, message: str) -> None:
+        self.__exit__()
+        tail = self.log.read_text(errors="replace").splitlines()[-40:]
+        raise SystemExit(f"{message}; deploy/run's log (last lines):\n" + "\n".join(tail))
+
+
+def percentiles(latencies: list[float]) -> tuple[float, float]:
+    """p50 and p99 of ``latencies``."""
+    import statistics
+
+    cuts = statistics.quantiles(latencies, n=100, method="inclusive")
+    return cuts[49], cuts[98]

@@ -19,6 +19,9 @@ Django's ``RedisCacheClient.get_client`` also builds a new ``redis.Redis`` for e
 cache operation, which with redis-py 5+ rebuilds a table of about 170 response callbacks
 each time; a client only wraps its pool and is thread-safe, so one per pool is reused.
 
+``merge(key, function)`` is an atomic read-modify-write of one key for every client of the
+server (WATCH/MULTI/EXEC, retried when another client wrote the key in between).
+
 Option ``NEAR_CACHE_ENTRIES`` (in ``OPTIONS``; default 10,000 per thread, 0 disables)
 bounds the memory: the oldest entries are dropped first.
 """
@@ -29,8 +32,10 @@ import os
 import time
 
 from django.core.cache.backends import redis
+from django.core.cache.backends.base import DEFAULT_TIMEOUT
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import WatchError
 
 NEVER = float("inf")
 _BROKEN = (RedisConnectionError, RedisTimeoutError, OSError)
@@ -206,6 +211,30 @@ class ReusingRedisCacheClient(redis.RedisCacheClient):
             if self._near is not None:
                 self._near.clear()
 
+    def merge(self, key, function, timeout):
+        """Store ``function(current value or None)`` at ``key`` atomically: the key is
+        WATCHed while read, and the write (MULTI/EXEC) is retried with the new value if
+        another client changed the key meanwhile, so no concurrent merge is lost."""
+        client = self.get_client(key, write=True)
+        try:
+            with client.pipeline() as pipe:
+                while True:
+                    try:
+                        pipe.watch(key)
+                        raw = pipe.get(key)
+                        value = function(None if raw is None else self._serializer.loads(raw))
+                        pipe.multi()
+                        if timeout == 0:
+                            pipe.delete(key)
+                        else:
+                            pipe.set(key, self._serializer.dumps(value), ex=timeout)
+                        pipe.execute()
+                        return value
+                    except WatchError:
+                        continue
+        finally:
+            self._written([key])
+
     def get_client(self, key=None, *, write=False):
         pool = self._get_connection_pool(write)
         client = self._clients.get(id(pool))
@@ -220,3 +249,9 @@ class RedisCache(redis.RedisCache):
         entries = options.pop("NEAR_CACHE_ENTRIES", 10_000)
         super().__init__(server, {**params, "OPTIONS": {**options, "near_cache_entries": entries}})
         self._class = ReusingRedisCacheClient
+
+    def merge(self, key, function, timeout=DEFAULT_TIMEOUT, version=None):
+        """Replace the value at ``key`` by ``function(value or None)``, atomically for every
+        client of the Redis server (see ``ReusingRedisCacheClient.merge``); the new value."""
+        key = self.make_and_validate_key(key, version=version)
+        return self._cache.merge(key, function, self.get_backend_timeout(timeout))

@@ -56,7 +56,8 @@ def _answer(response: HttpResponse, result, created: int = 200):
 def create_reservation(request: HttpRequest, response: HttpResponse, payload: ReservationIn):
     """Hold stock. 201: held. 200: the idempotency key was seen before (the first
     reservation). 409: not enough available (``available``: what is), or the key was used
-    for another request. 422: unknown location, ``expires_at`` in the past."""
+    for another request. 422: invalid input naming the field: an unknown location, an
+    ``expires_at`` not in the future."""
     require_perm(request, "app.add_reservation")
     result = reservations.reserve(
         payload.sku,
@@ -104,7 +105,8 @@ def get_reservation(request: HttpRequest, reservation_id: ObjectId):
 )
 def commit_reservation(request: HttpRequest, response: HttpResponse, reservation_id: ObjectId):
     """Consume the held stock (ledger rows naming the reservation) and end the hold. 409:
-    it was released or has expired."""
+    it was released or has expired, or the units it holds are no longer there (a stock
+    count found fewer; ``available``: what it could take, naming ``quantity``)."""
     require_perm(request, "app.change_reservation")
     return _answer(response, reservations.commit(reservation_id, user=request.auth))
 

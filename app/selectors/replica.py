@@ -32,7 +32,7 @@ from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.http import HttpRequest
 
 from .. import conf
-from ..core import dbrouter
+from ..core import cache_merge, dbrouter
 from ..core.dbrouter import REPLICA
 
 logger = logging.getLogger(__name__)
@@ -84,9 +84,32 @@ def remember_write(request: HttpRequest) -> None:
     if key is None:
         return
     try:
-        cache.set(key, {"at": time.time(), "lsn": _primary_position()}, REMEMBER_FOR)
+        _remember(key, {"at": time.time(), "lsn": _primary_position()})
     except Exception:  # the cache is down: reads then go to the primary (see below)
         logger.warning("Could not record a write for read-your-writes", exc_info=True)
+
+
+def _remember(key: str, wrote: dict) -> None:
+    """Merge ``wrote`` into the client's entry, never moving it back: two requests of one
+    client may finish in either order, and the entry must keep the later write's time and
+    WAL position, whichever is stored last (``cache_merge``: atomic on the shared cache)."""
+
+    def later(entry: dict | None) -> dict:
+        if entry is None:
+            return wrote
+        return {"at": max(entry["at"], wrote["at"]), "lsn": _furthest(entry["lsn"], wrote["lsn"])}
+
+    cache_merge.merge(cache, key, later, REMEMBER_FOR)
+
+
+def _furthest(a: int | None, b: int | None) -> int | None:
+    """The further of two recorded positions. ``UNKNOWN`` (compare with the primary's
+    position at read time) is at least as far as any; ``None`` (no WAL) is none."""
+    if UNKNOWN in (a, b):
+        return UNKNOWN
+    if a is None or b is None:
+        return b if a is None else a
+    return max(a, b)
 
 
 def _may_read_replica(request: HttpRequest) -> bool:

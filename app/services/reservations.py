@@ -52,6 +52,13 @@ class ReservationClosed(StockAdjustmentRefused):
     """The reservation already ended otherwise (released, expired, committed)."""
 
 
+class InvalidReservation(StockAdjustmentRefused):
+    """Input no reservation can have (an ``expires_at`` not in the future): invalid input,
+    422 like every other, naming the field."""
+
+    status = 422
+
+
 @dataclass(frozen=True)
 class ReservationResult:
     reservation: Reservation
@@ -83,7 +90,7 @@ def reserve(
     now = timezone.now()
     expires_at = expires_at or now + timedelta(seconds=conf.reservation_ttl())
     if expires_at <= now:
-        raise ReservationClosed("expires_at must be in the future.", field="expires_at", stock=None)
+        raise InvalidReservation("expires_at must be in the future.", field="expires_at")
     try:
         with transaction.atomic():
             product = Product.objects.select_for_update().get(sku=sku)
@@ -245,13 +252,14 @@ def _check_open(reservation: Reservation) -> None:
 def _sources(product: Product, reservation: Reservation) -> list[tuple[int, int]]:
     """Where a commit takes its units from: the reservation's location, or (naming none)
     the default location first, then the others by code, each only as far as other
-    reservations there leave free."""
+    reservations there leave free (holds at the reservation's own location are served first
+    come, first served). Too few (a stock count found less than is held): refused like a
+    hold that does not fit, naming ``quantity``, with what is available to this commit."""
     n = reservation.quantity
     if reservation.location_id is not None:
-        if level_of(product.pk, reservation.location_id) < n:
-            raise InsufficientStock(
-                f"Not enough stock at the location to commit {n}.", stock=product.stock
-            )
+        there = level_of(product.pk, reservation.location_id)
+        if there < n:
+            raise _cannot_commit(reservation, there)
         return [(reservation.location_id, n)]
     default = default_location_id()
     levels = list(
@@ -269,8 +277,17 @@ def _sources(product: Product, reservation: Reservation) -> list[tuple[int, int]
             n -= part
         if n == 0:
             return taken
-    raise InsufficientStock(
-        f"Not enough unreserved stock to commit {reservation.quantity}.", stock=product.stock
+    raise _cannot_commit(reservation, reservation.quantity - n)
+
+
+def _cannot_commit(reservation: Reservation, available: int) -> ReservationRefused:
+    available = max(available, 0)
+    where = f" at {reservation.location.code}" if reservation.location_id else ""
+    return ReservationRefused(
+        f"Not enough available stock{where} to commit reservation {reservation.pk}: "
+        f"{available}, it holds {reservation.quantity}.",
+        stock=available,
+        field="quantity",
     )
 
 

@@ -105,8 +105,11 @@ def test_list_filters_and_get(api, reader_api, hot):
     assert_error_shape(reader_api.post(f"/api/reservations/{a['id']}/commit"), 403)
     assert_error_shape(reserve(api, quantity=0), 422)
     assert_error_shape(api.post("/api/reservations", {"sku": "NOPE", "quantity": 1}), 404)
+    # An expiry in the past is invalid input: 422 naming the field, nothing held.
     past = (timezone.now() - timedelta(minutes=1)).isoformat()
-    assert_error_shape(reserve(api, quantity=1, expires_at=past), 409)
+    invalid = assert_error_shape(reserve(api, quantity=1, expires_at=past), 422)
+    assert invalid["errors"][0]["loc"] == ["body", "expires_at"]
+    assert Reservation.objects.count() == 2
 
 
 def test_due_reservations_expire_once_and_stop_holding_at_once(api, hot):
@@ -127,3 +130,38 @@ def test_due_reservations_expire_once_and_stop_holding_at_once(api, hot):
     assert reserve(api, quantity=10).status_code == 201
     with pytest.raises(reservations.InsufficientStock):  # all 10 held again
         adjust_stock(hot, -1, user=None, reason="sold elsewhere")
+
+
+def test_an_expiry_not_in_the_future_is_invalid_input(hot):
+    now = timezone.now()
+    for expires_at in (now - timedelta(seconds=1), now):
+        with pytest.raises(reservations.InvalidReservation) as invalid:
+            reservations.reserve(hot, 1, user=None, expires_at=expires_at)
+        assert (invalid.value.status, invalid.value.field) == (422, "expires_at")
+    assert not Reservation.objects.exists()
+
+
+def test_a_commit_that_no_longer_finds_the_units_is_a_409_with_what_is_available(api, hot):
+    held = reserve(api, quantity=7, reference="order-9").json()
+    Product.objects.filter(pk=hot.pk).update(stock=5)  # a stock count found 5 (at MAIN)
+    ledger = StockMovement.objects.count()
+    refused = assert_error_shape(api.post(f"/api/reservations/{held['id']}/commit"), 409)
+    assert refused["errors"][0]["loc"] == ["body", "quantity"]
+    assert refused["available"] == refused["stock"] == 5
+    assert Reservation.objects.get(pk=held["id"]).status == "active"
+    assert StockMovement.objects.count() == ledger
+    assert Product.objects.get(pk=hot.pk).stock == 5
+
+
+def test_a_commit_at_a_location_is_refused_with_the_units_there(hot):
+    Location.objects.create(code="NORTH", name="North")
+    transfer_stock(hot, "MAIN", "NORTH", 4, user=None)
+    held = reservations.reserve(hot, 3, user=None, location="NORTH").reservation
+    # A count at NORTH found 2 of the 4 (the product still has 6 at MAIN).
+    StockLevel.objects.filter(product=hot, location__code="NORTH").update(quantity=2)
+    with pytest.raises(reservations.ReservationRefused) as refused:
+        reservations.commit(held.pk, user=None)
+    assert (refused.value.status, refused.value.field, refused.value.stock) == (409, "quantity", 2)
+    assert "at NORTH" in refused.value.message
+    held.refresh_from_db()
+    assert held.status == "active"
