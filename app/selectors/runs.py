@@ -19,3 +19,22 @@ def visible_runs(user) -> QuerySet[PipelineRun]:
     if user.is_staff or user.is_superuser:
         return runs
     return runs.filter(user_id=user.pk)
+
+
+class PayloadPruned(Exception):
+    """The run's spec and result were removed by ``manage.py prune``: what was read from
+    them (diff, rejected rows) is gone, not empty."""
+
+    def __init__(self, run: PipelineRun) -> None:
+        super().__init__(
+            f"The spec and result of run {run.pk} were removed by the retention policy on "
+            f"{run.payload_pruned_at:%Y-%m-%d} (STOCKPIPE_RETAIN_RUN_PAYLOAD_DAYS); its "
+            "status, counts and times remain."
+        )
+
+
+def run_result(run: PipelineRun) -> dict:
+    """The run's result (empty while it has none); ``PayloadPruned`` once pruned."""
+    if run.payload_pruned_at is not None:
+        raise PayloadPruned(run)
+    return run.result if isinstance(run.result, dict) else {}

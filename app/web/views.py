@@ -20,7 +20,7 @@ from ..pipelines.reports import CSV_CONTENT_TYPE, diff_rows, rejected_csv, rejec
 from ..selectors import catalogue, exports
 from ..selectors import dashboard as selectors
 from ..selectors.replica import replica_reads
-from ..selectors.runs import visible_runs
+from ..selectors.runs import PayloadPruned, run_result, visible_runs
 from ..services.import_profiles import ProfileInvalid, save_profile
 from ..services.omnibus import current_reduction
 from ..services.stock import availability
@@ -303,7 +303,11 @@ def _spec_text(spec) -> str:
 def pipeline_rejected_csv(request: HttpRequest, pk: int) -> StreamingHttpResponse:
     """The rows a run rejected, as a formula-safe CSV (the API serves the same file)."""
     run = get_object_or_404(visible_runs(request.user), pk=pk)
-    response = StreamingHttpResponse(rejected_csv(run.result), content_type=CSV_CONTENT_TYPE)
+    try:
+        result = run_result(run)
+    except PayloadPruned as exc:
+        return HttpResponse(str(exc), status=410, content_type="text/plain; charset=utf-8")
+    response = StreamingHttpResponse(rejected_csv(result), content_type=CSV_CONTENT_TYPE)
     response["Content-Disposition"] = f'attachment; filename="run-{run.pk}-rejected.csv"'
     return response
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
-from app.models import ImportProfile, Product
+from app.models import ImportProfile, PipelineRun, Product
+from app.services.retention import RetentionPolicy, prune
 from app.services.tokens import create_token
 from tests.api.conftest import ApiClient, user_with
 from tests.feeds import fixtures
@@ -172,3 +175,29 @@ def test_hostile_profile_input_is_a_located_error(change, field):
     assert response.status_code in (400, 422), response.content
     assert any(field in e["loc"] for e in response.json()["errors"]), response.json()
     assert not ImportProfile.objects.exists()
+
+
+def test_rejected_rows_and_diff_of_a_pruned_run_answer_410_not_empty(client):
+    """Retention removes a run's result; its rejected rows are then gone, which an empty
+    CSV would hide (README, Retention)."""
+    ImportProfile.objects.create(name="p", columns={"sku": "sku", "name": "name", "price": "price"})
+    api = client_for("run_pipeline")
+    text = "sku,name,price\nA,ok,1\nB,bad,n/a\n"
+    spec = {"policy": "skip_invalid_rows", "steps": [{"op": "upsert_products", "profile": "p"}]}
+    spec["steps"][0]["csv"] = text
+    run_id = api.post("/api/pipelines/execute", spec).json()["run_id"]
+    paths = [f"/api/pipelines/runs/{run_id}/{tail}" for tail in ("rejected", "rejected.csv")]
+    assert [api.get(path).status_code for path in paths] == [200, 200]
+
+    PipelineRun.objects.filter(pk=run_id).update(finished_at=timezone.now() - timedelta(days=91))
+    policy = RetentionPolicy.from_settings(run_payload_days=90)
+    assert prune(policy)["pipeline run payloads"] == 1
+
+    for path in [*paths, f"/api/pipelines/runs/{run_id}/diff"]:
+        response = api.get(path)
+        assert response.status_code == 410, (path, response.status_code)
+        assert "removed by the retention policy" in response.json()["detail"]
+    client.force_login(PipelineRun.objects.get(pk=run_id).user)
+    page_csv = client.get(f"/pipelines/runs/{run_id}/rejected.csv")
+    assert page_csv.status_code == 410
+    assert "removed by the retention policy" in page_csv.content.decode()
