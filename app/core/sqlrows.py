@@ -113,6 +113,14 @@ def json_rows_sql(
     return f"(SELECT {', '.join(columns)} FROM json_each(%s)) AS {alias}"
 
 
+def json_in(connection, sql_type: str = "text") -> str:
+    """The test ``<column> {json_in}`` of whether a column's value is one of the items of a
+    JSON array parameter (of ``sql_type`` on PostgreSQL): a long list as one parameter."""
+    if connection.vendor == "postgresql":
+        return f"= ANY(ARRAY(SELECT (jsonb_array_elements_text(%s::jsonb))::{sql_type}))"
+    return "IN (SELECT value FROM json_each(%s))"
+
+
 def column_converter(
     connection, model: type[models.Model], attname: str
 ) -> Callable[[Any], Any] | None:

@@ -270,10 +270,11 @@ def _insert(opened: list[StockAlert], *, using: str) -> None:
         alert._state.adding, alert._state.db = False, using
 
 
-def close_alerts_of_deleted(product: Product) -> None:
-    StockAlert.objects.filter(product=product, resolved_at__isnull=True).update(
-        resolved_at=timezone.now()
-    )
+def close_alerts_of_deleted(products: Sequence[Product], *, using: str = "default") -> None:
+    """Resolve the open alerts (of every location) of products about to be deleted."""
+    StockAlert.objects.using(using).filter(
+        product_id__in=[p.pk for p in products], resolved_at__isnull=True
+    ).update(resolved_at=timezone.now())
 
 
 def schedule_delivery(alert_ids: Sequence[int], *, using: str = "default") -> None:
