@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from django.db import connections
@@ -261,7 +262,10 @@ class StepUnit:
         ids = [p.pk for p in products]
         closing = list(
             StockAlert.objects.using(self.using)
-            .filter(product_id__in=ids, resolved_at__isnull=True)
+            .filter(
+                product_id__in=sqlrows.json_list(ids, using=self.using, sql_type="bigint"),
+                resolved_at__isnull=True,
+            )
             .values_list("sku", flat=True)
         )
         if set_based:
@@ -359,10 +363,15 @@ def _locked_rows(
         return converted(connection, attnames, cursor.fetchall())
 
 
+# Raw values converted once per distinct value: equal ones convert alike (a datetime with
+# its offset; floats do not: 0.0 and -0.0 are equal, 1 and 1.0 too).
+_MEMOIZED = (str, datetime)
+
+
 def converted(connection, attnames: Sequence[str], rows: list[tuple]) -> list[tuple]:
     """Rows of ``Product`` columns ``attnames`` read with raw SQL, with the ORM's values.
-    A text a column converts (a datetime on SQLite) is converted once per distinct text:
-    the rows of a bulk write share their timestamps."""
+    A datetime (or its text) is converted once per distinct value: the rows of a bulk
+    write share their timestamps."""
     converters = [
         (i, found)
         for i, name in enumerate(attnames)
@@ -376,10 +385,11 @@ def converted(connection, attnames: Sequence[str], rows: list[tuple]) -> list[tu
         row = list(row)
         for (i, convert), memo in zip(converters, memos, strict=True):
             value = row[i]
-            if type(value) is str:
-                found = memo.get(value, memo)
+            if type(value) in _MEMOIZED:
+                key = (value, value.utcoffset()) if type(value) is datetime else value
+                found = memo.get(key, memo)
                 if found is memo:
-                    found = memo[value] = convert(value)
+                    found = memo[key] = convert(value)
                 row[i] = found
             else:
                 row[i] = convert(value)

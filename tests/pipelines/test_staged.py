@@ -237,7 +237,7 @@ def held(products, operator):
 def deleted_state() -> tuple:
     """What a deletion leaves: audit rows (in order, whole snapshots but for the time of the
     run's own last write), levels, reservations."""
-    from app.models import DeletionAudit, Reservation, StockLevel
+    from app.models import DeletionAudit, Reservation, StockAlert, StockLevel, StockMovement
 
     audits = list(
         DeletionAudit.objects.order_by("id").values_list(
@@ -255,7 +255,12 @@ def deleted_state() -> tuple:
     held = list(
         Reservation.objects.order_by("id").values_list("sku", "product__sku", "status", "quantity")
     )
-    return audits, levels, held
+    # the kept rows' keys, as stored (a key left pointing at a deleted product joins as null)
+    keys = [
+        list(model.objects.order_by("id").values_list("product_id", flat=True))
+        for model in (PriceHistory, StockMovement, StockAlert, Reservation)
+    ]
+    return audits, levels, held, keys
 
 
 class Recorder:
@@ -404,20 +409,19 @@ def test_selecting_steps_fail_at_the_same_chunk_with_the_same_errors(products, r
     there), a price too large with the chunk's too-large prices; nothing changes."""
     before = observe()
     listed = [sku(i) for i in range(N)]
-    listed[2100] = "NOPE-1"
-    listed[2400] = "NOPE-2"
-    listed.insert(10, listed[2200])  # a duplicate: chunks count each SKU once
+    listed[1500], listed[1900], listed[2400] = "NOPE-1", "NOPE-2", "NOPE-3"
+    listed.insert(10, listed[1200])  # a duplicate: chunks count each SKU once
     huge = {"op": "set_prices", "prices": {sku(2222): "9000000000.00", sku(2300): "9999999999.00"}}
     cases = [
         (
             [{"op": "adjust_prices", "select": {"skus": listed}, "percent": "1"}],
-            [(["steps", 0, "select", "skus", 2101], "unknown SKU 'NOPE-1'"),
-             (["steps", 0, "select", "skus", 2401], "unknown SKU 'NOPE-2'")],
+            [(["steps", 0, "select", "skus", 1501], "unknown SKU 'NOPE-1'"),
+             (["steps", 0, "select", "skus", 1901], "unknown SKU 'NOPE-2'")],
         ),
         (
             [{"op": "delete_products", "skus": listed}],
-            [(["steps", 0, "skus", 2101], "unknown SKU 'NOPE-1'"),
-             (["steps", 0, "skus", 2401], "unknown SKU 'NOPE-2'")],
+            [(["steps", 0, "skus", 1501], "unknown SKU 'NOPE-1'"),
+             (["steps", 0, "skus", 1901], "unknown SKU 'NOPE-2'")],
         ),
         (
             [huge, {"op": "adjust_prices", "select": {"sku_prefix": "S-"}, "percent": "12"}],
