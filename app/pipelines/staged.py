@@ -38,6 +38,9 @@ from .base import Select, stock_adjustment_error
 from .writer import ATTNAMES, CHUNK, MAX_LISTED, MAX_REPORTED, StepUnit, converted, from_row
 
 STAGE = "stockpipe_stage"
+# The staged rows with their products, in the stage's order: CROSS JOIN makes SQLite walk
+# the stage (by ``ord``) and fetch each product by primary key, so nothing is sorted.
+_ROWS = "FROM " + STAGE + " s CROSS JOIN {product} p WHERE p.id = s.product_id"
 _ORD = models.IntegerField()
 
 
@@ -165,11 +168,6 @@ def delete_skus(unit: StepUnit, skus: Sequence[str], *, key: str) -> None:
             rows = converted(connection, ATTNAMES, cursor.fetchall())
             unit.delete([from_row(unit.using, ATTNAMES, row) for row in rows], set_based=True)
             unit.advance(len(rows))
-
-
-# The staged rows with their products, in the stage's order: CROSS JOIN makes SQLite walk
-# the stage (by ``ord``) and fetch each product by primary key, so nothing is sorted.
-_ROWS = "FROM " + STAGE + " s CROSS JOIN {product} p WHERE p.id = s.product_id"
 
 
 def _apply(unit: StepUnit, cursor, field: str, *, staged: int, add: bool = False) -> None:
