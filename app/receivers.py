@@ -50,14 +50,24 @@ def product_post_save(
         )
 
 
-def product_pre_delete(sender, instance, **kwargs) -> None:
-    audit.capture_snapshot(instance)
-    close_alerts_of_deleted(instance)
+def before_deleting(objs: Sequence[Product], *, using: str, **kwargs: Any) -> None:
+    audit.capture_snapshots(objs, using=using)
+    close_alerts_of_deleted(objs, using=using)
 
 
+def record_deleted(objs: Sequence[Product], *, using: str, **kwargs: Any) -> None:
+    batch.record([changes.deleted(obj) for obj in objs], using=using)
+    audit.record_deletions(objs, using=using)
+
+
+@bulk_form(before_deleting)
+def product_pre_delete(sender, instance, using=None, **kwargs) -> None:
+    before_deleting((instance,), using=using or instance._state.db or "default")
+
+
+@bulk_form(record_deleted)
 def product_post_delete(sender, instance, using, **kwargs) -> None:
-    batch.record((changes.deleted(instance),), using=using)
-    audit.record_deletion(instance, using=using)
+    record_deleted((instance,), using=using)
 
 
 def user_post_save(sender, instance, created, raw=False, **kwargs) -> None:

@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import connections, models
+from django.db.models.expressions import RawSQL
 
 from . import encoding
 
@@ -111,6 +112,28 @@ def json_rows_sql(
         return f"(SELECT {', '.join(columns)} FROM jsonb_array_elements(%s::jsonb) AS r) AS {alias}"
     columns = [f"json_extract(value, '$[{i}]'){aliases[i]}" for i in range(len(fields))]
     return f"(SELECT {', '.join(columns)} FROM json_each(%s)) AS {alias}"
+
+
+def json_in(connection, sql_type: str = "text") -> str:
+    """The test ``<column> {json_in}`` of whether a column's value is one of the items of a
+    JSON array parameter (of ``sql_type`` on PostgreSQL): a long list as one parameter."""
+    if connection.vendor == "postgresql":
+        return f"= ANY(ARRAY({_json_items(connection, sql_type)}))"
+    return f"IN ({_json_items(connection, sql_type)})"
+
+
+def json_list(values: Sequence[Any], *, using: str, sql_type: str = "text") -> RawSQL:
+    """``values`` as a subquery for an ORM ``__in`` filter (``pk__in=json_list(ids, ...)``):
+    one JSON parameter, none of the per-item preparation a Python list gets."""
+    connection = connections[using]
+    # fixed SQL text; the values travel as a bound parameter
+    return RawSQL(_json_items(connection, sql_type), (json_rows(values),))  # noqa: S611
+
+
+def _json_items(connection, sql_type: str) -> str:
+    if connection.vendor == "postgresql":
+        return f"SELECT (jsonb_array_elements_text(%s::jsonb))::{sql_type}"
+    return "SELECT value FROM json_each(%s)"
 
 
 def column_converter(

@@ -14,12 +14,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from django.db.models.signals import ModelSignal, post_init, post_save, pre_init, pre_save
+from django.db.models import CASCADE, DO_NOTHING, SET_NULL, ForeignKey
+from django.db.models.deletion import Collector, get_candidate_relations_to_delete
+from django.db.models.signals import (
+    ModelSignal,
+    post_delete,
+    post_init,
+    post_save,
+    pre_delete,
+    pre_init,
+    pre_save,
+)
 
 from .models import Product
 
-# form(objs, *, using, created, update_fields): the effect of sending the signal for each
-# of ``objs`` (in order) to the receiver it is marked on.
+# form(objs, *, using, **signal arguments): the effect of sending the signal for each of
+# ``objs`` (in order) to the receiver it is marked on (``created``/``update_fields`` for
+# saves).
 BulkForm = Callable[..., None]
 
 
@@ -55,15 +66,47 @@ def saves_are_bulk() -> bool:
     return bulk_forms(pre_save) is not None and bulk_forms(post_save) is not None
 
 
-def rows_suffice() -> bool:
+def rows_suffice(*, deleting: bool = False) -> bool:
     """True when a ``Product`` write needs no instances at all: only the project's adapters
-    listen to saves and nobody to instance creation. Set-based SQL may then do the write,
-    describing it as a staged change set."""
+    listen to saves (``deleting``: to deletes, and the related rows go without instances
+    too, ``related_rows``) and nobody to instance creation. Set-based SQL may then do the
+    write, describing it as a change set."""
+    if deleting:
+        adapters_only = (
+            bulk_forms(pre_delete) is not None
+            and bulk_forms(post_delete) is not None
+            and related_rows() is not None
+        )
+    else:
+        adapters_only = saves_are_bulk()
     return (
-        saves_are_bulk()
+        adapters_only
         and not pre_init.has_listeners(Product)
         and not post_init.has_listeners(Product)
     )
+
+
+def related_rows() -> list[tuple[ForeignKey, bool]] | None:
+    """What deleting products does to the rows pointing at them, as Django's ``Collector``
+    would do it without loading them: ``(foreign key, cascade)``, the rows deleted
+    (``CASCADE`` to a model nobody watches, ``Collector.can_fast_delete``) or their key set
+    to NULL (``SET_NULL``). ``None`` when some relation needs instances (or a check, like
+    ``PROTECT``): then only Django's ``delete()`` does it right."""
+    found = []
+    collector = Collector(using="default")
+    for relation in get_candidate_relations_to_delete(Product._meta):
+        field, on_delete = relation.field, relation.on_delete
+        if on_delete is DO_NOTHING:
+            continue
+        if on_delete is SET_NULL:
+            found.append((field, False))
+        elif on_delete is CASCADE and collector.can_fast_delete(
+            relation.related_model, from_field=field
+        ):
+            found.append((field, True))
+        else:
+            return None
+    return found
 
 
 def saves_tracked() -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from django.db import connections
@@ -21,7 +22,7 @@ from django.db.models.signals import post_init, pre_init
 from django.utils import timezone
 
 from ..core import sqlrows
-from ..models import Product, StockAlert, writes
+from ..models import Product, StockAlert, deletes, writes
 from ..tracking.adapters import saves_are_bulk
 from ..tracking.batch import collecting_changes
 from .base import Select, StepFailure
@@ -190,7 +191,7 @@ class StepUnit:
         attnames = NARROW_ATTNAMES if saves_are_bulk() else ATTNAMES
         using = self.using
         return [
-            _from_row(using, attnames, row) for row in _locked_rows(using, attnames, limit, lookup)
+            from_row(using, attnames, row) for row in _locked_rows(using, attnames, limit, lookup)
         ]
 
     # --- writes -------------------------------------------------------------------------
@@ -252,17 +253,26 @@ class StepUnit:
                 }
         self.tracked(lambda: Product.objects.db_manager(self.using).bulk_create(objs))
 
-    def delete(self, products: list[Product]) -> None:
+    def delete(self, products: list[Product], *, set_based: bool = False) -> None:
+        """Delete the (locked) ``products`` with Django's ``delete()``, which sends the
+        delete signals per object, or, ``set_based`` (only the project's adapters listen:
+        ``staged.applies``), with ``deletes.delete_rows``: the same effects."""
         if not products:
             return
         ids = [p.pk for p in products]
         closing = list(
             StockAlert.objects.using(self.using)
-            .filter(product_id__in=ids, resolved_at__isnull=True)
+            .filter(
+                product_id__in=sqlrows.json_list(ids, using=self.using, sql_type="bigint"),
+                resolved_at__isnull=True,
+            )
             .values_list("sku", flat=True)
         )
-        _, per_model = Product.objects.db_manager(self.using).filter(pk__in=ids).delete()
-        self.counts.deleted += per_model.get(Product._meta.label, 0)
+        if set_based:
+            self.counts.deleted += deletes.delete_rows(products, using=self.using)
+        else:
+            _, per_model = Product.objects.db_manager(self.using).filter(pk__in=ids).delete()
+            self.counts.deleted += per_model.get(Product._meta.label, 0)
         self._note_resolved(closing)
         if self.state.dry_run:
             for p in products:
@@ -341,10 +351,7 @@ def _locked_rows(
     table = qn(meta.db_table)
     columns = ", ".join(f"{table}.{qn(meta.get_field(name).column)}" for name in attnames)
     sku_column = f"{table}.{qn(meta.get_field('sku').column)}"
-    if connection.vendor == "postgresql":
-        where = f"{sku_column} = ANY(ARRAY(SELECT jsonb_array_elements_text(%s::jsonb)))"
-    else:
-        where = f"{sku_column} IN (SELECT value FROM json_each(%s))"
+    where = f"{sku_column} {sqlrows.json_in(connection)}"
     params = [sqlrows.json_rows(list(skus))]
     sql = f"SELECT {columns} FROM {table} WHERE {where} ORDER BY {table}.{qn(meta.pk.column)}"
     if limit:
@@ -353,7 +360,18 @@ def _locked_rows(
         sql += " " + connection.ops.for_update_sql()
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        rows = cursor.fetchall()
+        return converted(connection, attnames, cursor.fetchall())
+
+
+# Raw values converted once per distinct value: equal ones convert alike (a datetime with
+# its offset; floats do not: 0.0 and -0.0 are equal, 1 and 1.0 too).
+_MEMOIZED = (str, datetime)
+
+
+def converted(connection, attnames: Sequence[str], rows: list[tuple]) -> list[tuple]:
+    """Rows of ``Product`` columns ``attnames`` read with raw SQL, with the ORM's values.
+    A datetime (or its text) is converted once per distinct value: the rows of a bulk
+    write share their timestamps."""
     converters = [
         (i, found)
         for i, name in enumerate(attnames)
@@ -361,11 +379,20 @@ def _locked_rows(
     ]
     if not converters:
         return rows
+    memos: list[dict[str, Any]] = [{} for _ in converters]
     out = []
     for row in rows:
         row = list(row)
-        for i, convert in converters:
-            row[i] = convert(row[i])
+        for (i, convert), memo in zip(converters, memos, strict=True):
+            value = row[i]
+            if type(value) in _MEMOIZED:
+                key = (value, value.utcoffset()) if type(value) is datetime else value
+                found = memo.get(key, memo)
+                if found is memo:
+                    found = memo[key] = convert(value)
+                row[i] = found
+            else:
+                row[i] = convert(value)
         out.append(tuple(row))
     return out
 
@@ -376,7 +403,7 @@ def column_converter(connection, attname: str) -> Callable[[Any], Any] | None:
     return sqlrows.column_converter(connection, Product, attname)
 
 
-def _from_row(using: str, attnames: Sequence[str], row: tuple) -> Product:
+def from_row(using: str, attnames: Sequence[str], row: tuple) -> Product:
     """``Product.from_db`` without ``Model.__init__`` (only used when no init receivers exist);
     columns not in ``attnames`` are deferred, as with ``.only()``."""
     obj = Product.__new__(Product)

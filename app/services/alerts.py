@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from .. import conf
 from ..core import jobs
-from ..core.sqlrows import insert_rows
+from ..core.sqlrows import insert_rows, json_list
 from ..models import DeliveryStatus, Product, Reservation, StockAlert, StockLevel
 from ..signals import alerts_opened, alerts_resolved
 from ..tracking.changes import STOCK_CHANGED, THRESHOLD_CROSSED, Change, ChangeSet
@@ -270,8 +270,10 @@ def _insert(opened: list[StockAlert], *, using: str) -> None:
         alert._state.adding, alert._state.db = False, using
 
 
-def close_alerts_of_deleted(product: Product) -> None:
-    StockAlert.objects.filter(product=product, resolved_at__isnull=True).update(
+def close_alerts_of_deleted(products: Sequence[Product], *, using: str = "default") -> None:
+    """Resolve the open alerts (of every location) of products about to be deleted."""
+    ids = json_list([p.pk for p in products], using=using, sql_type="bigint")
+    StockAlert.objects.using(using).filter(product_id__in=ids, resolved_at__isnull=True).update(
         resolved_at=timezone.now()
     )
 

@@ -116,6 +116,12 @@ def _pipeline(p):
     process_pipeline({"steps": [{"op": "set_prices", "prices": {p.sku: "7.00"}}]})
 
 
+def _adjust_pipeline(p):  # the SQL route of adjust_prices (set_prices's is _pipeline)
+    process_pipeline(
+        {"steps": [{"op": "adjust_prices", "select": {"sku_prefix": "W-"}, "percent": "-30"}]}
+    )
+
+
 def _api_patch(p):
     writer = user_with("change_product")
     response = ApiClient(create_token(writer, "w")[1]).patch(
@@ -126,7 +132,7 @@ def _api_patch(p):
 
 @pytest.mark.parametrize(
     "write",
-    [_save, _update, _bulk_update, _upsert, _pipeline, _api_patch],
+    [_save, _update, _bulk_update, _upsert, _pipeline, _adjust_pipeline, _api_patch],
     ids=lambda f: f.__name__,
 )
 def test_every_write_path_invalidates(shared_cache, client_, django_assert_num_queries, write):

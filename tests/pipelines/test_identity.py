@@ -8,7 +8,9 @@ ledger, alerts, deletion audit rows, and what user-connected ``pre_save``/``post
 ``pre_delete``/``post_delete`` receivers saw (per product, in order, including a re-read of
 the row from inside ``post_save``, as the seed's receiver did). Run twice: with that user
 receiver connected (bulk writes dispatch per object) and without it (only the project's
-receivers listen, so bulk writes use their set-based equivalents, ``app.tracking.adapters``).
+receivers listen, so bulk writes use their set-based equivalents, ``app.tracking.adapters``,
+and every step but ``upsert_products`` takes the SQL route, ``app.pipelines.staged``: the
+test checks which route ran).
 """
 
 from __future__ import annotations
@@ -18,13 +20,22 @@ import io
 from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.db.models.signals import post_delete, post_save, pre_delete, pre_save
+from django.test.utils import CaptureQueriesContext
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.models import DeletionAudit, PriceHistory, Product, StockAlert, StockMovement
+from app.models import (
+    DeletionAudit,
+    PriceHistory,
+    Product,
+    StockAlert,
+    StockLevel,
+    StockMovement,
+)
+from app.pipelines.staged import STAGE
 from app.services.context import change_context
 from app.tracking import adapters
 from app.utils.utils import process_pipeline
@@ -298,6 +309,11 @@ def observe() -> dict:
             "delivery_status",
         ),
         "audits": sorted(audits, key=repr),
+        # a deleted product's levels go with it (CASCADE); the others sum to its stock
+        "levels": sorted(
+            StockLevel.objects.values_list("product__sku", "location__code", "quantity"),
+            key=repr,
+        ),
     }
 
 
@@ -329,7 +345,11 @@ def test_pipeline_equals_per_object_save(recorder, operator, products, steps):
             seed(products)
             calls = recorder.calls if recorder else []
             calls.clear()
-            outcome["pipeline"] = process_pipeline(spec, user=operator)
+            with CaptureQueriesContext(connection) as queries:
+                outcome["pipeline"] = process_pipeline(spec, user=operator)
+            # each step on the SQL route empties the stage once before staging
+            emptied = (f"TRUNCATE {STAGE}", f"DELETE FROM {STAGE}")
+            outcome["staged"] = sum(q["sql"] in emptied for q in queries.captured_queries)
             outcome["pipeline_seen"] = observe()
             outcome["pipeline_calls"] = recorder.per_product() if recorder else None
             raise Rollback
@@ -337,6 +357,9 @@ def test_pipeline_equals_per_object_save(recorder, operator, products, steps):
         pass
     result = outcome["pipeline"]
     assert result["status"] in ("succeeded", "failed"), result
+    if result["status"] == "succeeded":  # every step ran: which route did each take?
+        staged = sum(s["op"] != "upsert_products" for s in steps) if recorder is None else 0
+        assert outcome["staged"] == staged
     assert result["error"] is None or result["error"]["kind"] == "failed", result
     try:
         with transaction.atomic():

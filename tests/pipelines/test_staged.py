@@ -1,18 +1,26 @@
-"""The set-based route of map steps (``app.pipelines.staged``): when it is taken, and that
-it has the object route's effects beyond one chunk of products."""
+"""The set-based route of the map steps, ``adjust_prices`` and ``delete_products``
+(``app.pipelines.staged``): when it is taken, and that it has the object route's effects
+beyond one chunk of products."""
 
 from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from decimal import Decimal
 
 import pytest
 from django.db import connection, transaction
-from django.db.models.signals import post_init, pre_save
+from django.db.models.signals import post_delete, post_init, post_save, pre_delete, pre_save
 from django.test.utils import CaptureQueriesContext
 
-from app.models import Product, WebhookDelivery, WebhookEvent, WebhookSubscription
+from app.models import (
+    PriceHistory,
+    Product,
+    WebhookDelivery,
+    WebhookEvent,
+    WebhookSubscription,
+)
 from app.pipelines.staged import STAGE
 from app.utils.utils import process_pipeline
 from app.webhooks import outbox
@@ -177,3 +185,277 @@ def test_no_staging_table_outlives_its_transaction():
     assert failed["status"] == "failed"
     assert stages_left() == 0
     assert set(Product.objects.values_list("price", "stock")) == {(Decimal("13.00"), 8)}
+
+
+# --- adjust_prices and delete_products ------------------------------------------------
+
+
+def user_pre_delete(sender, instance, **kwargs):
+    pass
+
+
+def sku(i: int) -> str:
+    return f"S-{i:05d}"
+
+
+def selecting_steps():
+    """Every selection of ``adjust_prices`` over more than one chunk, in orders other than
+    the primary key's, then a delete of most products (listed backwards, one twice)."""
+    listed = [sku(i) for i in range(N - 1, 0, -2)] + [sku(7)]
+    return [
+        {"op": "adjust_prices", "select": {"all": True}, "percent": "12.5", "round_to": "0.05"},
+        {"op": "adjust_prices", "select": {"sku_prefix": "S-01"}, "percent": "-33.3"},
+        {"op": "adjust_prices", "select": {"skus": listed}, "percent": "7", "round_to": "1"},
+        {"op": "delete_products", "skus": [sku(i) for i in range(N - 1, 150, -1)] + [sku(999)]},
+    ]
+
+
+@pytest.fixture
+def held(products, operator):
+    """Stock at a second location, active reservations, low-stock alerts (from the
+    fixture's stock) and history: what a deletion must cascade to, null or resolve."""
+    from app.models import Location
+    from app.services import reservations
+
+    Location.objects.create(code="B", name="B")
+    moved = {sku(i): 1 for i in range(0, N, 5)}
+    result = process_pipeline(
+        {
+            "name": "setup",
+            "steps": [
+                {"op": "transfer_stock", "from_location": "MAIN", "to_location": "B",
+                 "quantities": moved},
+                {"op": "set_prices", "prices": {sku(i): "20.00" for i in range(0, N, 3)}},
+            ],
+        }
+    )  # fmt: skip
+    assert result["status"] == "succeeded", result
+    for i in range(0, N, 97):
+        reservations.reserve(sku(i), 1, user=operator, reference=f"order {i}")
+
+
+def deleted_state() -> tuple:
+    """What a deletion leaves: audit rows (in order, whole snapshots but for the time of the
+    run's own last write), levels, reservations."""
+    from app.models import DeletionAudit, Reservation, StockAlert, StockLevel, StockMovement
+
+    audits = list(
+        DeletionAudit.objects.order_by("id").values_list(
+            "model_label", "object_pk", "object_repr", "snapshot", "changed_by", "source"
+        )
+    )
+    for *_, snapshot, _, _ in audits:  # the time of the run's own writes differs, not its form
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z", snapshot["updated_at"])
+        snapshot["updated_at"] = "<the run's>"
+    levels = list(
+        StockLevel.objects.order_by("product_id", "location_id").values_list(
+            "product__sku", "location__code", "quantity"
+        )
+    )
+    held = list(
+        Reservation.objects.order_by("id").values_list("sku", "product__sku", "status", "quantity")
+    )
+    # the kept rows' keys, as stored (a key left pointing at a deleted product joins as null)
+    keys = [
+        list(model.objects.order_by("id").values_list("product_id", flat=True))
+        for model in (PriceHistory, StockMovement, StockAlert, Reservation)
+    ]
+    return audits, levels, held, keys
+
+
+class Recorder:
+    """A user's receiver on the four signals: how often each product was seen by each."""
+
+    def __init__(self) -> None:
+        self.calls: dict[tuple[str, str], int] = {}
+
+    def __call__(self, sender, instance, signal, **kwargs):
+        name = {pre_save: "pre_save", post_save: "post_save"}.get(signal) or (
+            "pre_delete" if signal is pre_delete else "post_delete"
+        )
+        key = (name, instance.sku)
+        self.calls[key] = self.calls.get(key, 0) + 1
+
+    def connect(self) -> None:
+        for signal in (pre_save, post_save, pre_delete, post_delete):
+            signal.connect(self, sender=Product, dispatch_uid=f"test.recorder.{id(signal)}")
+
+    def disconnect(self) -> None:
+        for signal in (pre_save, post_save, pre_delete, post_delete):
+            signal.disconnect(sender=Product, dispatch_uid=f"test.recorder.{id(signal)}")
+
+
+@pytest.mark.parametrize("subscribed", [False, True], ids=["no webhooks", "subscribed"])
+def test_selecting_steps_have_the_same_effects_on_both_routes(held, subscribed):
+    """Prices, history (old and new prices as the object route rounds them), alerts,
+    ledger, levels, reservations, deletion audit rows and webhook outbox rows after
+    ``adjust_prices`` and ``delete_products`` over several chunks: SQL route vs a user's
+    receiver (the object route, which sends every signal exactly once per product)."""
+    spec = {"name": "x", "steps": selecting_steps()}
+    seen, results = {}, {}
+    for route in ("staged", "objects"):
+        outbox.forget_subscriptions()
+        recorder = Recorder()
+        try:
+            with transaction.atomic():
+                if subscribed:
+                    WebhookSubscription.objects.create(
+                        url="https://hooks.example.com/x", events=WebhookEvent.values, secret="s"
+                    )
+                if route == "objects":
+                    recorder.connect()
+                try:
+                    with CaptureQueriesContext(connection) as queries:
+                        results[route] = process_pipeline(spec)
+                finally:
+                    recorder.disconnect()
+                assert results[route]["status"] == "succeeded", results[route]
+                staged = sum(STAGE in q["sql"] for q in queries.captured_queries)
+                if route == "staged":
+                    assert staged > 0
+                    # set-based: a few statements per chunk, none per product
+                    assert len(queries.captured_queries) < 150 + 30 * subscribed
+                else:
+                    assert staged == 0
+                    run = f"pipeline:{results[route]['run_id']}"
+                    changed = Counter(
+                        PriceHistory.objects.filter(source=run).values_list("sku", flat=True)
+                    )
+                    gone = set(spec["steps"][3]["skus"])
+                    expected = Counter({("pre_delete", s): 1 for s in gone})
+                    expected.update({("post_delete", s): 1 for s in gone})
+                    for name in ("pre_save", "post_save"):
+                        expected.update({(name, s): n for s, n in changed.items()})
+                    assert recorder.calls == expected
+                state = (observe(), outbox_rows(), deleted_state())
+                seen[route] = re.sub(r"pipeline:\d+", "pipeline:N", repr(state))
+                raise Rollback
+        except Rollback:
+            pass
+    outbox.forget_subscriptions()
+    for result in results.values():
+        result.pop("run_id"), result.pop("duration_ms")
+    assert results["staged"] == results["objects"]
+    totals = results["staged"]["totals"]
+    assert totals["deleted"] == N - 151 and totals["price_changes"] > N
+    assert totals["alerts_resolved"] > 0  # the deleted products' open alerts
+    assert ("'product.deleted'" in seen["staged"]) == subscribed
+    # a deleted product's reservation stays, without its product; its levels go
+    assert "('S-02425', None, 'active', 1)" in seen["staged"]
+    assert "('S-00150', 'B', 1)" in seen["staged"] and "('S-00155', 'B', 1)" not in seen["staged"]
+    assert seen["staged"] == seen["objects"]
+
+
+SELECTING = {
+    "adjust_prices all": [selecting_steps()[0]],
+    "adjust_prices prefix": [selecting_steps()[1]],
+    "adjust_prices skus": [selecting_steps()[2]],
+    "delete_products": [selecting_steps()[3]],
+}
+
+
+@pytest.mark.parametrize("steps", SELECTING.values(), ids=SELECTING.keys())
+def test_selecting_steps_take_the_staged_route_while_rows_suffice(products, steps):
+    """The route is decided per kind of write: a user's ``pre_delete`` receiver keeps
+    ``adjust_prices`` on the SQL route, a ``pre_save`` one keeps ``delete_products`` there."""
+    deleting = steps[0]["op"] == "delete_products"
+    other, uid = (pre_save, user_pre_save) if deleting else (pre_delete, user_pre_delete)
+    other.connect(uid, sender=Product, dispatch_uid="test.other")
+    try:
+        assert staged_queries({"name": "x", "steps": steps}) > 0
+    finally:
+        other.disconnect(sender=Product, dispatch_uid="test.other")
+
+
+def level_deleted(sender, instance, **kwargs):
+    pass
+
+
+@pytest.mark.parametrize("steps", SELECTING.values(), ids=SELECTING.keys())
+@pytest.mark.parametrize(
+    "blocker", ["user receiver", "user post_init", "levels watched", "dry run"]
+)
+def test_selecting_steps_take_the_object_route_when_instances_are_needed(products, steps, blocker):
+    """A user's receiver of the step's signals (``pre_save`` for prices, ``post_delete``
+    for deletes), instance creation watched, a receiver on the rows a delete cascades to
+    (Django then deletes those one by one, sending their signals), a dry run."""
+    from app.models import StockLevel
+
+    deleting = steps[0]["op"] == "delete_products"
+    spec = {"name": "x", "steps": steps}
+    connected = []
+    if blocker == "user receiver":
+        signal, uid = (post_delete, user_pre_delete) if deleting else (pre_save, user_pre_save)
+        connected.append((signal, Product, uid))
+    elif blocker == "user post_init":
+        connected.append((post_init, Product, user_post_init))
+    elif blocker == "levels watched":
+        connected.append((pre_delete, StockLevel, level_deleted))
+    else:
+        spec["dry_run"] = True
+    for signal, sender, receiver in connected:
+        signal.connect(receiver, sender=sender, dispatch_uid="test.blocker")
+    try:
+        expected_route = blocker == "levels watched" and not deleting  # prices never cascade
+        assert (staged_queries(spec) > 0) == expected_route
+    finally:
+        for signal, sender, _ in connected:
+            signal.disconnect(sender=sender, dispatch_uid="test.blocker")
+
+
+@pytest.mark.parametrize("route", ["staged", "objects"])
+def test_selecting_steps_fail_at_the_same_chunk_with_the_same_errors(products, route):
+    """An unknown SKU is reported with the SKUs of its chunk only (the object route stops
+    there), a price too large with the chunk's too-large prices; nothing changes."""
+    before = observe()
+    listed = [sku(i) for i in range(N)]
+    listed[1500], listed[1900], listed[2400] = "NOPE-1", "NOPE-2", "NOPE-3"
+    listed.insert(10, listed[1200])  # a duplicate: chunks count each SKU once
+    huge = {"op": "set_prices", "prices": {sku(2222): "9000000000.00", sku(2300): "9999999999.00"}}
+    cases = [
+        (
+            [{"op": "adjust_prices", "select": {"skus": listed}, "percent": "1"}],
+            [(["steps", 0, "select", "skus", 1501], "unknown SKU 'NOPE-1'"),
+             (["steps", 0, "select", "skus", 1901], "unknown SKU 'NOPE-2'")],
+        ),
+        (
+            [{"op": "delete_products", "skus": listed}],
+            [(["steps", 0, "skus", 1501], "unknown SKU 'NOPE-1'"),
+             (["steps", 0, "skus", 1901], "unknown SKU 'NOPE-2'")],
+        ),
+        (
+            [huge, {"op": "adjust_prices", "select": {"sku_prefix": "S-"}, "percent": "12"}],
+            [(["steps", 1, "select"], "new price of S-02222 (10080000000.00) is too large"),
+             (["steps", 1, "select"], "new price of S-02300 (11199999998.88) is too large")],
+        ),
+    ]  # fmt: skip
+    for steps, errors in cases:
+        if route == "objects":
+            pre_save.connect(user_pre_save, sender=Product, dispatch_uid="test.objects")
+            pre_delete.connect(user_pre_delete, sender=Product, dispatch_uid="test.objects")
+        try:
+            assert (staged_queries_failing({"name": "x", "steps": steps}) > 0) == (
+                route == "staged"
+            )
+        finally:
+            pre_save.disconnect(sender=Product, dispatch_uid="test.objects")
+            pre_delete.disconnect(sender=Product, dispatch_uid="test.objects")
+        result = _last_result
+        assert result["status"] == "failed"
+        step = errors[0][0][1]
+        op = steps[step]["op"]
+        assert [(e["loc"], e["msg"]) for e in result["error"]["errors"]] == [
+            (loc, f"step {step} ({op}): {msg}") for loc, msg in errors
+        ]
+        assert observe() == before
+
+
+_last_result: dict = {}
+
+
+def staged_queries_failing(spec: dict) -> int:
+    """``staged_queries`` for a run expected to fail; its result in ``_last_result``."""
+    global _last_result
+    with CaptureQueriesContext(connection) as queries:
+        _last_result = process_pipeline(spec)
+    return sum(STAGE in q["sql"] for q in queries.captured_queries)

@@ -16,7 +16,7 @@ from asgiref.sync import async_to_sync
 from django.apps import apps
 from django.db import connection, models
 from django.db.models import Case, F, Value, When
-from django.db.models.signals import post_init, pre_save
+from django.db.models.signals import post_init, pre_delete, pre_save
 from django.test.utils import CaptureQueriesContext
 
 from app.models import PriceHistory, Product
@@ -277,14 +277,16 @@ SPEC_SEEN = [
 def test_an_effect_sees_every_pipeline_step_on_both_routes(seen, route):
     if route == "object route (bulk forms)":  # instances needed, the adapters alone listen
         post_init.connect(user_post_init, sender=Product, dispatch_uid="test.effects.init")
-    elif route == "object route (per-object signals)":
+    elif route == "object route (per-object signals)":  # of saves, and of deletes
         pre_save.connect(user_pre_save, sender=Product, dispatch_uid="test.effects.pre_save")
+        pre_delete.connect(user_pre_save, sender=Product, dispatch_uid="test.effects.pre_delete")
     try:
         with CaptureQueriesContext(connection) as queries:
             result = process_pipeline(SPEC)
     finally:
         post_init.disconnect(sender=Product, dispatch_uid="test.effects.init")
         pre_save.disconnect(sender=Product, dispatch_uid="test.effects.pre_save")
+        pre_delete.disconnect(sender=Product, dispatch_uid="test.effects.pre_delete")
     assert result["status"] == "succeeded", result
     staged = sum(STAGE in q["sql"] for q in queries.captured_queries)
     assert (staged > 0) == (route == "sql route")

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from ...models import Product
+from .. import staged
 from ..base import MAX_PRICE, Select, StepSpec
 from ..registry import register
 
@@ -36,16 +37,34 @@ class AdjustPrices(StepSpec):
         steps = (scaled / self.round_to).to_integral_value(rounding=ROUND_HALF_UP)
         return (steps * self.round_to).quantize(CENT)
 
+    def new_prices(self, unit, items: list[tuple[str, Decimal]]) -> list[Decimal]:
+        """The new price of each ``(sku, old price)`` of a chunk; one too large fails the
+        step, naming the chunk's SKUs that are. Both routes compute prices here."""
+        memo: dict[Decimal, Decimal] = {}  # equal old prices (10.5, 10.50) give one new one
+        new = []
+        for _, old in items:
+            price = memo.get(old)
+            if price is None:
+                price = memo[old] = self.new_price(old)
+            new.append(price)
+        too_big = [
+            (("select",), f"new price of {sku} ({price}) is too large")
+            for (sku, _), price in zip(items, new, strict=True)
+            if price > MAX_PRICE
+        ]
+        if too_big:
+            raise unit.failure(too_big)
+        return new
+
     def run(self, unit) -> None:
+        if staged.applies(unit):
+            staged.write_selected(
+                unit, "price", self.select, lambda items: self.new_prices(unit, items)
+            )
+            return
         for chunk in unit.iter_selected(self.select):
-            too_big = []
-            for product in chunk:
-                product.price = self.new_price(product.price)
-                if product.price > MAX_PRICE:
-                    too_big.append(
-                        (("select",), f"new price of {product.sku} ({product.price}) is too large")
-                    )
-            if too_big:
-                raise unit.failure(too_big)
+            prices = self.new_prices(unit, [(product.sku, product.price) for product in chunk])
+            for product, price in zip(chunk, prices, strict=True):
+                product.price = price
             unit.save(chunk)
             unit.advance(len(chunk))

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from .. import staged
 from ..base import SkuRef, StepSpec
 from ..registry import register
 from ..writer import chunked
@@ -22,6 +23,9 @@ class DeleteProducts(StepSpec):
         return len(self.skus)
 
     def run(self, unit) -> None:
+        if staged.applies(unit, deleting=True):
+            staged.delete_skus(unit, self.skus, key="skus")
+            return
         position = {sku: i for i, sku in enumerate(self.skus)}
         for chunk in chunked(dict.fromkeys(self.skus)):
             found = unit.lock_skus(chunk, lambda s: ("skus", position[s]))

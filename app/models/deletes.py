@@ -1,0 +1,58 @@
+"""Deleting products set-based, as Django's ``delete()`` would while only the adapters listen.
+
+Django's ``Collector`` sends ``pre_delete`` for each product (in primary-key order), deletes
+the rows cascading from them and sets to NULL the keys of the rows kept, deletes the
+products, then sends ``post_delete`` (in reverse order). While only the project's adapters
+listen and no related row needs an instance (``dispatch.rows_suffice(deleting=True)``),
+``delete_rows`` does the same with the adapters' bulk forms (deletion audit, alerts, the
+change set) and one statement per related table, whatever the number of products.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from django.db import connections
+from django.db.models.signals import post_delete, pre_delete
+
+from ..core.sqlrows import json_in, json_rows
+from . import writes
+from .dispatch import bulk_forms, related_rows
+from .models import Product
+
+
+def delete_rows(objs: Sequence[Product], *, using: str) -> int:
+    """Delete the (locked) products ``objs``; return how many rows went."""
+    before, after, related = bulk_forms(pre_delete), bulk_forms(post_delete), related_rows()
+    if before is None or after is None or related is None:
+        raise RuntimeError("Products are deleted set-based only while rows suffice.")
+    if not objs:
+        return 0
+    objs = sorted(objs, key=lambda obj: obj.pk)
+    for form in before:
+        form(objs, using=using)
+    connection = connections[using]
+    qn = connection.ops.quote_name
+    pk_type = Product._meta.pk.cast_db_type(connection)
+    ids = [json_rows([obj.pk for obj in objs])]
+    with connection.cursor() as cursor:
+        # Collector's order: the cascades, the kept rows' keys, the products.
+        for field, cascade in sorted(related, key=lambda item: not item[1]):
+            table, column = qn(field.model._meta.db_table), qn(field.column)
+            test = f"{column} {json_in(connection, pk_type)}"
+            if cascade:
+                cursor.execute(f"DELETE FROM {table} WHERE {test}", ids)
+            else:
+                cursor.execute(f"UPDATE {table} SET {column} = NULL WHERE {test}", ids)
+        meta = Product._meta
+        cursor.execute(
+            f"DELETE FROM {qn(meta.db_table)} WHERE {qn(meta.pk.column)} "
+            f"{json_in(connection, pk_type)}",
+            ids,
+        )
+        deleted = cursor.rowcount
+    gone = objs[::-1]
+    with writes.collecting_changes(using):
+        for form in after:
+            form(gone, using=using)
+    return deleted
