@@ -35,14 +35,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from django.db import connections, models, transaction
+from django.db import OperationalError, connections, models, transaction
 from django.utils import timezone
 
 from ..models import PriceHistory, StockMovement
 from ..models.webhooks import WebhookDelivery
 
-LOCK_TIMEOUT = "10s"
+LOCK_TIMEOUT = "5s"  # a DDL lock waited for longer makes every query queue behind it
+LOCK_TRIES = 10
 BACKFILL_BATCH = 10000
+MARGIN = timedelta(days=7)
+
+
+class PartitioningError(Exception):
+    """A step could not be done; the message says which and why."""
 
 
 @dataclass(frozen=True)
@@ -87,9 +93,9 @@ def add_months(at: datetime, months: int) -> datetime:
 
 
 def legacy_bound(now: datetime) -> datetime:
-    """End of the old table's range: the start of the month after tomorrow's, so that
-    rows written while the conversion runs (``now``) always fall below it."""
-    return add_months(month_start(now + timedelta(days=1)), 1)
+    """End of the old table's range: the start of the month after the one a week from
+    ``now``, so rows written while the conversion runs (at least a week) fall below it."""
+    return add_months(month_start(now + MARGIN), 1)
 
 
 def is_partitioned(table: str, *, using: str = "default") -> bool:
@@ -139,7 +145,7 @@ def conversion_plan(spec: Partitioned, now: datetime, *, using: str = "default")
                 f"'{bound.isoformat()}') NOT VALID",
                 f"ALTER TABLE {_q(t)} VALIDATE CONSTRAINT {_q(check)}",
             ],
-            run=lambda: _add_bound(t, check, key, bound, using),
+            run=lambda: _retrying(f"bound {t}", lambda: _add_bound(t, check, key, bound, using)),
         ),
     ]
     for column in _unique_columns(spec):
@@ -175,11 +181,26 @@ def conversion_plan(spec: Partitioned, now: datetime, *, using: str = "default")
                 f"(MINVALUE) TO ('{bound.isoformat()}')",
                 f"CREATE TABLE {_q(t + '_default')} PARTITION OF {_q(t)} DEFAULT",
             ],
-            run=lambda: _switch(spec, bound, using),
+            run=lambda: _retrying(f"lock {t}", lambda: _switch(spec, bound, using)),
             atomic=True,
         )
     )
     return steps
+
+
+def _retrying(what: str, run: Callable[[], None]) -> None:
+    """Run a step that takes a table lock, again when the lock was not granted within
+    ``LOCK_TIMEOUT`` (long transactions held it); it changed nothing then."""
+    for _ in range(LOCK_TRIES):
+        try:
+            return run()
+        except OperationalError as error:
+            if getattr(error.__cause__, "sqlstate", None) != "55P03":  # lock_not_available
+                raise
+    raise PartitioningError(
+        f"{what}: the table lock was not granted within {LOCK_TIMEOUT} in {LOCK_TRIES} tries "
+        "(long transactions hold it); try again later"
+    )
 
 
 def _build_index(table: str, index: str, key: str, using: str) -> None:
@@ -313,7 +334,9 @@ def _fk_trigger_sql(parent: str, child: str, column: str) -> list[str]:
     return [
         f"""CREATE OR REPLACE FUNCTION {_q(check_child)}() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF NEW.{c} IS NOT NULL THEN
+    -- As PostgreSQL's own deferred check: a row deleted or changed since needs none.
+    IF NEW.{c} IS NOT NULL
+       AND EXISTS (SELECT 1 FROM {_q(child)} WHERE id = NEW.id AND {c} = NEW.{c}) THEN
         PERFORM 1 FROM {_q(parent)} WHERE id = NEW.{c} FOR KEY SHARE;
         IF NOT FOUND THEN
             RAISE foreign_key_violation USING MESSAGE = format(
@@ -551,15 +574,18 @@ def ensure_ahead(
     ahead: int, *, now: datetime | None = None, using: str = "default", only: tuple[str, ...] = ()
 ) -> list[str]:
     """Create the missing monthly partitions, this month to ``ahead`` months on, of every
-    partitioned table (plain tables are left alone). Returns the partitions created."""
+    partitioned table (plain tables are left alone). Returns what it did, a line each."""
     now = now or timezone.now()
-    created = []
+    done = []
     for spec in selected(only):
         if not is_partitioned(spec.table, using=using):
+            # A conversion interrupted for good must not leave its CHECK to refuse rows.
+            if drop_stale_bound(spec, now + timedelta(days=1), using=using):
+                done.append(f"{spec.table}: dropped an interrupted conversion's CHECK")
             continue
         for start in missing_months(spec, now, ahead, using=using):
-            created.append(create_month(spec, start, using=using))
-    return created
+            done.append(f"created partition {create_month(spec, start, using=using)}")
+    return done
 
 
 def selected(only: tuple[str, ...] = ()) -> list[Partitioned]:
@@ -579,8 +605,37 @@ def convert(
     for spec in selected(only):
         if is_partitioned(spec.table, using=using):
             continue
-        for step in conversion_plan(spec, now, using=using):
-            say(f"{spec.table}: {step.what}")
-            step.run()
+        try:
+            for step in conversion_plan(spec, now, using=using):
+                say(f"{spec.table}: {step.what}")
+                step.run()
+        except Exception:
+            drop_stale_bound(spec, None, using=using)  # the plain table must take any row
+            raise
         converted.append(spec.table)
     return converted
+
+
+_CHECK_BOUND = re.compile(r"< ('[^']+')::timestamp with time zone")
+
+
+def drop_stale_bound(spec: Partitioned, before: datetime | None, *, using: str = "default") -> bool:
+    """Drop the CHECK an interrupted conversion left on a plain table (whose rows it would
+    refuse once its date comes), if it bounds before ``before`` (None: whatever its date)."""
+    check = _name(spec.table, "legacy_bound")
+    with connections[using].cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE conrelid = to_regclass(%s) AND conname = %s",
+            [spec.table, check],
+        )
+        row = cursor.fetchone()
+        if row is None or is_partitioned(spec.table, using=using):
+            return False
+        if before is not None:
+            match = _CHECK_BOUND.search(row[0])
+            cursor.execute(f"SELECT {match.group(1)}::timestamptz")
+            if cursor.fetchone()[0] >= before:
+                return False
+        cursor.execute(f"ALTER TABLE {_q(spec.table)} DROP CONSTRAINT IF EXISTS {_q(check)}")
+        return True

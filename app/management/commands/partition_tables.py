@@ -56,12 +56,15 @@ class Command(BaseCommand):
         if dry_run:
             self.print_plan(now, ahead, apply or options["ahead"] is None, only, using)
             return
-        if apply:
-            converted = partitioning.convert(now=now, using=using, only=only, say=self.note)
-            for table in converted:
-                self.stdout.write(f"{table}: partitioned by month")
-        for name in partitioning.ensure_ahead(ahead, now=now, using=using, only=only):
-            self.stdout.write(f"created partition {name}")
+        try:
+            if apply:
+                converted = partitioning.convert(now=now, using=using, only=only, say=self.note)
+                for table in converted:
+                    self.stdout.write(f"{table}: partitioned by month")
+            for line in partitioning.ensure_ahead(ahead, now=now, using=using, only=only):
+                self.stdout.write(line)
+        except partitioning.PartitioningError as error:
+            raise CommandError(str(error)) from error
 
     def note(self, line: str) -> None:
         if self.verbosity >= 1:
