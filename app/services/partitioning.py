@@ -113,7 +113,7 @@ def _name(base: str, suffix: str) -> str:
     name = f"{base}_{suffix}"
     if len(name) <= 63:
         return name
-    digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
     return f"{base[: 63 - len(suffix) - 10]}_{digest}_{suffix}"
 
 
@@ -213,7 +213,9 @@ def _build_index(table: str, index: str, key: str, using: str) -> None:
             return
         if row is not None:  # left invalid by an interrupted run
             cursor.execute(f"DROP INDEX CONCURRENTLY {_q(index)}")
-        cursor.execute(f"CREATE UNIQUE INDEX CONCURRENTLY {_q(index)} ON {_q(table)} (id, {_q(key)})")
+        cursor.execute(
+            f"CREATE UNIQUE INDEX CONCURRENTLY {_q(index)} ON {_q(table)} (id, {_q(key)})"
+        )
 
 
 def _add_bound(table: str, check: str, key: str, bound: datetime, using: str) -> None:
@@ -411,7 +413,9 @@ def _switch(spec: Partitioned, bound: datetime, using: str) -> None:
         for child, _, constraint in incoming:
             cursor.execute(f"ALTER TABLE {_q(child)} DROP CONSTRAINT {_q(constraint)}")
         for column in _unique_columns(spec):  # its trigger moves to the new table below
-            cursor.execute(f"DROP TRIGGER {_q(_name(_name(t, column + '_uniq'), 'trg'))} ON {_q(t)}")
+            cursor.execute(
+                f"DROP TRIGGER {_q(_name(_name(t, column + '_uniq'), 'trg'))} ON {_q(t)}"
+            )
             cursor.execute(
                 f"DROP TRIGGER {_q(_name(_name(t, column + '_uniq'), 'trunc'))} ON {_q(t)}"
             )
@@ -440,7 +444,9 @@ def _switch(spec: Partitioned, bound: datetime, using: str) -> None:
         cursor.execute(
             "SELECT setval(pg_get_serial_sequence(%s, 'id'), %s, %s)", [t, last_value, is_called]
         )
-        cursor.execute(f"ALTER TABLE {_q(t)} ADD CONSTRAINT {_q(old_pk)} PRIMARY KEY (id, {_q(key)})")
+        cursor.execute(
+            f"ALTER TABLE {_q(t)} ADD CONSTRAINT {_q(old_pk)} PRIMARY KEY (id, {_q(key)})"
+        )
         for definition in recreate:
             cursor.execute(definition)  # the old name, on the new table: the old index attaches
         for name, definition in foreign_keys:
@@ -472,7 +478,9 @@ def _switch(spec: Partitioned, bound: datetime, using: str) -> None:
 _BOUND = re.compile(r"FOR VALUES FROM \((.+?)\) TO \((.+?)\)")
 
 
-def partitions(table: str, *, using: str = "default") -> list[tuple[str, datetime | None, datetime | None]]:
+def partitions(
+    table: str, *, using: str = "default"
+) -> list[tuple[str, datetime | None, datetime | None]]:
     """(name, start, end) of each range partition of ``table`` (None: MINVALUE/MAXVALUE),
     then its default partition as (name, None, None) if it has one."""
     rows, default = [], []

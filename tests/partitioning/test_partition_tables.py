@@ -6,7 +6,7 @@ the whole change flow working, and later schema changes still applying."""
 from __future__ import annotations
 
 import io
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -101,7 +101,7 @@ def populate(receiver) -> dict:
     rows = PriceHistory.objects.filter(product=omni).order_by("id")
     backdate(PriceHistory, zip(rows.values_list("pk", flat=True), map(days_ago, (95, 25, 12, 3)), strict=True), "changed_at")  # fmt: skip
     other = ProductFactory(sku="PLAIN-1", price=Decimal("10.00"), stock=5)
-    for n, price in enumerate(("11.00", "12.00", "9.00")):
+    for price in ("11.00", "12.00", "9.00"):
         set_price(other, price)
     rows = PriceHistory.objects.filter(product=other).order_by("id")
     backdate(PriceHistory, zip(rows.values_list("pk", flat=True), map(days_ago, (120, 61, 33)), strict=True), "changed_at")  # fmt: skip
@@ -144,9 +144,15 @@ def snapshot(client: Client, headers: dict) -> dict:
         ]
         for age in (0, 2, 4, 11, 24, 40, 62, 100):
             at = days_ago(age).isoformat()
-            answers[sku].append(client.get(f"/api/products/{sku}/price-at", {"at": at}, **headers).json())
-            answers[sku].append(omnibus.current_reduction(Product.objects.get(sku=sku), days_ago(age)))
-    answers["deliveries"] = client.get("/api/webhooks/deliveries", {"page_size": 100}, **headers).json()
+            answers[sku].append(
+                client.get(f"/api/products/{sku}/price-at", {"at": at}, **headers).json()
+            )
+            answers[sku].append(
+                omnibus.current_reduction(Product.objects.get(sku=sku), days_ago(age))
+            )
+    answers["deliveries"] = client.get(
+        "/api/webhooks/deliveries", {"page_size": 100}, **headers
+    ).json()
     sums = {
         "ledger": StockMovement.objects.aggregate(n=Count("id"), d=Sum("delta"), s=Sum("id")),
         "history": PriceHistory.objects.aggregate(n=Count("id"), p=Sum("new_price"), s=Sum("id")),
@@ -155,10 +161,23 @@ def snapshot(client: Client, headers: dict) -> dict:
     return {"rows": rows, "answers": answers, "sums": sums}
 
 
+def index_definitions(table: str) -> dict[str, str]:
+    """Index name -> its columns (and UNIQUE), from the catalog."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = %s", [table])
+        return {
+            name: ("UNIQUE " if " UNIQUE " in definition else "")
+            + definition.split(" USING btree ")[1]
+            for name, definition in cursor.fetchall()
+        }
+
+
 def where(model, pk) -> str:
     """The partition holding row ``pk`` (``tableoid``)."""
     with connection.cursor() as cursor:
-        cursor.execute(f'SELECT tableoid::regclass::text FROM "{model._meta.db_table}" WHERE id = %s', [pk])
+        cursor.execute(
+            f'SELECT tableoid::regclass::text FROM "{model._meta.db_table}" WHERE id = %s', [pk]
+        )
         return cursor.fetchone()[0]
 
 
@@ -179,11 +198,21 @@ def test_conversion_keeps_rows_ids_and_answers(receiver):
     assert "Dry run: nothing changed." in plan.getvalue()
     assert not any(partitioning.is_partitioned(m._meta.db_table) for m in MODELS)
 
+    indexes = {model: index_definitions(model._meta.db_table) for model in MODELS}
     call_command("partition_tables", apply=True, ahead=3, stdout=io.StringIO())
 
     for model in MODELS:
         table = model._meta.db_table
         assert partitioning.is_partitioned(table)
+        # The same indexes under the same names (a later migration finds them); the
+        # primary key now with the time, a unique key without it kept by its side table.
+        old, new = indexes[model], index_definitions(table)
+        key = "changed_at" if model is PriceHistory else "created_at"
+        assert new.pop(f"{table}_pkey") == f"(id, {key})"
+        assert old.pop(f"{table}_pkey") == "(id)"
+        assert {n: d for n, d in old.items() if "UNIQUE" not in d} == new
+        # The old table's indexes were attached, none built again.
+        assert len(index_definitions(f"{table}_legacy")) == len(old) + 1
         names = [name for name, *_ in partitioning.partitions(table)]
         assert names[0] == f"{table}_legacy" and names[-1] == f"{table}_default"
         months = partitioning.missing_months(partitioning.selected()[0], NOW, 0)
@@ -347,6 +376,11 @@ def test_the_change_flow_runs_on_partitioned_tables(receiver, run_worker):
         Decimal("74.00"),
         Decimal("75.00"),
     ]
+    # bulk_create's RETURNING gives the transfer's rows their ids; a replay finds them.
+    moved = transfer_stock("OMNI-1", "NORTH", "MAIN", 2, user=data["user"], idempotency_key="t-2")
+    assert all(m.pk for m in moved.movements)
+    again = transfer_stock("OMNI-1", "NORTH", "MAIN", 2, user=data["user"], idempotency_key="t-2")
+    assert again.replayed and [m.pk for m in again.movements] == [m.pk for m in moved.movements]
     omni.refresh_from_db()
     assert StockMovement.objects.filter(product=omni).aggregate(s=Sum("delta"))["s"] == omni.stock
     # The outbox delivers to a real receiver; attempts are logged against their delivery.
@@ -356,7 +390,9 @@ def test_the_change_flow_runs_on_partitioned_tables(receiver, run_worker):
     prices = {body["data"]["new"] for body in sent if body["type"] == "price.changed"}
     assert {"75.00", "74.00", "8.00"} <= prices
     assert not WebhookDelivery.objects.filter(status="pending", created_at__gt=NOW).exists()
-    assert WebhookAttempt.objects.filter(delivery__created_at__gt=NOW - timedelta(minutes=5)).exists()
+    assert WebhookAttempt.objects.filter(
+        delivery__created_at__gt=NOW - timedelta(minutes=5)
+    ).exists()
     # A saved delivery updates in place (UPDATE ... WHERE id), in its partition.
     delivery = WebhookDelivery.objects.latest("id")
     delivery.last_error = "checked"
