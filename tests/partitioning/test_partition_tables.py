@@ -101,6 +101,7 @@ def populate(receiver) -> dict:
     rows = PriceHistory.objects.filter(product=omni).order_by("id")
     backdate(PriceHistory, zip(rows.values_list("pk", flat=True), map(days_ago, (95, 25, 12, 3)), strict=True), "changed_at")  # fmt: skip
     other = ProductFactory(sku="PLAIN-1", price=Decimal("10.00"), stock=5)
+    Product.objects.update(created_at=days_ago(200))  # price-at answers for the past
     for price in ("11.00", "12.00", "9.00"):
         set_price(other, price)
     rows = PriceHistory.objects.filter(product=other).order_by("id")
@@ -208,8 +209,8 @@ def test_conversion_keeps_rows_ids_and_answers(receiver):
         # primary key now with the time, a unique key without it kept by its side table.
         old, new = indexes[model], index_definitions(table)
         key = "changed_at" if model is PriceHistory else "created_at"
-        assert new.pop(f"{table}_pkey") == f"(id, {key})"
-        assert old.pop(f"{table}_pkey") == "(id)"
+        assert new.pop(f"{table}_pkey") == f"UNIQUE (id, {key})"
+        assert old.pop(f"{table}_pkey") == "UNIQUE (id)"
         assert {n: d for n, d in old.items() if "UNIQUE" not in d} == new
         # The old table's indexes were attached, none built again.
         assert len(index_definitions(f"{table}_legacy")) == len(old) + 1
