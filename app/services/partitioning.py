@@ -618,10 +618,25 @@ def convert(
                 say(f"{spec.table}: {step.what}")
                 step.run()
         except Exception:
-            drop_stale_bound(spec, None, using=using)  # the plain table must take any row
+            _undo_bound(spec, using, say)  # the plain table must take any row
             raise
         converted.append(spec.table)
     return converted
+
+
+def _undo_bound(spec: Partitioned, using: str, say: Callable[[str], None]) -> None:
+    """After a failed conversion, drop its CHECK again, waiting no longer for the lock than
+    the steps do; if even that fails, the daily ``--ahead`` run drops it in time."""
+
+    def drop() -> None:
+        with transaction.atomic(using=using), connections[using].cursor() as cursor:
+            cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+            drop_stale_bound(spec, None, using=using)
+
+    try:
+        _retrying(f"drop the CHECK of {spec.table}", drop)
+    except PartitioningError as error:
+        say(f"{error}; partition_tables --ahead (daily) drops it a day before its date")
 
 
 _CHECK_BOUND = re.compile(r"< ('[^']+')::timestamp with time zone")

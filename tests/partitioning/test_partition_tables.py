@@ -431,8 +431,9 @@ def test_later_schema_changes_still_apply(receiver):
 
 
 def test_a_conversion_that_cannot_lock_changes_nothing_and_leaves_no_check(monkeypatch):
-    """A long transaction holds the table: the step gives up after its tries, the table
-    stays plain and takes any row (no CHECK left behind); a later run converts it."""
+    """A long transaction starts reading the table just before the switch: the switch gives
+    up after its tries, the table stays plain and takes any row (the CHECK added before is
+    dropped again); a later run converts it."""
     import psycopg
 
     monkeypatch.setattr(partitioning, "LOCK_TIMEOUT", "200ms")
@@ -442,10 +443,23 @@ def test_a_conversion_that_cannot_lock_changes_nothing_and_leaves_no_check(monke
         dbname=settings["NAME"], user=settings["USER"], host=settings["HOST"],
         port=settings["PORT"] or 5432, password=settings["PASSWORD"] or None,
     )  # fmt: skip
+    switch = partitioning._switch
+    tries = []
+
+    def reader_first(*args, **kwargs):
+        tries.append(1)
+        if len(tries) == 1:
+            holder.execute("BEGIN")
+            holder.execute("SELECT count(*) FROM app_pricehistory")
+        try:
+            return switch(*args, **kwargs)
+        finally:
+            if len(tries) == partitioning.LOCK_TRIES:
+                holder.close()  # the long transaction ends after the last try
+
+    monkeypatch.setattr(partitioning, "_switch", reader_first)
     try:
-        holder.execute("BEGIN")
-        holder.execute("LOCK TABLE app_pricehistory IN ACCESS SHARE MODE")
-        with pytest.raises(CommandError, match="lock was not granted within 200ms in 2 tries"):
+        with pytest.raises(CommandError, match="lock app_pricehistory: the table lock was not"):
             call_command("partition_tables", apply=True, only=["price_history"], verbosity=0)
     finally:
         holder.close()
@@ -456,6 +470,7 @@ def test_a_conversion_that_cannot_lock_changes_nothing_and_leaves_no_check(monke
             "AND contype = 'c'"
         )
         assert cursor.fetchone()[0] == 0
+    monkeypatch.setattr(partitioning, "_switch", switch)
     call_command("partition_tables", apply=True, only=["price_history"], verbosity=0)
     assert partitioning.is_partitioned("app_pricehistory")
 
