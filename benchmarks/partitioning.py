@@ -56,8 +56,8 @@ def main() -> int:
         cursor.execute(
             "INSERT INTO app_stockmovement (source, sku, delta, stock_after, reason, "
             "idempotency_key, created_at, location_id) "
-            "SELECT 'bench', 'SKU-' || (g % 1000), 1, g, 'fill', "
-            "CASE WHEN g % 10 = 0 THEN 'key-' || g END, "
+            "SELECT 'bench', 'SKU-' || (g %% 1000), 1, g, 'fill', "
+            "CASE WHEN g %% 10 = 0 THEN 'key-' || g END, "
             "now() - (g::float / %s) * interval '365 days', %s "
             "FROM generate_series(1, %s) g",
             [args.rows, place.pk, args.rows],
