@@ -34,6 +34,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import TypeVar
 
 from django.db import OperationalError, connections, models, transaction
 from django.utils import timezone
@@ -41,6 +43,7 @@ from django.utils import timezone
 from ..models import PriceHistory, StockMovement
 from ..models.webhooks import WebhookDelivery
 
+T = TypeVar("T")
 LOCK_TIMEOUT = "5s"  # a DDL lock waited for longer makes every query queue behind it
 LOCK_TRIES = 10
 BACKFILL_BATCH = 10000
@@ -188,7 +191,7 @@ def conversion_plan(spec: Partitioned, now: datetime, *, using: str = "default")
     return steps
 
 
-def _retrying(what: str, run: Callable[[], None]) -> None:
+def _retrying(what: str, run: Callable[[], T]) -> T:
     """Run a step that takes a table lock, again when the lock was not granted within
     ``LOCK_TIMEOUT`` (long transactions held it); it changed nothing then."""
     for _ in range(LOCK_TRIES):
@@ -592,7 +595,11 @@ def ensure_ahead(
                 done.append(f"{spec.table}: dropped an interrupted conversion's CHECK")
             continue
         for start in missing_months(spec, now, ahead, using=using):
-            done.append(f"created partition {create_month(spec, start, using=using)}")
+            name = _retrying(
+                f"create {spec.table}'s {start:%Y-%m}",
+                partial(create_month, spec, start, using=using),
+            )
+            done.append(f"created partition {name}")
     return done
 
 

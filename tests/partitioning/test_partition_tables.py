@@ -410,10 +410,14 @@ def test_later_schema_changes_still_apply(receiver):
     longer.set_attributes_from_name("sku")
     old_sku = StockMovement._meta.get_field("sku")
     index = models.Index(fields=["sku", "created_at"], name="stockmovement_sku_time")
+    place = models.ForeignKey(Location, null=True, on_delete=models.SET_NULL, related_name="+")
+    place.set_attributes_from_name("extra_location")
+    place.model = StockMovement
     with connection.schema_editor() as editor:  # what later migrations would run
         editor.add_field(StockMovement, note)
         editor.alter_field(StockMovement, old_sku, longer)
         editor.add_index(StockMovement, index)
+        editor.add_field(StockMovement, place)
         editor.add_field(WebhookDelivery, note)
     with connection.cursor() as cursor:
         cursor.execute(
@@ -421,8 +425,14 @@ def test_later_schema_changes_still_apply(receiver):
             "WHERE i.inhparent = 'app_stockmovement'::regclass AND a.attname = 'note'"
         )
         assert cursor.fetchone()[0] == len(partitioning.partitions("app_stockmovement"))
+        cursor.execute(  # the foreign key on the table, and on each partition
+            "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND conname LIKE %s",
+            ["%extra_location%"],
+        )
+        assert cursor.fetchone()[0] == 1 + len(partitioning.partitions("app_stockmovement"))
     with connection.schema_editor() as editor:
         editor.remove_index(StockMovement, index)
+        editor.remove_field(StockMovement, place)
         editor.alter_field(StockMovement, longer, old_sku)
         editor.remove_field(StockMovement, note)
         editor.remove_field(WebhookDelivery, note)
