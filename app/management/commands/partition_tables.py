@@ -51,6 +51,8 @@ class Command(BaseCommand):
                 raise CommandError("partition_tables --apply: PostgreSQL only; nothing changed")
             self.note("Not PostgreSQL: tables stay unpartitioned; nothing to do.")
             return
+        if apply and connections[using].pg_version < 140000:
+            raise CommandError("partition_tables --apply: needs PostgreSQL 14 or later")
         now = timezone.now()
         ahead = 3 if ahead is None else ahead
         if dry_run:
