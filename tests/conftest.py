@@ -43,9 +43,27 @@ def django_db_modify_db_settings(django_db_modify_db_settings, django_db_blocker
         _end_pooled_server_connections(connection.creation._get_test_db_name())
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--partitioned",
+        action="store_true",
+        help="PostgreSQL: partition price history, ledger and outbox by month "
+        "(manage.py partition_tables --apply) once the test database exists",
+    )
+
+
+def partitioned_run(config) -> bool:
+    """Whether this run's test database was partitioned (``--partitioned`` on PostgreSQL)."""
+    return config.getoption("partitioned") and connection.vendor == "postgresql"
+
+
 @pytest.fixture(scope="session")
-def django_db_setup(django_db_setup, django_db_blocker):
-    """After the tests, before the test database is dropped."""
+def django_db_setup(django_db_setup, django_db_blocker, request):
+    """With ``--partitioned``, the new test database's tables are partitioned first; after
+    the tests, before the test database is dropped, pooled connections end."""
+    if partitioned_run(request.config):
+        with django_db_blocker.unblock():
+            call_command("partition_tables", apply=True, ahead=3, verbosity=0)
     yield
     with django_db_blocker.unblock():
         connection.close()
