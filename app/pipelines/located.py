@@ -67,6 +67,8 @@ def check_totals(unit, values: dict[str, int], *, key: str, absolute: bool) -> N
     over the levels held elsewhere (normally few), so a large map costs nothing more."""
     from ..tracking.levels import default_location_id
 
+    if not values:
+        return
     default = default_location_id(unit.using)
     elsewhere = dict(
         StockLevel.objects.using(unit.using)
