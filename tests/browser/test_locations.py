@@ -283,12 +283,16 @@ def test_dashboard_lists_only_reservations_expiring_within_the_window(
     hold("order-far", now + timedelta(days=30))
     released = hold("order-released", now + timedelta(hours=1))
     api(f"/api/reservations/{released}/release")
-    swept = hold("order-swept", now + timedelta(seconds=2))
-    lapsed = hold("order-lapsed", now + timedelta(seconds=4))
-    wait_until(now + timedelta(seconds=2.2))
-    assert reservations.expire_due() == 1
+    # Expiries counted from each request (a loaded machine may be slow between them); the
+    # sweep runs as of a moment after the first only.
+    swept_at = timezone.now() + timedelta(seconds=2)
+    swept = hold("order-swept", swept_at)
+    lapsed_at = timezone.now() + timedelta(seconds=4)
+    lapsed = hold("order-lapsed", lapsed_at)
+    wait_until(swept_at)
+    assert reservations.expire_due(now=swept_at + timedelta(milliseconds=100)) == 1
     assert Reservation.objects.get(pk=swept).status == "expired"
-    wait_until(now + timedelta(seconds=4.2))
+    wait_until(lapsed_at + timedelta(milliseconds=100))
     assert Reservation.objects.get(pk=lapsed).status == "active"  # due, not swept yet
 
     log_in(page, staff_user)
