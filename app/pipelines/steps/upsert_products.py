@@ -203,8 +203,13 @@ class UpsertProducts(StepSpec):
             changed.append(product)
         # A stock is a total at the default location: never below the other locations'.
         stocks = {row.sku: row.stock for row in rows if row.stock is not None}
+        stocked = [p for p in changed if p.sku in stocks]
         located.check_totals(
-            unit, {p.sku: stocks[p.sku] for p in changed if p.sku in stocks}, key=key, absolute=True
+            unit,
+            {p.sku: stocks[p.sku] for p in stocked},
+            key=key,
+            absolute=True,
+            product_ids=[p.pk for p in stocked],
         )
         unit.create(new)
         unit.save(changed)
