@@ -47,6 +47,12 @@ OPTIONS: tuple[Option, ...] = (
         "seconds a reservation holds stock when the request gives no expires_at",
     ),
     Option(
+        "STOCKPIPE_RESERVATION_EXPIRING_SOON",
+        21600,
+        "int",
+        "the dashboard lists active reservations that lapse within this many seconds",
+    ),
+    Option(
         "STOCKPIPE_DELIVERY_BACKOFF_BASE",
         30.0,
         "float",
@@ -211,6 +217,10 @@ def low_stock_on_available() -> bool:
 
 def reservation_ttl() -> int:
     return int(get("STOCKPIPE_RESERVATION_TTL"))
+
+
+def reservation_expiring_soon() -> int:
+    return int(get("STOCKPIPE_RESERVATION_EXPIRING_SOON"))
 
 
 def delivery_backoff_base() -> float:

@@ -10,6 +10,7 @@ location and the ledger rows name it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from django.db.models import Sum
@@ -60,20 +61,29 @@ def run_at_location(
         then(deltas)
 
 
-def check_totals(unit, values: dict[str, int], *, key: str, absolute: bool) -> None:
+def check_totals(
+    unit,
+    values: dict[str, int],
+    *,
+    key: str,
+    absolute: bool,
+    product_ids: Sequence[int] | None = None,
+) -> None:
     """A map step without a location changes totals at the default location: fail the
     step, naming the SKU, where the new total would be below what the product's other
     locations hold (the default location's level would go negative). Read in one query
-    over the levels held elsewhere (normally few), so a large map costs nothing more."""
+    over the levels held elsewhere (normally few), so a large map costs nothing more;
+    ``product_ids`` (a chunk's products, from callers checking chunk by chunk) narrows it."""
     from ..tracking.levels import default_location_id
 
+    if not values:
+        return
     default = default_location_id(unit.using)
+    levels = StockLevel.objects.using(unit.using).filter(quantity__gt=0)
+    if product_ids is not None:
+        levels = levels.filter(product_id__in=product_ids)
     elsewhere = dict(
-        StockLevel.objects.using(unit.using)
-        .filter(quantity__gt=0)
-        .exclude(location_id=default)
-        .values_list("product_id")
-        .annotate(n=Sum("quantity"))
+        levels.exclude(location_id=default).values_list("product_id").annotate(n=Sum("quantity"))
     )
     if not elsewhere:
         return

@@ -7,13 +7,14 @@ related rows in the same query.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
+from .. import conf
 from ..models import PipelineRun, PriceHistory, Product, Reservation, StockAlert, StockMovement
 from .runs import visible_runs
 
@@ -88,9 +89,15 @@ def active_reservations(product: Product, limit: int = PRODUCT_ROWS) -> QuerySet
 
 
 def expiring_reservations(limit: int = RECENT) -> QuerySet[Reservation]:
-    """Active holds of any product, soonest to lapse first (the dashboard's list)."""
+    """Active holds of any product that lapse within ``STOCKPIPE_RESERVATION_EXPIRING_SOON``,
+    soonest first (the dashboard's list: the orders to ship before their stock is freed)."""
+    now = timezone.now()
     return (
-        Reservation.objects.filter(status=Reservation.Status.ACTIVE, expires_at__gt=timezone.now())
+        Reservation.objects.filter(
+            status=Reservation.Status.ACTIVE,
+            expires_at__gt=now,
+            expires_at__lte=now + timedelta(seconds=conf.reservation_expiring_soon()),
+        )
         .select_related("location", "product")
         .order_by("expires_at", "id")[:limit]
     )

@@ -7,6 +7,7 @@ horizontally to each change and then vertically to the new price.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from itertools import pairwise
@@ -123,7 +124,10 @@ def stock_chart_svg(series: Sequence[StockSeries]) -> SafeString:
             coords.append((x(at), y(value)))
         points = " ".join(f"{cx:.1f},{cy:.1f}" for cx, cy in coords)
         legend_y = TOP + 12 + 14 * i
-        lines.append((i, line.label, points, WIDTH - RIGHT - 120, legend_y, line.points[-1][1]))
+        values = " ".join(str(value) for _, value in line.points)
+        lines.append(
+            (i, line.label, points, WIDTH - RIGHT - 120, legend_y, line.points[-1][1], values)
+        )
     grid = []
     for i in range(GRID_LINES + 1):
         value = high * i // GRID_LINES
@@ -151,8 +155,35 @@ def stock_chart_svg(series: Sequence[StockSeries]) -> SafeString:
         ),
         lines=format_html_join(
             "",
-            '<g class="series series-{0}" data-series="{1}"><polyline class="line" points="{2}"/>'
+            '<g class="series series-{0}" data-series="{1}" data-values="{6}">'
+            '<polyline class="line" points="{2}"/>'
             '<text class="axis legend" x="{3}" y="{4}">{1}: {5}</text></g>',
             lines,
         ),
     )
+
+
+@dataclass(frozen=True)
+class ChartTable:
+    """A chart's data as a table (the accessible twin of the SVG): one row per time, the
+    value of each series then (None before the series' first point)."""
+
+    labels: list[str]
+    rows: list[tuple[datetime, list[int | None]]]
+
+
+def stock_chart_table(series: Sequence[StockSeries]) -> ChartTable | None:
+    """The stock chart's series as a table: a row per distinct time, each series' value
+    after everything that happened at that time."""
+    if not series:
+        return None
+    times = sorted({at for line in series for at, _ in line.points})
+    rows: list[tuple[datetime, list[int | None]]] = [(at, []) for at in times]
+    for line in series:
+        points, current, i = line.points, None, 0
+        for at, values in rows:
+            while i < len(points) and points[i][0] <= at:
+                current = points[i][1]
+                i += 1
+            values.append(current)
+    return ChartTable([line.label for line in series], rows)

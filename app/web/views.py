@@ -25,7 +25,7 @@ from ..services.import_profiles import ProfileInvalid, save_profile
 from ..services.omnibus import current_reduction
 from ..services.stock import availability
 from ..utils.utils import process_pipeline
-from .charts import price_chart_svg, stock_chart_svg
+from .charts import price_chart_svg, stock_chart_svg, stock_chart_table
 from .forms import ExportForm, ImportProfileForm, PipelineForm
 
 DIFF_PAGE = 50  # diff rows (one per changed field) per page
@@ -174,6 +174,7 @@ def product_detail(request: HttpRequest, sku: str) -> HttpResponse:
     product = selectors.product_by_sku(sku)
     now = timezone.now()
     available, locations = availability(product)
+    series = selectors.stock_series(product, now)
     return render(
         request,
         "web/product_detail.html",
@@ -185,7 +186,8 @@ def product_detail(request: HttpRequest, sku: str) -> HttpResponse:
             "movements": selectors.stock_movements(product),
             "alerts": selectors.alert_history(product),
             "available": available,
-            "stock_chart": stock_chart_svg(selectors.stock_series(product, now)),
+            "stock_chart": stock_chart_svg(series),
+            "stock_table": stock_chart_table(series),
             "locations": locations,
             "reservations": selectors.active_reservations(product),
         },

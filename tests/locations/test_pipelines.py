@@ -153,14 +153,19 @@ def test_a_total_below_the_other_locations_fails_the_step_naming_the_sku(route, 
     Location.objects.create(code="NORTH", name="North")
     Product.objects.create(sku="P-0", name="P", price="1.00", stock=10)
     transfer_stock("P-0", "MAIN", "NORTH", 6, user=None)
-    for step in (
-        {"op": "set_stock", "stock": {"P-0": 5}},
-        {"op": "adjust_stock", "deltas": {"P-0": -5}},
+    row = {"sku": "P-0", "name": "P", "price": "1.00", "stock": 5}
+    for step, field in (
+        ({"op": "set_stock", "stock": {"P-0": 5}}, "stock"),
+        ({"op": "adjust_stock", "deltas": {"P-0": -5}}, "deltas"),
+        # Found by the located identity test: an upsert's stock was an IntegrityError too.
+        ({"op": "upsert_products", "rows": [row]}, "rows"),
+        ({"op": "upsert_products", "csv": "sku,name,price,stock\nP-0,P,1.00,5\n"}, "csv"),
     ):
         result = process_pipeline({"steps": [step]})
         assert result["status"] == "failed", result
-        field = "stock" if step["op"] == "set_stock" else "deltas"
+        assert result["error"]["kind"] == "failed", result
         assert result["error"]["errors"][0]["loc"] == ["steps", 0, field, "P-0"]
+        assert "below the 6 units held" in result["error"]["errors"][0]["msg"]
     assert (
         process_pipeline({"steps": [{"op": "set_stock", "stock": {"P-0": 6}}]})["status"]
         == "succeeded"

@@ -11,24 +11,33 @@ receiver connected (bulk writes dispatch per object) and without it (only the pr
 receivers listen, so bulk writes use their set-based equivalents, ``app.tracking.adapters``,
 and every step but ``upsert_products`` takes the SQL route, ``app.pipelines.staged``: the
 test checks which route ran).
+
+With locations (``test_located_pipeline_equals_per_object_operations``): a catalogue spread
+over several locations (one deactivated), with per-location thresholds and reservations;
+``set_stock``/``adjust_stock`` naming a location are compared with ``save()`` inside
+``change_context(location_id=...)`` per product, ``transfer_stock`` steps with the
+``transfer_stock`` service per product; stock levels per (product, location) and the
+location of every ledger row and alert are compared too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.db.models.signals import post_delete, post_save, pre_delete, pre_save
 from django.test.utils import CaptureQueriesContext
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from app.models import (
     DeletionAudit,
+    Location,
     PriceHistory,
     Product,
     StockAlert,
@@ -36,7 +45,9 @@ from app.models import (
     StockMovement,
 )
 from app.pipelines.staged import STAGE
+from app.services import reservations
 from app.services.context import change_context
+from app.services.stock import StockAdjustmentRefused, set_location_threshold, transfer_stock
 from app.tracking import adapters
 from app.utils.utils import process_pipeline
 
@@ -124,7 +135,11 @@ class Failed(Exception):
 
 
 def reference(spec: dict) -> None:
-    """Apply the spec one object at a time with save()/delete(), failing like a pipeline would."""
+    """Apply the spec one object at a time with save()/delete(), failing like a pipeline would.
+
+    Each save runs in a savepoint: a total below what the product's other locations hold,
+    or a location's stock below zero, is refused by the levels' check (``IntegrityError``),
+    which fails the step as the pipeline does before writing."""
     for index, s in enumerate(spec["steps"]):
         op = s["op"]
 
@@ -134,9 +149,14 @@ def reference(spec: dict) -> None:
                 raise Failed(index)
             return product
 
-        def save_if_changed(product):
-            if product.changed_fields():
-                product.save()
+        def save_if_changed(product, location_id=None, index=index):
+            if not product.changed_fields():
+                return
+            try:
+                with transaction.atomic(), change_context(location_id=location_id):
+                    product.save()
+            except IntegrityError:
+                raise Failed(index) from None
 
         if op == "upsert_products":
             items = s.get("rows") or list(csv.DictReader(io.StringIO(s["csv"])))
@@ -183,18 +203,33 @@ def reference(spec: dict) -> None:
                     (scaled / round_to).to_integral_value(ROUND_HALF_UP) * round_to
                 ).quantize(Decimal("0.01"))
                 save_if_changed(product)
-        elif op == "adjust_stock":
-            for sku, delta in s["deltas"].items():
+        elif op in ("adjust_stock", "set_stock"):
+            values = s["deltas"] if op == "adjust_stock" else s["stock"]
+            location = None
+            if s.get("location") is not None:
+                location = Location.objects.filter(code=s["location"]).first()
+                if location is None:
+                    raise Failed(index)
+            for sku, value in values.items():
                 product = get(sku)
+                if location is None:
+                    delta = value if op == "adjust_stock" else value - product.stock
+                else:  # set_stock sets the location's quantity: the total moves by the difference
+                    level = StockLevel.objects.filter(product=product, location=location)
+                    held = level.values_list("quantity", flat=True).first() or 0
+                    delta = value if op == "adjust_stock" else value - held
+                    if delta > 0 and not location.active:
+                        raise Failed(index)  # stock may leave a deactivated location, not arrive
                 if product.stock + delta < 0:
                     raise Failed(index)
                 product.stock += delta
-                save_if_changed(product)
-        elif op == "set_stock":
-            for sku, stock in s["stock"].items():
-                product = get(sku)
-                product.stock = stock
-                save_if_changed(product)
+                save_if_changed(product, location.pk if location else None)
+        elif op == "transfer_stock":
+            for sku, quantity in s["quantities"].items():
+                try:
+                    transfer_stock(sku, s["from_location"], s["to_location"], quantity, user=None)
+                except (StockAdjustmentRefused, Product.DoesNotExist):
+                    raise Failed(index) from None
         elif op == "delete_products":
             for sku in s["skus"]:
                 get(sku).delete()
@@ -260,10 +295,10 @@ def recorder(request):
 
 
 def observe() -> dict:
-    def per_sku(qs, *fields):
-        out: dict[str, list] = {}
-        for row in qs.order_by("id").values_list("sku", *fields):
-            out.setdefault(row[0], []).append(row[1:])
+    def per_sku(qs, *fields, by=("sku",)):
+        out: dict[tuple, list] = {}
+        for row in qs.order_by("id").values_list(*by, *fields):
+            out.setdefault(row[: len(by)], []).append(row[len(by) :])
         return out
 
     audits = []
@@ -289,8 +324,14 @@ def observe() -> dict:
             "source",
             "product__sku",
         ),
+        "levels": sorted(
+            StockLevel.objects.values_list(
+                "product__sku", "location__code", "quantity", "low_stock_threshold"
+            )
+        ),
         "ledger": per_sku(
             StockMovement.objects,
+            "location__code",
             "delta",
             "stock_after",
             "reason",
@@ -299,6 +340,8 @@ def observe() -> dict:
             "source",
             "product__sku",
         ),
+        # Per (product, location): the order of one product's episodes at different
+        # locations within one change is not part of the contract.
         "alerts": per_sku(
             StockAlert.objects.annotate(is_open=Q(resolved_at__isnull=True)),
             "name",
@@ -307,13 +350,9 @@ def observe() -> dict:
             "is_open",
             "product__sku",
             "delivery_status",
+            by=("sku", "location__code"),
         ),
         "audits": sorted(audits, key=repr),
-        # a deleted product's levels go with it (CASCADE); the others sum to its stock
-        "levels": sorted(
-            StockLevel.objects.values_list("product__sku", "location__code", "quantity"),
-            key=repr,
-        ),
     }
 
 
@@ -333,38 +372,32 @@ def seed(products):
             )
 
 
-@settings(
-    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(products=initial, steps=st.lists(step, min_size=1, max_size=5))
-def test_pipeline_equals_per_object_save(recorder, operator, products, steps):
-    spec = {"name": "property", "steps": steps}
+def assert_same_effects(recorder, operator, spec: dict, setup, staged: int | None = None) -> None:
+    """Make the state (``setup()``) once; run ``spec`` through ``process_pipeline``, then
+    through ``reference``, each in a savepoint rolled back afterwards; compare. ``staged``:
+    how many steps must take the SQL route when no user receiver is connected."""
     outcome = {}
+    calls = recorder.calls if recorder else []
     try:
         with transaction.atomic():
-            seed(products)
-            calls = recorder.calls if recorder else []
-            calls.clear()
-            with CaptureQueriesContext(connection) as queries:
-                outcome["pipeline"] = process_pipeline(spec, user=operator)
-            # each step on the SQL route empties the stage once before staging
-            emptied = (f"TRUNCATE {STAGE}", f"DELETE FROM {STAGE}")
-            outcome["staged"] = sum(q["sql"] in emptied for q in queries.captured_queries)
-            outcome["pipeline_seen"] = observe()
-            outcome["pipeline_calls"] = recorder.per_product() if recorder else None
-            raise Rollback
-    except Rollback:
-        pass
-    result = outcome["pipeline"]
-    assert result["status"] in ("succeeded", "failed"), result
-    if result["status"] == "succeeded":  # every step ran: which route did each take?
-        staged = sum(s["op"] != "upsert_products" for s in steps) if recorder is None else 0
-        assert outcome["staged"] == staged
-    assert result["error"] is None or result["error"]["kind"] == "failed", result
-    try:
-        with transaction.atomic():
-            seed(products)
+            setup()
             before = observe()
+            try:
+                with transaction.atomic():
+                    calls.clear()
+                    with CaptureQueriesContext(connection) as queries:
+                        outcome["pipeline"] = result = process_pipeline(spec, user=operator)
+                    # each step on the SQL route empties the stage once before staging
+                    emptied = (f"TRUNCATE {STAGE}", f"DELETE FROM {STAGE}")
+                    outcome["staged"] = sum(q["sql"] in emptied for q in queries.captured_queries)
+                    outcome["pipeline_seen"] = observe()
+                    outcome["pipeline_calls"] = recorder.per_product() if recorder else None
+                    raise Rollback
+            except Rollback:
+                pass
+            assert observe() == before
+            assert result["status"] in ("succeeded", "failed"), result
+            assert result["error"] is None or result["error"]["kind"] == "failed", result
             calls.clear()
             failed_at = None
             try:
@@ -381,10 +414,121 @@ def test_pipeline_equals_per_object_save(recorder, operator, products, steps):
     except Rollback:
         pass
 
+    seen = outcome["pipeline_seen"]
+    event(f"pipeline {result['status']}")
+    if result["status"] == "succeeded":
+        kinds = {s["op"] + (" at a location" if s.get("location") else "") for s in spec["steps"]}
+        for kind in kinds:
+            event(f"succeeded with {kind}")
+        if any(key[1] for key in seen["alerts"]):
+            event("succeeded with per-location alerts")
+    else:
+        event(f"failed at {spec['steps'][result['error']['errors'][0]['loc'][1]]['op']}")
     if result["status"] == "failed":
         assert failed_at == result["error"]["errors"][0]["loc"][1], (result["error"], failed_at)
         assert outcome["pipeline_seen"] == before == outcome["reference_seen"]
         return
-    assert failed_at is None
+    assert failed_at is None, (failed_at, result)
+    if staged is not None:  # every step ran: which route did each take?
+        assert outcome["staged"] == (staged if recorder is None else 0)
     assert outcome["pipeline_seen"] == outcome["reference_seen"]
     assert outcome["pipeline_calls"] == outcome["reference_calls"]
+
+
+@settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(products=initial, steps=st.lists(step, min_size=1, max_size=5))
+def test_pipeline_equals_per_object_save(recorder, operator, products, steps):
+    assert_same_effects(
+        recorder,
+        operator,
+        {"name": "property", "steps": steps},
+        lambda: seed(products),
+        staged=sum(s["op"] != "upsert_products" for s in steps),
+    )
+
+
+# Locations: MAIN (the default), two more, and SHUT, deactivated once stock was moved there
+# (stock may leave it, never arrive); NOWHERE does not exist.
+PLACES = ["NORTH", "SOUTH", "SHUT"]
+codes = st.sampled_from(["MAIN"] * 3 + ["NORTH"] * 3 + ["SOUTH"] * 2 + ["SHUT", "NOWHERE"])
+adjust_at = st.builds(
+    lambda d, c: {"op": "adjust_stock", "deltas": d, "location": c},
+    st.dictionaries(skus, st.integers(-3, 6), min_size=1, max_size=3),
+    codes,
+)
+set_at = st.builds(
+    lambda d, c: {"op": "set_stock", "stock": d, "location": c},
+    st.dictionaries(skus, st.integers(0, 8), min_size=1, max_size=3),
+    codes,
+)
+transfer = st.builds(
+    lambda q, a, b: {"op": "transfer_stock", "from_location": a, "to_location": b, "quantities": q},
+    st.dictionaries(skus, st.integers(1, 3), min_size=1, max_size=2),
+    st.sampled_from(["MAIN"] * 6 + ["NORTH", "SOUTH", "SHUT", "NOWHERE"]),
+    st.sampled_from(["NORTH"] * 5 + ["SOUTH"] * 3 + ["MAIN", "SHUT", "NOWHERE"]),
+)
+# Weighted: three in ten steps a transfer, two each a located adjust/set, three the others.
+located_steps = st.integers(0, 9).flatmap(
+    lambda i: (transfer, adjust_at, set_at, step)[(0, 0, 0, 1, 1, 2, 2, 3, 3, 3)[i]]
+)
+spread = st.tuples(*(st.integers(0, 3) for _ in PLACES))  # units moved from MAIN to each
+catalogue = st.dictionaries(
+    skus,
+    st.tuples(
+        prices,
+        st.integers(4, 14),
+        st.integers(0, 8),
+        spread,
+        st.dictionaries(st.sampled_from(["MAIN", *PLACES]), st.integers(0, 5), max_size=2),
+    ),
+    min_size=len(SKUS) - 1,
+    max_size=len(SKUS),
+)
+holds = st.lists(
+    st.tuples(skus, st.sampled_from([None, "MAIN", "NORTH", "SOUTH"]), st.integers(1, 3)),
+    max_size=3,
+)
+
+
+def seed_located(products, held) -> None:
+    """``seed`` plus locations: stock moved from MAIN to the others, per-location
+    thresholds, reservations (those that fit), then SHUT deactivated."""
+    seed({sku: row[:3] for sku, row in products.items()})
+    with change_context(source="setup"):
+        for code in PLACES:
+            Location.objects.create(code=code, name=f"Store {code}")
+        for sku, (_, stock, _, moves, thresholds) in products.items():
+            left = stock
+            for code, n in zip(PLACES, moves, strict=True):
+                if 0 < n <= left:
+                    transfer_stock(sku, "MAIN", code, n, user=None)
+                    left -= n
+            for code, threshold in thresholds.items():
+                set_location_threshold(sku, code, threshold)
+        for sku, code, n in held:
+            if sku in products:
+                with contextlib.suppress(StockAdjustmentRefused):
+                    reservations.reserve(sku, n, user=None, location=code, reference="seed")
+        Location.objects.filter(code="SHUT").update(active=False)
+
+
+@settings(
+    max_examples=100,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    products=catalogue,
+    held=holds,
+    steps=st.lists(located_steps, min_size=1, max_size=3),
+)
+def test_located_pipeline_equals_per_object_operations(recorder, operator, products, held, steps):
+    assert_same_effects(
+        recorder,
+        operator,
+        {"name": "located property", "steps": steps},
+        lambda: seed_located(products, held),
+    )

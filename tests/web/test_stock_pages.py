@@ -29,7 +29,7 @@ def test_product_page_shows_locations_reservations_and_ledger_locations(logged_i
     assert "9 available (not reserved)" in html
     section = html.split('id="locations"')[1].split("</section>")[0]
     assert "North store" in section
-    rows = [row for row in section.split("<tr>")[2:]]
+    rows = section.split("<tr data-location=")[1:]
     cells = [[cell.split("<")[0] for cell in row.split('class="num">')[1:]] for row in rows]
     assert cells == [["7", "0", "7"], ["5", "3", "2"]]
     held = html.split('id="reservations"')[1].split("</section>")[0]
@@ -55,9 +55,20 @@ def test_stock_chart_draws_the_total_and_each_location_from_the_ledger(logged_in
 
 
 def test_dashboard_lists_reservations_expiring_soon(logged_in, stocked):
+    """Within STOCKPIPE_RESERVATION_EXPIRING_SOON (6 h) only: order-88 holds for the
+    default 24 h."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
     html = logged_in.get("/").content.decode()
     section = html.split('id="expiring-reservations"')[1].split("</section>")[0]
-    assert "order-88" in section and "PG-1" in section
+    assert "order-88" not in section and "No active reservation lapses soon." in section
+    soon = timezone.now() + timedelta(hours=5)
+    reservations.reserve(stocked, 1, user=None, reference="order-89", expires_at=soon)
+    html = logged_in.get("/").content.decode()
+    section = html.split('id="expiring-reservations"')[1].split("</section>")[0]
+    assert "order-89" in section and "PG-1" in section and "order-88" not in section
 
 
 def test_admin_keeps_levels_and_reservations_read_only(stocked):

@@ -11,6 +11,7 @@ from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_
 
 from ...core.feeds import FeedProfile
 from ...models import ImportProfile, Product
+from .. import located
 from ..base import Label, StepSpec
 from ..feeds import (
     FeedError,
@@ -169,14 +170,14 @@ class UpsertProducts(StepSpec):
         chunk: dict[str, ProductRow] = {}
         for row in self._items(unit):
             if row.sku in chunk or len(chunk) >= CHUNK:
-                self._apply(unit, list(chunk.values()))
+                self._apply(unit, list(chunk.values()), self.source)
                 chunk = {}
             chunk[row.sku] = row
         if chunk:
-            self._apply(unit, list(chunk.values()))
+            self._apply(unit, list(chunk.values()), self.source)
 
     @staticmethod
-    def _apply(unit, rows: list[ProductRow]) -> None:
+    def _apply(unit, rows: list[ProductRow], key: str) -> None:
         existing = unit.lock_existing([row.sku for row in rows])
         new: list[Product] = []
         changed: list[Product] = []
@@ -200,6 +201,16 @@ class UpsertProducts(StepSpec):
             if row.low_stock_threshold is not None:
                 product.low_stock_threshold = row.low_stock_threshold
             changed.append(product)
+        # A stock is a total at the default location: never below the other locations'.
+        stocks = {row.sku: row.stock for row in rows if row.stock is not None}
+        stocked = [p for p in changed if p.sku in stocks]
+        located.check_totals(
+            unit,
+            {p.sku: stocks[p.sku] for p in stocked},
+            key=key,
+            absolute=True,
+            product_ids=[p.pk for p in stocked],
+        )
         unit.create(new)
         unit.save(changed)
         unit.advance(len(rows))
