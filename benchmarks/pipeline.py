@@ -38,6 +38,7 @@ in a child process (once per database, at the first size).
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -567,7 +568,7 @@ def main() -> None:
         action="store_true",
         help="CI smoke test: n=2000, sample=300, 20,000 memory rows, one run",
     )
-    parser.add_argument("--child", action="store_true", help=argparse_hidden())
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
         args.sizes, args.sample, args.memory_rows, args.repeat = [2_000], 300, 20_000, 1
@@ -591,12 +592,6 @@ def main() -> None:
         print("targets missed: " + "; ".join(missed), flush=True)
         if args.check:
             raise SystemExit(1)
-
-
-def argparse_hidden() -> str:
-    import argparse
-
-    return argparse.SUPPRESS
 
 
 if __name__ == "__main__":
