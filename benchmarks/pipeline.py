@@ -260,12 +260,15 @@ def contents() -> dict[str, list]:
         for table, sql in CONTENTS.items():
             cursor.execute(sql.replace("{main}", conf.default_location()))
             found[table] = [None if x is None else int(x) for x in cursor.fetchone()]
-    products, levels = found["products"], found["stock levels"]
-    assert products[2] == (levels[1] or 0), f"levels hold {levels[1]}, products {products[2]}"
     return found
 
 
 def check_same(reference: dict, found: dict, label: str) -> None:
+    """``found`` (after the route ``label``) equals the pipeline's ``reference``, and the
+    stock levels sum to the products' stock."""
+    stock, held = found["products"][2], found["stock levels"][1] or 0
+    if stock != held:
+        raise SystemExit(f"{label}: the stock levels hold {held}, the products {stock}")
     differ = {t: (reference[t], found[t]) for t in reference if reference[t] != found[t]}
     if differ:
         lines = "\n".join(f"    {t}: pipeline {a}, {label} {b}" for t, (a, b) in differ.items())
@@ -403,7 +406,7 @@ def bench_workload(workload: Workload, limits: Limits, repeat: int) -> dict:
         check_expected(workload, found)
         if reference is None:
             reference = found
-        check_same(reference, found, "pipeline (again)")
+        check_same(reference, found, "pipeline")
         for form, run in forms.items():
             reset()
             times[form].append(run(workload.data))
