@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import subprocess
 import sys
@@ -53,11 +55,39 @@ def setup_django(url: str) -> None:
 def run_per_database(script: str) -> int:
     """Run ``script`` with this process's arguments once per database, each in a process of
     its own (Django is configured once per process); the worst exit code."""
-    codes = [
-        subprocess.call([sys.executable, script, *sys.argv[1:], "--db", db])  # last --db wins
-        for db in ("sqlite", "postgres")
-    ]
-    return max(codes)
+    return run_children(script, [["--db", db] for db in ("sqlite", "postgres")])[0]
+
+
+def bench_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The options every benchmark script takes: ``--db``, ``--repeat``, ``--check``."""
+    parser = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="timed runs of each route; the best counts"
+    )
+    parser.add_argument("--check", action="store_true", help="exit non-zero if a target is missed")
+    return parser
+
+
+def run_children(script: str, arg_sets: list[list[str]]) -> tuple[int, list[dict]]:
+    """Run ``script`` once per argument set (appended to this process's arguments, so they
+    win), each in a process of its own; pass their output through and collect the
+    ``RESULT {json}`` lines they print. Returns the worst exit code and the results."""
+    worst, results = 0, []
+    for extra in arg_sets:
+        proc = subprocess.Popen(
+            [sys.executable, script, *sys.argv[1:], *extra], stdout=subprocess.PIPE, text=True
+        )
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            if line.startswith("RESULT "):
+                results.append(json.loads(line[len("RESULT ") :]))
+        worst = max(worst, proc.wait())
+    return worst, results
 
 
 def free_port() -> int:

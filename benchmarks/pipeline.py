@@ -1,25 +1,39 @@
-"""Pipeline benchmark: one command, ratios measured in the same run on the same database.
+"""Pipeline benchmark: each workload through the pipeline against its set-based SQL limit,
+measured in the same run on the same database, at several catalogue sizes.
 
-    python benchmarks/pipeline.py [--db sqlite|postgres|both] [--n 100000] [--repeat 3] [--quick]
+    python benchmarks/pipeline.py [--db sqlite|postgres|both] [--sizes 10000,100000,1000000]
+                                  [--workloads map,upsert,adjust_prices,delete_products]
+                                  [--repeat 3] [--sample 2000] [--memory-rows N] [--quick]
 
-For each database it creates a fresh one (a temp SQLite file / PostgreSQL ``stockpipe_bench``),
-loads ``n`` products, and times the same workload (set every price, adjust every stock)
-three ways, restoring the products and emptying the history tables before each:
+For each database and size it creates a fresh database (a temp SQLite file / PostgreSQL
+``stockpipe_bench``, or ``BENCH_PG_DB``), loads ``n`` products (their stock at the default
+location, an open low-stock alert for each product below its threshold) and times each
+workload, restoring the catalogue before every timed run:
 
-* naive:    the seed's route, one ``save()`` per change with the seed's receivers (post_save
-            re-reads the product and writes PriceHistory; pre_save e-mails when stock < 5),
-            autocommit. Timed on a sample of products, extrapolated linearly to ``n``.
-* limit:    the practical limit, no Django in the loop: one ``INSERT ... SELECT`` per history
-            table (price history, stock ledger) and one ``UPDATE ... FROM (VALUES ...)`` that
-            sets price and stock of every row, or an INSERT and an UPDATE per operation,
-            whichever is faster (both are timed and printed).
-* pipeline: ``process_pipeline`` (validation, run record, locking, the save receivers'
-            effects: price history, stock ledger, low-stock alerts...), one transaction.
+* map:             set every price and adjust every stock (-3..+3): ``set_prices`` +
+                   ``adjust_stock``.
+* upsert:          a supplier CSV (text, parsed on both sides) of ``n`` rows: 90% existing
+                   SKUs (half with new prices, all with new stock), 10% new SKUs.
+* adjust_prices:   +10%, rounded to 0.05, on a SKU prefix covering half the catalogue.
+* delete_products: 10% of the catalogue.
 
-Limit and pipeline run ``--repeat`` times (alternating); the best time of each counts.
+Routes:
 
-Then it measures peak memory (VmHWM) of ``manage.py run_pipeline`` upserting a
-``--memory-rows`` CSV (default 1,000,000) in a child process.
+* pipeline: ``process_pipeline`` (validation, run record, locking, every effect: price
+            history, ledger, stock levels, alerts opened and resolved, deletion audit...),
+            one transaction.
+* limit:    the fastest raw set-based SQL for the same effects, in several forms
+            (``benchmarks/pipeline_limits.py``); each form is printed, the fastest counts.
+* naive:    (map only) the seed's route, one ``save()`` per change with the seed's
+            receivers, autocommit; timed on ``--sample`` products, extrapolated to ``n``.
+
+After each run the tables are compared with the pipeline's (row counts and sums of
+products, price history, ledger, alerts open and closed, stock levels per location,
+deletion audit): a limit that skips work fails the benchmark. Every route runs
+``--repeat`` times, alternating; the best time of each counts. Then a scaling table
+(seconds, rows/s, limit/pipeline ratio against the targets) is printed, and the peak
+memory (VmHWM) of ``manage.py run_pipeline`` upserting a ``--memory-rows`` CSV is measured
+in a child process (once per database, at the first size).
 """
 
 from __future__ import annotations
@@ -34,100 +48,241 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-from common import fresh_database_url, run_per_database, setup_django
+from common import bench_parser, fresh_database_url, run_children, setup_django
+from pipeline_limits import Limits
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_NAME = os.environ.get("BENCH_PG_DB", "stockpipe_bench")
 
 TARGET_NAIVE = 30.0
-TARGET_LIMIT = 0.5
 TARGET_MEMORY_MB = 400
+WORKLOADS = ("map", "upsert", "adjust_prices", "delete_products")
+TARGETS = {"map": 0.8, "upsert": 0.8, "adjust_prices": 0.5, "delete_products": 0.5}
+SIZES = (10_000, 100_000, 1_000_000)
+
+PREFIX = "SKU-A"  # adjust_prices: the even products, half the catalogue
+PERCENT, ROUND_TO = Decimal(10), Decimal("0.05")
 
 
-# --- database setup (before Django is configured) -------------------------------------
-
-
-def database_url(db: str, workdir: Path) -> str:
-    return fresh_database_url(db, workdir, PG_NAME)
-
-
-# --- workload -------------------------------------------------------------------------
+# --- the catalogue --------------------------------------------------------------------------
 
 
 def sku(i: int) -> str:
-    return f"SKU-{i:07d}"
+    return f"SKU-{'AB'[i % 2]}{i:07d}"
 
 
 def initial(i: int) -> tuple[Decimal, int]:
     return Decimal(10 + i % 990) + Decimal(i % 100) / 100, 3 + (i * 37) % 60
 
 
-def workload(n: int) -> tuple[dict[str, str], dict[str, int]]:
-    """New prices (all different from the current ones) and deltas (-3..+3, never negative);
-    some products cross the low-stock threshold both ways, so alerts open and resolve."""
-    prices = {sku(i): str(initial(i)[0] + Decimal("1.25")) for i in range(n)}
-    deltas = {sku(i): (i % 7) - 3 for i in range(n)}
-    return prices, deltas
+PRODUCT_COLUMNS = "id, sku, name, price, stock, low_stock_threshold, created_at, updated_at"
 
 
 def load_products(n: int) -> None:
-    """Insert the products and a pristine copy of their tracked columns (not timed)."""
+    """Insert the catalogue and a pristine copy of it (not timed)."""
     from django.db import connection
     from django.utils import timezone
 
-    from app.models import Product
+    from app import conf
 
     now = timezone.now()
-    table = Product._meta.db_table
+    threshold = conf.low_stock_threshold()
     with connection.cursor() as cursor:
         rows = []
         for i in range(n):
             price, stock = initial(i)
-            rows.append((sku(i), f"Product {i}", price, stock, 5, now, now))
+            rows.append((sku(i), f"Product {i}", price, stock, threshold, now, now))
             if len(rows) == 5000 or i == n - 1:
                 cursor.executemany(
-                    f"INSERT INTO {table} (sku, name, price, stock, low_stock_threshold, created_at, updated_at) "
-                    "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                    "INSERT INTO app_product (sku, name, price, stock, low_stock_threshold, "
+                    "created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
                     rows,
                 )
                 rows = []
-        # Stock held at the default location, as migration 0006 leaves existing stock.
-        cursor.execute(
-            f"INSERT INTO app_stocklevel (product_id, location_id, quantity) "
-            f"SELECT id, (SELECT id FROM app_location WHERE code = 'MAIN'), stock FROM {table}"
-        )
         cursor.execute("DROP TABLE IF EXISTS bench_pristine")
-        cursor.execute(f"CREATE TABLE bench_pristine AS SELECT id, price, stock FROM {table}")
+        cursor.execute(f"CREATE TABLE bench_pristine AS SELECT {PRODUCT_COLUMNS} FROM app_product")
+        cursor.execute("CREATE UNIQUE INDEX bench_pristine_id ON bench_pristine (id)")
+        cursor.execute("INSERT INTO app_stocklevel (product_id, location_id, quantity) "
+                       f"SELECT id, {main_location()}, stock FROM app_product")  # fmt: skip
+
+
+def main_location() -> str:
+    from app import conf
+
+    return f"(SELECT id FROM app_location WHERE code = '{conf.default_location()}')"
 
 
 def reset() -> None:
-    """Restore prices and stock, empty history, ledger, alerts and queued tasks (not timed)."""
+    """Back to the pristine catalogue: products, their stock at the default location, an
+    open alert per low product; no history, ledger, audit, runs or tasks (not timed)."""
     from django.db import connection
 
-    from app.models import PipelineRun, PriceHistory, Product, StockAlert, StockMovement
-
-    table = Product._meta.db_table
+    main = main_location()
+    statements = [
+        *(
+            f"DELETE FROM {table}"
+            for table in (
+                "app_pricehistory",
+                "app_stockmovement",
+                "app_stockalert",
+                "app_deletionaudit",
+                "app_pipelinerun",
+                "django_tasks_database_dbtaskresult",
+            )
+        ),
+        "DELETE FROM app_stocklevel WHERE product_id NOT IN (SELECT id FROM bench_pristine)",
+        "DELETE FROM app_product WHERE id NOT IN (SELECT id FROM bench_pristine)",
+        f"INSERT INTO app_product ({PRODUCT_COLUMNS}) SELECT {PRODUCT_COLUMNS} "
+        "FROM bench_pristine b WHERE NOT EXISTS (SELECT 1 FROM app_product p WHERE p.id = b.id)",
+        "UPDATE app_product SET name = b.name, price = b.price, stock = b.stock, "
+        "updated_at = b.updated_at FROM bench_pristine b WHERE app_product.id = b.id "
+        "AND (app_product.price <> b.price OR app_product.stock <> b.stock "
+        "OR app_product.name <> b.name)",
+        "INSERT INTO app_stocklevel (product_id, location_id, quantity) "
+        f"SELECT b.id, {main}, b.stock FROM bench_pristine b WHERE NOT EXISTS "
+        "(SELECT 1 FROM app_stocklevel s WHERE s.product_id = b.id)",
+        "UPDATE app_stocklevel SET quantity = b.stock FROM bench_pristine b "
+        "WHERE app_stocklevel.product_id = b.id AND app_stocklevel.quantity <> b.stock",
+        "INSERT INTO app_stockalert (product_id, sku, name, stock, threshold, opened_at, "
+        "delivery_status, attempts, last_error) SELECT id, sku, name, stock, "
+        "low_stock_threshold, created_at, 'sent', 1, '' FROM bench_pristine "
+        "WHERE stock < low_stock_threshold",
+    ]
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {table} SET price = b.price, stock = b.stock FROM bench_pristine b "
-            f"WHERE {table}.id = b.id"
-        )
-        cursor.execute(
-            "UPDATE app_stocklevel SET quantity = b.stock FROM bench_pristine b "
-            "WHERE app_stocklevel.product_id = b.id"
-        )
-        for model in (PriceHistory, StockMovement, StockAlert, PipelineRun):
-            cursor.execute(f"DELETE FROM {model._meta.db_table}")
-        cursor.execute("DELETE FROM django_tasks_database_dbtaskresult")
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
+        for sql in statements:
+            cursor.execute(sql)
+        if connection.vendor == "postgresql":
             cursor.execute("VACUUM ANALYZE")
-    else:
-        with connection.cursor() as cursor:
+        else:
             cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
-# --- the three routes -------------------------------------------------------------------
+# --- workloads ------------------------------------------------------------------------------
+
+
+class Workload:
+    """One workload at size ``n``: the pipeline's spec, the limit's input, the rows it
+    processes, and what the pipeline must have done (a check that the reference is real)."""
+
+    def __init__(self, name: str, n: int) -> None:
+        self.name, self.n = name, n
+        getattr(self, f"_{name}")(n)
+
+    def _map(self, n: int) -> None:
+        prices = {sku(i): str(initial(i)[0] + Decimal("1.25")) for i in range(n)}
+        deltas = {sku(i): (i % 7) - 3 for i in range(n)}
+        self.data, self.rows = (prices, deltas), n
+        self.steps = [
+            {"op": "set_prices", "prices": prices},
+            {"op": "adjust_stock", "deltas": deltas},
+        ]
+        self.expect = {"price history": n, "ledger": sum(1 for d in deltas.values() if d)}
+
+    def _upsert(self, n: int) -> None:
+        """90% existing SKUs (every other pair with a new price, all with a new stock that
+        crosses the threshold both ways for some), 10% new ones (some without stock)."""
+        lines = ["sku,name,price,stock"]
+        existing = n - n // 10
+        for i in range(existing):
+            price, stock = initial(i)
+            if (i // 2) % 2 == 0:
+                price += Decimal("0.50")
+            lines.append(f"{sku(i)},Product {i},{price},{(stock + 2 + i % 9) % 64}")
+        for j in range(n // 10):
+            lines.append(f'NEW-{j:07d},"New product {j}, boxed",{5 + j % 100}.99,{j % 40}')
+        self.data, self.rows = "\n".join(lines) + "\n", n
+        self.steps = [{"op": "upsert_products", "csv": self.data}]
+        self.expect = {
+            "products": n + n // 10,
+            "price history": sum(1 for i in range(existing) if (i // 2) % 2 == 0),
+        }
+
+    def _adjust_prices(self, n: int) -> None:
+        self.data, self.rows = (PREFIX, PERCENT, ROUND_TO), (n + 1) // 2
+        self.steps = [
+            {
+                "op": "adjust_prices",
+                "select": {"sku_prefix": PREFIX},
+                "percent": str(PERCENT),
+                "round_to": str(ROUND_TO),
+            }
+        ]
+        self.expect = {"price history": self.rows}
+
+    def _delete_products(self, n: int) -> None:
+        skus = [sku(i) for i in range(n) if i % 10 == 5]
+        self.data, self.rows = skus, len(skus)
+        self.steps = [{"op": "delete_products", "skus": skus}]
+        self.expect = {"products": n - len(skus), "deletion audit": len(skus)}
+
+
+def run_pipeline(workload: Workload) -> float:
+    from app.utils.utils import process_pipeline
+
+    spec = {"name": f"benchmark {workload.name}", "steps": workload.steps}
+    start = time.perf_counter()
+    result = process_pipeline(spec)
+    elapsed = time.perf_counter() - start
+    assert result["status"] == "succeeded", result.get("error")
+    return elapsed
+
+
+# --- what the routes leave behind -------------------------------------------------------
+
+
+CONTENTS = {
+    "products": "SELECT COUNT(*), SUM(ROUND(price * 100)), SUM(stock), SUM(low_stock_threshold), "
+    "COUNT(DISTINCT name) FROM app_product",
+    "price history": "SELECT COUNT(*), SUM(ROUND(old_price * 100)), SUM(ROUND(new_price * 100)), "
+    "COUNT(product_id), COUNT(DISTINCT sku) FROM app_pricehistory",
+    "ledger": "SELECT COUNT(*), SUM(delta), SUM(stock_after), COUNT(product_id), "
+    "COUNT(DISTINCT sku), COUNT(DISTINCT location_id) FROM app_stockmovement",
+    "alerts open": "SELECT COUNT(*), SUM(stock), SUM(threshold), COUNT(product_id), "
+    "COUNT(DISTINCT sku) FROM app_stockalert WHERE resolved_at IS NULL",
+    "alerts closed": "SELECT COUNT(*), SUM(stock), SUM(threshold), COUNT(product_id), "
+    "COUNT(DISTINCT sku) FROM app_stockalert WHERE resolved_at IS NOT NULL",
+    "stock levels": "SELECT COUNT(*), SUM(s.quantity), COUNT(DISTINCT s.location_id), "
+    "SUM(CASE WHEN l.code = '{main}' THEN s.quantity ELSE 0 END) "
+    "FROM app_stocklevel s JOIN app_location l ON l.id = s.location_id",
+    "deletion audit": "SELECT COUNT(*), SUM(CAST(object_pk AS INTEGER)), "
+    "COUNT(DISTINCT object_repr) FROM app_deletionaudit",
+}
+
+
+def contents() -> dict[str, list]:
+    """Row counts and sums of every table a workload writes (numbers as integers)."""
+    from django.db import connection
+
+    from app import conf
+
+    found = {}
+    with connection.cursor() as cursor:
+        for table, sql in CONTENTS.items():
+            cursor.execute(sql.replace("{main}", conf.default_location()))
+            found[table] = [None if x is None else int(x) for x in cursor.fetchone()]
+    return found
+
+
+def check_same(reference: dict, found: dict, label: str) -> None:
+    """``found`` (after the route ``label``) equals the pipeline's ``reference``, and the
+    stock levels sum to the products' stock."""
+    stock, held = found["products"][2], found["stock levels"][1] or 0
+    if stock != held:
+        raise SystemExit(f"{label}: the stock levels hold {held}, the products {stock}")
+    differ = {t: (reference[t], found[t]) for t in reference if reference[t] != found[t]}
+    if differ:
+        lines = "\n".join(f"    {t}: pipeline {a}, {label} {b}" for t, (a, b) in differ.items())
+        raise SystemExit(f"{label} left different table contents than the pipeline:\n{lines}")
+
+
+def check_expected(workload: Workload, found: dict) -> None:
+    for table, count in workload.expect.items():
+        assert found[table][0] == count, (
+            f"{workload.name}: {table} has {found[table][0]} rows, expected {count}"
+        )
+
+
+# --- the naive route (the seed) ---------------------------------------------------------------
 
 
 def seed_pre_save(sender, instance, **kwargs):
@@ -190,123 +345,6 @@ def run_naive(prices: dict[str, str], deltas: dict[str, int]) -> float:
         return time.perf_counter() - start
 
 
-def run_limit(prices: dict[str, str], deltas: dict[str, int], *, per_step: bool = False) -> float:
-    """A practical limit: raw SQL on the DB-API connection, one transaction, no Django.
-
-    One ``UPDATE ... FROM (VALUES ...)`` sets price and stock of every row, after one
-    ``INSERT ... SELECT`` per history table (price history, stock ledger) reading the old
-    values from the same VALUES list. All rows go in one statement each (no chunking); the
-    values are SQL literals (no parameter binding). ``per_step``: an INSERT and an UPDATE
-    per operation instead (two UPDATE passes); the benchmark takes the faster of the two.
-    """
-    from django.db import connection
-
-    from app.models import PriceHistory, Product, StockMovement
-
-    connection.ensure_connection()
-    raw = connection.connection  # the DB-API connection: no Django in the loop
-    product, history, ledger = (
-        Product._meta.db_table,
-        PriceHistory._meta.db_table,
-        StockMovement._meta.db_table,
-    )
-    pg = connection.vendor == "postgresql"
-    now = "now()" if pg else "strftime('%Y-%m-%d %H:%M:%f', 'now')"
-    num, integer = ("::numeric(12,2)", "::integer") if pg else ("", "")
-    # SQLite runs a non-materialised VALUES CTE as a co-routine, quadratic here.
-    cte = "" if pg else "MATERIALIZED "
-    start = time.perf_counter()
-    history_sql = (
-        f"INSERT INTO {history} (product_id, sku, name, old_price, new_price, changed_at, source) "
-        f"SELECT p.id, p.sku, p.name, p.price, v.price, {now}, 'raw' "
-        f"FROM v CROSS JOIN {product} p WHERE p.sku = v.sku AND p.price <> v.price"
-    )
-    main = "(SELECT id FROM app_location WHERE code = 'MAIN')"
-    ledger_sql = (
-        f"INSERT INTO {ledger} (product_id, location_id, sku, delta, stock_after, reason, "
-        f"created_at, source) "
-        f"SELECT p.id, {main}, p.sku, v.delta, p.stock + v.delta, '', {now}, 'raw' "
-        f"FROM v CROSS JOIN {product} p WHERE p.sku = v.sku AND v.delta <> 0"
-    )
-    # The stock at the default location follows the total (issue 14; in this benchmark all
-    # stock is there): after the product UPDATE, each level reads its product by key.
-    levels_sql = (
-        f"UPDATE app_stocklevel SET quantity = (SELECT p.stock FROM {product} p "
-        f"WHERE p.id = app_stocklevel.product_id) WHERE location_id = {main}"
-    )
-    if per_step:
-        price_values = ",".join(f"('{k}',{v}{num})" for k, v in prices.items())
-        delta_values = ",".join(f"('{k}',{d}{integer})" for k, d in deltas.items())
-        with_prices = f"WITH v(sku, price) AS {cte}(VALUES {price_values}) "
-        with_deltas = f"WITH v(sku, delta) AS {cte}(VALUES {delta_values}) "
-        statements = [
-            with_prices + history_sql,
-            with_prices + f"UPDATE {product} SET price = v.price, updated_at = {now} "
-            f"FROM v WHERE {product}.sku = v.sku",
-            with_deltas + ledger_sql,
-            with_deltas + f"UPDATE {product} SET stock = {product}.stock + v.delta, "
-            f"updated_at = {now} FROM v WHERE {product}.sku = v.sku",
-            levels_sql,
-        ]
-    else:
-        assert prices.keys() == deltas.keys(), "the limit sets and adjusts the same products"
-        values = ",".join(f"('{k}',{v}{num},{deltas[k]}{integer})" for k, v in prices.items())
-        with_values = f"WITH v(sku, price, delta) AS {cte}(VALUES {values}) "
-        statements = [
-            with_values + history_sql,
-            with_values + ledger_sql,
-            with_values + f"UPDATE {product} SET price = v.price, "
-            f"stock = {product}.stock + v.delta, updated_at = {now} "
-            f"FROM v WHERE {product}.sku = v.sku",
-            levels_sql,
-        ]
-    cursor = raw.cursor()
-    if not pg:
-        cursor.execute("BEGIN IMMEDIATE")
-    for sql in statements:
-        t = time.perf_counter()
-        cursor.execute(sql)
-        if os.environ.get("BENCH_VERBOSE"):
-            print(f"    {time.perf_counter() - t:.3f}s {sql[:40]}...{sql[-60:]}")
-    t = time.perf_counter()
-    raw.commit()
-    if os.environ.get("BENCH_VERBOSE"):
-        print(f"    {time.perf_counter() - t:.3f}s commit")
-    cursor.close()
-    return time.perf_counter() - start
-
-
-def run_pipeline(prices: dict[str, str], deltas: dict[str, int]) -> float:
-    from app.utils.utils import process_pipeline
-
-    spec = {
-        "name": "benchmark",
-        "steps": [{"op": "set_prices", "prices": prices}, {"op": "adjust_stock", "deltas": deltas}],
-    }
-    start = time.perf_counter()
-    result = process_pipeline(spec)
-    elapsed = time.perf_counter() - start
-    assert result["status"] == "succeeded", result.get("error")
-    return elapsed
-
-
-def check_effects(n: int, label: str) -> None:
-    from app.models import PriceHistory, StockMovement
-
-    history = PriceHistory.objects.count()
-    assert history == n, f"{label}: {history} price history rows for {n} products"
-    moved = StockMovement.objects.count()
-    expected = sum(1 for i in range(n) if (i % 7) != 3)
-    assert moved == expected, f"{label}: {moved} stock movements, expected {expected}"
-    from django.db.models import Sum
-
-    from app.models import Product, StockLevel
-
-    held = StockLevel.objects.aggregate(s=Sum("quantity"))["s"]
-    total = Product.objects.aggregate(s=Sum("stock"))["s"]
-    assert held == total, f"{label}: locations hold {held}, products {total}"
-
-
 # --- memory -------------------------------------------------------------------------------
 
 
@@ -355,95 +393,175 @@ def measure_memory(url: str, rows: int, workdir: Path) -> float:
 # --- driver ---------------------------------------------------------------------------------
 
 
-def bench_one(db: str, n: int, sample: int, memory_rows: int, repeat: int) -> dict:
+def bench_workload(workload: Workload, limits: Limits, repeat: int) -> dict:
+    """Pipeline and every limit form, alternating ``repeat`` times; each run's tables are
+    compared with the pipeline's."""
+    forms = limits.forms(workload.name)
+    times: dict[str, list[float]] = {"pipeline": [], **{form: [] for form in forms}}
+    reference = None
+    for attempt in range(repeat):
+        reset()
+        times["pipeline"].append(run_pipeline(workload))
+        found = contents()
+        check_expected(workload, found)
+        if reference is None:
+            reference = found
+        check_same(reference, found, "pipeline")
+        for form, run in forms.items():
+            reset()
+            times[form].append(run(workload.data))
+            check_same(reference, contents(), f"limit ({form})")
+        print(
+            f"  {workload.name} run {attempt + 1}/{repeat}: "
+            + ", ".join(f"{route} {ts[-1]:.2f}s" for route, ts in times.items()),
+            flush=True,
+        )
+    best = {route: min(ts) for route, ts in times.items()}
+    pipeline = best.pop("pipeline")
+    form = min(best, key=best.get)
+    return {
+        "workload": workload.name,
+        "rows": workload.rows,
+        "pipeline_s": round(pipeline, 3),
+        "limit_s": round(best[form], 3),
+        "limit_form": form,
+        "forms_s": {f: round(t, 3) for f, t in best.items()},
+        "ratio": round(best[form] / pipeline, 2),
+        "target": TARGETS[workload.name],
+        "repeat": repeat,
+    }
+
+
+def bench_size(db: str, n: int, args) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="stockpipe-bench-") as tmp:
         workdir = Path(tmp)
-        url = database_url(db, workdir)
+        url = fresh_database_url(db, workdir, PG_NAME)
         setup_django(url)
         from django.db import connection
 
-        print(f"== {db} ({connection.vendor}), n={n:,}, naive sample={sample:,}", flush=True)
-        load_products(n)
-        prices, deltas = workload(n)
-        sample_prices = dict(list(prices.items())[:sample])
-        sample_deltas = dict(list(deltas.items())[:sample])
+        from app import conf
 
+        print(f"== {db} ({connection.vendor}), n={n:,}", flush=True)
+        load_products(n)
         import app.utils.utils  # noqa: F401  (imports are not part of any route's time)
 
-        reset()
-        naive_sample = run_naive(sample_prices, sample_deltas)
-        naive = naive_sample * n / sample
-        print(
-            f"  naive:    {naive_sample:.2f}s for {sample:,} -> {naive:.1f}s for {n:,} (extrapolated)",
-            flush=True,
+        limits = Limits(
+            connection,
+            conf.default_location(),
+            conf.low_stock_threshold(),
+            verbose=bool(os.environ.get("BENCH_VERBOSE")),
         )
-        # Limit and pipeline alternate; each route's best of ``repeat`` runs counts, so a
-        # burst of load from other processes does not decide the ratio.
-        limits, per_step, pipelines = [], [], []
-        for attempt in range(repeat):
-            reset()
-            limits.append(run_limit(prices, deltas))
-            check_effects(n, "limit")
-            reset()
-            per_step.append(run_limit(prices, deltas, per_step=True))
-            check_effects(n, "limit per step")
-            reset()
-            pipelines.append(run_pipeline(prices, deltas))
-            check_effects(n, "pipeline")
+        results = []
+        for name in args.workloads:
+            workload = Workload(name, n)
+            result = {"db": db, "n": n, **bench_workload(workload, limits, args.repeat)}
+            if name == "map" and args.sample:
+                sample = min(args.sample, n)
+                prices, deltas = workload.data
+                reset()
+                naive_sample = run_naive(
+                    dict(list(prices.items())[:sample]), dict(list(deltas.items())[:sample])
+                )
+                naive = naive_sample * n / sample
+                print(
+                    f"  naive: {naive_sample:.2f}s for {sample:,} -> {naive:.1f}s for {n:,} "
+                    "(extrapolated)",
+                    flush=True,
+                )
+                result["naive_s"] = round(naive, 2)
+                result["naive_sample"] = sample
+                result["speedup_vs_naive"] = round(naive / result["pipeline_s"], 1)
             print(
-                f"  run {attempt + 1}/{repeat}: limit {limits[-1]:.2f}s, "
-                f"limit per step {per_step[-1]:.2f}s, pipeline {pipelines[-1]:.2f}s",
+                f"  => {name}: pipeline {result['pipeline_s']:.2f}s, limit "
+                f"{result['limit_s']:.2f}s ({result['limit_form']}; "
+                + ", ".join(f"{f} {t:.2f}s" for f, t in result["forms_s"].items())
+                + f"): {result['ratio']}x the limit's speed (target >= {result['target']}x)"
+                + (
+                    f", {result['speedup_vs_naive']}x naive (target >= {TARGET_NAIVE}x)"
+                    if "naive_s" in result
+                    else ""
+                ),
                 flush=True,
             )
-        # The limit is the faster raw route: on PostgreSQL one UPDATE over a three-column
-        # VALUES list is not always faster than two over two-column lists.
-        limit_merged, limit_per_step, pipeline = min(limits), min(per_step), min(pipelines)
-        limit = min(limit_merged, limit_per_step)
-        print(
-            f"  limit:    {limit:.2f}s (best of {repeat}; one UPDATE {limit_merged:.2f}s, "
-            f"per step {limit_per_step:.2f}s)",
-            flush=True,
-        )
-        print(f"  pipeline: {pipeline:.2f}s (best of {repeat})", flush=True)
-        memory = measure_memory(url, memory_rows, workdir) if memory_rows else None
+            print("RESULT " + json.dumps(result), flush=True)
+            results.append(result)
+        if args.memory_rows:
+            peak = measure_memory(url, args.memory_rows, workdir)
+            memory = {
+                "db": db,
+                "n": n,
+                "memory_rows": args.memory_rows,
+                "peak_memory_mb": round(peak),
+            }
+            print("RESULT " + json.dumps(memory), flush=True)
+            results.append(memory)
         connection.close()
-    result = {
-        "db": db,
-        "n": n,
-        "naive_s": round(naive, 2),
-        "naive_sample": sample,
-        "limit_s": round(limit, 3),
-        "limit_one_update_s": round(limit_merged, 3),
-        "limit_per_step_s": round(limit_per_step, 3),
-        "pipeline_s": round(pipeline, 3),
-        "repeat": repeat,
-        "speedup_vs_naive": round(naive / pipeline, 1),
-        "speed_vs_limit": round(limit / pipeline, 2),
-        "memory_rows": memory_rows,
-        "peak_memory_mb": round(memory) if memory else None,
-    }
-    print(
-        f"  => pipeline is {result['speedup_vs_naive']}x faster than naive (target >= {TARGET_NAIVE}x), "
-        f"{result['speed_vs_limit']}x the speed of the limit (target >= {TARGET_LIMIT}x)"
-        + (
-            f", peak {result['peak_memory_mb']} MB for {memory_rows:,} rows (target < {TARGET_MEMORY_MB})"
-            if memory
-            else ""
-        ),
-        flush=True,
-    )
-    print("RESULT " + json.dumps(result), flush=True)
-    return result
+    return results
+
+
+def missed_targets(results: list[dict]) -> list[str]:
+    missed = []
+    for r in results:
+        where = f"{r['db']} n={r['n']:,}"
+        if "ratio" in r and r["ratio"] < r["target"]:
+            missed.append(f"{r['workload']} {where}: {r['ratio']}x < {r['target']}x")
+        if r.get("speedup_vs_naive", TARGET_NAIVE) < TARGET_NAIVE:
+            missed.append(f"naive {where}: {r['speedup_vs_naive']}x < {TARGET_NAIVE}x")
+        if r.get("peak_memory_mb", 0) >= TARGET_MEMORY_MB:
+            missed.append(f"memory {where}: {r['peak_memory_mb']} MB")
+    return missed
+
+
+def print_table(results: list[dict]) -> None:
+    """The scaling table (Markdown), one line per database, workload and size."""
+    rows = [r for r in results if "ratio" in r]
+    if not rows:
+        return
+    print("\n| database | workload | n | rows | limit | limit rows/s | pipeline | "
+          "pipeline rows/s | ratio (target) | limit forms |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    order = {w: i for i, w in enumerate(WORKLOADS)}
+    for r in sorted(rows, key=lambda r: (r["db"], order[r["workload"]], r["n"])):
+        forms = ", ".join(f"{f} {t:.2f}" for f, t in r["forms_s"].items())
+        ok = "ok" if r["ratio"] >= r["target"] else "missed"
+        print(
+            f"| {r['db']} | {r['workload']} | {r['n']:,} | {r['rows']:,} | "
+            f"{r['limit_s']:.2f} s ({r['limit_form']}) | {r['rows'] / r['limit_s']:,.0f} | "
+            f"{r['pipeline_s']:.2f} s | {r['rows'] / r['pipeline_s']:,.0f} | "
+            f"**{r['ratio']}x** (>= {r['target']}x, {ok}) | {forms} |"
+        )
+    for r in results:
+        if "naive_s" in r:
+            print(f"naive (map) {r['db']} n={r['n']:,}: {r['naive_s']:.1f}s extrapolated from "
+                  f"{r['naive_sample']:,}, pipeline {r['speedup_vs_naive']}x faster")  # fmt: skip
+        if "peak_memory_mb" in r:
+            print(f"memory {r['db']}: {r['memory_rows']:,}-row CSV upsert, peak RSS "
+                  f"{r['peak_memory_mb']} MB (target < {TARGET_MEMORY_MB})")  # fmt: skip
+
+
+def parse_list(kind, allowed=None):
+    def parse(text: str) -> list:
+        items = [kind(x.replace("_", "")) if kind is int else x for x in text.split(",") if x]
+        bad = [x for x in items if allowed is not None and x not in allowed]
+        if bad or not items:
+            raise ValueError(text)
+        return items
+
+    return parse
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
-    parser.add_argument("--n", type=int, default=100_000, help="products (default 100,000)")
+    parser = bench_parser(__doc__)
     parser.add_argument(
-        "--sample", type=int, default=2_000, help="products timed on the naive route"
+        "--sizes", "--n", dest="sizes", type=parse_list(int), default=list(SIZES),
+        help="catalogue sizes, comma-separated (default 10000,100000,1000000; --n N: one size)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--workloads", type=parse_list(str, WORKLOADS), default=list(WORKLOADS),
+        help=f"comma-separated, of {','.join(WORKLOADS)} (default: all)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--sample", type=int, default=2_000, help="products timed on the naive route (0: skip)"
     )
     parser.add_argument(
         "--memory-rows", type=int, default=1_000_000, help="CSV rows for the memory run (0: skip)"
@@ -453,32 +571,30 @@ def main() -> None:
         action="store_true",
         help="CI smoke test: n=2000, sample=300, 20,000 memory rows, one run",
     )
-    parser.add_argument(
-        "--repeat", type=int, default=3, help="timed runs of limit and pipeline; best counts"
-    )
-    parser.add_argument("--check", action="store_true", help="exit non-zero if a target is missed")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
-        args.n, args.sample, args.memory_rows, args.repeat = 2_000, 300, 20_000, 1
-    args.sample = min(args.sample, args.n)
-    if args.db == "both":
-        raise SystemExit(run_per_database(__file__))
-    result = bench_one(args.db, args.n, args.sample, args.memory_rows, args.repeat)
-    if args.check:
-        missed = [
-            name
-            for name, ok in [
-                ("naive", result["speedup_vs_naive"] >= TARGET_NAIVE),
-                ("limit", result["speed_vs_limit"] >= TARGET_LIMIT),
-                (
-                    "memory",
-                    result["peak_memory_mb"] is None or result["peak_memory_mb"] < TARGET_MEMORY_MB,
-                ),
-            ]
-            if not ok
+        args.sizes, args.sample, args.memory_rows, args.repeat = [2_000], 300, 20_000, 1
+    if args.child or (args.db != "both" and len(args.sizes) == 1):
+        results = bench_size(args.db, args.sizes[0], args)
+    else:  # one process per database and size (Django is configured once per process)
+        databases = ["sqlite", "postgres"] if args.db == "both" else [args.db]
+        arg_sets = [
+            ["--child", "--db", db, "--sizes", str(n)]
+            + ([] if i == 0 else ["--memory-rows", "0"])  # memory: once per database
+            for db in databases
+            for i, n in enumerate(args.sizes)
         ]
-        if missed:
-            raise SystemExit(f"targets missed: {', '.join(missed)}")
+        code, results = run_children(__file__, arg_sets)
+        if code and not args.check:
+            raise SystemExit(code)
+    if not args.child:
+        print_table(results)
+    missed = missed_targets(results)
+    if missed:
+        print("targets missed: " + "; ".join(missed), flush=True)
+        if args.check:
+            raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ Target: pipeline >= 0.5x the speed of the limit. ``--check`` exits non-zero when
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -24,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import fresh_database_url, run_per_database, setup_django
+from common import bench_parser, fresh_database_url, run_per_database, setup_django
 
 PG_NAME = os.environ.get("BENCH_PG_DB", "stockpipe_bench_transfer")
 TARGET_LIMIT = 0.5
@@ -199,13 +198,8 @@ def bench_one(db: str, n: int, repeat: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
+    parser = bench_parser(__doc__)
     parser.add_argument("--n", type=int, default=100_000)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--check", action="store_true", help="exit non-zero if missed")
     args = parser.parse_args()
     if args.db == "both":
         sys.exit(run_per_database(__file__))
