@@ -11,9 +11,8 @@ Cells are neutralised against formula injection by ``app.core.spreadsheet``; col
 their type (numbers stay numbers).
 
 The products export ends with one stock column per location (``product_stock_columns``),
-known only when an export starts: ``Dataset.columns_now()`` resolves them, and each chunk
-of products is read together with its stock levels in one statement (one snapshot, so the
-location columns sum to ``stock``).
+known only when an export starts: ``Dataset.columns_now()`` makes them, as annotations of
+the chunk's own query (one statement, one snapshot: the location columns sum to ``stock``).
 """
 
 from __future__ import annotations
@@ -24,7 +23,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.http import StreamingHttpResponse
 from django.utils import timezone
 
@@ -63,17 +63,14 @@ class Computed:
 
 
 @dataclass(frozen=True)
-class LocationStock:
-    """A product's stock at one location (0 where it holds none): a column of the products
-    export made when the export starts (``product_stock_columns``)."""
+class Annotation(Column):
+    """A column the database computes in each chunk's query (``field`` names the
+    annotation): the products' stock per location, made when an export starts."""
 
-    header: str
-    location_id: int
+    expression: Any = None
 
 
-AnyColumn = Column | Computed | LocationStock
 LOCATION_HEADER = "stock@{code}"  # "@": no other header and no SKU-rule code can clash
-_NO_LEVELS: dict[int, int] = {}  # never written to
 
 
 @dataclass(frozen=True)
@@ -86,38 +83,55 @@ class Dataset:
     date_label: str  # that field as the docs name it
     columns: tuple[Column | Computed, ...]
     permission: str
-    # The reverse relation to ``StockLevel``: the declared columns are followed by one stock
-    # column per location, resolved when an export starts. Empty: no such columns.
-    location_levels: str = ""
+    # Columns after the declared ones, made when an export starts (one query), and how the
+    # docs name them.
+    more_columns: Callable[[], tuple[Annotation, ...]] | None = None
+    more_columns_doc: str = ""
 
-    def columns_now(self) -> tuple[AnyColumn, ...]:
-        """The columns of an export starting now (one query for the locations, if any)."""
-        if not self.location_levels:
+    def columns_now(self) -> tuple[Column | Computed, ...]:
+        """The columns of an export starting now."""
+        if self.more_columns is None:
             return self.columns
-        return (*self.columns, *product_stock_columns())
+        return (*self.columns, *self.more_columns())
 
     @property
     def documented_header(self) -> list[str]:
-        """The header as the docs give it (the per-location columns as a pattern)."""
+        """The header as the docs give it (the columns made at export time as a pattern)."""
         names = [column.header for column in self.columns]
-        if self.location_levels:
-            names.append(LOCATION_HEADER.format(code="<location code>") + " per location")
-        return names
+        return [*names, self.more_columns_doc] if self.more_columns_doc else names
 
 
-def product_stock_columns() -> tuple[LocationStock, ...]:
+def product_stock_columns() -> tuple[Annotation, ...]:
     """One stock column per location, ``stock@<code>``, in code order: every active location
     and every deactivated one still holding stock (a deactivated location only loses stock;
     once empty it drops out). The code, not the name: it is unique and fixed once created.
     Read when an export starts: a location created during it is not in the file, though its
-    stock still counts in ``stock``."""
+    stock still counts in ``stock``.
+
+    Each is a subquery of the chunk's query (0 where the product has no level there): one
+    statement per chunk, so ``stock`` and the levels come from one snapshot and sum up even
+    while stock moves; the cost is one index probe per product and location."""
     holding = StockLevel.objects.filter(location=OuterRef("pk"), quantity__gt=0)
     rows = (
         Location.objects.filter(Q(active=True) | Q(Exists(holding)))
         .order_by("code")
         .values_list("pk", "code")
     )
-    return tuple(LocationStock(LOCATION_HEADER.format(code=code), pk) for pk, code in rows)
+    return tuple(
+        Annotation(
+            LOCATION_HEADER.format(code=code),
+            f"stock_at_location_{pk}",
+            expression=Coalesce(
+                Subquery(
+                    StockLevel.objects.filter(product=OuterRef("pk"), location_id=pk)
+                    .order_by()
+                    .values("quantity")
+                ),
+                0,
+            ),
+        )
+        for pk, code in rows
+    )
 
 
 def _username(value: Any) -> Any:
@@ -135,14 +149,15 @@ PRODUCTS = Dataset(
         Column("sku", "sku"),
         Column("name", "name"),
         Column("price", "price"),
-        Column("stock", "stock"),  # the total; per location at the end (location_levels)
+        Column("stock", "stock"),  # the total; per location at the end (more_columns)
         Column("low_stock_threshold", "low_stock_threshold"),
         Computed("stock_value", lambda row: row["price"] * row["stock"], ("price", "stock")),
         Column("created_at (UTC)", "created_at"),
         Column("updated_at (UTC)", "updated_at"),
     ),
     permission="app.view_product",
-    location_levels="stock_levels",
+    more_columns=product_stock_columns,
+    more_columns_doc=LOCATION_HEADER.format(code="<location code>") + " per location",
 )
 PRICE_HISTORY = Dataset(
     name="price-history",
@@ -273,84 +288,40 @@ def iter_rows(
     dataset: Dataset,
     filters: ExportFilters,
     chunk_rows: int | None = None,
-    columns: Sequence[AnyColumn] | None = None,
+    columns: Sequence[Column | Computed] | None = None,
 ) -> Iterator[tuple]:
     """Every row of the filtered dataset in key order, ``chunk_rows`` (default
-    ``CHUNK_ROWS``) per query. ``columns``: those of ``dataset.columns_now()`` (read when
-    the first row is asked for if not given)."""
+    ``CHUNK_ROWS``) per query. ``columns``: ``dataset.columns_now()`` unless given (then
+    read when the first row is asked for)."""
     chunk_rows = chunk_rows or CHUNK_ROWS
     if columns is None:
         columns = dataset.columns_now()
     fields: list[str] = []
     for column in columns:
-        if isinstance(column, Computed):
-            needed: tuple[str, ...] = column.needs
-        elif isinstance(column, Column):
-            needed = (column.field,)
-        else:
-            needed = ()
-        for name in needed:
+        for name in column.needs if isinstance(column, Computed) else (column.field,):
             if name not in fields:
                 fields.append(name)
     if dataset.key not in fields:
         fields.append(dataset.key)
     index = {name: i for i, name in enumerate(fields)}
-    per_location = any(isinstance(c, LocationStock) for c in columns)
     plain = [isinstance(c, Column) and c.convert is None for c in columns]
     direct = all(plain) and [c.field for c in columns] == fields
     key_index = index[dataset.key]
-    base = filtered(dataset, filters).order_by(dataset.key)
+    annotations = {c.field: c.expression for c in columns if isinstance(c, Annotation)}
+    base = filtered(dataset, filters).annotate(**annotations)
+    base = base.order_by(dataset.key).values_list(*fields)
     last = None
     while True:
-        page = base if last is None else base.filter(**{f"{dataset.key}__gt": last})
-        if per_location:
-            chunk, levels = _with_levels(dataset, page, fields, chunk_rows)
-            for row in chunk:
-                yield _cells(columns, row, index, levels[row[key_index]])
-        else:
-            chunk = list(page.values_list(*fields)[:chunk_rows])
-            for row in chunk:
-                yield row if direct else _cells(columns, row, index)
+        query = base if last is None else base.filter(**{f"{dataset.key}__gt": last})
+        chunk = list(query[:chunk_rows])
+        for row in chunk:
+            yield row if direct else _cells(columns, row, index)
         if len(chunk) < chunk_rows:
             return
         last = chunk[-1][key_index]
 
 
-def _with_levels(
-    dataset: Dataset, page: QuerySet, fields: list[str], chunk_rows: int
-) -> tuple[list[tuple], dict[Any, dict[int, int]]]:
-    """The first ``chunk_rows`` rows of ``page`` and, by key, each one's quantity per
-    location id: one statement (the chunk's ids as a subquery, its levels joined), so a
-    row's ``stock`` and its levels come from one snapshot and sum up even while stock
-    moves. At most ``chunk_rows`` x locations records."""
-    relation = dataset.location_levels
-    width = len(fields)
-    key_index = fields.index(dataset.key)
-    ids = page.values("pk")[:chunk_rows]
-    records = (
-        dataset.model._default_manager.filter(pk__in=ids)
-        .order_by(dataset.key, f"{relation}__location")
-        .values_list(*fields, f"{relation}__location", f"{relation}__quantity")
-    )
-    rows: list[tuple] = []
-    levels: dict[Any, dict[int, int]] = {}
-    for record in records:
-        row = record[:width]
-        held = levels.get(row[key_index])
-        if held is None:
-            rows.append(row)
-            held = levels[row[key_index]] = {}
-        if record[width] is not None:  # None: a product without any level (LEFT JOIN)
-            held[record[width]] = record[width + 1]
-    return rows, levels
-
-
-def _cells(
-    columns: Sequence[AnyColumn],
-    row: tuple,
-    index: dict[str, int],
-    levels: dict[int, int] = _NO_LEVELS,
-) -> tuple:
+def _cells(columns: Sequence[Column | Computed], row: tuple, index: dict[str, int]) -> tuple:
     named = None
     cells = []
     for column in columns:
@@ -358,8 +329,6 @@ def _cells(
             if named is None:
                 named = {name: row[i] for name, i in index.items()}
             cells.append(column.compute(named))
-        elif isinstance(column, LocationStock):
-            cells.append(levels.get(column.location_id, 0))
         else:
             value = row[index[column.field]]
             cells.append(column.convert(value) if column.convert else value)

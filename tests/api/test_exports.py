@@ -266,7 +266,7 @@ def test_per_location_columns_cost_one_query_per_chunk(
     columns = exports.PRODUCTS.columns_now()
     assert [c.header for c in columns[8:]] == ["stock@EAST", "stock@MAIN", "stock@WEST"]
     rows = exports.iter_rows(exports.PRODUCTS, exports.ExportFilters(), 4, columns)
-    with django_assert_num_queries(3):  # 4 + 4 + 3 products, levels joined: three queries
+    with django_assert_num_queries(3):  # 4 + 4 + 3 products, levels in the same: three queries
         got = list(rows)
     expected = [
         (
