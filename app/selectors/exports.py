@@ -157,7 +157,7 @@ PRODUCTS = Dataset(
     ),
     permission="app.view_product",
     more_columns=product_stock_columns,
-    more_columns_doc=LOCATION_HEADER.format(code="<location code>") + " per location",
+    more_columns_doc=LOCATION_HEADER.format(code="<location code>") + " per location, by code",
 )
 PRICE_HISTORY = Dataset(
     name="price-history",
