@@ -184,13 +184,15 @@ def copy_limit() -> float | None:
     stock per location as one ``SUM(...) FILTER`` per location over the joined levels."""
     from django.db import connection
 
+    from app.models import Location
     from app.selectors.exports import product_stock_columns
 
     if connection.vendor != "postgresql":
         return None
-    per_location = "".join(
-        f", COALESCE(SUM(l.quantity) FILTER (WHERE l.location_id = {int(c.location_id)}), 0)"
-        for c in product_stock_columns()
+    ids = dict(Location.objects.values_list("code", "pk"))
+    per_location = "".join(  # the export's location columns, "stock@<code>"
+        f", COALESCE(SUM(l.quantity) FILTER (WHERE l.location_id = {ids[code]}), 0)"
+        for code in (c.header.split("@", 1)[1] for c in product_stock_columns())
     )
     connection.ensure_connection()
     start = time.perf_counter()
