@@ -3,7 +3,8 @@
     python benchmarks/exports.py [--db postgres|sqlite] [--n 1000000] [--requests 40] [--quick] [--check]
 
 It creates a fresh database (PostgreSQL ``stockpipe_bench_exports`` by default), loads ``n``
-products set-based (``generate_series``; a recursive CTE on SQLite), then:
+products set-based (``generate_series``; a recursive CTE on SQLite) and their stock at four
+locations (so the products export has four ``stock@<code>`` columns), then:
 
 * export memory: ``GET /api/exports/products?format=csv`` and ``format=xlsx`` through the
   whole Django stack (middleware, token auth, the streaming view) in a child process each,
@@ -84,6 +85,44 @@ def load_products(n: int) -> float:
     return time.perf_counter() - start
 
 
+def load_levels() -> float:
+    """Stock per location summing to each product's stock, as the levels effect keeps it:
+    NORTH holds a third of every second product's, SOUTH a quarter of every third's, OLD
+    (then deactivated: still holding stock, so still exported) 1 unit of every 50th, the
+    default location the rest."""
+    from django.db import connection
+
+    from app.models import Location
+    from app.tracking.levels import default_location_id
+
+    start = time.perf_counter()
+    main = default_location_id()
+    north, south, old = (
+        Location.objects.create(code=code, name=code.title()).pk
+        for code in ("NORTH", "SOUTH", "OLD")
+    )
+    insert = "INSERT INTO app_stocklevel (product_id, location_id, quantity) "
+    with connection.cursor() as cursor:
+        for location, quantity, where in (
+            (north, "stock / 3", "id %% 2 = 0"),
+            (south, "stock / 4", "id %% 3 = 0"),
+            (old, "1", "id %% 50 = 0"),
+        ):
+            cursor.execute(
+                f"{insert} SELECT id, %s, {quantity} FROM app_product WHERE {where}", [location]
+            )
+        cursor.execute(
+            f"{insert} SELECT p.id, %s, p.stock - COALESCE((SELECT SUM(l.quantity) "
+            "FROM app_stocklevel l WHERE l.product_id = p.id), 0) FROM app_product p",
+            [main],
+        )
+        Location.objects.filter(pk=old).update(active=False)
+        cursor.execute(
+            "VACUUM ANALYZE app_stocklevel" if connection.vendor == "postgresql" else "ANALYZE"
+        )
+    return time.perf_counter() - start
+
+
 # --- export memory (child processes) ----------------------------------------------------------
 
 CHILD = r"""
@@ -141,17 +180,28 @@ def export_memory(url: str, fmt: str) -> dict:
 
 
 def copy_limit() -> float | None:
-    """PostgreSQL's own CSV of the same columns (COPY TO STDOUT), read and discarded."""
+    """PostgreSQL's own CSV of the same columns (COPY TO STDOUT), read and discarded: the
+    stock per location as one ``SUM(...) FILTER`` per location over the joined levels."""
     from django.db import connection
+
+    from app.models import Location
+    from app.selectors.exports import product_stock_columns
 
     if connection.vendor != "postgresql":
         return None
+    ids = dict(Location.objects.values_list("code", "pk"))
+    per_location = "".join(  # the export's location columns, "stock@<code>"
+        f", COALESCE(SUM(l.quantity) FILTER (WHERE l.location_id = {ids[code]}), 0)"
+        for code in (c.header.split("@", 1)[1] for c in product_stock_columns())
+    )
     connection.ensure_connection()
     start = time.perf_counter()
     with connection.connection.cursor() as cursor:
         sql = (
-            "COPY (SELECT sku, name, price, stock, low_stock_threshold, price * stock, "
-            "created_at, updated_at FROM app_product ORDER BY sku) TO STDOUT WITH CSV HEADER"
+            "COPY (SELECT p.sku, p.name, p.price, p.stock, p.low_stock_threshold, "
+            f"p.price * p.stock, p.created_at, p.updated_at{per_location} FROM app_product p "
+            "LEFT JOIN app_stocklevel l ON l.product_id = p.id GROUP BY p.id ORDER BY p.sku) "
+            "TO STDOUT WITH CSV HEADER"
         )
         with cursor.copy(sql) as copy:
             for _ in copy:
@@ -268,6 +318,7 @@ def main() -> int:
 
         print(f"== {args.db} ({connection.vendor}), {args.n:,} products", flush=True)
         print(f"  loaded in {load_products(args.n):.1f}s", flush=True)
+        print(f"  stock at four locations in {load_levels():.1f}s", flush=True)
         copy_s = copy_limit()
         memory = []
         for fmt in ("csv", "xlsx"):

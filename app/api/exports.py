@@ -44,8 +44,8 @@ def _add(dataset: exports.Dataset) -> None:
     description = (
         f"The {dataset.title} as a streamed file (`Content-Disposition: attachment; "
         f'filename="stockpipe-{dataset.name}-<UTC date>.<format>"`). Columns: '
-        f"{', '.join(dataset.header)}. `since`/`until` filter on the {dataset.date_label} "
-        "time. Text cells beginning with = + - @, tab or CR get a leading apostrophe "
+        f"{', '.join(dataset.documented_header)}. `since`/`until` filter on the "
+        f"{dataset.date_label} time. Text cells beginning with = + - @, tab or CR get a leading apostrophe "
         "(formula injection); numbers stay numbers."
     )
 

@@ -9,6 +9,10 @@ still appears exactly once (the key is unique and never changes).
 
 Cells are neutralised against formula injection by ``app.core.spreadsheet``; columns keep
 their type (numbers stay numbers).
+
+The products export ends with one stock column per location (``product_stock_columns``),
+known only when an export starts: ``Dataset.columns_now()`` makes them, as annotations of
+the chunk's own query (one statement, one snapshot: the location columns sum to ``stock``).
 """
 
 from __future__ import annotations
@@ -19,13 +23,14 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.http import StreamingHttpResponse
 from django.utils import timezone
 
 from ..core.domain import sku_ref_problem
 from ..core.spreadsheet import CSV_CONTENT_TYPE, XLSX_CONTENT_TYPE, csv_chunks, xlsx_chunks
-from ..models import PriceHistory, Product, StockAlert, StockMovement
+from ..models import Location, PriceHistory, Product, StockAlert, StockLevel, StockMovement
 
 CHUNK_ROWS = 2000
 _PLUS_AS_SPACE = re.compile(r"(T\d\d:\d\d(?::\d\d(?:\.\d+)?)?) (\d\d(?::?\d\d)?)$")
@@ -58,6 +63,17 @@ class Computed:
 
 
 @dataclass(frozen=True)
+class Annotation(Column):
+    """A column the database computes in each chunk's query (``field`` names the
+    annotation): the products' stock per location, made when an export starts."""
+
+    expression: Any = None
+
+
+LOCATION_HEADER = "stock@{code}"  # "@": no other header and no SKU-rule code can clash
+
+
+@dataclass(frozen=True)
 class Dataset:
     name: str  # URL and file name part
     title: str  # sheet title
@@ -67,17 +83,55 @@ class Dataset:
     date_label: str  # that field as the docs name it
     columns: tuple[Column | Computed, ...]
     permission: str
+    # Columns after the declared ones, made when an export starts (one query), and how the
+    # docs name them.
+    more_columns: Callable[[], tuple[Annotation, ...]] | None = None
+    more_columns_doc: str = ""
+
+    def columns_now(self) -> tuple[Column | Computed, ...]:
+        """The columns of an export starting now."""
+        if self.more_columns is None:
+            return self.columns
+        return (*self.columns, *self.more_columns())
 
     @property
-    def header(self) -> list[str]:
-        return [column.header for column in self.columns]
+    def documented_header(self) -> list[str]:
+        """The header as the docs give it (the columns made at export time as a pattern)."""
+        names = [column.header for column in self.columns]
+        return [*names, self.more_columns_doc] if self.more_columns_doc else names
 
 
-def product_stock_columns() -> tuple[Column, ...]:
-    """The stock columns of the products export. Seam for stock locations: today a product
-    has one stock figure; once locations exist, add one column per location here (header
-    ``stock <location>``) and keep ``stock`` as the total."""
-    return (Column("stock", "stock"),)
+def product_stock_columns() -> tuple[Annotation, ...]:
+    """One stock column per location, ``stock@<code>``, in code order: every active location
+    and every deactivated one still holding stock (a deactivated location only loses stock;
+    once empty it drops out). The code, not the name: it is unique and fixed once created.
+    Read when an export starts: a location created during it is not in the file, though its
+    stock still counts in ``stock``.
+
+    Each is a subquery of the chunk's query (0 where the product has no level there): one
+    statement per chunk, so ``stock`` and the levels come from one snapshot and sum up even
+    while stock moves; the cost is one index probe per product and location."""
+    holding = StockLevel.objects.filter(location=OuterRef("pk"), quantity__gt=0)
+    rows = (
+        Location.objects.filter(Q(active=True) | Q(Exists(holding)))
+        .order_by("code")
+        .values_list("pk", "code")
+    )
+    return tuple(
+        Annotation(
+            LOCATION_HEADER.format(code=code),
+            f"stock_at_location_{pk}",
+            expression=Coalesce(
+                Subquery(
+                    StockLevel.objects.filter(product=OuterRef("pk"), location_id=pk)
+                    .order_by()
+                    .values("quantity")
+                ),
+                0,
+            ),
+        )
+        for pk, code in rows
+    )
 
 
 def _username(value: Any) -> Any:
@@ -95,13 +149,15 @@ PRODUCTS = Dataset(
         Column("sku", "sku"),
         Column("name", "name"),
         Column("price", "price"),
-        *product_stock_columns(),
+        Column("stock", "stock"),  # the total; per location at the end (more_columns)
         Column("low_stock_threshold", "low_stock_threshold"),
         Computed("stock_value", lambda row: row["price"] * row["stock"], ("price", "stock")),
         Column("created_at (UTC)", "created_at"),
         Column("updated_at (UTC)", "updated_at"),
     ),
     permission="app.view_product",
+    more_columns=product_stock_columns,
+    more_columns_doc=LOCATION_HEADER.format(code="<location code>") + " per location, by code",
 )
 PRICE_HISTORY = Dataset(
     name="price-history",
@@ -229,27 +285,37 @@ def filtered(dataset: Dataset, filters: ExportFilters) -> QuerySet:
 
 
 def iter_rows(
-    dataset: Dataset, filters: ExportFilters, chunk_rows: int = CHUNK_ROWS
+    dataset: Dataset,
+    filters: ExportFilters,
+    chunk_rows: int | None = None,
+    columns: Sequence[Column | Computed] | None = None,
 ) -> Iterator[tuple]:
-    """Every row of the filtered dataset in key order, ``chunk_rows`` per query."""
+    """Every row of the filtered dataset in key order, ``chunk_rows`` (default
+    ``CHUNK_ROWS``) per query. ``columns``: ``dataset.columns_now()`` unless given (then
+    read when the first row is asked for)."""
+    chunk_rows = chunk_rows or CHUNK_ROWS
+    if columns is None:
+        columns = dataset.columns_now()
     fields: list[str] = []
-    for column in dataset.columns:
+    for column in columns:
         for name in column.needs if isinstance(column, Computed) else (column.field,):
             if name not in fields:
                 fields.append(name)
     if dataset.key not in fields:
         fields.append(dataset.key)
     index = {name: i for i, name in enumerate(fields)}
-    plain = [isinstance(c, Column) and c.convert is None for c in dataset.columns]
-    direct = all(plain) and [c.field for c in dataset.columns] == fields
+    plain = [isinstance(c, Column) and c.convert is None for c in columns]
+    direct = all(plain) and [c.field for c in columns] == fields
     key_index = index[dataset.key]
-    base = filtered(dataset, filters).order_by(dataset.key).values_list(*fields)
+    annotations = {c.field: c.expression for c in columns if isinstance(c, Annotation)}
+    base = filtered(dataset, filters).annotate(**annotations)
+    base = base.order_by(dataset.key).values_list(*fields)
     last = None
     while True:
         query = base if last is None else base.filter(**{f"{dataset.key}__gt": last})
         chunk = list(query[:chunk_rows])
         for row in chunk:
-            yield row if direct else _cells(dataset.columns, row, index)
+            yield row if direct else _cells(columns, row, index)
         if len(chunk) < chunk_rows:
             return
         last = chunk[-1][key_index]
@@ -288,12 +354,15 @@ def export_file(
     dataset: Dataset, fmt: str, filters: ExportFilters, *, today: date | None = None
 ) -> ExportFile:
     """The export of ``dataset`` as ``fmt`` (csv or xlsx): the file is produced while it is
-    sent. File name: ``stockpipe-<dataset>-<UTC date>.<fmt>``."""
+    sent. File name: ``stockpipe-<dataset>-<UTC date>.<fmt>``. The columns (locations
+    included) are read now, before the response starts."""
     if fmt not in FORMATS:
         raise InvalidExportParameter("format", f"format: must be one of {', '.join(FORMATS)}.")
     day = today or timezone.now().astimezone(UTC).date()
     filename = f"stockpipe-{dataset.name}-{day.isoformat()}.{fmt}"
-    rows = iter_rows(dataset, filters)
+    columns = dataset.columns_now()
+    header = [column.header for column in columns]
+    rows = iter_rows(dataset, filters, columns=columns)
     if fmt == "csv":
-        return ExportFile(filename, CSV_CONTENT_TYPE, csv_chunks(dataset.header, rows))
-    return ExportFile(filename, XLSX_CONTENT_TYPE, xlsx_chunks(dataset.title, dataset.header, rows))
+        return ExportFile(filename, CSV_CONTENT_TYPE, csv_chunks(header, rows))
+    return ExportFile(filename, XLSX_CONTENT_TYPE, xlsx_chunks(dataset.title, header, rows))

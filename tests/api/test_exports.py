@@ -1,5 +1,6 @@
 """Exports through the API: auth and permissions, filters, bad parameters, file names, the
-content read back with the csv module and openpyxl, formula neutralising, keyset chunks."""
+content read back with the csv module and openpyxl, formula neutralising, keyset chunks,
+the products' stock per location."""
 
 from __future__ import annotations
 
@@ -9,13 +10,17 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from openpyxl import load_workbook
 
-from app.models import PriceHistory, Product, StockAlert, StockMovement
+from app.core.spreadsheet import FORMULA_TRIGGERS
+from app.models import Location, PriceHistory, Product, StockAlert, StockLevel, StockMovement
 from app.selectors import exports
 from app.services.context import change_context
+from app.services.stock import adjust_stock, transfer_stock
 from app.services.tokens import create_token
 from tests.api.conftest import ApiClient, assert_error_shape, user_with
 from tests.factories import ProductFactory
@@ -155,15 +160,148 @@ def test_sku_prefix_and_date_range(exporter):
     assert len(ledger) == 3
 
 
-def test_many_rows_come_in_keyset_chunks(exporter, monkeypatch, django_assert_max_num_queries):
+def test_many_rows_come_in_keyset_chunks(exporter, monkeypatch, django_assert_num_queries):
     monkeypatch.setattr(exports, "CHUNK_ROWS", 4)
     Product.objects.bulk_create(
-        [Product(sku=f"K-{i:03d}", name=f"K {i}", price=Decimal(i), stock=i) for i in range(11)]
+        [Product(sku=f"K-{i:03d}", name=f"K {i}", price=Decimal(i), stock=i + 1) for i in range(11)]
     )
-    rows = exports.iter_rows(exports.PRODUCTS, exports.ExportFilters(), chunk_rows=4)
-    with django_assert_max_num_queries(3):  # 4 + 4 + 3 rows: three queries
-        assert [r[0] for r in rows] == [f"K-{i:03d}" for i in range(11)]
+    rows = exports.iter_rows(exports.STOCK_MOVEMENTS, exports.ExportFilters())
+    with django_assert_num_queries(3):  # 4 + 4 + 3 rows: three queries
+        assert [r[1] for r in rows] == [f"K-{i:03d}" for i in range(11)]
     assert len(csv_rows(exporter.get("/api/exports/products"))) == 12
+
+
+# --- stock per location ------------------------------------------------------------------
+
+FIXED = [
+    "sku",
+    "name",
+    "price",
+    "stock",
+    "low_stock_threshold",
+    "stock_value",
+    "created_at (UTC)",
+    "updated_at (UTC)",
+]
+
+
+@pytest.fixture
+def stocked(db, writer):
+    """Stock in several locations, none in some; a deactivated location still holding stock
+    (OLD) and one emptied before it was deactivated (GONE, a level row of 0 left)."""
+    for code in ("NORTH", "SOUTH", "OLD", "GONE"):
+        Location.objects.create(code=code, name=code.title())
+    anchor = ProductFactory(sku="A-1", price=Decimal("2.00"), stock=10)  # at MAIN
+    ProductFactory(sku="B-2", price=Decimal("1.00"), stock=4)
+    empty = ProductFactory(sku="C-3", price=Decimal("1.00"), stock=0)
+    adjust_stock(anchor, 6, user=writer, reason="in", location="NORTH")
+    adjust_stock(anchor, 2, user=writer, reason="in", location="OLD")
+    transfer_stock(anchor, "MAIN", "GONE", 3, user=writer)
+    transfer_stock(anchor, "GONE", "NORTH", 3, user=writer)
+    adjust_stock(empty, 5, user=writer, reason="in", location="SOUTH")
+    adjust_stock(empty, -5, user=writer, reason="out", location="SOUTH")  # a level of 0
+    Location.objects.filter(code__in=["OLD", "GONE"]).update(active=False)
+    assert StockLevel.objects.filter(location__code="GONE", quantity=0).exists()
+
+
+def test_products_carry_stock_per_location(exporter, stocked):
+    rows = csv_rows(exporter.get("/api/exports/products"))
+    # Fixed columns first, where they always were; then active locations and deactivated
+    # ones still holding stock, by code. GONE holds nothing: left out.
+    assert rows[0] == [*FIXED, "stock@MAIN", "stock@NORTH", "stock@OLD", "stock@SOUTH"]
+    by_sku = {row[0]: row for row in rows[1:]}
+    assert [r[0] for r in rows[1:]] == ["A-1", "B-2", "C-3"]
+    assert by_sku["A-1"][3] == "18" and by_sku["A-1"][8:] == ["7", "9", "2", "0"]
+    assert by_sku["B-2"][3] == "4" and by_sku["B-2"][8:] == ["4", "0", "0", "0"]
+    assert by_sku["C-3"][3] == "0" and by_sku["C-3"][8:] == ["0", "0", "0", "0"]  # 0, not empty
+    assert by_sku["A-1"][5] == "36.00"  # stock_value: price x the total
+    for row in rows[1:]:
+        assert sum(int(cell) for cell in row[8:]) == int(row[3]), row
+
+    sheet = xlsx_rows(exporter.get("/api/exports/products", {"format": "xlsx"}))
+    assert sheet[0] == rows[0]
+    assert [r[0] for r in sheet[1:]] == ["A-1", "B-2", "C-3"]
+    assert [r[8:] for r in sheet[1:]] == [[7, 9, 2, 0], [4, 0, 0, 0], [0, 0, 0, 0]]
+    assert all(sum(r[8:]) == r[3] for r in sheet[1:])
+
+
+def test_location_columns_follow_the_filters_and_the_locations_now(exporter, stocked):
+    rows = csv_rows(exporter.get("/api/exports/products", {"sku_prefix": "B-"}))
+    assert rows[0][8:] == ["stock@MAIN", "stock@NORTH", "stock@OLD", "stock@SOUTH"]
+    assert rows[1:] and [r[8:] for r in rows[1:]] == [["4", "0", "0", "0"]]
+    # Once OLD is emptied (stock may leave a deactivated location) its column goes.
+    transfer_stock("A-1", "OLD", "NORTH", 2, user=None)
+    rows = csv_rows(exporter.get("/api/exports/products"))
+    assert rows[0][8:] == ["stock@MAIN", "stock@NORTH", "stock@SOUTH"]
+    assert rows[1][8:] == ["7", "11", "0"]
+
+
+def test_location_headers_are_the_codes_as_text_never_a_formula(exporter, writer):
+    code = '=HYPERLINK("x")&<b>'  # the SKU rule allows all of it
+    Location.objects.create(code=code, name="@evil")
+    adjust_stock(ProductFactory(sku="H-1", stock=1), 2, user=writer, reason="", location=code)
+    rows = csv_rows(exporter.get("/api/exports/products"))
+    assert rows[0][8:] == [f"stock@{code}", "stock@MAIN"]  # by code: "=" sorts before "M"
+    assert rows[1][8:] == ["2", "1"]
+    response = exporter.get("/api/exports/products", {"format": "xlsx"})
+    book = load_workbook(io.BytesIO(body(response)))
+    cells = [cell for row in book.worksheets[0].iter_rows() for cell in row]
+    assert not [cell.coordinate for cell in cells if cell.data_type == "f"]
+    assert [cell.value for cell in cells[8:10]] == [f"stock@{code}", "stock@MAIN"]
+    assert not any(str(c.value).startswith(FORMULA_TRIGGERS) for c in cells[:10])
+
+
+def test_per_location_columns_cost_one_query_per_chunk(
+    exporter, writer, monkeypatch, django_assert_num_queries
+):
+    for code in ("EAST", "WEST"):
+        Location.objects.create(code=code, name=code.title())
+    Product.objects.bulk_create(
+        [Product(sku=f"K-{i:03d}", name=f"K {i}", price=Decimal(1), stock=i) for i in range(11)]
+    )
+    for i in range(0, 11, 2):  # every other product also at EAST; K-003, K-004 at WEST
+        adjust_stock(f"K-{i:03d}", 10 + i, user=writer, reason="", location="EAST")
+    for i in (3, 4):  # K-003 is the last of the first chunk, K-004 the first of the next
+        adjust_stock(f"K-{i:03d}", 100, user=writer, reason="", location="WEST")
+    columns = exports.PRODUCTS.columns_now()
+    assert [c.header for c in columns[8:]] == ["stock@EAST", "stock@MAIN", "stock@WEST"]
+    rows = exports.iter_rows(exports.PRODUCTS, exports.ExportFilters(), 4, columns)
+    with django_assert_num_queries(3):  # 4 + 4 + 3 products, levels in the same: three queries
+        got = list(rows)
+    expected = [
+        (
+            f"K-{i:03d}",
+            10 + i if i % 2 == 0 else 0,
+            i,
+            100 if i in (3, 4) else 0,
+        )
+        for i in range(11)
+    ]
+    assert [(r[0], *r[8:]) for r in got] == expected
+    assert all(r[3] == sum(r[8:]) for r in got)
+    with django_assert_num_queries(4):  # the locations, when not given, then the chunks
+        assert len(list(exports.iter_rows(exports.PRODUCTS, exports.ExportFilters(), 4))) == 11
+
+    # Through the API, with chunks of 4: the same values, and one query per chunk, whatever
+    # the number of levels.
+    monkeypatch.setattr(exports, "CHUNK_ROWS", 4)
+    with CaptureQueriesContext(connection) as small:
+        rows = csv_rows(exporter.get("/api/exports/products"))
+    assert [(r[0], *map(int, r[8:])) for r in rows[1:]] == expected
+    Product.objects.bulk_create(
+        [Product(sku=f"L-{i:03d}", name="L", price=Decimal(1), stock=3) for i in range(8)]
+    )
+    with CaptureQueriesContext(connection) as large:
+        rows = csv_rows(exporter.get("/api/exports/products"))
+    assert len(rows) == 20 and [r[8:] for r in rows[12:]] == [["0", "3", "0"]] * 8
+    assert export_queries(small) == 1 + 3  # the locations, then 4 + 4 + 3 products
+    assert export_queries(large) == 1 + 5  # 4 + 4 + 4 + 4 + 3
+
+
+def export_queries(captured: CaptureQueriesContext) -> int:
+    """The queries reading products, locations or levels (not the token check's)."""
+    tables = ('"app_product"', '"app_location"', '"app_stocklevel"')
+    return sum(any(t in q["sql"] for t in tables) for q in captured.captured_queries)
 
 
 def test_needs_authentication_and_the_view_permission(anon, reader_api):

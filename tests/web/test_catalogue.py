@@ -13,8 +13,9 @@ from django.contrib.auth.models import Permission
 from django.utils import timezone
 from openpyxl import load_workbook
 
-from app.models import Product
+from app.models import Location, Product
 from app.selectors import catalogue
+from app.services.stock import adjust_stock
 from tests.factories import ProductFactory
 
 pytestmark = pytest.mark.django_db
@@ -158,17 +159,22 @@ def test_export_links_and_page_need_the_view_permissions(logged_in, user):
 
 def test_export_download_from_the_page(logged_in, user):
     user.user_permissions.add(Permission.objects.get(codename="view_product"))
-    ProductFactory(sku="LAP-1", name="=Laptop", stock=-0 + 3)
+    Location.objects.create(code="SHOP", name="Shop")
+    laptop = ProductFactory(sku="LAP-1", name="=Laptop", stock=-0 + 3)
     ProductFactory(sku="MOU-1")
+    adjust_stock(laptop, 4, user=user, reason="", location="SHOP")
     response = logged_in.get("/exports/download?dataset=products&format=csv&sku_prefix=LAP")
     assert response.status_code == 200 and response.streaming
     assert response["Content-Disposition"].startswith('attachment; filename="stockpipe-products-')
     text = b"".join(response.streaming_content).decode("utf-8-sig")
     rows = list(csv.reader(io.StringIO(text, newline="")))
-    assert [r[:4] for r in rows[1:]] == [["LAP-1", "'=Laptop", "10.00", "3"]]
+    assert rows[0][8:] == ["stock@MAIN", "stock@SHOP"]  # stock per location, at the end
+    assert [r[:4] + r[8:] for r in rows[1:]] == [["LAP-1", "'=Laptop", "10.00", "7", "3", "4"]]
     response = logged_in.get("/exports/download?dataset=products&format=xlsx")
     book = load_workbook(io.BytesIO(b"".join(response.streaming_content)))
-    assert [row[0].value for row in book.worksheets[0].iter_rows()] == ["sku", "LAP-1", "MOU-1"]
+    values = [[c.value for c in row] for row in book.worksheets[0].iter_rows()]
+    assert [row[0] for row in values] == ["sku", "LAP-1", "MOU-1"]
+    assert [row[8:] for row in values] == [["stock@MAIN", "stock@SHOP"], [3, 4], [50, 0]]
 
 
 def test_export_form_shows_errors_naming_the_field(logged_in, user):
