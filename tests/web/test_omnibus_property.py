@@ -62,6 +62,24 @@ histories = st.tuples(
 )
 
 
+def write_history(product, launch: int, changes: list[tuple[int, int]]) -> None:
+    """Price history rows for ``changes`` (hour after T0, new price), from ``launch``."""
+    rows, previous = [], launch
+    for hour, new in changes:
+        rows.append(
+            PriceHistory(
+                product=product,
+                sku=product.sku,
+                name=product.name,
+                old_price=Decimal(previous),
+                new_price=Decimal(new),
+                changed_at=T0 + timedelta(hours=hour),
+            )
+        )
+        previous = new
+    PriceHistory.objects.bulk_create(rows)
+
+
 @pytest.mark.django_db
 @settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -77,21 +95,7 @@ def test_matches_the_step_function_reference(history):
             price = new
     at = min(at_offset, hour + 40 * 24)
     product = ProductFactory(price=Decimal(price))
-    previous = launch
-    rows = []
-    for h, new in changes:
-        rows.append(
-            PriceHistory(
-                product=product,
-                sku=product.sku,
-                name=product.name,
-                old_price=Decimal(previous),
-                new_price=Decimal(new),
-                changed_at=T0 + timedelta(hours=h),
-            )
-        )
-        previous = new
-    PriceHistory.objects.bulk_create(rows)
+    write_history(product, launch, changes)
     expected = reference(launch, changes, at)
     got = current_reduction(product, T0 + timedelta(hours=at))
     assert _in_chunks_of_two(product, T0 + timedelta(hours=at)) == got
@@ -123,21 +127,11 @@ def _in_chunks_of_two(product, at):
 def test_changes_sharing_a_time_read_in_chunks_give_the_same_answer(steps):
     """Bulk writes give many changes one timestamp: the chunks continue on (time, id)."""
     product = ProductFactory(price=Decimal(steps[-1][1]))
-    rows, hour, previous = [], 0, 5
+    changes, hour = [], 0
     for gap, new in steps:
         hour += gap
-        rows.append(
-            PriceHistory(
-                product=product,
-                sku=product.sku,
-                name=product.name,
-                old_price=Decimal(previous),
-                new_price=Decimal(new),
-                changed_at=T0 + timedelta(hours=hour),
-            )
-        )
-        previous = new
-    PriceHistory.objects.bulk_create(rows)
+        changes.append((hour, new))
+    write_history(product, 5, changes)
     for at in range(hour + 2):
         when = T0 + timedelta(hours=at)
         assert _in_chunks_of_two(product, when) == current_reduction(product, when), at
