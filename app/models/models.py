@@ -271,7 +271,12 @@ class ChangeSource(models.Model):
 
 class PriceHistory(ChangeSource):
     product = models.ForeignKey(
-        Product, null=True, blank=True, on_delete=models.SET_NULL, related_name="price_history"
+        Product,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="price_history",
+        db_index=False,  # pricehistory_product_time (product, changed_at) serves it
     )
     sku = models.CharField(max_length=64, db_index=True)
     name = models.CharField(max_length=200)

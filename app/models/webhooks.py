@@ -115,6 +115,7 @@ class WebhookDelivery(models.Model):
         WebhookSubscription,
         on_delete=models.CASCADE,
         db_constraint=False,
+        db_index=False,  # webhook_stream (subscription, stream, status, id) serves it
         related_name="deliveries",
     )
     event_id = models.UUIDField(default=uuid.uuid4, db_index=True)
