@@ -347,6 +347,11 @@ class StockMovement(ChangeSource):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        # A product's ledger newest first (API pages, the product page, its stock chart) is
+        # a backward range scan, whatever the product's length of history (issue 13).
+        indexes = [
+            models.Index(fields=["product", "created_at", "id"], name="stockmovement_product_time")
+        ]
 
     def __str__(self) -> str:
         return f"{self.sku}: {self.delta:+d} -> {self.stock_after}"

@@ -27,21 +27,25 @@ The rules, in the order they are applied:
   when the price is not below the prior price (a "reduction" back to a price above a
   recent low cannot be announced as a discount).
 
-Each function runs one query: the product's history is read newest first, at or before
-``at``, and reading stops 30 days before the anchor (index ``pricehistory_product_time``).
+Each function runs one query for almost every product: the product's history is read newest
+first, at or before ``at``, 100 rows a query (keyset), and reading stops 30 days before the
+anchor (index ``pricehistory_product_time``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
 
+from django.db.models import Q
 from django.utils import timezone
 
 from ..models import PriceHistory, Product
 
 WINDOW = timedelta(days=30)
+CHUNK = 100  # history rows per query; most walks end within the first
 PERCENT_STEP = Decimal("0.1")
 
 
@@ -68,12 +72,7 @@ def current_reduction(product: Product | int, at: datetime | None = None) -> Red
     """
     at = at or timezone.now()
     product_id = product.pk if isinstance(product, Product) else product
-    rows = (
-        PriceHistory.objects.filter(product_id=product_id, changed_at__lte=at)
-        .order_by("-changed_at", "-id")
-        .values_list("changed_at", "old_price", "new_price")
-        .iterator(chunk_size=100)
-    )
+    rows = _changes_back_from(product_id, at)
     price: Decimal | None = None
     anchor: datetime | None = None
     prior: Decimal | None = None
@@ -96,6 +95,28 @@ def current_reduction(product: Product | int, at: datetime | None = None) -> Red
     if price is None:
         return None
     return Reduction(price=price, prior_price=prior, started_at=anchor)
+
+
+def _changes_back_from(
+    product_id: int, at: datetime
+) -> Iterator[tuple[datetime, Decimal, Decimal]]:
+    """The product's changes at or before ``at``, newest first, in keyset pages of ``CHUNK``.
+
+    Plain bounded queries, not ``QuerySet.iterator()``: its server-side cursor costs three
+    round trips and, declared WITH HOLD outside a transaction, reads the whole history
+    before the first row arrives (tens of thousands of rows for a long-lived product).
+    """
+    changes = PriceHistory.objects.filter(product_id=product_id, changed_at__lte=at)
+    changes = changes.order_by("-changed_at", "-id")
+    page = changes
+    while True:
+        rows = list(page.values_list("changed_at", "id", "old_price", "new_price")[:CHUNK])
+        for changed_at, _, old, new in rows:
+            yield changed_at, old, new
+        if len(rows) < CHUNK:
+            return
+        last_at, last_id = rows[-1][:2]
+        page = changes.filter(Q(changed_at__lt=last_at) | Q(changed_at=last_at, id__lt=last_id))
 
 
 def prior_price(product: Product | int, at: datetime | None = None) -> Decimal | None:
