@@ -282,7 +282,11 @@ class PriceHistory(ChangeSource):
     class Meta:
         ordering = ["-changed_at", "-id"]
         verbose_name_plural = "price history"
-        indexes = [models.Index(fields=["product", "changed_at"], name="pricehistory_product_time")]
+        # With the id last: the API's pages read their keys from this index alone (index-only
+        # scan, ``paginate_late_rows``) in the order they are shown.
+        indexes = [
+            models.Index(fields=["product", "changed_at", "id"], name="pricehistory_product_time")
+        ]
 
     def __str__(self) -> str:
         return f"{self.sku}: {self.old_price} -> {self.new_price}"
