@@ -42,8 +42,9 @@ from common import PG_ADMIN, ROOT, free_port, gunicorn, production_env, recreate
 PG_NAME = os.environ.get("BENCH_PG_DB", "stockpipe_bench_readpaths")
 EXPLAIN_DIR = ROOT / "benchmarks" / "results" / "readpaths-explain"
 TARGET_P99_MS = 50.0
-HISTORY_TABLES = ("app_pricehistory", "app_stockmovement", "app_stockalert")
-BIG_TABLES = ("app_product", "app_stocklevel", *HISTORY_TABLES)
+HISTORY_TABLES = ("app_pricehistory", "app_stockmovement")  # a scan of these fails --check
+# Reported too (alerts: a scan is the right plan while the table is small, as in --quick).
+BIG_TABLES = ("app_product", "app_stocklevel", "app_stockalert", *HISTORY_TABLES)
 DEEP_EVERY = 1000  # every 1,000th product has DEEP_ROWS rows of each history
 DEEP_ROWS = 1000
 VERY_DEEP = 10  # products with a fiftieth of a table each (at most 20,000 rows)
