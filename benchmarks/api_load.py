@@ -19,17 +19,15 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import secrets
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
-from common import free_port, recreate_postgres
+from common import free_port, gunicorn, production_env, recreate_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -48,10 +46,6 @@ end
 def fail(message: str, code: int = 2) -> None:
     print(f"api_load: {message}", file=sys.stderr)
     sys.exit(code)
-
-
-def recreate_database(url: str) -> None:
-    recreate_postgres(url)
 
 
 SEED = """
@@ -90,6 +84,34 @@ def to_ms(value: str) -> float:
     return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
+def measure(base: str, token: str, lua: str, args) -> tuple[list[dict], list[dict]]:
+    """Warm the server up, then alternate the bare view and the API for ``args.rounds``."""
+    # Sanity: the API answers 200 with the token.
+    request = urllib.request.Request(
+        f"{base}/api/products/BENCH-00001", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert urllib.request.urlopen(request, timeout=5).status == 200
+
+    # Warm-up. With a shared cache (Redis here, as in production) the API serves
+    # product bodies from it: read every product once first, so the rounds measure the
+    # steady state; entries still expire (60 s, see app.services.product_cache) and are
+    # refilled during the rounds like in production.
+    for i in range(args.products):
+        request = urllib.request.Request(
+            f"{base}/api/products/BENCH-{i:05d}", headers={"Authorization": f"Bearer {token}"}
+        )
+        urllib.request.urlopen(request, timeout=5).read()
+    wrk(f"{base}/bench/constant", seconds=2, connections=args.connections)
+    wrk(base, seconds=2, connections=args.connections, script=lua)
+    bare, api = [], []
+    for _ in range(args.rounds):
+        bare.append(
+            wrk(f"{base}/bench/constant", seconds=args.seconds, connections=args.connections)
+        )
+        api.append(wrk(base, seconds=args.seconds, connections=args.connections, script=lua))
+    return bare, api
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10, help="per measurement")
@@ -100,8 +122,7 @@ def main() -> None:
 
     if shutil.which("wrk") is None:
         fail("wrk is not installed (Debian/Ubuntu: apt-get install -y wrk)")
-    gunicorn = Path(PY).with_name("gunicorn")
-    if not gunicorn.exists():
+    if not Path(PY).with_name("gunicorn").exists():
         fail(f"gunicorn is not installed next to {PY} (uv pip install gunicorn)")
 
     db_url = os.environ.get(
@@ -109,17 +130,8 @@ def main() -> None:
     )
     if not db_url.startswith("postgres"):
         fail("BENCH_DATABASE_URL must be a PostgreSQL URL")
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "benchmarks.api_settings",
-        "DATABASE_URL": db_url,
-        "SECRET_KEY": secrets.token_urlsafe(60),
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "SECURE_SSL_REDIRECT": "false",
-        "LOG_LEVEL": "WARNING",
-        "PYTHONPATH": str(ROOT),
-    }
-    recreate_database(db_url)
+    env = production_env(db_url)
+    recreate_postgres(db_url)
     run = dict(cwd=ROOT, env=env, check=True)
     subprocess.run([PY, "manage.py", "migrate", "--noinput", "-v0"], **run)
     token = (
@@ -133,64 +145,14 @@ def main() -> None:
         .splitlines()[-1]
     )
 
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [
-            str(gunicorn),
-            "stockpipe.wsgi:application",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "2",
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=env,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/bench/constant", timeout=1)
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    fail("gunicorn did not start", 1)
-                time.sleep(0.2)
-        with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
-            lua.write(LUA % {"n": args.products, "token": token})
-        # Sanity: the API answers 200 with the token.
-        request = urllib.request.Request(
-            f"{base}/api/products/BENCH-00001", headers={"Authorization": f"Bearer {token}"}
-        )
-        assert urllib.request.urlopen(request, timeout=5).status == 200
-
-        # Warm-up. With a shared cache (Redis here, as in production) the API serves
-        # product bodies from it: read every product once first, so the rounds measure the
-        # steady state; entries still expire (60 s, see app.services.product_cache) and are
-        # refilled during the rounds like in production.
-        for i in range(args.products):
-            request = urllib.request.Request(
-                f"{base}/api/products/BENCH-{i:05d}", headers={"Authorization": f"Bearer {token}"}
-            )
-            urllib.request.urlopen(request, timeout=5).read()
-        wrk(f"{base}/bench/constant", seconds=2, connections=args.connections)
-        wrk(base, seconds=2, connections=args.connections, script=lua.name)
-        bare, api = [], []
-        for _ in range(args.rounds):
-            bare.append(
-                wrk(f"{base}/bench/constant", seconds=args.seconds, connections=args.connections)
-            )
-            api.append(
-                wrk(base, seconds=args.seconds, connections=args.connections, script=lua.name)
-            )
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        if "lua" in locals():
-            os.unlink(lua.name)
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as lua:
+        lua.write(LUA % {"n": args.products, "token": token})
+        lua.flush()
+        try:
+            with gunicorn(env, free_port()) as base:
+                bare, api = measure(base, token, lua.name, args)
+        except RuntimeError as exc:
+            fail(str(exc), 1)
 
     def summary(runs):
         return {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50", "p99")}

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import secrets
+import socket
 import subprocess
 import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -92,8 +99,6 @@ def run_children(script: str, arg_sets: list[list[str]]) -> tuple[int, list[dict
 
 def free_port() -> int:
     """A TCP port nothing listens on now (the kernel's choice)."""
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -208,3 +213,54 @@ def percentiles(latencies: list[float]) -> tuple[float, float]:
 
     cuts = statistics.quantiles(latencies, n=100, method="inclusive")
     return cuts[49], cuts[98]
+
+
+def production_env(db_url: str, **extra: str) -> dict[str, str]:
+    """The environment of a production server (``benchmarks.api_settings``: production
+    settings plus ``/bench/constant``) on ``db_url``, over plain HTTP on loopback."""
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "benchmarks.api_settings",
+        "DATABASE_URL": db_url,
+        "SECRET_KEY": secrets.token_urlsafe(60),
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "SECURE_SSL_REDIRECT": "false",
+        "LOG_LEVEL": "WARNING",
+        "PYTHONPATH": str(ROOT),
+        **extra,
+    }
+
+
+@contextlib.contextmanager
+def gunicorn(
+    env: dict[str, str], port: int, *, workers: int = 2, config: bool = False
+) -> Iterator[str]:
+    """gunicorn serving ``env``'s settings on 127.0.0.1:``port``; yields its base URL once
+    ``/bench/constant`` answers, stops it on exit. ``config``: with the deployment's
+    ``deploy/gunicorn.conf.py`` (what ``deploy/run`` starts; access log discarded)."""
+    cmd = [sys.executable, "-m", "gunicorn"]
+    env = {**env, "WEB_CONCURRENCY": str(workers)}
+    if config:
+        env["STOCKPIPE_GUNICORN_BIND"] = f"127.0.0.1:{port}"
+        env.setdefault("STOCKPIPE_RUN_DIR", tempfile.mkdtemp(prefix="stockpipe-gunicorn-"))
+        env.setdefault("GUNICORN_LOG_LEVEL", "warning")
+        cmd += ["-c", str(ROOT / "deploy" / "gunicorn.conf.py")]
+    else:
+        cmd += ["stockpipe.wsgi:application", "--bind", f"127.0.0.1:{port}"]
+        cmd += ["--workers", str(workers), "--log-level", "warning"]
+    server = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/bench/constant", timeout=1)
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError("gunicorn did not start") from None
+                time.sleep(0.2)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -64,12 +64,12 @@ INSERTS = {
         JOIN app_product p ON p.id = %(first)s + n %% %(products)s""",
 }
 
-# Which query needs each object (keep it) or what covers it (dropped in migration 0012).
+# Which query needs each object (keep it) or what covers it (dropped in migration 0011).
 NEEDED_BY = {
     "app_pricehistory_pkey": "primary key",
     "app_pricehistory_changed_at": "retention (older than N days), exports' date range",
     "app_pricehistory_changed_by_id": "deleting a user (SET NULL) without a scan",
-    "app_pricehistory_product_id": "covered by pricehistory_product_time (dropped)",
+    "app_pricehistory_product_id": "covered by pricehistory_product_time (dropped, 0011)",
     "app_pricehistory_sku": "the API's ?sku= filter and exports' SKU prefix",
     "pricehistory_product_time": "a product's history pages, price-at, Omnibus prior price",
     "app_stockmovement_pkey": "primary key",
@@ -77,8 +77,9 @@ NEEDED_BY = {
     "app_stockmovement_created_at": "retention, exports' date range",
     "app_stockmovement_idempotency_key": "idempotent stock moves (unique)",
     "app_stockmovement_location_id": "deleting/deactivating a location, per-location ledger",
-    "app_stockmovement_product_id": "a product's ledger pages, retention's folding",
+    "app_stockmovement_product_id": "covered by stockmovement_product_time (dropped, 0011)",
     "app_stockmovement_sku": "the API's ?sku= filter and exports' SKU prefix",
+    "stockmovement_product_time": "a product's ledger pages (deep ones too), retention's folding",
     "app_stockalert_pkey": "primary key",
     "app_stockalert_location_id": "per-location episodes, deleting a location",
     "app_stockalert_opened_at": "alert lists newest first, exports' date range",
@@ -90,7 +91,7 @@ NEEDED_BY = {
     "app_webhookdelivery_pkey": "primary key",
     "app_webhookdelivery_created_at": "retention and the deliveries list",
     "app_webhookdelivery_event_id": "deliveries of one event (API filter)",
-    "app_webhookdelivery_subscription_id": "covered by webhook_stream (dropped)",
+    "app_webhookdelivery_subscription_id": "covered by webhook_stream (dropped, 0011)",
     "webhook_delivery_queue": "the sweeper's claim of due deliveries",
     "webhook_stream": "per-(subscription, stream) ordering of deliveries",
 }

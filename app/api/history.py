@@ -20,7 +20,7 @@ from ..models import PriceHistory, Product
 from ..selectors.replica import replica_reads
 from .auth import AUTH
 from .errors import responses
-from .schemas import PageNumber, PageSize, PriceAtOut, PriceChangePage, Sku, paginate
+from .schemas import PageNumber, PageSize, PriceAtOut, PriceChangePage, Sku, paginate_late_rows
 
 router = Router(tags=["price history"], auth=AUTH)
 
@@ -36,7 +36,7 @@ def price_history(
     replica_reads(request)
     product = _product(sku)
     changes = PriceHistory.objects.filter(product_id=product.pk).select_related("changed_by")
-    return paginate(changes.order_by("-changed_at", "-id"), page, page_size)
+    return paginate_late_rows(changes.order_by("-changed_at", "-id"), page, page_size)
 
 
 @router.get("/{sku}/price-at", response={200: PriceAtOut, **responses(401, 404, 422)})

@@ -27,7 +27,7 @@ from .schemas import (
     StockIn,
     TransferIn,
     TransferOut,
-    paginate,
+    paginate_late_rows,
 )
 
 router = Router(tags=["stock"], auth=AUTH)
@@ -147,4 +147,4 @@ def list_stock_movements(
     movements = StockMovement.objects.filter(product_id=product.pk).select_related(
         "changed_by", "location"
     )
-    return paginate(movements.order_by("-created_at", "-id"), page, page_size)
+    return paginate_late_rows(movements.order_by("-created_at", "-id"), page, page_size)

@@ -276,7 +276,7 @@ class PriceHistory(ChangeSource):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="price_history",
-        db_index=False,  # pricehistory_product_time (product, changed_at) serves it
+        db_index=False,  # pricehistory_product_time (product, changed_at, id) serves it
     )
     sku = models.CharField(max_length=64, db_index=True)
     name = models.CharField(max_length=200)
@@ -287,7 +287,11 @@ class PriceHistory(ChangeSource):
     class Meta:
         ordering = ["-changed_at", "-id"]
         verbose_name_plural = "price history"
-        indexes = [models.Index(fields=["product", "changed_at"], name="pricehistory_product_time")]
+        # With the id last: the API's pages read their keys from this index alone (index-only
+        # scan, ``paginate_late_rows``) in the order they are shown.
+        indexes = [
+            models.Index(fields=["product", "changed_at", "id"], name="pricehistory_product_time")
+        ]
 
     def __str__(self) -> str:
         return f"{self.sku}: {self.old_price} -> {self.new_price}"
@@ -340,7 +344,12 @@ class StockMovement(ChangeSource):
     sum(delta) per product and per (product, location)."""
 
     product = models.ForeignKey(
-        Product, null=True, blank=True, on_delete=models.SET_NULL, related_name="stock_movements"
+        Product,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="stock_movements",
+        db_index=False,  # stockmovement_product_time (product, created_at, id) serves it
     )
     location = models.ForeignKey(Location, on_delete=models.PROTECT, related_name="+")
     sku = models.CharField(max_length=64, db_index=True)
@@ -352,6 +361,11 @@ class StockMovement(ChangeSource):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        # A product's ledger newest first (API pages, the product page, its stock chart) is
+        # a backward range scan, whatever the product's length of history (issue 13).
+        indexes = [
+            models.Index(fields=["product", "created_at", "id"], name="stockmovement_product_time")
+        ]
 
     def __str__(self) -> str:
         return f"{self.sku}: {self.delta:+d} -> {self.stock_after}"

@@ -11,7 +11,7 @@ from app.models import PriceHistory
 from app.services.tokens import create_token
 from tests.factories import ProductFactory
 
-pytestmark = [pytest.mark.django_db, pytest.mark.server_side_cursors]  # QuerySet.iterator()
+pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 Every index costs each of the many rows these tables receive (``benchmarks/indexes.py``
 measures what); a single-column index whose column leads a composite index is served by that
-index, so it must not come back (migration 0010 dropped the two there were).
+index, so it must not come back (migration 0011 dropped the three there were).
 """
 
 from __future__ import annotations

@@ -7,10 +7,11 @@ import pytest
 from django.utils import timezone
 
 from app.models import PriceHistory
+from app.services import omnibus
 from app.services.omnibus import current_reduction, discount_percent, prior_price
 from tests.factories import ProductFactory
 
-pytestmark = [pytest.mark.django_db, pytest.mark.server_side_cursors]  # QuerySet.iterator()
+pytestmark = pytest.mark.django_db
 
 NOW = timezone.now().replace(microsecond=0)
 
@@ -139,6 +140,26 @@ def test_one_query(django_assert_num_queries):
     with django_assert_num_queries(1):
         reduction = current_reduction(product, NOW)
     assert reduction.prior_price == Decimal("100.00")
+
+
+def test_a_walk_longer_than_a_query_reads_every_row_once_in_order(django_assert_num_queries):
+    # 250 steps down, three at each moment, so the 100th and 101st row (newest first) tie
+    # on changed_at at the first page boundary: the keyset must go on by id.
+    steps = [(1 + (249 - j) // 3 * 0.1, f"{999 - j}.00") for j in range(250)]
+    product = with_history("900.00", (60, "1000.00"), *steps)
+    expected = list(
+        PriceHistory.objects.filter(product=product)
+        .order_by("-changed_at", "-id")
+        .values_list("changed_at", "old_price", "new_price")
+    )
+    assert omnibus.CHUNK == 100
+    with django_assert_num_queries(3):  # 100 + 100 + 51 rows
+        assert list(omnibus._changes_back_from(product.pk, NOW)) == expected
+    with django_assert_num_queries(3):
+        reduction = current_reduction(product, NOW)
+    assert reduction.price == Decimal("750.00")
+    assert reduction.prior_price == Decimal("1000.00")  # anchored at the first of 250 steps
+    assert reduction.started_at == day(1 + 83 * 0.1)
 
 
 def test_reduction_made_through_a_real_save_is_seen():

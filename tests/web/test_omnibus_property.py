@@ -111,12 +111,12 @@ def test_matches_the_step_function_reference(history):
 
 def _in_chunks_of_two(product, at):
     """The same answer when the history is read two rows per query (chunk boundaries)."""
-    chunk = omnibus.HISTORY_CHUNK
-    omnibus.HISTORY_CHUNK = 2
+    chunk = omnibus.CHUNK
+    omnibus.CHUNK = 2
     try:
         return current_reduction(product, at)
     finally:
-        omnibus.HISTORY_CHUNK = chunk
+        omnibus.CHUNK = chunk
 
 
 @pytest.mark.django_db
