@@ -143,3 +143,24 @@ def test_counters_equal_the_active_holds_after_any_sequence(db, operations):
             apply(op, now)
             assert_counters_match_the_holds()
         transaction.set_rollback(True)
+
+
+def test_a_hold_past_due_does_not_block_a_new_one_and_ends_expired(db):
+    """The counter still holds a hold past due until the sweep: a hold that does not fit
+    because of it expires it (as the sweep would, once) and is granted."""
+    product = Product.objects.create(sku="CNT-DUE", name="C", price="1.00", stock=5)
+    due = reservations.reserve(product, 4, user=None).reservation
+    Reservation.objects.filter(pk=due.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    fresh = reservations.reserve(product, 5, user=None, location="MAIN").reservation
+    due.refresh_from_db()
+    product.refresh_from_db()
+    assert due.status == "expired" and due.ended_at is not None
+    assert product.reserved == 5
+    assert StockLevel.objects.get(product=product).reserved == 5
+    with pytest.raises(reservations.ReservationRefused) as refused:
+        reservations.reserve(product, 1, user=None)
+    assert refused.value.stock == 0
+    assert reservations.expire_due() == 0  # nothing left to sweep: ended once
+    reservations.release(fresh.pk, user=None)
+    product.refresh_from_db()
+    assert product.reserved == 0 and StockLevel.objects.get(product=product).reserved == 0
