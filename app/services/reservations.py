@@ -1,18 +1,25 @@
 """Reservations: stock held for an order before it ships, never more than there is.
 
 ``available = on hand - active holds``, per product and per location (a hold naming a
-location counts there and for the product; one naming none only for the product). Every
-operation that can take availability away (a reservation, a stock removal, a transfer, a
-commit) runs under the product's row lock (``SELECT ... FOR UPDATE``), so concurrent
-requests for one product are serialised and none can oversell; a reservation that does
-not fit is refused (409) with what is available.
+location counts there and for the product; one naming none only for the product). The
+held units are kept in counters, ``Product.reserved`` and ``StockLevel.reserved`` (the
+units of the active holds, due or not yet swept), moved in the transaction of every
+transition: a hold is one conditional ``UPDATE ... SET reserved = reserved + q WHERE
+stock - reserved >= q RETURNING ...`` (the availability check and the product's row lock
+in one statement, no sum over the holds), and the same on the location's level when it
+names one; so concurrent holds of one product are serialised and none can oversell. A
+hold that does not fit expires the product's holds past due (as the sweep does) and is
+tried once more, so a hold past due never blocks one; still too little: refused (409)
+with what is available. Stock moves, transfers and commits run under the product's row
+lock (``SELECT ... FOR UPDATE``) and check what the unexpired holds leave.
 
-A hold ends once, in one transaction: ``commit`` consumes its stock (ledger rows through the
-change pipeline, reason naming the reservation), ``release`` gives it back, ``expire_due``
-ends those past ``expires_at`` (a hold past due no longer counts even before the sweep).
-Each ending is a conditional ``UPDATE ... WHERE status = 'active'``, and the sweep claims
-rows with ``SELECT ... FOR UPDATE SKIP LOCKED``, so two sweeps, or a sweep and a commit,
-end each reservation once.
+A hold ends once, in one transaction with its counters: ``commit`` consumes its stock
+(ledger rows through the change pipeline, reason naming the reservation), ``release``
+gives it back, ``expire_due`` ends those past ``expires_at``. Each ending is a conditional
+``UPDATE ... WHERE status = 'active'`` under the product's row lock (the sweep locks a
+batch's products first, in primary-key order, then claims its reservations ``FOR UPDATE
+SKIP LOCKED``), so two sweeps, or a sweep and a commit, end each reservation once. A
+deleted product's holds keep their status; its counters go with its row.
 """
 
 from __future__ import annotations
