@@ -289,9 +289,7 @@ def _unhold(reservations: list[Reservation]) -> None:
             by_level[key] = by_level.get(key, 0) + r.quantity
     with connection.cursor() as cursor:
         for pk, n in sorted(by_product.items()):
-            cursor.execute(
-                f"UPDATE {_PRODUCT} SET reserved = reserved - %s WHERE id = %s", [n, pk]
-            )
+            cursor.execute(f"UPDATE {_PRODUCT} SET reserved = reserved - %s WHERE id = %s", [n, pk])
         for (pk, location_id), n in sorted(by_level.items()):
             cursor.execute(
                 f"UPDATE {_LEVEL} SET reserved = reserved - %s "
@@ -322,9 +320,7 @@ def _expire(due: QuerySet[Reservation], now: datetime) -> list[Reservation]:
     for reservation in expired:
         by_product.setdefault(reservation.product_id, []).append(reservation)
     for rows in by_product.values():
-        reservations_changed.send(
-            Reservation, action="expired", reservations=rows, using="default"
-        )
+        reservations_changed.send(Reservation, action="expired", reservations=rows, using="default")
     product_cache.invalidate({r.sku for r in expired})
     return expired
 
