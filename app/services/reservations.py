@@ -126,8 +126,7 @@ def reserve(
                     changed_by_id=changed_by,
                     source=ctx.source,
                 )
-                alerts.reconcile_alerts([product], held={product.pk: product.reserved})
-                alerts.reconcile_location_alerts([product.pk])
+                _alert_after_hold(product, place)
                 reservations_changed.send(
                     Reservation, action="created", reservations=[reservation], using="default"
                 )
@@ -240,6 +239,18 @@ def _take(
         at = level.values_list("quantity", "reserved").first() or (0, 0)
         free = min(free, at[0] - at[1])
     return None, max(free, 0)
+
+
+def _alert_after_hold(product: Product, place: Location | None) -> None:
+    """A hold only lowers what is available, so it can open an episode, never resolve
+    one: the product's is reconciled (from the counter) only when it is now low on
+    available stock, the locations' only when the hold names one (a hold naming none does
+    not count at any location). Nothing to do under the lock otherwise."""
+    if conf.low_stock_on_available():
+        if product.stock - product.reserved < product.low_stock_threshold:
+            alerts.reconcile_alerts([product], held={product.pk: product.reserved})
+        if place is not None:
+            alerts.reconcile_location_alerts([product.pk])
 
 
 def _hold(sku: str, place: Location | None, quantity: int) -> Product | None:
