@@ -300,11 +300,18 @@ def main() -> None:
             apis, limits = [], []
             for attempt in range(args.repeat):
                 reset(db_url, ids, stock)
-                apis.append(
-                    drive(
-                        api_client, (stack.url, str(stack.ca), token), args.clients, args.requests
+                try:
+                    apis.append(
+                        drive(
+                            api_client,
+                            (stack.url, str(stack.ca), token),
+                            args.clients,
+                            args.requests,
+                        )
                     )
-                )
+                except SystemExit as failed:  # the stack's log says why (a 500's traceback)
+                    tail = stack.log.read_text(errors="replace").splitlines()[-60:]
+                    raise SystemExit(f"{failed}; deploy/run's log:\n" + "\n".join(tail)) from None
                 check_same_work(
                     "api",
                     apis[-1],
