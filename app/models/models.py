@@ -59,6 +59,10 @@ class Product(models.Model):
     low_stock_threshold = models.PositiveIntegerField(
         default=default_low_stock_threshold, validators=[MaxValueValidator(MAX_STOCK)]
     )
+    # Units held by active reservations (status active, due or not): moved only by
+    # app.services.reservations, with conditional UPDATEs in the transaction of each
+    # transition, so a hold checks availability without summing the holds.
+    reserved = models.IntegerField(default=0, db_default=0, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -69,6 +73,9 @@ class Product(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(price__gte=0), name="product_price_non_negative"),
             models.CheckConstraint(condition=Q(stock__gte=0), name="product_stock_non_negative"),
+            models.CheckConstraint(
+                condition=Q(reserved__gte=0), name="product_reserved_non_negative"
+            ),
         ]
         # The product list's sorts: keyset pages over (column, id) (app.selectors.catalogue);
         # SKU's own unique index serves the SKU sort. The partial index finds low-stock rows.
@@ -321,6 +328,8 @@ class StockLevel(models.Model):
     product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="stock_levels")
     location = models.ForeignKey(Location, on_delete=models.PROTECT, related_name="stock_levels")
     quantity = models.IntegerField(default=0)
+    # Units held by active reservations naming this location (see Product.reserved).
+    reserved = models.IntegerField(default=0, db_default=0, editable=False)
     # Optional per-location low-stock threshold (null: none at this location).
     low_stock_threshold = models.PositiveIntegerField(
         null=True, blank=True, validators=[MaxValueValidator(MAX_STOCK)]
@@ -332,6 +341,9 @@ class StockLevel(models.Model):
             models.UniqueConstraint(fields=["product", "location"], name="one_level_per_location"),
             models.CheckConstraint(
                 condition=Q(quantity__gte=0), name="stock_level_quantity_non_negative"
+            ),
+            models.CheckConstraint(
+                condition=Q(reserved__gte=0), name="stock_level_reserved_non_negative"
             ),
         ]
 

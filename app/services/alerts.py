@@ -172,17 +172,24 @@ def held_by_product(pks: Sequence[int], *, using: str = "default") -> dict[int, 
 
 
 def reconcile_alerts(
-    products: Sequence[Product | Change], *, using: str = "default"
+    products: Sequence[Product | Change],
+    *,
+    using: str = "default",
+    held: dict[int, int] | None = None,
 ) -> list[StockAlert]:
     """Open an alert for each low product without one; resolve open alerts of restocked ones.
 
     ``products``: products, or changes (their values after the write). Callers have
     written (and so locked) the product rows first, which serialises this per product;
-    the partial unique constraint is the last line of defence.
+    the partial unique constraint is the last line of defence. ``held``: the units held
+    per product when the caller knows them (a reservation's counter), else summed here.
     """
     now = timezone.now()
     by_pk = {p.pk: p for p in products}  # the last change of a product counts
-    held = held_by_product(list(by_pk), using=using)
+    if held is None:
+        held = held_by_product(list(by_pk), using=using)
+    elif not conf.low_stock_on_available():
+        held = {}
     level = {pk: p.stock - held.get(pk, 0) for pk, p in by_pk.items()}
     low = {pk: p for pk, p in by_pk.items() if level[pk] < p.low_stock_threshold}
     restocked = [pk for pk in by_pk if pk not in low]

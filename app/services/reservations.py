@@ -1,18 +1,25 @@
 """Reservations: stock held for an order before it ships, never more than there is.
 
 ``available = on hand - active holds``, per product and per location (a hold naming a
-location counts there and for the product; one naming none only for the product). Every
-operation that can take availability away (a reservation, a stock removal, a transfer, a
-commit) runs under the product's row lock (``SELECT ... FOR UPDATE``), so concurrent
-requests for one product are serialised and none can oversell; a reservation that does
-not fit is refused (409) with what is available.
+location counts there and for the product; one naming none only for the product). The
+held units are kept in counters, ``Product.reserved`` and ``StockLevel.reserved`` (the
+units of the active holds, due or not yet swept), moved in the transaction of every
+transition: a hold is one conditional ``UPDATE ... SET reserved = reserved + q WHERE
+stock - reserved >= q RETURNING ...`` (the availability check and the product's row lock
+in one statement, no sum over the holds), and the same on the location's level when it
+names one; so concurrent holds of one product are serialised and none can oversell. A
+hold that does not fit expires the product's holds past due (as the sweep does) and is
+tried once more, so a hold past due never blocks one; still too little: refused (409)
+with what is available. Stock moves, transfers and commits run under the product's row
+lock (``SELECT ... FOR UPDATE``) and check what the unexpired holds leave.
 
-A hold ends once, in one transaction: ``commit`` consumes its stock (ledger rows through the
-change pipeline, reason naming the reservation), ``release`` gives it back, ``expire_due``
-ends those past ``expires_at`` (a hold past due no longer counts even before the sweep).
-Each ending is a conditional ``UPDATE ... WHERE status = 'active'``, and the sweep claims
-rows with ``SELECT ... FOR UPDATE SKIP LOCKED``, so two sweeps, or a sweep and a commit,
-end each reservation once.
+A hold ends once, in one transaction with its counters: ``commit`` consumes its stock
+(ledger rows through the change pipeline, reason naming the reservation), ``release``
+gives it back, ``expire_due`` ends those past ``expires_at``. Each ending is a conditional
+``UPDATE ... WHERE status = 'active'`` under the product's row lock (the sweep locks a
+batch's products first, in primary-key order, then claims its reservations ``FOR UPDATE
+SKIP LOCKED``), so two sweeps, or a sweep and a commit, end each reservation once. A
+deleted product's holds keep their status; its counters go with its row.
 """
 
 from __future__ import annotations
@@ -20,13 +27,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from .. import conf
 from ..core import jobs
 from ..core.context import current_change_context
-from ..models import Product, Reservation, StockLevel
+from ..models import Location, Product, Reservation, StockLevel
 from ..signals import reservations_changed
 from ..tracking.levels import default_location_id
 from . import alerts, product_cache
@@ -42,6 +50,15 @@ from .stock import (
 
 ACTIVE = Reservation.Status.ACTIVE
 SWEEP_BATCH = 500
+_PRODUCT = Product._meta.db_table
+_LEVEL = StockLevel._meta.db_table
+# What a hold's UPDATE returns: what the reservation and the alert reconcile read.
+# (In the model's field order: Model.from_db expects it.)
+_RETURNED = tuple(
+    f.attname
+    for f in Product._meta.concrete_fields
+    if f.attname in {"id", "sku", "name", "stock", "reserved", "low_stock_threshold"}
+)
 
 
 class ReservationRefused(InsufficientStock):
@@ -91,46 +108,46 @@ def reserve(
     expires_at = expires_at or now + timedelta(seconds=conf.reservation_ttl())
     if expires_at <= now:
         raise InvalidReservation("expires_at must be in the future.", field="expires_at")
+    ctx = current_change_context()
+    changed_by = _user_id(user, ctx.user_id)
     try:
         with transaction.atomic():
-            product = Product.objects.select_for_update().get(sku=sku)
-            if key is not None:
-                earlier = _replay(key, sku, quantity, location, reference, expires_at)
-                if earlier is not None:
-                    return earlier
-            free = product.stock - held(product.pk)
-            if place is not None:
-                free = min(free, level_of(product.pk, place.pk) - held(product.pk, place.pk))
-            if quantity > free:
-                where = f" at {place.code}" if place is not None else ""
-                raise ReservationRefused(
-                    f"Not enough available stock{where}: {max(free, 0)}, cannot reserve "
-                    f"{quantity}.",
-                    stock=max(free, 0),
-                    field="quantity",
+            product, free = _take(sku, place, quantity, now)
+            if product is not None:
+                reservation = Reservation.objects.create(
+                    product=product,
+                    sku=product.sku,
+                    location=place,
+                    quantity=quantity,
+                    reference=reference,
+                    expires_at=expires_at,
+                    idempotency_key=key,
+                    created_at=now,
+                    changed_by_id=changed_by,
+                    source=ctx.source,
                 )
-            ctx = current_change_context()
-            reservation = Reservation.objects.create(
-                product=product,
-                sku=product.sku,
-                location=place,
-                quantity=quantity,
-                reference=reference,
-                expires_at=expires_at,
-                idempotency_key=key,
-                created_at=now,
-                changed_by_id=_user_id(user, ctx.user_id),
-                source=ctx.source,
-            )
-            _ended(product, "created", [reservation])
-            _schedule_expiry(expires_at)
-            return ReservationResult(reservation, False)
+                _alert_after_hold(product, place)
+                reservations_changed.send(
+                    Reservation, action="created", reservations=[reservation], using="default"
+                )
+                product_cache.invalidate([product.sku])
+                _schedule_expiry(expires_at)
+                return ReservationResult(reservation, False)
     except IntegrityError:
+        # The same idempotency key committed first (its unique index): this transaction,
+        # counters included, rolled back; answer with that reservation.
         if key is not None:
             earlier = _replay(key, sku, quantity, location, reference, expires_at)
             if earlier is not None:
                 return earlier
         raise
+    # Refused: the due holds the retry expired stay expired (their transaction committed).
+    where = f" at {place.code}" if place is not None else ""
+    raise ReservationRefused(
+        f"Not enough available stock{where}: {free}, cannot reserve {quantity}.",
+        stock=free,
+        field="quantity",
+    )
 
 
 def commit(reservation_id: int, *, user) -> ReservationResult:
@@ -149,6 +166,7 @@ def commit(reservation_id: int, *, user) -> ReservationResult:
             with change_context(user=user, reason=reason, location_id=location_id):
                 product.save()
         _finish(reservation, Reservation.Status.COMMITTED)
+        _unhold([reservation])
         _ended(product, "committed", [reservation])
         return ReservationResult(reservation, False)
 
@@ -161,62 +179,161 @@ def release(reservation_id: int, *, user) -> ReservationResult:
             return ReservationResult(reservation, True)
         _check_open(reservation)
         _finish(reservation, Reservation.Status.RELEASED)
+        _unhold([reservation])
         _ended(product, "released", [reservation])
         return ReservationResult(reservation, False)
 
 
 def expire_due(now: datetime | None = None, *, batch: int = SWEEP_BATCH) -> int:
     """Expire every active reservation past ``expires_at``; returns how many this call
-    expired. Each batch is one transaction claiming its rows with ``FOR UPDATE SKIP
-    LOCKED`` (a concurrent sweep takes others; a killed sweep leaves whole batches), and the
-    ``UPDATE`` is conditional on ``status = 'active'``, so each reservation expires once."""
+    expired. Each batch is one transaction: it locks the batch's products (primary-key
+    order, before any reservation, as every stock operation does), then claims the
+    reservations still active with ``FOR UPDATE SKIP LOCKED`` and a conditional ``UPDATE``,
+    so each reservation expires once (a killed sweep leaves whole batches), and moves the
+    counters and reconciles the alerts under those locks."""
     now = now or timezone.now()
     total = 0
     while True:
+        due = Reservation.objects.filter(status=ACTIVE, expires_at__lte=now)
+        rows = list(due.order_by("expires_at", "pk").values_list("pk", "product_id")[:batch])
+        if not rows:
+            return total
         with transaction.atomic():
-            due = (
-                Reservation.objects.filter(status=ACTIVE, expires_at__lte=now)
-                .order_by("expires_at", "pk")
-                .select_for_update(skip_locked=True, of=("self",))
-            )
-            ids = list(due.values_list("pk", flat=True)[:batch])
-            if not ids:
-                return total
-            claimed = Reservation.objects.filter(pk__in=ids, status=ACTIVE)
-            count = claimed.update(status=Reservation.Status.EXPIRED, ended_at=now)
-            expired = list(
-                Reservation.objects.filter(
-                    pk__in=ids, status=Reservation.Status.EXPIRED, ended_at=now
-                ).order_by("pk")
-            )
-            by_product: dict[int | None, list[Reservation]] = {}
-            for reservation in expired:
-                by_product.setdefault(reservation.product_id, []).append(reservation)
-            for rows in by_product.values():
-                reservations_changed.send(
-                    Reservation, action="expired", reservations=rows, using="default"
-                )
-            product_cache.invalidate({r.sku for r in expired})
-            total += count
-        _reconcile(by_product)
-        if len(ids) < batch:
+            pks = sorted({pk for _, pk in rows if pk is not None})
+            products = list(Product.objects.select_for_update().filter(pk__in=pks).order_by("pk"))
+            expired = _expire(due.filter(pk__in=[pk for pk, _ in rows]), now)
+            if products:
+                alerts.reconcile_alerts(products)
+                alerts.reconcile_location_alerts([p.pk for p in products])
+        total += len(expired)
+        if len(rows) < batch:
             return total
 
 
 # --- helpers -----------------------------------------------------------------------------
 
 
-def _reconcile(by_product: dict[int | None, list[Reservation]]) -> None:
-    """After a sweep batch committed: the low-stock alerts of its products, under their
-    row locks (taken in primary-key order, after the batch's own transaction, so a sweep
-    never holds a reservation while waiting for a product a commit holds)."""
-    pks = sorted(pk for pk in by_product if pk is not None)
-    if not pks:
-        return
-    with transaction.atomic():
-        products = list(Product.objects.select_for_update().filter(pk__in=pks).order_by("pk"))
-        alerts.reconcile_alerts(products)
-        alerts.reconcile_location_alerts([p.pk for p in products])
+def _take(
+    sku: str, place: Location | None, quantity: int, now: datetime
+) -> tuple[Product | None, int]:
+    """Hold ``quantity`` units in the counters: one conditional ``UPDATE ... RETURNING`` of
+    the product (the availability check and its row lock in one statement), and one of the
+    location's level when a location is named. Returns the product as updated, or ``None``
+    and what is available. When too little is free, the product's holds past due may be
+    what is missing (they no longer count): they expire here, as the sweep would, and the
+    hold is tried once more."""
+    product = _hold(sku, place, quantity)
+    if product is not None:
+        return product, 0
+    locked = Product.objects.select_for_update().get(sku=sku)  # unknown SKU: DoesNotExist
+    due = Reservation.objects.filter(product_id=locked.pk, status=ACTIVE, expires_at__lte=now)
+    if _expire(due, now):
+        alerts.reconcile_alerts([locked])
+        alerts.reconcile_location_alerts([locked.pk])
+        product = _hold(sku, place, quantity)
+        if product is not None:
+            return product, 0
+    free = locked.stock - _counter(Product, pk=locked.pk)
+    if place is not None:
+        level = StockLevel.objects.filter(product_id=locked.pk, location_id=place.pk)
+        at = level.values_list("quantity", "reserved").first() or (0, 0)
+        free = min(free, at[0] - at[1])
+    return None, max(free, 0)
+
+
+def _alert_after_hold(product: Product, place: Location | None) -> None:
+    """A hold only lowers what is available, so it can open an episode, never resolve
+    one: the product's is reconciled (from the counter) only when it is now low on
+    available stock, the locations' only when the hold names one (a hold naming none does
+    not count at any location). Nothing to do under the lock otherwise."""
+    if conf.low_stock_on_available():
+        if product.stock - product.reserved < product.low_stock_threshold:
+            alerts.reconcile_alerts([product], held={product.pk: product.reserved})
+        if place is not None:
+            alerts.reconcile_location_alerts([product.pk])
+
+
+def _hold(sku: str, place: Location | None, quantity: int) -> Product | None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {_PRODUCT} SET reserved = reserved + %s "
+            "WHERE sku = %s AND stock - reserved >= %s "
+            f"RETURNING {', '.join(_RETURNED)}",
+            [quantity, sku, quantity],
+        )
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        product = Product.from_db("default", _RETURNED, row)
+        if place is None:
+            return product
+        cursor.execute(
+            f"UPDATE {_LEVEL} SET reserved = reserved + %s "
+            "WHERE product_id = %s AND location_id = %s AND quantity - reserved >= %s",
+            [quantity, product.pk, place.pk, quantity],
+        )
+        if cursor.rowcount == 1:
+            return product
+        # Not there: give the product's units back (its row is locked by this transaction).
+        cursor.execute(
+            f"UPDATE {_PRODUCT} SET reserved = reserved - %s WHERE id = %s",
+            [quantity, product.pk],
+        )
+    return None
+
+
+def _counter(model, **where) -> int:
+    return model.objects.filter(**where).values_list("reserved", flat=True).first() or 0
+
+
+def _unhold(reservations: list[Reservation]) -> None:
+    """Ended holds leave the counters: the product's, and the level's of those naming a
+    location (a deleted product's holds have no counter left)."""
+    by_product: dict[int, int] = {}
+    by_level: dict[tuple[int, int], int] = {}
+    for r in reservations:
+        if r.product_id is None:
+            continue
+        by_product[r.product_id] = by_product.get(r.product_id, 0) + r.quantity
+        if r.location_id is not None:
+            key = (r.product_id, r.location_id)
+            by_level[key] = by_level.get(key, 0) + r.quantity
+    with connection.cursor() as cursor:
+        for pk, n in sorted(by_product.items()):
+            cursor.execute(f"UPDATE {_PRODUCT} SET reserved = reserved - %s WHERE id = %s", [n, pk])
+        for (pk, location_id), n in sorted(by_level.items()):
+            cursor.execute(
+                f"UPDATE {_LEVEL} SET reserved = reserved - %s "
+                "WHERE product_id = %s AND location_id = %s",
+                [n, pk, location_id],
+            )
+
+
+def _expire(due: QuerySet[Reservation], now: datetime) -> list[Reservation]:
+    """Expire the still-active reservations of ``due`` (callers hold their products' row
+    locks): claimed ``FOR UPDATE SKIP LOCKED``, ended by a conditional ``UPDATE``, taken
+    out of the counters; events and cached details follow. The sweep and a reservation
+    that finds too little both end due holds here."""
+    claimed = due.filter(status=ACTIVE).select_for_update(skip_locked=True, of=("self",))
+    ids = list(claimed.values_list("pk", flat=True))
+    if not ids:
+        return []
+    Reservation.objects.filter(pk__in=ids, status=ACTIVE).update(
+        status=Reservation.Status.EXPIRED, ended_at=now
+    )
+    expired = list(
+        Reservation.objects.filter(
+            pk__in=ids, status=Reservation.Status.EXPIRED, ended_at=now
+        ).order_by("pk")
+    )
+    _unhold(expired)
+    by_product: dict[int | None, list[Reservation]] = {}
+    for reservation in expired:
+        by_product.setdefault(reservation.product_id, []).append(reservation)
+    for rows in by_product.values():
+        reservations_changed.send(Reservation, action="expired", reservations=rows, using="default")
+    product_cache.invalidate({r.sku for r in expired})
+    return expired
 
 
 def _user_id(user, fallback: int | None) -> int | None:

@@ -155,9 +155,10 @@ def test_two_expiry_sweeps_at_once_expire_each_reservation_once(processes):
 
 
 def test_a_sweep_killed_mid_way_leaves_no_reservation_half_expired(processes):
-    """The sweeper commits batch by batch: SIGKILLed after its first batch (it then waits
-    for a product row this test holds), that batch is expired with its events, the rest is
-    untouched; the next sweep expires the rest, each reservation once."""
+    """The sweeper commits batch by batch: SIGKILLed after its first batch (its second
+    batch, the second product's holds, waits for that product's row, which this test
+    holds), the first batch is expired with its events and counters, the rest is untouched;
+    the next sweep expires the rest, each reservation once."""
     import signal
 
     from django.db import connection, connections
@@ -180,7 +181,7 @@ def test_a_sweep_killed_mid_way_leaves_no_reservation_half_expired(processes):
     locker = connections.create_connection("default")
     locker.set_autocommit(False)
     with locker.cursor() as cursor:
-        cursor.execute("SELECT id FROM app_product WHERE id = %s FOR UPDATE", [products[0].pk])
+        cursor.execute("SELECT id FROM app_product WHERE id = %s FOR UPDATE", [products[1].pk])
     sweep = processes.start("-m", "tests.reliability.actors", "expire_sweep")
     with connection.cursor() as cursor:
 
@@ -199,6 +200,13 @@ def test_a_sweep_killed_mid_way_leaves_no_reservation_half_expired(processes):
 
     expired = set(Reservation.objects.filter(status="expired").values_list("pk", flat=True))
     assert len(expired) == 50  # the first batch, whole
+    assert set(Reservation.objects.filter(pk__in=expired).values_list("sku", flat=True)) == {
+        "KILL-0"
+    }
+    assert dict(Product.objects.values_list("sku", "reserved")) == {
+        "KILL-0": 0,
+        **{f"KILL-{i}": 50 for i in range(1, 6)},
+    }
     assert not Reservation.objects.filter(status="expired", ended_at__isnull=True).exists()
     assert not Reservation.objects.filter(status="active", ended_at__isnull=False).exists()
     events = Counter(
@@ -215,3 +223,4 @@ def test_a_sweep_killed_mid_way_leaves_no_reservation_half_expired(processes):
         )
     )
     assert set(events) == set(ids) and set(events.values()) == {1}
+    assert set(Product.objects.values_list("reserved", flat=True)) == {0}
