@@ -238,6 +238,11 @@ class Product(models.Model):
             self.remember_current_values(attnames, using=using)
 
     def _do_update(self, base_qs, using, pk_val, values, update_fields, forced_update):
+        if update_fields is None or "reserved" not in update_fields:
+            # Held units move only with the holds (app.services.reservations, in SQL): a
+            # save of an instance read before a hold, or built by hand for an existing
+            # row, must not write its stale count back and let stock be sold twice.
+            values = [value for value in values if value[0].attname != "reserved"]
         if not values:
             return super()._do_update(base_qs, using, pk_val, values, update_fields, forced_update)
         updated = writes.guarded_update(self, base_qs, pk_val, values)

@@ -164,3 +164,29 @@ def test_a_hold_past_due_does_not_block_a_new_one_and_ends_expired(db):
     reservations.release(fresh.pk, user=None)
     product.refresh_from_db()
     assert product.reserved == 0 and StockLevel.objects.get(product=product).reserved == 0
+
+
+@pytest.mark.django_db
+def test_a_save_never_writes_a_stale_held_count_back():
+    """The counter is what keeps stock from being sold twice: an instance read before a
+    hold, or built by hand for an existing row, must not put its own count back."""
+    product = Product.objects.create(sku="SAVE-1", name="Lamp", price="1.00", stock=10)
+    stale = Product.objects.get(pk=product.pk)
+    reservations.reserve("SAVE-1", 3, user=None)
+    stale.name = "Lamp, renamed"
+    stale.save()
+    assert Product.objects.get(pk=product.pk).reserved == 3
+    by_hand = Product(
+        pk=product.pk,
+        sku="SAVE-1",
+        name="Lamp again",
+        price="2.00",
+        stock=10,
+        low_stock_threshold=5,
+        created_at=product.created_at,
+    )
+    by_hand.save()
+    saved = Product.objects.get(pk=product.pk)
+    assert (saved.name, saved.reserved) == ("Lamp again", 3)
+    with pytest.raises(reservations.ReservationRefused):
+        reservations.reserve("SAVE-1", 8, user=None)  # 10 on hand, 3 held: 7 available

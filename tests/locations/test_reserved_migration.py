@@ -1,4 +1,4 @@
-"""Migration 0010 fills the reservation counters from the active holds (due or not; ended
+"""Migration 0012 fills the reservation counters from the active holds (due or not; ended
 holds do not count): per product, and per (product, location) for holds naming one."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def test_counters_are_filled_from_the_active_holds():
     reservations.release(gone.pk, user=None)
     reservations.reserve(second, 1, user=None)
     try:
-        call_command("migrate", "app", "0009", verbosity=0)
+        call_command("migrate", "app", "0011", verbosity=0)
         with connection.cursor() as cursor:  # before: no counter
             cursor.execute("SELECT * FROM app_product LIMIT 0")
             assert "reserved" not in [c[0] for c in cursor.description]

@@ -32,7 +32,7 @@ def fill(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('app', '0009_locations'),
+        ('app', '0011_drop_covered_indexes'),
     ]
 
     operations = [
