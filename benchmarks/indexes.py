@@ -6,7 +6,8 @@ PostgreSQL (the production database). On a freshly migrated database with 10,000
 each table gets one set-based ``INSERT ... SELECT`` of ``--rows`` rows shaped like the
 project's own (a bulk pipeline writes these rows the same way). Every measurement runs in a
 transaction that is rolled back: first with every index and constraint (the baseline), then
-once without each index or constraint in turn (``DROP`` is transactional in PostgreSQL), with
+once without each index or constraint in turn, the two alternating (``DROP`` is transactional
+in PostgreSQL), with
 ``SET CONSTRAINTS ALL IMMEDIATE`` so deferred foreign keys are checked inside the timed
 statement rather than at a commit that never comes. The best of ``--repeat`` runs counts. The
 saving of dropping one object is its write cost; ``NEEDED_BY`` says which query needs it
@@ -184,21 +185,26 @@ def main() -> int:
         with connection.cursor() as cursor:
             found = objects(cursor, table)
 
-        def best(drop: str | None, table: str = table) -> float:
-            return min(timed_insert(connection, table, params, drop) for _ in range(args.repeat))
+        def pair(drop: str, table: str = table) -> tuple[float, float]:
+            """Best times with and without the object, measured alternately so that a
+            change of the machine's load hits both sides alike."""
+            with_it, without = [], []
+            for _ in range(args.repeat):
+                with_it.append(timed_insert(connection, table, params, None))
+                without.append(timed_insert(connection, table, params, drop))
+            return min(with_it), min(without)
 
-        baseline = best(None)
-        print(f"| {table} | (all) | | {baseline * 1000:,.0f} ms | | | |")
         for kind, name, _definition in found:
             if kind == "index":
                 drop = f'DROP INDEX "{name}"'
             else:
                 drop = f'ALTER TABLE {table} DROP CONSTRAINT "{name}"'
-            without = best(drop)
+            baseline, without = pair(drop)
             cost = baseline - without
             print(
-                f"| {table} | `{name}` | {kind} | {without * 1000:,.0f} ms | "
-                f"{cost * 1000:+,.0f} ms | {cost / baseline:+.0%} | {need(kind, name)} |",
+                f"| {table} | `{name}` | {kind} | {baseline * 1000:,.0f} ms | "
+                f"{without * 1000:,.0f} ms | {cost * 1000:+,.0f} ms | {cost / baseline:+.0%} | "
+                f"{need(kind, name)} |",
                 flush=True,
             )
     return 0
