@@ -237,6 +237,13 @@ class Product(models.Model):
             attnames = [meta.get_field(name).attname for name in update_fields]
             self.remember_current_values(attnames, using=using)
 
+    def _do_insert(self, manager, using, fields, returning_fields, raw):
+        # A row written anew holds nothing: holds are counted when made. A stale instance
+        # saved after its row was deleted (the holds were detached then) must not bring
+        # its old count back, which nothing would ever release.
+        self.reserved = 0
+        return super()._do_insert(manager, using, fields, returning_fields, raw)
+
     def _do_update(self, base_qs, using, pk_val, values, update_fields, forced_update):
         if update_fields is None or "reserved" not in update_fields:
             # Held units move only with the holds (app.services.reservations, in SQL): a

@@ -190,3 +190,17 @@ def test_a_save_never_writes_a_stale_held_count_back():
     assert (saved.name, saved.reserved) == ("Lamp again", 3)
     with pytest.raises(reservations.ReservationRefused):
         reservations.reserve("SAVE-1", 8, user=None)  # 10 on hand, 3 held: 7 available
+
+
+@pytest.mark.django_db
+def test_a_deleted_product_saved_again_from_a_stale_instance_holds_nothing():
+    """Its holds were detached when it was deleted (nothing releases them from the new
+    row): the row written again must not carry their count (found by review)."""
+    Product.objects.create(sku="GONE-1", name="Lamp", price="1.00", stock=10)
+    reservations.reserve("GONE-1", 4, user=None)
+    stale = Product.objects.get(sku="GONE-1")
+    assert stale.reserved == 4
+    Product.objects.filter(sku="GONE-1").delete()
+    stale.save()
+    assert Product.objects.get(sku="GONE-1").reserved == 0
+    assert reservations.reserve("GONE-1", 10, user=None).reservation.quantity == 10
