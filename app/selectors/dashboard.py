@@ -6,16 +6,19 @@ related rows in the same query.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import NamedTuple
 
+from django.contrib.auth import get_user_model
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
 from .. import conf
-from ..models import PipelineRun, PriceHistory, Product, Reservation, StockAlert, StockMovement
+from ..models import PipelineRun, PriceHistory, Product, Reservation, StockAlert
 from .runs import visible_runs
 
 RECENT = 10
@@ -73,12 +76,6 @@ def product_by_sku(sku: str) -> Product:
     return get_object_or_404(Product, sku=sku)
 
 
-def stock_movements(product: Product, limit: int = PRODUCT_ROWS) -> QuerySet[StockMovement]:
-    return product.stock_movements.select_related("changed_by", "location").order_by(
-        "-created_at", "-id"
-    )[:limit]
-
-
 def active_reservations(product: Product, limit: int = PRODUCT_ROWS) -> QuerySet[Reservation]:
     """The product's holds that still count (active, not past due), soonest to lapse first."""
     return (
@@ -107,31 +104,51 @@ def alert_history(product: Product, limit: int = PRODUCT_ROWS) -> QuerySet[Stock
     return product.stock_alerts.order_by("-opened_at", "-id")[:limit]
 
 
-def price_changes(product: Product, limit: int = PRODUCT_ROWS) -> QuerySet[PriceHistory]:
-    return product.price_history.select_related("changed_by").order_by("-changed_at", "-id")[:limit]
-
-
 @dataclass(frozen=True)
 class PricePoint:
     at: datetime
     price: Decimal
 
 
-def price_series(product: Product, now: datetime, limit: int = CHART_POINTS) -> list[PricePoint]:
+class PriceChangeRow(NamedTuple):
+    """One price history row as the product page shows it (no model instance: the page
+    reads up to ``CHART_POINTS`` of them)."""
+
+    changed_at: datetime
+    old_price: Decimal
+    new_price: Decimal
+    source: str
+    changed_by: str | None  # the user's username
+
+
+def price_history_rows(product: Product, limit: int = CHART_POINTS) -> list[PriceChangeRow]:
+    """The product's latest ``limit`` price changes, newest first, in one query: the chart
+    draws them all, the list shows the first ``PRODUCT_ROWS``."""
+    username = f"changed_by__{get_user_model().USERNAME_FIELD}"
+    rows = product.price_history.order_by("-changed_at", "-id").values_list(
+        "changed_at", "old_price", "new_price", "source", username
+    )[:limit]
+    return [PriceChangeRow(*row) for row in rows]
+
+
+def price_series(
+    product: Product,
+    now: datetime,
+    limit: int = CHART_POINTS,
+    rows: Sequence[PriceChangeRow] | None = None,
+) -> list[PricePoint]:
     """The price over time as a step series: launch (or the oldest shown) price, each change,
-    and the current price at ``now``. Only the latest ``limit`` changes are read."""
-    rows = list(
-        product.price_history.order_by("-changed_at", "-id").values_list(
-            "changed_at", "old_price", "new_price"
-        )[:limit]
-    )
-    rows.reverse()
+    and the current price at ``now``. Only the latest ``limit`` changes are read (``rows``:
+    those already read by ``price_history_rows(product, limit)``)."""
+    if rows is None:
+        rows = price_history_rows(product, limit)
+    rows = rows[::-1]
     if not rows:
         return [PricePoint(product.created_at, product.price), PricePoint(now, product.price)]
-    first_at = product.created_at if len(rows) < limit else rows[0][0]
-    points = [PricePoint(min(first_at, rows[0][0]), rows[0][1])]
-    points += [PricePoint(at, new) for at, _, new in rows]
-    points.append(PricePoint(max(now, rows[-1][0]), product.price))
+    first_at = product.created_at if len(rows) < limit else rows[0].changed_at
+    points = [PricePoint(min(first_at, rows[0].changed_at), rows[0].old_price)]
+    points += [PricePoint(row.changed_at, row.new_price) for row in rows]
+    points.append(PricePoint(max(now, rows[-1].changed_at), product.price))
     return points
 
 
@@ -143,26 +160,56 @@ class StockSeries:
     points: list[tuple[datetime, int]]
 
 
-def stock_series(product: Product, now: datetime, limit: int = CHART_POINTS) -> list[StockSeries]:
+class LedgerRow(NamedTuple):
+    """One stock ledger row as the product page shows it."""
+
+    created_at: datetime
+    location: str  # the location's code
+    delta: int
+    stock_after: int
+    reason: str
+    source: str
+    changed_by: str | None  # the user's username
+
+
+def ledger_rows(product: Product, limit: int = CHART_POINTS) -> list[LedgerRow]:
+    """The product's latest ``limit`` ledger rows, newest first, in one query: the stock
+    chart walks them all, the movements list shows the first ``PRODUCT_ROWS``."""
+    username = f"changed_by__{get_user_model().USERNAME_FIELD}"
+    rows = product.stock_movements.order_by("-created_at", "-id").values_list(
+        "created_at", "location__code", "delta", "stock_after", "reason", "source", username
+    )[:limit]
+    return [LedgerRow(*row) for row in rows]
+
+
+def stock_series(
+    product: Product,
+    now: datetime,
+    limit: int = CHART_POINTS,
+    rows: Sequence[LedgerRow] | None = None,
+    current: dict[str, int] | None = None,
+) -> list[StockSeries]:
     """Stock over time from the ledger: the total (each row's ``stock_after``) and each
-    location (walked back from its current level through the latest ``limit`` rows)."""
-    rows = list(
-        product.stock_movements.order_by("-created_at", "-id").values_list(
-            "created_at", "location__code", "delta", "stock_after"
-        )[:limit]
-    )
+    location (walked back from its current level through the latest ``limit`` rows).
+    ``rows``: those of ``ledger_rows(product, limit)``; ``current``: the quantity at each
+    location's code now (both read here when not given)."""
+    if rows is None:
+        rows = ledger_rows(product, limit)
     if not rows:
         return []
-    current = dict(product.stock_levels.values_list("location__code", "quantity"))
+    if current is None:
+        current = dict(product.stock_levels.values_list("location__code", "quantity"))
     per_location: dict[str, list[tuple[datetime, int]]] = {}
     level = dict(current)
-    for at, code, delta, _ in rows:  # newest first: the value after each row
-        per_location.setdefault(code, []).append((at, level.get(code, 0)))
-        level[code] = level.get(code, 0) - delta
-    series = [StockSeries("total", [(at, after) for at, _, _, after in reversed(rows)])]
-    series[0].points.append((max(now, rows[0][0]), product.stock))
+    for row in rows:  # newest first: the value after each row
+        code = row.location
+        per_location.setdefault(code, []).append((row.created_at, level.get(code, 0)))
+        level[code] = level.get(code, 0) - row.delta
+    newest = rows[0].created_at
+    series = [StockSeries("total", [(row.created_at, row.stock_after) for row in reversed(rows)])]
+    series[0].points.append((max(now, newest), product.stock))
     for code in sorted(per_location):
         points = list(reversed(per_location[code]))
-        points.append((max(now, rows[0][0]), current.get(code, 0)))
+        points.append((max(now, newest), current.get(code, 0)))
         series.append(StockSeries(code, points))
     return series

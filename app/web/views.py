@@ -25,6 +25,7 @@ from ..services.import_profiles import ProfileInvalid, save_profile
 from ..services.omnibus import current_reduction
 from ..services.stock import availability
 from ..utils.utils import process_pipeline
+from . import rows
 from .charts import price_chart_svg, stock_chart_svg, stock_chart_table
 from .forms import ExportForm, ImportProfileForm, PipelineForm
 
@@ -43,14 +44,21 @@ def _with_progress(runs):
 @require_GET
 def dashboard(request: HttpRequest) -> HttpResponse:
     replica_reads(request)
+    now, fmt = timezone.now(), rows.Formats()
+    alerts = list(selectors.open_alerts())
+    holds = list(selectors.expiring_reservations())
+    changes = list(selectors.recent_price_changes())
     return render(
         request,
         "web/dashboard.html",
         {
-            "alerts": selectors.open_alerts(),
+            "alerts": alerts,
+            "alert_rows": rows.open_alert_rows(alerts, fmt, now),
             "runs": _with_progress(selectors.recent_runs(request.user)),
-            "price_changes": selectors.recent_price_changes(),
-            "reservations": selectors.expiring_reservations(),
+            "price_changes": changes,
+            "price_change_rows": rows.recent_price_change_rows(changes, fmt, now),
+            "reservations": holds,
+            "reservation_rows": rows.expiring_reservation_rows(holds, fmt, now),
         },
     )
 
@@ -172,24 +180,38 @@ def export_download(request: HttpRequest) -> HttpResponse:
 def product_detail(request: HttpRequest, sku: str) -> HttpResponse:
     replica_reads(request)
     product = selectors.product_by_sku(sku)
-    now = timezone.now()
+    now, fmt = timezone.now(), rows.Formats()
     available, locations = availability(product)
-    series = selectors.stock_series(product, now)
+    # One read each of the latest price changes and ledger rows: the charts draw them all,
+    # the lists show the first PRODUCT_ROWS.
+    history = selectors.price_history_rows(product)
+    ledger = selectors.ledger_rows(product)
+    current = {place.code: place.quantity for place in locations}
+    series = selectors.stock_series(product, now, rows=ledger, current=current)
+    table = stock_chart_table(series)
+    changes, moves = history[: selectors.PRODUCT_ROWS], ledger[: selectors.PRODUCT_ROWS]
+    alerts = list(selectors.alert_history(product))
+    holds = list(selectors.active_reservations(product))
     return render(
         request,
         "web/product_detail.html",
         {
             "product": product,
             "reduction": current_reduction(product, now),
-            "chart": price_chart_svg(selectors.price_series(product, now)),
-            "price_changes": selectors.price_changes(product),
-            "movements": selectors.stock_movements(product),
-            "alerts": selectors.alert_history(product),
+            "chart": price_chart_svg(selectors.price_series(product, now, rows=history)),
+            "price_changes": changes,
+            "price_change_rows": rows.price_change_rows(changes, fmt),
+            "movements": moves,
+            "movement_rows": rows.movement_rows(moves, fmt),
+            "alerts": alerts,
+            "alert_rows": rows.alert_history_rows(alerts, fmt),
             "available": available,
             "stock_chart": stock_chart_svg(series),
-            "stock_table": stock_chart_table(series),
+            "stock_table": table,
+            "stock_table_rows": rows.stock_table_rows(table, fmt) if table else "",
             "locations": locations,
-            "reservations": selectors.active_reservations(product),
+            "reservations": holds,
+            "reservation_rows": rows.active_reservation_rows(holds, fmt),
         },
     )
 
