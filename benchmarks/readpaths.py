@@ -352,8 +352,14 @@ def last_pages(model, ids: list[int]) -> dict[int, int]:
     return {row["product_id"]: max(1, -(-row["n"] // PAGE)) for row in counts}
 
 
-def endpoints(shape: Shape) -> list[Endpoint]:
+def endpoints(shape: Shape, only: str | None = None) -> list[Endpoint]:
+    """The measured endpoints; ``only``: those whose label starts with one of these
+    comma-separated prefixes (``--only "product page,dashboard"``)."""
     from app.models import PriceHistory, StockMovement
+
+    if only:
+        prefixes = tuple(p.strip().lower() for p in only.split(",") if p.strip())
+        return [e for e in endpoints(shape) if e.label.lower().startswith(prefixes)]
 
     everyone = range(1, shape.products + 1)
     deep = shape.deep_ids() + shape.very_deep_ids()
@@ -412,7 +418,7 @@ def percentile(values: list[float], q: float) -> float:
 def measure(base: str, headers: dict, shape: Shape, args) -> list[dict]:
     rng = random.Random(13)
     rows = []
-    for endpoint in endpoints(shape):
+    for endpoint in endpoints(shape, args.only):
         for _ in range(args.warmup):  # this path's code, templates and connections
             get(base, url_for(endpoint, rng.choice(endpoint.products), rng), headers)
         choices = [("uniform", endpoint.products)]
@@ -446,7 +452,7 @@ def measure(base: str, headers: dict, shape: Shape, args) -> list[dict]:
 # --- EXPLAIN ----------------------------------------------------------------------------------
 
 
-def explain_all(shape: Shape, token: str) -> list[dict]:
+def explain_all(shape: Shape, token: str, only: str | None = None) -> list[dict]:
     """One in-process request per endpoint (the server's code, this process's settings: no
     shared cache, so the API computes its body); every SELECT it ran is explained."""
     from django.contrib.auth import get_user_model
@@ -460,7 +466,7 @@ def explain_all(shape: Shape, token: str) -> list[dict]:
     EXPLAIN_DIR.mkdir(parents=True, exist_ok=True)
     rng = random.Random(7)
     summary = []
-    for endpoint in endpoints(shape):
+    for endpoint in endpoints(shape, only):
         # The worst case: the deepest product of the choice (the very deep ones are last).
         i = endpoint.products[-1] if endpoint.pages else rng.choice(endpoint.products)
         if endpoint.label.startswith("Omnibus"):
@@ -519,6 +525,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
     parser.add_argument("--port", type=int, help="gunicorn's port (default: a free one)")
     parser.add_argument("--build-only", action="store_true")
+    parser.add_argument("--only", help='endpoints whose label starts with these, e.g. "dashboard"')
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args()
     if args.quick:
@@ -562,7 +569,7 @@ def main() -> int:
     session, token = reader()
 
     print("EXPLAIN (ANALYZE, BUFFERS) of every SELECT, in this process:", flush=True)
-    plans = explain_all(shape, token)
+    plans = explain_all(shape, token, args.only)
     from django.db import connection
 
     connection.close()
