@@ -113,9 +113,9 @@ def movement_rows(moves: Sequence[LedgerRow], fmt: Formats) -> SafeString:
 
 
 def stock_table_rows(table: ChartTable, fmt: Formats) -> SafeString:
-    """The stock chart's table twin: a row per time, a cell per series. Up to a thousand
-    rows, so built from plain strings: the times are digits and separators, the numbers are
-    escaped."""
+    """The stock chart's table twin: a row per time, a cell per series. Up to 501 rows
+    (the times of 500 ledger rows, and now), so built from plain strings: the times are
+    digits and separators, the numbers are escaped."""
     cells: dict[int | None, str] = {None: f'<td class="num">{NONE}</td>'}  # values repeat
     out = []
     for at, values in table.rows:
