@@ -302,28 +302,44 @@ class StagedUpsert(StagedChanges):
                 yield Change(pk, UPDATED, before, after, at=at)
 
 
-def analyze_grown(unit: StepUnit) -> list[str]:
-    """On PostgreSQL, after an upsert step (either route): the tables of ``ANALYZED`` this
-    run's transaction grew a lot (``ANALYZE_*``), to ``ANALYZE`` once it commits (outside
-    the run's transaction and its locks); returns their names (empty: nothing to do)."""
+def table_ends(unit: StepUnit) -> list[int] | None:
+    """The highest id of each table of ``ANALYZED`` (PostgreSQL; ``None`` elsewhere or in a
+    dry run): taken before an upsert step, so that ``analyze_grown`` knows how many rows it
+    added. (The transaction's own counters, ``pg_stat_xact_*``, also count the backend's
+    earlier transactions until its statistics are flushed.)"""
+    connection = connections[unit.using]
+    if connection.vendor != "postgresql" or unit.state.dry_run:
+        return None
+    qn = connection.ops.quote_name
+    ends = ", ".join(f"(SELECT MAX(id) FROM {qn(m._meta.db_table)})" for m in ANALYZED)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {ends}")
+        return [end or 0 for end in cursor.fetchone()]
+
+
+def analyze_grown(unit: StepUnit, ends: list[int] | None) -> list[str]:
+    """After an upsert step (either route), given ``table_ends`` from before it: the tables
+    of ``ANALYZED`` it grew a lot (``ANALYZE_*``), to ``ANALYZE`` once the run commits
+    (outside its transaction and locks); returns their names (empty: nothing to do)."""
+    if ends is None:
+        return []
     state = unit.state
     connection = connections[unit.using]
-    if connection.vendor != "postgresql" or state.dry_run:
-        return []
     names = [model._meta.db_table for model in ANALYZED]
+    now = table_ends(unit) or ends
     with connection.cursor() as cursor:
-        cursor.execute(  # this transaction's inserts, next to the planner's row estimate
-            "SELECT s.relname, s.n_tup_ins, c.reltuples FROM pg_stat_xact_user_tables s "
-            "JOIN pg_class c ON c.oid = s.relid WHERE s.relname = ANY(%s)",
+        cursor.execute(  # the planner's row estimates (-1: never analyzed)
+            "SELECT relname, reltuples FROM pg_class WHERE relname = ANY(%s) "
+            "AND relkind IN ('r', 'p') AND pg_table_is_visible(oid)",
             [names],
         )
-        found = cursor.fetchall()
-    grown = sorted(
+        estimates = dict(cursor.fetchall())
+    grown = [
         name
-        for name, inserted, estimate in found
-        if inserted >= ANALYZE_MIN_ROWS
-        and (inserted >= ANALYZE_ALWAYS_ROWS or inserted > ANALYZE_SHARE * max(estimate, 0))
-    )
+        for name, before, after in zip(names, ends, now, strict=True)
+        if (added := after - before) >= ANALYZE_MIN_ROWS
+        and (added >= ANALYZE_ALWAYS_ROWS or added > ANALYZE_SHARE * max(estimates.get(name, 0), 0))
+    ]
     pending = getattr(state, "analyze_after_commit", None)
     if pending is not None:  # a later upsert step of the same run: one ANALYZE per table
         pending.update(grown)

@@ -292,7 +292,9 @@ class StepUnit:
             return
         alerts = StockAlert.objects.using(self.using)
         for start in range(0, len(checked), CHUNK):
-            ids = checked[start : start + CHUNK]
+            ids = sqlrows.json_list(
+                checked[start : start + CHUNK], using=self.using, sql_type="bigint"
+            )
             opened = alerts.filter(
                 product_id__in=ids, opened_at__gte=t0, resolved_at__isnull=True
             ).values_list("sku", "stock", "threshold")

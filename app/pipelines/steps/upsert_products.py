@@ -172,11 +172,12 @@ class UpsertProducts(StepSpec):
                 raise _invalid(unit, key, exc.line, exc.column, str(exc)) from None
 
     def run(self, unit) -> None:
+        ends = upserts.table_ends(unit)
         if staged.applies(unit):
             self._run_staged(unit)
         else:
             self._run_objects(unit)
-        upserts.analyze_grown(unit)
+        upserts.analyze_grown(unit, ends)
 
     def _run_staged(self, unit) -> None:
         """The SQL route (``app.pipelines.upserts``): chunks of distinct SKUs, as below."""
