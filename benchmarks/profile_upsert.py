@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import fresh_database_url, setup_django  # noqa: E402
+from common import fresh_database_url, setup_django
 
 PG_NAME = os.environ.get("BENCH_PG_DB", "stockpipe_bench")
 
@@ -34,10 +34,10 @@ def main() -> None:
         import pipeline as bench
         from django.db import connection
         from django.test.utils import CaptureQueriesContext
+        from pipeline_limits import Limits
 
         from app import conf
         from app.utils.utils import process_pipeline
-        from pipeline_limits import Limits
 
         bench.load_products(args.n)
         work = bench.Workload("upsert", args.n)
