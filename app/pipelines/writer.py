@@ -292,9 +292,7 @@ class StepUnit:
             return
         alerts = StockAlert.objects.using(self.using)
         for start in range(0, len(checked), CHUNK):
-            ids = sqlrows.json_list(
-                checked[start : start + CHUNK], using=self.using, sql_type="bigint"
-            )
+            ids = checked[start : start + CHUNK]
             opened = alerts.filter(
                 product_id__in=ids, opened_at__gte=t0, resolved_at__isnull=True
             ).values_list("sku", "stock", "threshold")

@@ -14,7 +14,6 @@ import re
 from array import array
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 from django.conf import settings
 from django.core.mail import EmailMessage
@@ -165,7 +164,7 @@ def held_by_product(pks: Sequence[int], *, using: str = "default") -> dict[int, 
     for start in range(0, len(pks), CHUNK):
         rows = (
             _active_holds(using)
-            .filter(product_id__in=_ids(pks[start : start + CHUNK], using))
+            .filter(product_id__in=pks[start : start + CHUNK])
             .values_list("product_id")
             .annotate(n=Sum("quantity"))
         )
@@ -198,7 +197,7 @@ def reconcile_alerts(
     alerts = StockAlert.objects.using(using)
     for start in range(0, len(restocked), CHUNK):
         chunk = alerts.filter(
-            product_id__in=_ids(restocked[start : start + CHUNK], using),
+            product_id__in=restocked[start : start + CHUNK],
             resolved_at__isnull=True,
             location__isnull=True,
         )
@@ -216,7 +215,7 @@ def reconcile_alerts(
     for start in range(0, len(ids), CHUNK):
         already_open.update(
             alerts.filter(
-                product_id__in=_ids(ids[start : start + CHUNK], using),
+                product_id__in=ids[start : start + CHUNK],
                 resolved_at__isnull=True,
                 location__isnull=True,
             ).values_list("product_id", flat=True)
@@ -252,12 +251,6 @@ ALERT_COLUMNS = (
     "product_id", "sku", "name", "stock", "threshold", "opened_at", "delivery_status",
     "attempts", "last_error",
 )  # fmt: skip
-
-
-def _ids(pks: Sequence[int], using: str) -> Any:
-    """Primary keys for an ``__in`` filter: one JSON parameter (``json_list``) rather than
-    a placeholder each, which the driver and the planner handle slowly by the thousand."""
-    return json_list(list(pks), using=using, sql_type="bigint")
 
 
 def _instance_of(product: Product | Change) -> Product | None:
