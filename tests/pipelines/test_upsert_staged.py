@@ -265,3 +265,34 @@ def test_upsert_that_grew_the_catalogue_analyzes_it_after_commit(monkeypatch):
     with connection.cursor() as cursor:
         cursor.execute("SELECT reltuples FROM pg_class WHERE relname = 'app_product'")
         assert cursor.fetchone()[0] == 170
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_no_upsert_stage_outlives_its_transaction(monkeypatch):
+    """Behind a transaction pooler the next transaction of any client may get the server
+    connection a run used: the stage ends with the run, committed or rolled back."""
+    monkeypatch.setattr(upserts, "STAGE_CHUNK", 3)  # several chunks, one stage
+
+    def stages_left() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_class WHERE relname = %s AND relpersistence = 't'",
+                [UPSERT_STAGE],
+            )
+            return cursor.fetchone()[0]
+
+    text = "sku,name,price,stock\n" + "".join(f"W-{i},N,{i}.00,{i}\n" for i in range(8))
+    for _ in range(2):  # the second run updates what the first created
+        staged, result = staged_queries(
+            {"name": "x", "steps": [{"op": "upsert_products", "csv": text}]}
+        )
+        assert result["status"] == "succeeded" and staged > 0
+        assert stages_left() == 0
+    bad = text + "W-9,N,1.00,-1\n"
+    _staged, failed = staged_queries(
+        {"name": "x", "steps": [{"op": "upsert_products", "csv": bad}]}
+    )
+    assert failed["status"] == "failed"
+    assert stages_left() == 0
+    assert Product.objects.filter(sku__startswith="W-").count() == 8
