@@ -11,13 +11,16 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
 
 from pydantic import ValidationError
 
+from ..core.domain import _FORBIDDEN_IN_TEXT, _PLAIN_SKU, CENT, MAX_STOCK, NAME_MAX_LENGTH
 from ..core.inputs import strip_bom
 from .base import Name, Price, Sku, Stock, Strict, Threshold
 
@@ -31,6 +34,48 @@ class ProductRow(Strict):
     price: Price
     stock: Stock | None = None
     low_stock_threshold: Threshold | None = None
+
+    def values(self) -> RowValues:
+        return (self.sku, self.name, self.price, self.stock, self.low_stock_threshold)
+
+
+# A validated row as a tuple: (sku, name, price, stock or None, threshold or None). The SQL
+# route of ``upsert_products`` stages these, without a model instance per row.
+RowValues = tuple[str, str, Decimal, int | None, int | None]
+
+# What ``_fast_values`` accepts without the model: a price of up to 10 digits and 2 decimals,
+# a count of up to 10 digits (ASCII only; anything else goes through the model).
+_PRICE_TEXT = re.compile(r"[0-9]{1,10}(?:\.[0-9]{1,2})?")
+_COUNT_TEXT = re.compile(r"[0-9]{1,10}")
+
+
+def _fast_values(at: tuple[int, int, int, int, int], values: list[str]) -> RowValues | None:
+    """The row's values when every cell is of the common, plainly valid form (the same
+    values ``ProductRow`` would give it), else ``None``: the caller then validates the row
+    with the model, which accepts what it accepts and words the error. ``at``: the columns'
+    positions (``-1``: no such column)."""
+    sku, name, price = values[at[0]], values[at[1]], values[at[2]]
+    if not _PLAIN_SKU.fullmatch(sku) or sku in (".", ".."):
+        return None
+    if len(name) > NAME_MAX_LENGTH or not name.strip() or _FORBIDDEN_IN_TEXT.search(name):
+        return None
+    if not _PRICE_TEXT.fullmatch(price):
+        return None
+    counts: list[int | None] = [None, None]
+    for i in (0, 1):
+        position = at[3 + i]
+        if position < 0:
+            continue
+        text = values[position]
+        if not text.strip():
+            continue  # an empty optional cell: not given
+        if not _COUNT_TEXT.fullmatch(text):
+            return None
+        count = int(text)
+        if count > MAX_STOCK:
+            return None
+        counts[i] = count
+    return sku, name, Decimal(price).quantize(CENT), counts[0], counts[1]
 
 
 @dataclass
@@ -144,11 +189,15 @@ def count_data_lines(text: str | None = None, path: str | None = None) -> int:
 
 
 def iter_csv_rows(
-    stream: TextIO, skip: Callable[[Rejection], None] | None = None
-) -> Iterator[tuple[int, ProductRow]]:
+    stream: TextIO, skip: Callable[[Rejection], None] | None = None, *, as_values: bool = False
+) -> Iterator[tuple[int, Any]]:
     """Yield ``(line number, row)``; raise ``RowError`` at the first bad cell or line, or,
     given ``skip``, hand it each bad row as a ``Rejection`` and go on (a malformed CSV
-    record still raises: the rows after it cannot be trusted)."""
+    record still raises: the rows after it cannot be trusted).
+
+    ``as_values``: each row as ``RowValues`` instead of a ``ProductRow``; rows of the common
+    form are then checked without building the model (``_fast_values``), the others as
+    always, so the same rows pass and fail with the same errors."""
     reader = csv.reader(stream)
     header: list[str] = []
     done = 0  # lines read up to the end of the last whole record
@@ -156,6 +205,10 @@ def iter_csv_rows(
         header = [c.strip() for c in next(reader, None) or []]
         width = len(header)
         done = reader.line_num
+        fast = as_values and all(c in header for c in REQUIRED_COLUMNS)
+        at = tuple(
+            header.index(c) if c in header else -1 for c in REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+        )
         for values in reader:
             line = reader.line_num
             if not values or (len(values) == 1 and not values[0].strip()):
@@ -169,6 +222,12 @@ def iter_csv_rows(
                 skip(Rejection(start, "*", "", msg, _raw(header, values)))
                 done = line
                 continue
+            if fast:
+                found = _fast_values(at, values)  # type: ignore[arg-type]
+                if found is not None:
+                    yield line, found
+                    done = line
+                    continue
             data = {
                 k: v
                 for k, v in zip(header, values, strict=True)
@@ -186,7 +245,7 @@ def iter_csv_rows(
                 skip(Rejection(start, column, value, first["msg"], _raw(header, values)))
                 done = line
                 continue
-            yield line, row
+            yield line, (row.values() if as_values else row)
             done = line
     except csv.Error as exc:
         raise _csv_error(exc, stream, done, reader.line_num, header) from None

@@ -11,7 +11,7 @@ from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_
 
 from ...core.feeds import FeedProfile
 from ...models import ImportProfile, Product
-from .. import located
+from .. import located, staged, upserts
 from ..base import Label, StepSpec
 from ..feeds import (
     FeedError,
@@ -26,6 +26,7 @@ from ..registry import register
 from ..rows import (
     ProductRow,
     RowError,
+    RowValues,
     count_data_lines,
     header_errors,
     iter_csv_rows,
@@ -139,9 +140,11 @@ class UpsertProducts(StepSpec):
             return xlsx_records(feed, path=self.xlsx_file, sheet=self.sheet or "")
         return csv_records(feed, text=self.csv, path=self.csv_file)
 
-    def _items(self, unit) -> Iterator[ProductRow]:
+    def _items(self, unit, *, as_values: bool = False) -> Iterator[Any]:
+        """The rows, validated, as ``ProductRow`` models or (``as_values``) ``RowValues``."""
         if self.rows is not None:
-            yield from self.rows
+            for row in self.rows:
+                yield row.values() if as_values else row
             return
         key = self.source
         skip = unit.state.policy == "skip_invalid_rows"
@@ -155,18 +158,42 @@ class UpsertProducts(StepSpec):
                         unit.reject(item)
                         unit.advance(1)
                         continue
-                    yield item
+                    yield item.values() if as_values else item
             except FeedError as exc:
                 raise _invalid(unit, key, exc.row, exc.column or "*", str(exc)) from None
             return
         with open_csv(text=self.csv, path=self.csv_file) as stream:
             try:
-                for _line, row in iter_csv_rows(stream, skip=unit.reject if skip else None):
+                for _line, row in iter_csv_rows(
+                    stream, skip=unit.reject if skip else None, as_values=as_values
+                ):
                     yield row
             except RowError as exc:
                 raise _invalid(unit, key, exc.line, exc.column, str(exc)) from None
 
     def run(self, unit) -> None:
+        ends = upserts.table_ends(unit)
+        if staged.applies(unit):
+            self._run_staged(unit)
+        else:
+            self._run_objects(unit)
+        upserts.analyze_grown(unit, ends)
+
+    def _run_staged(self, unit) -> None:
+        """The SQL route (``app.pipelines.upserts``): chunks of distinct SKUs, as below."""
+        chunk: dict[str, RowValues] = {}
+        elsewhere = upserts.stock_elsewhere(unit)
+        for row in self._items(unit, as_values=True):
+            if row[0] in chunk or len(chunk) >= upserts.STAGE_CHUNK:
+                upserts.write_rows(unit, list(chunk.values()), key=self.source, elsewhere=elsewhere)
+                chunk = {}
+            chunk[row[0]] = row
+        if chunk:
+            upserts.write_rows(unit, list(chunk.values()), key=self.source, elsewhere=elsewhere)
+
+    def _run_objects(self, unit) -> None:
+        """The object route: a ``Product`` per row, saved in chunks (a repeated SKU starts
+        a new chunk, so it is applied after the earlier row, like repeated saves)."""
         chunk: dict[str, ProductRow] = {}
         for row in self._items(unit):
             if row.sku in chunk or len(chunk) >= CHUNK:

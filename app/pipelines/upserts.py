@@ -1,0 +1,366 @@
+"""``upsert_products`` written in SQL, set-based (the route ``staged.applies`` chooses).
+
+The object route builds a ``Product`` per row (an instance for each existing SKU, one for
+each new one) so that every receiver sees each save. When only the project's receivers
+listen, a chunk of validated rows (``RowValues`` tuples, SKUs distinct) is staged instead
+in a temporary table as one JSON parameter, each SKU resolved to its product (locked, in
+primary-key order, with its old values), the stock totals checked against the other
+locations' levels (nothing is written when one fails), and applied with one ``UPDATE``
+and one ``INSERT``. The change set (``StagedUpsert``: rows ``created`` and ``updated``
+with their old values, over the stage) goes to the change pipeline's effects (history,
+ledger, stock levels, webhooks, alerts, cache), set-based, as the map steps' does.
+
+On PostgreSQL the stage is dropped when the transaction ends (``ON COMMIT DROP``): behind
+a transaction pooler (PgBouncer) the server connection goes to other clients after it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from django.db import DatabaseError, connections, transaction
+from django.utils import timezone
+
+from ..core import encoding
+from ..core.sqlrows import column_converter
+from ..models import PriceHistory, Product, StockMovement
+from ..tracking import adapters
+from ..tracking.batch import record_set
+from ..tracking.changes import CREATED, EVERY, UPDATED, Change, StagedChanges, Where
+from .rows import RowValues
+from .writer import MAX_LISTED, MAX_REPORTED, StepUnit
+
+logger = logging.getLogger(__name__)
+
+UPSERT_STAGE = "stockpipe_upsert"
+# Rows staged per statement: larger than the object route's chunk (fewer statements per
+# table), small enough that a chunk's tuples, JSON and change rows (the effects read those
+# that crossed their threshold, every new product among them) stay a few MB: 50,000 made
+# a 1,000,000-row upsert peak at 170 MB.
+STAGE_CHUNK = 10_000
+_FIELDS = frozenset({"name", "price", "stock", "low_stock_threshold"})
+
+# PostgreSQL: a table this run grew by at least ANALYZE_MIN_ROWS rows and by more than
+# ANALYZE_SHARE of what its statistics say it held (or by ANALYZE_ALWAYS_ROWS) is analyzed
+# after the commit. Until autovacuum gets to it the planner would go on planning for the
+# old size (an export after a 700,000-row upsert took minutes with a stale plan).
+ANALYZE_MIN_ROWS = 10_000
+ANALYZE_SHARE = 0.2
+ANALYZE_ALWAYS_ROWS = 100_000
+ANALYZED = (Product, PriceHistory, StockMovement)
+
+
+def write_rows(
+    unit: StepUnit, rows: Sequence[RowValues], *, key: str, elsewhere: bool = True
+) -> None:
+    """Create or update the products of ``rows`` (distinct SKUs), as ``save()`` per row
+    would: name and price always, stock and threshold where given (``None``: kept; a new
+    product gets 0 and the default threshold). ``key``: the step's source field, for errors;
+    ``elsewhere``: whether stock may be held outside the default location
+    (``stock_elsewhere``), else the totals are not checked."""
+    connection = connections[unit.using]
+    if not connection.in_atomic_block:  # the stage lives as long as the run's transaction
+        raise RuntimeError("The SQL route writes inside the pipeline run's transaction.")
+    pg = connection.vendor == "postgresql"
+    qn = connection.ops.quote_name
+    product = qn(Product._meta.db_table)
+    with connection.cursor() as cursor:
+        _stage(cursor, pg, rows, product)
+        if elsewhere:
+            _check_totals(unit, cursor, key)
+        _list_price_changes(unit, cursor, product)
+
+        def write() -> None:
+            at = timezone.now()
+            stamp = connection.ops.adapt_datetimefield_value(at)
+            cursor.execute(
+                f"UPDATE {product} SET name = s.name, price = s.price, "
+                f"stock = COALESCE(s.stock, {product}.stock), low_stock_threshold = "
+                f"COALESCE(s.threshold, {product}.low_stock_threshold), updated_at = %s "
+                f"FROM {UPSERT_STAGE} s WHERE {product}.id = s.product_id AND ("
+                f"{product}.name <> s.name OR {product}.price <> s.price OR "
+                f"{product}.stock <> COALESCE(s.stock, {product}.stock) OR "
+                f"{product}.low_stock_threshold <> "
+                f"COALESCE(s.threshold, {product}.low_stock_threshold))",
+                [stamp],
+            )
+            updated = cursor.rowcount
+            threshold = Product._meta.get_field("low_stock_threshold").get_default()
+            insert = (
+                f"INSERT INTO {product} (sku, name, price, stock, low_stock_threshold, "
+                "created_at, updated_at) SELECT s.sku, s.name, s.price, COALESCE(s.stock, 0), "
+                f"COALESCE(s.threshold, %s), %s, %s FROM {UPSERT_STAGE} s "
+                "WHERE s.product_id IS NULL ORDER BY s.ord"
+            )
+            if pg:  # the new ids into the stage in the same statement
+                cursor.execute(
+                    f"WITH n AS ({insert} RETURNING id, sku) UPDATE {UPSERT_STAGE} "
+                    f"SET product_id = n.id, created = 1 FROM n WHERE {UPSERT_STAGE}.sku = n.sku",
+                    [threshold, stamp, stamp],
+                )
+                created = cursor.rowcount
+            else:
+                cursor.execute(insert, [threshold, stamp, stamp])
+                created = cursor.rowcount
+                if created:
+                    cursor.execute(
+                        f"UPDATE {UPSERT_STAGE} SET created = 1, product_id = (SELECT p.id "
+                        f"FROM {product} p WHERE p.sku = {UPSERT_STAGE}.sku) "
+                        "WHERE product_id IS NULL"
+                    )
+            if (updated or created) and adapters.saves_tracked():
+                record_set(
+                    StagedUpsert(
+                        _changed_rows(product),
+                        count=updated + created,
+                        using=unit.using,
+                        at=at,
+                    )
+                )
+            unit.counts.updated += updated
+            unit.counts.created += created
+            unit.counts.unchanged += len(rows) - updated - created
+
+        unit.tracked(write)
+    unit.advance(len(rows))
+
+
+def _stage(cursor, pg: bool, rows: Sequence[RowValues], product: str) -> None:
+    """The rows as ``(ord, sku, name, price, stock, threshold)`` of a temporary table of
+    this connection, each with its product's id and old values (null for a new SKU); the
+    products are locked (in primary-key order, as by every other writer) first."""
+    payload = encoding.dumps(
+        [(sku, name, str(price), stock, threshold) for sku, name, price, stock, threshold in rows]
+    )
+    columns = (
+        "ord integer PRIMARY KEY, sku text NOT NULL, name text NOT NULL, price numeric NOT NULL, "
+        "stock bigint, threshold bigint, product_id bigint, created integer NOT NULL DEFAULT 0, "
+        "old_name text, old_price numeric, old_stock bigint, old_threshold bigint"
+    )
+    if pg:
+        cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {UPSERT_STAGE} ({columns}) ON COMMIT DROP")
+        cursor.execute(f"TRUNCATE {UPSERT_STAGE}")
+        cursor.execute(
+            f"INSERT INTO {UPSERT_STAGE} (ord, sku, name, price, stock, threshold) "
+            "SELECT t.n, t.v->>0, t.v->>1, (t.v->>2)::numeric, (t.v->>3)::bigint, "
+            "(t.v->>4)::bigint FROM json_array_elements(%s::json) WITH ORDINALITY AS t(v, n)",
+            [payload],
+        )
+        cursor.execute(f"ANALYZE {UPSERT_STAGE}")
+        # Locked first: a product renamed or deleted meanwhile is not taken by its old SKU.
+        cursor.execute(
+            f"UPDATE {UPSERT_STAGE} SET product_id = l.id, old_name = l.name, "
+            "old_price = l.price, old_stock = l.stock, old_threshold = l.low_stock_threshold "
+            "FROM (SELECT p.id, p.sku, p.name, p.price, p.stock, p.low_stock_threshold "
+            f"FROM {product} p WHERE p.sku IN (SELECT sku FROM {UPSERT_STAGE}) "
+            f"ORDER BY p.id FOR UPDATE) l WHERE l.sku = {UPSERT_STAGE}.sku"
+        )
+        return
+    # SQLite: the transaction holds the write lock already (BEGIN IMMEDIATE).
+    cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {UPSERT_STAGE} ({columns})")
+    cursor.execute(f"DELETE FROM {UPSERT_STAGE}")
+    cursor.execute(
+        f"INSERT INTO {UPSERT_STAGE} (ord, sku, name, price, stock, threshold, product_id, "
+        "old_name, old_price, old_stock, old_threshold) "
+        "SELECT j.key + 1, j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, "
+        "j.value ->> 4, p.id, p.name, p.price, p.stock, p.low_stock_threshold "
+        f"FROM json_each(%s) j LEFT JOIN {product} p ON p.sku = j.value ->> 0",
+        [payload],
+    )
+
+
+def stock_elsewhere(unit: StepUnit) -> bool:
+    """Whether any product holds stock outside the default location (an upsert writes only
+    there, so the answer holds for all its chunks): if none does, no total needs checking."""
+    from ..models import StockLevel
+    from ..tracking.levels import default_location_id
+
+    return (
+        StockLevel.objects.using(unit.using)
+        .filter(quantity__gt=0)
+        .exclude(location_id=default_location_id(unit.using))
+        .exists()
+    )
+
+
+def _check_totals(unit: StepUnit, cursor, key: str) -> None:
+    """``located.check_totals`` over the stage: a stock given for an existing product is a
+    total at the default location, never below what its other locations hold."""
+    from ..models import StockLevel
+    from ..tracking.levels import default_location_id
+
+    level = cursor.db.ops.quote_name(StockLevel._meta.db_table)
+    cursor.execute(
+        f"SELECT s.sku, s.stock, e.held FROM {UPSERT_STAGE} s JOIN (SELECT l.product_id, "
+        f"SUM(l.quantity) AS held FROM {level} l WHERE l.quantity > 0 AND l.location_id <> %s "
+        f"AND l.product_id IN (SELECT product_id FROM {UPSERT_STAGE} WHERE stock IS NOT NULL) "
+        "GROUP BY l.product_id) e ON e.product_id = s.product_id "
+        f"WHERE s.stock IS NOT NULL AND s.stock < e.held ORDER BY s.ord LIMIT {MAX_REPORTED}",
+        [default_location_id(unit.using)],
+    )
+    bad = cursor.fetchall()
+    if bad:
+        raise unit.failure(
+            [
+                (
+                    (key, sku),
+                    f"stock of {sku} would be {stock}, below the {held} units held "
+                    "at locations other than the default one",
+                )
+                for sku, stock, held in bad
+            ]
+        )
+
+
+def _list_price_changes(unit: StepUnit, cursor, product: str) -> None:
+    """The run's list of price changes (the first ``MAX_LISTED``) and their count."""
+    state = unit.state
+    room = MAX_LISTED - len(state.price_changes)
+    cursor.execute(
+        f"SELECT COUNT(*) FROM {UPSERT_STAGE} s WHERE s.product_id IS NOT NULL "
+        "AND s.old_price <> s.price"
+    )
+    state.price_change_count += cursor.fetchone()[0]
+    if room <= 0:
+        return
+    cursor.execute(
+        f"SELECT s.sku, s.old_price, s.price FROM {UPSERT_STAGE} s WHERE s.product_id IS NOT "
+        f"NULL AND s.old_price <> s.price ORDER BY s.ord LIMIT {room}"
+    )
+    convert = column_converter(cursor.db, Product, "price") or (lambda value: value)
+    for sku, old, new in cursor.fetchall():
+        state.price_changes.append(
+            {"step": unit.index, "sku": sku, "old": str(convert(old)), "new": str(convert(new))}
+        )
+
+
+def _changed_rows(product: str) -> str:
+    """The change set's rows (``changes.COLUMNS``) after the write: each product created,
+    and each whose values now differ from the old ones staged with it, in input order."""
+    return (
+        "SELECT s.ord AS ord, p.id AS pk, "
+        f"CASE WHEN s.created = 1 THEN '{CREATED}' ELSE '{UPDATED}' END AS kind, "
+        "p.sku AS sku, p.sku AS old_sku, p.name AS name, COALESCE(s.old_name, p.name) AS "
+        "old_name, p.price AS price, COALESCE(s.old_price, p.price) AS old_price, "
+        "p.stock AS stock, CASE WHEN s.created = 1 THEN 0 ELSE s.old_stock END AS old_stock, "
+        "p.low_stock_threshold AS threshold, COALESCE(s.old_threshold, p.low_stock_threshold) "
+        f"AS old_threshold FROM {UPSERT_STAGE} s CROSS JOIN {product} p "
+        "WHERE p.id = s.product_id AND (s.created = 1 OR p.name <> s.old_name OR "
+        "p.price <> s.old_price OR p.stock <> s.old_stock OR "
+        "p.low_stock_threshold <> s.old_threshold)"
+    )
+
+
+class StagedUpsert(StagedChanges):
+    """The upsert's change set: rows ``created`` (no old values; old stock 0) and
+    ``updated`` (old name, price, stock and threshold) over the stage. A created row has
+    every field set, an updated one those the step sets."""
+
+    def __init__(self, source: str, *, count: int, using: str, at: Any) -> None:
+        super().__init__(source, field="price", count=count, using=using, at=at)
+
+    def has(self, where: Where = EVERY) -> bool:
+        return self.count > 0 and (where.fields is None or bool(_FIELDS & where.fields))
+
+    def rows(self, where: Where = EVERY) -> list[Change]:
+        found = self._matching.get(where.name)
+        if found is not None:
+            return found
+        found = self._matching[where.name] = list(self._read(where))
+        return found
+
+    def _read(self, where: Where) -> Iterator[Change]:
+        connection = connections[self.using]
+        convert = column_converter(connection, Product, "price") or (lambda value: value)
+        at = self.at
+        columns = (
+            "c.pk, c.kind, c.sku, c.name, c.price, c.stock, c.threshold, c.old_name, "
+            "c.old_price, c.old_stock, c.old_threshold"
+        )
+        for sql, params in self.select(columns, where):
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                fetched = cursor.fetchall()
+            for pk, kind, sku, name, price, stock, threshold, *old in fetched:
+                after = {
+                    "sku": sku,
+                    "name": name,
+                    "price": convert(price),
+                    "stock": stock,
+                    "low_stock_threshold": threshold,
+                }
+                if kind == CREATED:
+                    yield Change(pk, CREATED, {}, after, at=at)
+                    continue
+                old_name, old_price, old_stock, old_threshold = old
+                before = {
+                    "name": old_name,
+                    "price": convert(old_price),
+                    "stock": int(old_stock),
+                    "low_stock_threshold": int(old_threshold),
+                }
+                yield Change(pk, UPDATED, before, after, at=at)
+
+
+def table_ends(unit: StepUnit) -> list[int] | None:
+    """The highest id of each table of ``ANALYZED`` (PostgreSQL; ``None`` elsewhere or in a
+    dry run): taken before an upsert step, so that ``analyze_grown`` knows how many rows it
+    added. (The transaction's own counters, ``pg_stat_xact_*``, also count the backend's
+    earlier transactions until its statistics are flushed.)"""
+    connection = connections[unit.using]
+    if connection.vendor != "postgresql" or unit.state.dry_run:
+        return None
+    qn = connection.ops.quote_name
+    ends = ", ".join(f"(SELECT MAX(id) FROM {qn(m._meta.db_table)})" for m in ANALYZED)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {ends}")
+        return [end or 0 for end in cursor.fetchone()]
+
+
+def analyze_grown(unit: StepUnit, ends: list[int] | None) -> list[str]:
+    """After an upsert step (either route), given ``table_ends`` from before it: the tables
+    of ``ANALYZED`` it grew a lot (``ANALYZE_*``), to ``ANALYZE`` once the run commits
+    (outside its transaction and locks); returns their names (empty: nothing to do)."""
+    if ends is None:
+        return []
+    state = unit.state
+    connection = connections[unit.using]
+    names = [model._meta.db_table for model in ANALYZED]
+    now = table_ends(unit) or ends
+    with connection.cursor() as cursor:
+        cursor.execute(  # the planner's row estimates (-1: never analyzed)
+            "SELECT relname, reltuples FROM pg_class WHERE relname = ANY(%s) "
+            "AND relkind IN ('r', 'p') AND pg_table_is_visible(oid)",
+            [names],
+        )
+        estimates = dict(cursor.fetchall())
+    grown = [
+        name
+        for name, before, after in zip(names, ends, now, strict=True)
+        if (added := after - before) >= ANALYZE_MIN_ROWS
+        and (added >= ANALYZE_ALWAYS_ROWS or added > ANALYZE_SHARE * max(estimates.get(name, 0), 0))
+    ]
+    pending = getattr(state, "analyze_after_commit", None)
+    if pending is not None:  # a later upsert step of the same run: one ANALYZE per table
+        pending.update(grown)
+        return grown
+    if grown:
+        tables = set(grown)
+        state.analyze_after_commit = tables  # type: ignore[attr-defined]
+        transaction.on_commit(lambda: _analyze(unit.using, tables), using=unit.using)
+    return grown
+
+
+def _analyze(using: str, tables: set[str]) -> None:
+    """Fresh statistics for ``tables``; a failure is logged, never raised (the run has
+    committed, and autovacuum would analyze them later anyway)."""
+    connection = connections[using]
+    qn = connection.ops.quote_name
+    try:
+        with connection.cursor() as cursor:
+            for table in sorted(tables):
+                cursor.execute(f"ANALYZE {qn(table)}")
+    except DatabaseError:
+        logger.warning("ANALYZE after a large upsert failed", exc_info=True)

@@ -1,0 +1,298 @@
+"""The set-based route of ``upsert_products`` (``app.pipelines.upserts``): when it is
+taken, that it has the object route's effects over many chunks (new and existing SKUs,
+repeated SKUs, skipped rows, webhooks), that CSV rows checked without the model pass and
+fail exactly as with it, and PostgreSQL's statistics after an upsert that grew a table."""
+
+from __future__ import annotations
+
+import io
+import re
+from decimal import Decimal
+
+import pytest
+from django.db import connection, transaction
+from django.db.models.signals import pre_save
+from django.test.utils import CaptureQueriesContext
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from app.models import Location, Product, StockLevel, WebhookEvent, WebhookSubscription
+from app.pipelines import upserts
+from app.pipelines.rows import ProductRow, _fast_values, iter_csv_rows
+from app.pipelines.upserts import UPSERT_STAGE
+from app.utils.utils import process_pipeline
+from app.webhooks import outbox
+from tests.pipelines.test_identity import Rollback, observe
+from tests.pipelines.test_staged import outbox_rows, user_pre_save
+
+N = 2_500
+
+
+def staged_queries(spec: dict) -> tuple[int, dict]:
+    with CaptureQueriesContext(connection) as queries:
+        result = process_pipeline(spec)
+    return sum(UPSERT_STAGE in q["sql"] for q in queries.captured_queries), result
+
+
+@pytest.fixture
+def products(db):
+    Product.objects.bulk_create(
+        Product(sku=f"S-{i:05d}", name=f"P{i}", price=Decimal("10.00"), stock=4 + i % 12)
+        for i in range(N)
+    )
+
+
+def feed() -> str:
+    """Existing SKUs (some with new prices, names, stocks, thresholds; some unchanged; one
+    repeated), new ones (with and without stock), and two bad rows."""
+    lines = ["sku,name,price,stock,low_stock_threshold"]
+    for i in range(0, N, 2):
+        price = "10.00" if i % 3 else f"{10 + i % 7}.5"
+        stock = "" if i % 5 == 0 else str((i * 7) % 20)
+        threshold = str(i % 9) if i % 4 == 0 else ""
+        lines.append(f"S-{i:05d},{'P' if i % 6 else 'Renamed '}{i},{price},{stock},{threshold}")
+    lines.append("S-00010,Again,11.11,3,")  # repeated: applied after the first one
+    lines.append("S-00012,Bad price,ten,3,")
+    for j in range(700):
+        lines.append(f'NEW-{j:04d},"New, {j}",{j % 50}.99,{"" if j % 3 == 0 else j % 13},')
+    lines.append("NEW-BAD,Bad stock,1.00,-4,")
+    return "\n".join(lines) + "\n"
+
+
+def outbox_by_sku() -> dict:
+    """``outbox_rows`` with products named by SKU: PostgreSQL does not roll sequences back,
+    so the products each route creates get other ids."""
+    skus = dict(Product.objects.values_list("id", "sku"))
+    found = {}
+    for stream, rows in outbox_rows().items():
+        kind, _, ident = stream.partition(":")
+        if kind == "product":
+            stream = f"product:{skus[int(ident)]}"
+        found[stream] = [(t, s, re.sub(r'"id": \d+', '"id": N', d)) for t, s, d in rows]
+    return found
+
+
+@pytest.mark.parametrize("subscribed", [False, True], ids=["no webhooks", "subscribed"])
+def test_both_routes_have_the_same_effects_over_many_chunks(products, subscribed, monkeypatch):
+    monkeypatch.setattr(upserts, "STAGE_CHUNK", 300)  # many chunks
+    spec = {
+        "name": "x",
+        "policy": "skip_invalid_rows",
+        "steps": [{"op": "upsert_products", "csv": feed()}],
+    }
+    seen, results = {}, {}
+    for route in ("staged", "objects"):
+        outbox.forget_subscriptions()
+        try:
+            with transaction.atomic():
+                if subscribed:
+                    WebhookSubscription.objects.create(
+                        url="https://hooks.example.com/x", events=WebhookEvent.values, secret="s"
+                    )
+                if route == "objects":
+                    pre_save.connect(user_pre_save, sender=Product, dispatch_uid="test.objects")
+                try:
+                    staged, result = staged_queries(spec)
+                finally:
+                    pre_save.disconnect(sender=Product, dispatch_uid="test.objects")
+                assert (staged > 0) == (route == "staged")
+                # Run ids differ (PostgreSQL does not roll sequences back): not the effects.
+                state = {**observe(), "outbox": outbox_by_sku()}
+                # Compared per SKU: the object route writes its chunks' updates grouped by
+                # the fields they change, so rows of different SKUs come in another order.
+                seen[route] = {
+                    k: re.sub(
+                        r"pipeline:\d+",
+                        "pipeline:N",
+                        repr(sorted(v.items()) if isinstance(v, dict) else v),
+                    )
+                    for k, v in state.items()
+                }
+                results[route] = {k: result[k] for k in ("status", "steps", "totals", "rejected")}
+                results[route]["price_changes"] = sorted(
+                    (c["sku"], c["old"], c["new"]) for c in result["price_changes"]
+                )
+                raise Rollback
+        except Rollback:
+            pass
+    outbox.forget_subscriptions()
+    assert results["staged"]["status"] == "succeeded", results["staged"]
+    assert results["staged"]["totals"]["rejected"] == 2
+    assert [(r["row"], r["column"]) for r in results["staged"]["rejected"]] == [
+        (N // 2 + 3, "price"),
+        (N // 2 + 3 + 701, "stock"),
+    ]
+    assert results["staged"]["steps"][0]["created"] == 700
+    assert results["staged"] == results["objects"]
+    assert ("'price.changed'" in seen["staged"]["outbox"]) == subscribed
+    assert ("'product.created'" in seen["staged"]["outbox"]) == subscribed
+    assert "'initial stock'" in repr(seen["staged"]) and "'pending'" in repr(seen["staged"])
+    for table in seen["staged"]:
+        assert seen["staged"][table] == seen["objects"][table], table
+
+
+def test_bad_cell_fails_the_run_naming_row_column_value(products):
+    before = observe()
+    text = "sku,name,price,stock\nS-00001,A,1.00,2\nS-00002,B,1.00,x7\n"
+    _staged, result = staged_queries(
+        {"name": "x", "steps": [{"op": "upsert_products", "csv": text}]}
+    )
+    assert result["status"] == "failed"
+    [error] = result["error"]["errors"]
+    assert error["loc"] == ["steps", 0, "csv", 3, "stock"]
+    assert "'x7'" in error["msg"] and "valid integer" in error["msg"]
+    assert observe() == before
+
+
+def test_stock_below_other_locations_fails_naming_the_sku(products):
+    north = Location.objects.create(code="NORTH", name="North")
+    StockLevel.objects.create(
+        product=Product.objects.get(sku="S-00003"), location=north, quantity=5
+    )
+    before = observe()
+    text = "sku,name,price,stock\nS-00001,A,1.00,2\nS-00003,B,1.00,4\nNEW-1,C,1.00,0\n"
+    staged, result = staged_queries(
+        {"name": "x", "steps": [{"op": "upsert_products", "csv": text}]}
+    )
+    assert staged > 0
+    assert result["error"]["errors"] == [
+        {
+            "loc": ["steps", 0, "csv", "S-00003"],
+            "msg": "step 0 (upsert_products): stock of S-00003 would be 4, below the 5 units "
+            "held at locations other than the default one",
+        }
+    ]
+    assert observe() == before
+
+
+# --- CSV rows checked without the model -------------------------------------------------
+
+cell = st.one_of(
+    st.text(alphabet="0123456789.", max_size=14),
+    st.text(alphabet="0123456789 .+-_e٣x", max_size=6),
+    st.sampled_from(["", " ", "0", "00", "2147483647", "2147483648", "9999999999.99", "1.999"]),
+)
+name = st.one_of(
+    st.text(max_size=6),
+    st.sampled_from(["Box", " Box ", "", "   ", "a\tb", "x" * 200, "x" * 201, "\u2028"]),
+)
+sku = st.one_of(
+    st.text(alphabet="AB-./ \x7f\u00e9_", max_size=5),
+    st.sampled_from([".", "..", "A" * 64, "A" * 65, "A/B", "Ä"]),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(sku=sku, name=name, price=cell, stock=cell, threshold=cell)
+def test_fast_check_agrees_with_the_model(sku, name, price, stock, threshold):
+    """Whatever ``_fast_values`` accepts, the model accepts with the same values."""
+    values = [sku, name, price, stock, threshold]
+    fast = _fast_values((0, 1, 2, 3, 4), values)
+    if fast is None:
+        return
+    data = {
+        k: v
+        for k, v in zip(
+            ("sku", "name", "price", "stock", "low_stock_threshold"), values, strict=True
+        )
+        if v.strip() != "" or k in ("sku", "name", "price")
+    }
+    try:
+        row = ProductRow.model_validate(data)
+    except ValidationError as exc:  # pragma: no cover (the assertion's message)
+        raise AssertionError(f"fast path accepted {values!r}: {exc}") from None
+    assert fast == row.values()
+    assert [str(v) for v in fast] == [str(v) for v in row.values()]
+
+
+def test_csv_values_equal_model_rows_in_any_column_order():
+    text = (
+        "price,stock,sku,name\n1.5,7,A-1,Box\n,3,A-2,Bad\n2,,A-3,Two\n"
+        "10.999,1,A-4,Bad\n007.10,0012,A-5,Lead\n"
+    )
+    as_models, as_values = [], []
+    list(iter_csv_rows(io.StringIO(text), skip=as_models.append))
+    models = [row.values() for _, row in iter_csv_rows(io.StringIO(text), skip=lambda r: None)]
+    values = [
+        row for _, row in iter_csv_rows(io.StringIO(text), skip=as_values.append, as_values=True)
+    ]
+    assert values == models
+    assert [str(v) for row in values for v in row] == [str(v) for row in models for v in row]
+    assert [str(r) for r in as_values] == [str(r) for r in as_models]
+    assert [r.column for r in as_values] == ["price", "price"]
+
+
+# --- PostgreSQL: fresh statistics after a large upsert ---------------------------------
+
+
+def last_analyze(table: str):
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute("SELECT last_analyze FROM pg_stat_user_tables WHERE relname = %s", [table])
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_upsert_that_grew_the_catalogue_analyzes_it_after_commit(monkeypatch):
+    monkeypatch.setattr(upserts, "ANALYZE_MIN_ROWS", 50)
+    monkeypatch.setattr(upserts, "ANALYZE_ALWAYS_ROWS", 10**9)
+    Product.objects.bulk_create(
+        Product(sku=f"T-{i}", name=f"P{i}", price=Decimal("1.00")) for i in range(100)
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE app_product")
+    before = last_analyze("app_product")
+    small = "sku,name,price\n" + "".join(f"U-{i},N,2.00\n" for i in range(10))
+    assert (
+        process_pipeline({"name": "x", "steps": [{"op": "upsert_products", "csv": small}]})[
+            "status"
+        ]
+        == "succeeded"
+    )
+    assert last_analyze("app_product") == before  # 10 rows: below the minimum
+    grown = "sku,name,price,stock\n" + "".join(f"V-{i},N,2.00,3\n" for i in range(60))
+    assert (
+        process_pipeline({"name": "x", "steps": [{"op": "upsert_products", "csv": grown}]})[
+            "status"
+        ]
+        == "succeeded"
+    )
+    after = last_analyze("app_product")
+    assert after is not None and after > before
+    assert last_analyze("app_stockmovement") is not None  # 60 ledger rows, from none
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reltuples FROM pg_class WHERE relname = 'app_product'")
+        assert cursor.fetchone()[0] == 170
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_no_upsert_stage_outlives_its_transaction(monkeypatch):
+    """Behind a transaction pooler the next transaction of any client may get the server
+    connection a run used: the stage ends with the run, committed or rolled back."""
+    monkeypatch.setattr(upserts, "STAGE_CHUNK", 3)  # several chunks, one stage
+
+    def stages_left() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_class WHERE relname = %s AND relpersistence = 't'",
+                [UPSERT_STAGE],
+            )
+            return cursor.fetchone()[0]
+
+    text = "sku,name,price,stock\n" + "".join(f"W-{i},N,{i}.00,{i}\n" for i in range(8))
+    for _ in range(2):  # the second run updates what the first created
+        staged, result = staged_queries(
+            {"name": "x", "steps": [{"op": "upsert_products", "csv": text}]}
+        )
+        assert result["status"] == "succeeded" and staged > 0
+        assert stages_left() == 0
+    bad = text + "W-9,N,1.00,-1\n"
+    _staged, failed = staged_queries(
+        {"name": "x", "steps": [{"op": "upsert_products", "csv": bad}]}
+    )
+    assert failed["status"] == "failed"
+    assert stages_left() == 0
+    assert Product.objects.filter(sku__startswith="W-").count() == 8
