@@ -80,6 +80,31 @@ def _check_redis_databases() -> None:
         )
 
 
+# Hypothesis: each property test names its full number of examples, which SQLite runs; on
+# PostgreSQL (the same tests a second time, an example costing about twice as much) it runs
+# HYPOTHESIS_POSTGRESQL_SHARE of them (at least 10), which keeps scripts/test within its
+# 30 minutes. The derandomized tests then try the first part of the same
+# sequence of examples. TEST_HYPOTHESIS_SHARE=1 runs the full count on any database (before
+# touching PostgreSQL-only code paths, or in a nightly run); 0.1 makes a quick run.
+HYPOTHESIS_POSTGRESQL_SHARE = 0.25
+
+
+def hypothesis_examples(full: int) -> int:
+    """``max_examples`` for a property test whose full run is ``full`` examples, scaled to
+    this run's database (read when the test module is imported, after Django's setup)."""
+    share = os.environ.get("TEST_HYPOTHESIS_SHARE", "").strip()
+    if share:
+        try:
+            factor = float(share)
+        except ValueError:
+            raise ValueError(f"TEST_HYPOTHESIS_SHARE must be a number, not {share!r}") from None
+        if not 0 < factor <= 1:
+            raise ValueError(f"TEST_HYPOTHESIS_SHARE must be in (0, 1], not {share!r}")
+    else:
+        factor = HYPOTHESIS_POSTGRESQL_SHARE if connection.vendor == "postgresql" else 1.0
+    return min(full, max(10, round(full * factor)))
+
+
 def behind_transaction_pooler() -> bool:
     """Whether the tests reach PostgreSQL through PgBouncer, as the environment says
     (``DATABASE_TRANSACTION_POOLING``, which scripts/test sets with the pooler's URL)."""
