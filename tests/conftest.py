@@ -1,3 +1,5 @@
+import os
+
 import environ
 import pytest
 from django.core.management import call_command
@@ -12,6 +14,95 @@ from tests.smtp import SmtpServer
 # "default", which the router never leaves (a transaction reads its own writes).
 TransactionTestCase.databases = {"default", "replica"}
 TestCase.databases = {"default"}
+
+
+# The Redis databases the tests write to, one per owner, all from here: two runs at once (the
+# SQLite and PostgreSQL stages, or two checkouts) must not flush each other's data. Without
+# TEST_REDIS_DB_BASE each owner keeps its historical number; with it, owner i gets
+# TEST_REDIS_DB_BASE + i (a block of len(set(...)) databases), e.g. 0 for one run and 9 for
+# another if the server has enough databases (redis-server --databases). TEST_REDIS_HOST_URL
+# (default redis://127.0.0.1:6379) names the server. The deployed-configuration stage
+# (scripts/test-deployed, DB 7) and benchmarks/reservations.py (DB 8) are configured apart.
+REDIS_DB_DEFAULTS = {
+    # owner: (offset in a TEST_REDIS_DB_BASE block, historical number)
+    "webhooks": (0, 3),  # tests/webhooks/test_subscription_cache.py
+    "security": (1, 4),  # tests/security/conftest.py (production cache)
+    "streaming_replica": (1, 4),  # tests/replica/test_streaming_replica.py (gunicorn's cache)
+    "production_settings": (2, 5),  # tests/security/test_production_settings.py
+    "deployment": (3, 8),  # tests/reliability/deployment.py (deploy/run stack)
+    "response_cache": (4, 9),  # tests/api/test_response_cache.py
+    "near_cache": (5, 10),  # tests/foundation/test_near_cache.py
+    "machines_cache": (6, 11),  # tests/reliability/test_several_machines.py
+    "write_entry": (7, 12),  # tests/replica/test_write_entry.py
+    "rq": (8, 13),  # tests/reliability (RQ queues)
+}
+
+
+def redis_test_db(owner: str) -> int:
+    """The Redis database number ``owner`` (a key of ``REDIS_DB_DEFAULTS``) may use and flush."""
+    offset, historical = REDIS_DB_DEFAULTS[owner]
+    base = os.environ.get("TEST_REDIS_DB_BASE", "").strip()
+    if not base:
+        return historical
+    if not base.isdigit():
+        raise ValueError(f"TEST_REDIS_DB_BASE must be a database number, not {base!r}")
+    return int(base) + offset
+
+
+def redis_test_url(owner: str) -> str:
+    """``redis://host:port/<db>`` for ``owner``'s database (see ``redis_test_db``)."""
+    server = os.environ.get("TEST_REDIS_HOST_URL", "redis://127.0.0.1:6379").rstrip("/")
+    return f"{server}/{redis_test_db(owner)}"
+
+
+def _check_redis_databases() -> None:
+    """With TEST_REDIS_DB_BASE, the block must exist on the server: say so up front instead
+    of failing test by test with "DB index is out of range"."""
+    if not os.environ.get("TEST_REDIS_DB_BASE", "").strip():
+        return
+    import redis
+
+    try:
+        highest = max(redis_test_db(owner) for owner in REDIS_DB_DEFAULTS)
+    except ValueError as error:
+        raise pytest.UsageError(str(error)) from None
+    url = redis_test_url("webhooks").rsplit("/", 1)[0]
+    try:
+        client = redis.Redis.from_url(url)
+        available = int(client.config_get("databases")["databases"])
+        client.close()
+    except redis.RedisError:
+        return  # no server (or CONFIG refused): the tests that need Redis say so themselves
+    if highest >= available:
+        raise pytest.UsageError(
+            f"TEST_REDIS_DB_BASE={os.environ['TEST_REDIS_DB_BASE']} needs Redis databases up "
+            f"to {highest}, the server at {url} has {available} (0-{available - 1})"
+        )
+
+
+# Hypothesis: each property test names its full number of examples, which SQLite runs; on
+# PostgreSQL (the same tests a second time, an example costing about twice as much) it runs
+# HYPOTHESIS_POSTGRESQL_SHARE of them (at least 10), which keeps scripts/test within its
+# 30 minutes. The derandomized tests then try the first part of the same
+# sequence of examples. TEST_HYPOTHESIS_SHARE=1 runs the full count on any database (before
+# touching PostgreSQL-only code paths, or in a nightly run); 0.1 makes a quick run.
+HYPOTHESIS_POSTGRESQL_SHARE = 0.25
+
+
+def hypothesis_examples(full: int) -> int:
+    """``max_examples`` for a property test whose full run is ``full`` examples, scaled to
+    this run's database (read when the test module is imported, after Django's setup)."""
+    share = os.environ.get("TEST_HYPOTHESIS_SHARE", "").strip()
+    if share:
+        try:
+            factor = float(share)
+        except ValueError:
+            raise ValueError(f"TEST_HYPOTHESIS_SHARE must be a number, not {share!r}") from None
+        if not 0 < factor <= 1:
+            raise ValueError(f"TEST_HYPOTHESIS_SHARE must be in (0, 1], not {share!r}")
+    else:
+        factor = HYPOTHESIS_POSTGRESQL_SHARE if connection.vendor == "postgresql" else 1.0
+    return min(full, max(10, round(full * factor)))
 
 
 def behind_transaction_pooler() -> bool:
@@ -41,6 +132,10 @@ def django_db_modify_db_settings(django_db_modify_db_settings, django_db_blocker
     """Before the test database is created (a leftover one is dropped first)."""
     with django_db_blocker.unblock():
         _end_pooled_server_connections(connection.creation._get_test_db_name())
+
+
+def pytest_configure(config):
+    _check_redis_databases()
 
 
 def pytest_addoption(parser):

@@ -29,6 +29,7 @@ from django.http import StreamingHttpResponse
 from django.utils import timezone
 
 from ..core.domain import sku_ref_problem
+from ..core.pagination import keyset_chunks
 from ..core.spreadsheet import CSV_CONTENT_TYPE, XLSX_CONTENT_TYPE, csv_chunks, xlsx_chunks
 from ..models import Location, PriceHistory, Product, StockAlert, StockLevel, StockMovement
 
@@ -306,19 +307,11 @@ def iter_rows(
     index = {name: i for i, name in enumerate(fields)}
     plain = [isinstance(c, Column) and c.convert is None for c in columns]
     direct = all(plain) and [c.field for c in columns] == fields
-    key_index = index[dataset.key]
     annotations = {c.field: c.expression for c in columns if isinstance(c, Annotation)}
     base = filtered(dataset, filters).annotate(**annotations)
-    base = base.order_by(dataset.key).values_list(*fields)
-    last = None
-    while True:
-        query = base if last is None else base.filter(**{f"{dataset.key}__gt": last})
-        chunk = list(query[:chunk_rows])
+    for chunk in keyset_chunks(base, *fields, size=chunk_rows, key=dataset.key):
         for row in chunk:
             yield row if direct else _cells(columns, row, index)
-        if len(chunk) < chunk_rows:
-            return
-        last = chunk[-1][key_index]
 
 
 def _cells(columns: Sequence[Column | Computed], row: tuple, index: dict[str, int]) -> tuple:

@@ -576,6 +576,32 @@ def create_month(spec: Partitioned, start: datetime, *, using: str = "default") 
     return name
 
 
+def drop_partition(
+    table: str, name: str, still_droppable: Callable[[], int | None], *, using: str = "default"
+) -> int | None:
+    """Detach and drop the partition ``name`` of ``table`` if ``still_droppable()`` (run
+    under the lock: writers wait, so nothing changes between the check and the drop) says
+    so; returns what it returned. The lock is ``LOCK_TIMEOUT`` at most and retried like the
+    other steps: DETACH PARTITION (not CONCURRENTLY, which cannot run in a transaction)
+    takes an ACCESS EXCLUSIVE lock on ``table`` for the transaction's few statements."""
+
+    def run() -> int | None:
+        connection = connections[using]
+        with transaction.atomic(using=using), connection.cursor() as cursor:
+            cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+            cursor.execute(f"LOCK TABLE {_q(table)} IN ACCESS EXCLUSIVE MODE")
+            if not to_regclass(name, cursor):
+                return None  # another prune dropped it
+            verdict = still_droppable()
+            if verdict is None:
+                return None
+            cursor.execute(f"ALTER TABLE {_q(table)} DETACH PARTITION {_q(name)}")
+            cursor.execute(f"DROP TABLE {_q(name)}")
+            return verdict
+
+    return _retrying(f"drop partition {name} of {table}", run)
+
+
 def to_regclass(name: str, cursor) -> bool:
     cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [name])
     return cursor.fetchone()[0]

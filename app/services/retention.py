@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
+from functools import partial
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, F
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
@@ -24,6 +25,7 @@ from .. import conf
 from ..models import DeletionAudit, PipelineRun, PriceHistory, StockMovement
 from ..models.webhooks import WebhookAttempt, WebhookDelivery
 from ..tracking.history import carry_forward_ledger, prune_price_history
+from . import partitioning
 from .omnibus import WINDOW, current_reduction
 
 BATCH = 5000
@@ -56,9 +58,15 @@ class RetentionPolicy:
 
 
 def prune(
-    policy: RetentionPolicy, *, now: datetime | None = None, dry_run: bool = False
+    policy: RetentionPolicy,
+    *,
+    now: datetime | None = None,
+    dry_run: bool = False,
+    partitions: list[str] | None = None,
 ) -> dict[str, int]:
-    """Remove (or, with ``dry_run``, count) what the policy lets go; returns rows per kind."""
+    """Remove (or, with ``dry_run``, count) what the policy lets go; returns rows per kind.
+    ``partitions``, if given, receives a line for each whole partition dropped (or, with
+    ``dry_run``, that would be); its rows are counted in the report like the others."""
     now = now or timezone.now()
 
     def cutoff(days: int | None) -> datetime | None:
@@ -73,7 +81,8 @@ def prune(
         "deletion audit": 0,
     }
     if (before := cutoff(policy.outbox_days)) is not None:
-        report["webhook deliveries"] = _prune_outbox(before, dry_run)
+        dropped = _drop_outbox_months(before, dry_run, partitions)
+        report["webhook deliveries"] = dropped + _prune_outbox(before, dry_run)
     if (before := cutoff(policy.task_result_days)) is not None:
         report["task results"] = _in_batches(
             DBTaskResult.objects.finished().filter(finished_at__lt=before), dry_run
@@ -121,6 +130,83 @@ def _prune_outbox(before: datetime, dry_run: bool) -> int:
             WebhookDelivery.objects.filter(pk__in=ids).delete()
         removed += len(ids)
     return removed
+
+
+def _drop_outbox_months(before: datetime, dry_run: bool, say: list[str] | None) -> int:
+    """On a partitioned outbox, drop each partition wholly older than ``before`` whose rows
+    are all delivered before ``before`` (what ``_prune_outbox`` would delete one by one):
+    their attempts are deleted in batches, then the partition is detached and dropped in
+    one short transaction that checks again, under the lock, that every row still
+    qualifies and no attempt points at one. Returns its rows (with ``dry_run``: the rows
+    of the partitions that qualify now, which the row-by-row count includes too, so 0).
+
+    Only the outbox: a month of price history or ledger never qualifies as a whole by these
+    rules (Omnibus windows are per product, and ledger rows fold into a carried-forward row
+    per product and location that must stay), so they go row by row."""
+    table = WebhookDelivery._meta.db_table
+    if not partitioning.is_partitioned(table):
+        return 0
+    removed = 0
+    for name, _start, end in partitioning.partitions(table):
+        if end is None or end > before:  # the default partition, a recent or future month
+            continue
+        rows = _qualifying_rows(name, before, check_attempts=False)
+        if rows is None:
+            continue
+        if dry_run:
+            if say is not None:
+                say.append(f"{table}: would drop partition {name} ({rows} delivered rows)")
+            continue
+        _delete_attempts_of(name, before)
+        dropped = partitioning.drop_partition(
+            table, name, partial(_qualifying_rows, name, before, check_attempts=True)
+        )
+        if dropped is not None:
+            removed += dropped
+            if say is not None:
+                say.append(f"{table}: dropped partition {name} ({dropped} delivered rows)")
+    return removed
+
+
+def _qualifying_rows(partition: str, before: datetime, *, check_attempts: bool) -> int | None:
+    """Rows of the outbox ``partition`` if every one is delivered before ``before`` (and,
+    with ``check_attempts``, none has attempts left); otherwise None."""
+    attempts = WebhookAttempt._meta.db_table
+    no_attempts = "true"
+    if check_attempts:
+        no_attempts = (
+            f"NOT EXISTS (SELECT 1 FROM {_quoted(attempts)} a "
+            f"JOIN {_quoted(partition)} d ON d.id = a.delivery_id)"
+        )
+    sql = (
+        f"SELECT count(*), coalesce(bool_and(status = %s AND delivered_at < %s), true), "
+        f"{no_attempts} FROM {_quoted(partition)}"
+    )
+    params: list = [WebhookDelivery.Status.DELIVERED, before]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows, all_delivered, unreferenced = cursor.fetchone()
+    return rows if all_delivered and unreferenced else None
+
+
+def _delete_attempts_of(partition: str, before: datetime) -> None:
+    """The attempt logs of the partition's delivered deliveries, a batch at a time (each
+    would go with its delivery row by row anyway)."""
+    attempts = WebhookAttempt._meta.db_table
+    while True:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                f"DELETE FROM {_quoted(attempts)} WHERE id IN (SELECT a.id FROM "
+                f"{_quoted(attempts)} a JOIN {_quoted(partition)} d ON d.id = a.delivery_id "
+                "WHERE d.status = %s AND d.delivered_at < %s LIMIT %s)",
+                [WebhookDelivery.Status.DELIVERED, before, BATCH],
+            )
+            if cursor.rowcount < BATCH:
+                return
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _prune_run_payloads(before: datetime, now: datetime, dry_run: bool) -> int:

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from app.models import Location, Product, Reservation, StockLevel
 from app.services import reservations
 from app.services.stock import StockAdjustmentRefused, adjust_stock, availability, transfer_stock
+from tests.conftest import hypothesis_examples
 
 pytestmark = pytest.mark.django_db
 
@@ -127,7 +128,7 @@ def apply(op: tuple, now) -> None:
 
 
 @settings(
-    max_examples=40,
+    max_examples=hypothesis_examples(40),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

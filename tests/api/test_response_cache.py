@@ -21,11 +21,12 @@ from app.services import cache_guard, product_cache
 from app.services.tokens import cache_key, create_token, revoke_token
 from app.utils.utils import process_pipeline
 from tests.api.conftest import ApiClient, assert_error_shape, user_with
+from tests.conftest import redis_test_url
 from tests.factories import ProductFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-REDIS = {"BACKEND": "stockpipe.cache.RedisCache", "LOCATION": "redis://127.0.0.1:6379/9"}
+REDIS = {"BACKEND": "stockpipe.cache.RedisCache", "LOCATION": redis_test_url("response_cache")}
 
 
 @pytest.fixture

@@ -22,9 +22,11 @@ blocks that roll back; instances whose row another writer deleted). Each operati
 Where ``Product`` deviates from plain Django on purpose (README, "Deviations from plain
 Django"), the test applies the documented behaviour to the plain side's expectation.
 
-Examples: ``EXAMPLES`` = 1000 (derandomized, so every run tries the same sequences), each a
-sequence of up to ``MAX_OPS`` = 20 operations on a fresh database. Runtime on this machine
-(2 cores shared with other work): about 50 s on SQLite and 85 s on PostgreSQL. It fails on
+Examples: ``EXAMPLES`` = 1000 on SQLite, a quarter on PostgreSQL (``hypothesis_examples``
+in tests/conftest.py; ``TEST_HYPOTHESIS_SHARE=1`` runs all 1000 there too), derandomized, so
+every run tries the same sequences, each a sequence of up to ``MAX_OPS`` = 20 operations on a
+fresh database. Runtime on this machine (2 cores shared with other work): about 50 s on
+SQLite and 85 s on PostgreSQL for 1000. It fails on
 the code before the fixes, and with each fix checked one at a time reverted (refresh
 snapshot, rollback retry, bulk_create, proxies, bulk_update reads, left-out fields, audit,
 normalize); each defect also has a plain test in ``test_regressions.py``.
@@ -54,6 +56,7 @@ from app.models import (
     StockMovement,
 )
 from tests.conformance.plainapp.models import PlainProduct, PlainProductProxy, ProductProxy
+from tests.conftest import hypothesis_examples
 
 EXAMPLES = 1000
 MAX_OPS = 20
@@ -686,7 +689,7 @@ def check_tracking(op: tuple, before: dict[str, tuple], history_after_id: int) -
 
 @pytest.mark.django_db(transaction=True)
 @settings(
-    max_examples=EXAMPLES,
+    max_examples=hypothesis_examples(EXAMPLES),
     derandomize=True,
     database=None,
     deadline=None,

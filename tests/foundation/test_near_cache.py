@@ -14,8 +14,9 @@ import pytest
 import redis
 
 from stockpipe.cache import RedisCache
+from tests.conftest import redis_test_url
 
-LOCATION = "redis://127.0.0.1:6379/10"
+LOCATION = redis_test_url("near_cache")
 
 
 def new_cache(**options) -> RedisCache:

@@ -51,6 +51,7 @@ from app.services.context import change_context
 from app.services.stock import StockAdjustmentRefused, set_location_threshold, transfer_stock
 from app.tracking import adapters
 from app.utils.utils import process_pipeline
+from tests.conftest import hypothesis_examples
 
 pytestmark = pytest.mark.django_db
 
@@ -442,7 +443,9 @@ def assert_same_effects(recorder, operator, spec: dict, setup, staged: int | Non
 
 
 @settings(
-    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=hypothesis_examples(120),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(products=initial, steps=st.lists(step, min_size=1, max_size=5))
 def test_pipeline_equals_per_object_save(recorder, operator, products, steps):
@@ -535,7 +538,7 @@ def seed_located(products, held) -> None:
 
 
 @settings(
-    max_examples=100,
+    max_examples=hypothesis_examples(100),
     derandomize=True,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],

@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
-from tests.conftest import behind_transaction_pooler
+from tests.conftest import behind_transaction_pooler, redis_test_url
 from tests.smtp import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 # Redis databases of this suite: RQ's queues, and the cache shared by the "machines" of
 # test_several_machines (the deployed-configuration stage uses 7, deployment.py 8).
-RQ_REDIS_URL = os.environ.get("RELIABILITY_RQ_REDIS_URL", "redis://127.0.0.1:6379/13")
-CACHE_REDIS_URL = os.environ.get("RELIABILITY_CACHE_REDIS_URL", "redis://127.0.0.1:6379/11")
+RQ_REDIS_URL = os.environ.get("RELIABILITY_RQ_REDIS_URL", redis_test_url("rq"))
+CACHE_REDIS_URL = os.environ.get("RELIABILITY_CACHE_REDIS_URL", redis_test_url("machines_cache"))
 TASK_BACKENDS = ("database", "rq")
 # For the tests whose work runs on task workers: once with each backend (README, Deployment).
 both_task_backends = pytest.mark.parametrize("task_backend", TASK_BACKENDS)

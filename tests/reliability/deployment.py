@@ -11,11 +11,11 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.conftest import behind_transaction_pooler
+from tests.conftest import behind_transaction_pooler, redis_test_url
 from tests.reliability.conftest import ROOT, database_url, wait_until
 from tests.smtp import free_port
 
-REDIS_CACHE_DB = 8  # this suite's Redis database (the deployed-configuration stage uses 7)
+REDIS_CACHE_URL = redis_test_url("deployment")  # this suite's Redis database
 
 
 @dataclass
@@ -51,7 +51,7 @@ def start(tmp_path: Path, smtp_port: int | None = None, **env: str) -> Deploymen
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "DATABASE_URL": database_url(),
         "DATABASE_TRANSACTION_POOLING": "true" if behind_transaction_pooler() else "false",
-        "CACHE_URL": f"redis://127.0.0.1:6379/{REDIS_CACHE_DB}",
+        "CACHE_URL": REDIS_CACHE_URL,
         "EMAIL_URL": f"smtp://127.0.0.1:{smtp_port}" if smtp_port else "consolemail://",
         "STOCKPIPE_RUN_DIR": str(run_dir),
         "STATIC_ROOT": str(tmp_path / "static"),

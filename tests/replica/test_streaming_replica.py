@@ -24,13 +24,14 @@ from django.db import connection
 
 from app.models import Product
 from app.services.tokens import create_token
+from tests.conftest import redis_test_url
 from tests.reliability.conftest import Processes, wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 WINDOW = 2.0  # STOCKPIPE_REPLICA_READ_YOUR_WRITES of the server
 RETRY = 3.0  # STOCKPIPE_REPLICA_RETRY of the server
-CACHE_URL = "redis://127.0.0.1:6379/4"
+CACHE_URL = redis_test_url("streaming_replica")
 FALLBACK_LOG = "Read replica unavailable"
 
 

@@ -13,8 +13,9 @@ from django.test import override_settings
 from app.core import cache_merge
 from app.selectors import replica
 from stockpipe.cache import RedisCache
+from tests.conftest import redis_test_url
 
-REDIS = {"BACKEND": "stockpipe.cache.RedisCache", "LOCATION": "redis://127.0.0.1:6379/12"}
+REDIS = {"BACKEND": "stockpipe.cache.RedisCache", "LOCATION": redis_test_url("write_entry")}
 LOCAL = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
 KEY = replica.KEY_PREFIX + "test-client"
 

@@ -1,4 +1,4 @@
-"""Security tests run against the production cache (Redis DB 4, flushed around each test)."""
+"""Security tests run against the production cache (its own Redis DB, tests/conftest.py, flushed around each test)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from django.core.cache import cache
 from django.test import override_settings
 
 from app.services import cache_guard
+from tests.conftest import redis_test_url
 
-REDIS_CACHE = {"BACKEND": "stockpipe.cache.RedisCache", "LOCATION": "redis://127.0.0.1:6379/4"}
+REDIS_CACHE = {"BACKEND": "stockpipe.cache.RedisCache", "LOCATION": redis_test_url("security")}
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from app.models import PriceHistory
 from app.services import omnibus
 from app.services.omnibus import current_reduction
+from tests.conftest import hypothesis_examples
 from tests.factories import ProductFactory
 
 WINDOW_HOURS = 30 * 24
@@ -82,7 +83,9 @@ def write_history(product, launch: int, changes: list[tuple[int, int]]) -> None:
 
 @pytest.mark.django_db
 @settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=hypothesis_examples(150),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(histories)
 def test_matches_the_step_function_reference(history):
@@ -121,7 +124,9 @@ def _in_chunks_of_two(product, at):
 
 @pytest.mark.django_db
 @settings(
-    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=hypothesis_examples(100),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(st.lists(st.tuples(st.integers(0, 3), st.integers(1, 9)), min_size=1, max_size=14))
 def test_changes_sharing_a_time_read_in_chunks_give_the_same_answer(steps):

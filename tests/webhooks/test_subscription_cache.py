@@ -14,9 +14,10 @@ import redis
 
 from app.models import Product, WebhookDelivery, WebhookSubscription
 from app.webhooks import outbox
+from tests.conftest import redis_test_url
 from tests.reliability.conftest import Processes
 
-REDIS = "redis://127.0.0.1:6379/3"
+REDIS = redis_test_url("webhooks")
 CREATED = "product.created"
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -34,7 +34,10 @@ class Command(BaseCommand):
             policy = RetentionPolicy.from_settings(**overrides)
         except ValueError as error:
             raise CommandError(str(error)) from error
-        report = prune(policy, dry_run=options["dry_run"])
+        dropped: list[str] = []
+        report = prune(policy, dry_run=options["dry_run"], partitions=dropped)
         verb = "would remove" if options["dry_run"] else "removed"
+        for line in dropped:
+            self.stdout.write(line)
         for kind, count in report.items():
             self.stdout.write(f"{kind}: {verb} {count}")

@@ -1,0 +1,133 @@
+"""``prune`` on a partitioned outbox: a partition wholly older than the cutoff whose rows are
+all delivered before it is detached and dropped (its attempts deleted first); every other
+row goes, or stays, exactly as row by row."""
+
+from __future__ import annotations
+
+import io
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+
+from app.models import WebhookDelivery
+from app.models.webhooks import WebhookAttempt
+from app.services import partitioning
+from app.services.retention import RetentionPolicy, prune
+from app.webhooks import services
+from tests.partitioning.test_partition_tables import NOW, plain_tables  # noqa: F401
+from tests.webhooks.conftest import SECRET
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+TABLE = WebhookDelivery._meta.db_table
+BOUND = partitioning.legacy_bound(NOW)  # the legacy partition ends here, then months
+LATER = partitioning.add_months(BOUND, 3) + timedelta(days=40)  # "now" of the prunes
+BEFORE = LATER - timedelta(days=30)  # the cutoff: the legacy and three months lie before it
+OUTBOX_ONLY = RetentionPolicy(
+    outbox_days=30, task_result_days=None, run_payload_days=None,
+    price_history_days=None, ledger_days=None, audit_days=None,
+)  # fmt: skip
+
+
+def month(n: int, day: int = 3):
+    """A time in the ``n``-th month after the legacy partition (0: its first month)."""
+    return partitioning.add_months(BOUND, n) + timedelta(days=day)
+
+
+@pytest.fixture
+def outbox():
+    """Deliveries in the legacy partition (all delivered: it may go whole), in month 0 (one
+    delivered, one pending, one dead), in month 1 (one delivered, one delivered only after
+    the cutoff), none in month 2, and one delivered in the default partition."""
+    call_command("partition_tables", apply=True, ahead=3, stdout=io.StringIO())
+    sub = services.create_subscription(
+        url="http://127.0.0.1:9/", events=["price.changed"], secret=SECRET
+    )
+    delivered, pending, dead = (WebhookDelivery.Status.DELIVERED, WebhookDelivery.Status.PENDING,
+                                WebhookDelivery.Status.DEAD)  # fmt: skip
+    rows = {}
+    for label, created, status, delivered_at in (
+        ("legacy-1", NOW - timedelta(days=90), delivered, NOW - timedelta(days=89)),
+        ("legacy-2", NOW - timedelta(days=60), delivered, NOW - timedelta(days=60)),
+        ("legacy-3", NOW - timedelta(days=2), delivered, NOW - timedelta(days=1)),
+        ("m0-delivered", month(0), delivered, month(0, 4)),
+        ("m0-pending", month(0, 5), pending, None),
+        ("m0-dead", month(0, 6), dead, None),
+        ("m1-delivered", month(1), delivered, month(1, 1)),
+        ("m1-late", month(1, 5), delivered, BEFORE + timedelta(days=1)),
+        ("default", month(3, 1), delivered, month(3, 2)),
+    ):
+        rows[label] = WebhookDelivery.objects.create(
+            subscription=sub, event_type="price.changed", stream="s", data={"n": label},
+            created_at=created, status=status, delivered_at=delivered_at,
+        )  # fmt: skip
+        for number in (1, 2):
+            WebhookAttempt.objects.create(delivery=rows[label], number=number, attempted_at=created)
+    return rows
+
+
+def partition_of(pk: int) -> str:
+    with connection.cursor() as cursor:
+        cursor.execute(f'SELECT tableoid::regclass::text FROM "{TABLE}" WHERE id = %s', [pk])
+        return cursor.fetchone()[0]
+
+
+def names() -> list[str]:
+    return [name for name, _, _ in partitioning.partitions(TABLE)]
+
+
+def test_a_wholly_prunable_partition_is_dropped_the_rest_goes_row_by_row(outbox):
+    legacy = partition_of(outbox["legacy-1"].pk)
+    month2 = f"{TABLE}_p{month(2):%Y_%m}"
+    assert legacy == f"{TABLE}_legacy" and month2 in names()
+    assert partition_of(outbox["default"].pk) == f"{TABLE}_default"
+    before_names = names()
+
+    said: list[str] = []
+    assert prune(OUTBOX_ONLY, now=LATER, dry_run=True, partitions=said)["webhook deliveries"] == 6
+    assert said == [
+        f"{TABLE}: would drop partition {legacy} (3 delivered rows)",
+        f"{TABLE}: would drop partition {month2} (0 delivered rows)",
+    ]
+    assert names() == before_names and WebhookDelivery.objects.count() == 9  # a dry run
+
+    said = []
+    assert prune(OUTBOX_ONLY, now=LATER, partitions=said)["webhook deliveries"] == 6
+    assert said == [
+        f"{TABLE}: dropped partition {legacy} (3 delivered rows)",
+        f"{TABLE}: dropped partition {month2} (0 delivered rows)",
+    ]
+    assert names() == [name for name in before_names if name not in (legacy, month2)]
+    kept = {outbox[label].pk for label in ("m0-pending", "m0-dead", "m1-late")}
+    assert set(WebhookDelivery.objects.values_list("pk", flat=True)) == kept
+    assert set(WebhookAttempt.objects.values_list("delivery_id", flat=True)) == kept
+    assert WebhookAttempt.objects.count() == 6
+
+    said = []
+    assert prune(OUTBOX_ONLY, now=LATER, partitions=said)["webhook deliveries"] == 0
+    assert said == []
+
+
+def test_a_partition_with_a_row_to_keep_stays(outbox):
+    # One delivery of the legacy partition is still owed: the partition stays, its delivered
+    # rows go one by one.
+    WebhookDelivery.objects.filter(pk=outbox["legacy-2"].pk).update(
+        status=WebhookDelivery.Status.PENDING, delivered_at=None
+    )
+    said: list[str] = []
+    assert prune(OUTBOX_ONLY, now=LATER, partitions=said)["webhook deliveries"] == 5
+    assert f"{TABLE}_legacy" in names()
+    assert said == [f"{TABLE}: dropped partition {TABLE}_p{month(2):%Y_%m} (0 delivered rows)"]
+    assert WebhookDelivery.objects.filter(pk=outbox["legacy-2"].pk).exists()
+    assert WebhookAttempt.objects.filter(delivery_id=outbox["legacy-2"].pk).count() == 2
+
+
+def test_the_check_under_the_lock_decides(outbox):
+    # What changed between the first look and the lock (here: the check says no) wins.
+    legacy = f"{TABLE}_legacy"
+    assert partitioning.drop_partition(TABLE, legacy, lambda: None) is None
+    assert legacy in names() and WebhookDelivery.objects.count() == 9
+    assert partitioning.drop_partition(TABLE, legacy, lambda: 3) == 3
+    assert legacy not in names() and WebhookDelivery.objects.count() == 6
