@@ -50,14 +50,26 @@ def product_post_save(
         )
 
 
-def before_deleting(objs: Sequence[Product], *, using: str, **kwargs: Any) -> None:
-    audit.capture_snapshots(objs, using=using)
+def before_deleting(
+    objs: Sequence[Product], *, using: str, stored: str | None = None, **kwargs: Any
+) -> None:
+    """``stored`` (set-based deletes, ``app.models.deletes``): ``objs`` are the stored rows
+    whose keys that JSON array lists, locked and deleted right after; their audit rows are
+    then built by the database from the rows themselves, now, instead of after the delete
+    from Python snapshots (one per row deleted, none for a key without a row)."""
+    if stored is not None and audit.stored_snapshots_supported(Product):
+        audit.record_stored_deletions(Product, stored, using=using)
+    else:
+        audit.capture_snapshots(objs, using=using)
     close_alerts_of_deleted(objs, using=using)
 
 
-def record_deleted(objs: Sequence[Product], *, using: str, **kwargs: Any) -> None:
+def record_deleted(
+    objs: Sequence[Product], *, using: str, stored: str | None = None, **kwargs: Any
+) -> None:
     batch.record([changes.deleted(obj) for obj in objs], using=using)
-    audit.record_deletions(objs, using=using)
+    if stored is None or not audit.stored_snapshots_supported(Product):
+        audit.record_deletions(objs, using=using)
 
 
 @bulk_form(before_deleting)

@@ -5,7 +5,10 @@ the rows cascading from them and sets to NULL the keys of the rows kept, deletes
 products, then sends ``post_delete`` (in reverse order). While only the project's adapters
 listen and no related row needs an instance (``dispatch.rows_suffice(deleting=True)``),
 ``delete_rows`` does the same with the adapters' bulk forms (deletion audit, alerts, the
-change set) and one statement per related table, whatever the number of products.
+change set) and one statement per related table, whatever the number of products. The
+forms get ``stored``, the keys as a JSON array: the objects are the stored rows, so the
+deletion audit can be built from them in SQL. Only the rows actually deleted are reported
+to ``post_delete``'s forms.
 """
 
 from __future__ import annotations
@@ -29,12 +32,12 @@ def delete_rows(objs: Sequence[Product], *, using: str) -> int:
     if not objs:
         return 0
     objs = sorted(objs, key=lambda obj: obj.pk)
+    ids = [json_rows([obj.pk for obj in objs])]
     for form in before:
-        form(objs, using=using)
+        form(objs, using=using, stored=ids[0])
     connection = connections[using]
     qn = connection.ops.quote_name
     pk_type = Product._meta.pk.cast_db_type(connection)
-    ids = [json_rows([obj.pk for obj in objs])]
     with connection.cursor() as cursor:
         # Collector's order: the cascades, the kept rows' keys, the products.
         for field, cascade in sorted(related, key=lambda item: not item[1]):
@@ -45,14 +48,17 @@ def delete_rows(objs: Sequence[Product], *, using: str) -> int:
             else:
                 cursor.execute(f"UPDATE {table} SET {column} = NULL WHERE {test}", ids)
         meta = Product._meta
+        pk = qn(meta.pk.column)
         cursor.execute(
-            f"DELETE FROM {qn(meta.db_table)} WHERE {qn(meta.pk.column)} "
-            f"{json_in(connection, pk_type)}",
+            f"DELETE FROM {qn(meta.db_table)} WHERE {pk} {json_in(connection, pk_type)} "
+            f"RETURNING {pk}",
             ids,
         )
-        deleted = cursor.rowcount
-    gone = objs[::-1]
+        deleted = {row[0] for row in cursor.fetchall()}
+    # post_delete only for the rows this deleted, as Collector does for the rows it
+    # collected (a product whose row was gone meanwhile left nothing to report).
+    gone = [obj for obj in reversed(objs) if obj.pk in deleted]
     with writes.collecting_changes(using):
         for form in after:
-            form(gone, using=using)
-    return deleted
+            form(gone, using=using, stored=ids[0])
+    return len(deleted)

@@ -358,6 +358,15 @@ class StockLevel(models.Model):
                 condition=Q(reserved__gte=0), name="stock_level_reserved_non_negative"
             ),
         ]
+        indexes = [
+            # The levels with a threshold of their own (few): the alerts effect reads them
+            # for every stock change set, which was a scan of every level.
+            models.Index(
+                fields=["product", "location"],
+                condition=Q(low_stock_threshold__isnull=False),
+                name="stocklevel_own_threshold",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.product_id}@{self.location_id}: {self.quantity}"

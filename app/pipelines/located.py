@@ -82,8 +82,11 @@ def check_totals(
     levels = StockLevel.objects.using(unit.using).filter(quantity__gt=0)
     if product_ids is not None:
         levels = levels.filter(product_id__in=product_ids)
+    # The other locations as a subquery: the location index then finds the (few) levels
+    # held elsewhere, where ``location <> default`` scanned every level.
+    others = Location.objects.using(unit.using).exclude(pk=default).values("pk")
     elsewhere = dict(
-        levels.exclude(location_id=default).values_list("product_id").annotate(n=Sum("quantity"))
+        levels.filter(location_id__in=others).values_list("product_id").annotate(n=Sum("quantity"))
     )
     if not elsewhere:
         return

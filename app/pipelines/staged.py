@@ -35,7 +35,7 @@ from ..tracking import adapters
 from ..tracking.batch import record_set
 from ..tracking.changes import StagedChanges
 from .base import Select, stock_adjustment_error
-from .writer import ATTNAMES, CHUNK, MAX_LISTED, MAX_REPORTED, StepUnit, converted, from_row
+from .writer import CHUNK, MAX_LISTED, MAX_REPORTED, NARROW_ATTNAMES, StepUnit, converted, from_row
 
 STAGE = "stockpipe_stage"
 # The staged rows with their products, in the stage's order: CROSS JOIN makes SQLite walk
@@ -150,7 +150,9 @@ def delete_skus(unit: StepUnit, skus: Sequence[str], *, key: str) -> None:
     connection, pg, product, column = _target(unit, "id")
     listed = dict.fromkeys(skus, 0)
     qn = connection.ops.quote_name
-    columns = ", ".join(f"p.{qn(Product._meta.get_field(name).column)}" for name in ATTNAMES)
+    # The deletion audit is built by the database from the rows (``deletes.delete_rows``):
+    # what Python needs of each product is what its change row carries, no timestamps.
+    columns = ", ".join(f"p.{qn(Product._meta.get_field(name).column)}" for name in NARROW_ATTNAMES)
     with connection.cursor() as cursor:
         _stage(cursor, pg, listed, product, column)
         unknown = _unknown_chunk(cursor)
@@ -165,8 +167,10 @@ def delete_skus(unit: StepUnit, skus: Sequence[str], *, key: str) -> None:
                 "AND s.ord BETWEEN %s AND %s ORDER BY s.ord",
                 [start, start + CHUNK - 1],
             )
-            rows = converted(connection, ATTNAMES, cursor.fetchall())
-            unit.delete([from_row(unit.using, ATTNAMES, row) for row in rows], set_based=True)
+            rows = converted(connection, NARROW_ATTNAMES, cursor.fetchall())
+            unit.delete(
+                [from_row(unit.using, NARROW_ATTNAMES, row) for row in rows], set_based=True
+            )
             unit.advance(len(rows))
 
 

@@ -8,17 +8,17 @@ forms do the same for many objects at once (set-based deletes, ``app.models.dele
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import models
+from django.db import connections, models
 from django.utils import timezone
 
 from ..core import encoding
-from ..core.sqlrows import insert_rows
-from ..models import DeletionAudit
+from ..core.sqlrows import insert_rows, json_in
+from ..models import DeletionAudit, Product
 from .context import current_change_context
 
 AUDIT_COLUMNS = (
@@ -99,6 +99,98 @@ def record_deletions(objs: Sequence[models.Model], *, using: str) -> None:
         for obj in objs
     ]
     insert_rows(DeletionAudit, AUDIT_COLUMNS, rows, using=using)
+
+
+def record_stored_deletions(model: type[models.Model], pks: str, *, using: str) -> int:
+    """``record_deletions`` of the stored rows of ``model`` whose primary keys are in the
+    JSON array ``pks``, built by the database in one ``INSERT ... SELECT``: the snapshot
+    holds what ``capture_snapshots`` would make of the row freshly read (the same JSON
+    values: Decimals and datetimes as ``DjangoJSONEncoder`` writes them), one row per
+    stored row, newest primary key first (``post_delete``'s order). For set-based deletes
+    (``app.models.deletes``) of rows locked by this transaction and deleted right after it;
+    a key without a row gets no audit row (nothing of it is deleted). Returns how many."""
+    connection = connections[using]
+    qn = connection.ops.quote_name
+    meta = model._meta
+    pg = connection.vendor == "postgresql"
+    pairs = []
+    for field in meta.concrete_fields:
+        pairs.append(f"'{field.attname}'")
+        pairs.append(_json_value(field, f"o.{qn(field.column)}", pg))
+    snapshot = (
+        f"jsonb_build_object({', '.join(pairs)})" if pg else f"json_object({', '.join(pairs)})"
+    )
+    ctx = current_change_context()
+    pk = f"o.{qn(meta.pk.column)}"
+    described = _describe_sql(model, qn)
+    text = "text" if pg else "TEXT"
+    columns = ", ".join(qn(DeletionAudit._meta.get_field(name).column) for name in AUDIT_COLUMNS)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {qn(DeletionAudit._meta.db_table)} ({columns}) "
+            f"SELECT %s, CAST({pk} AS {text}), SUBSTR({described}, 1, 300), {snapshot}, %s, %s, %s "
+            f"FROM {qn(meta.db_table)} o WHERE {pk} {json_in(connection, meta.pk.cast_db_type(connection))} "
+            f"ORDER BY {pk} DESC",
+            [
+                meta.label,
+                connection.ops.adapt_datetimefield_value(timezone.now()),
+                ctx.user_id,
+                ctx.source,
+                pks,
+            ],
+        )
+        return cursor.rowcount
+
+
+def stored_snapshots_supported(model: type[models.Model]) -> bool:
+    """Whether ``record_stored_deletions`` can build ``model``'s snapshot and description
+    in SQL (its field types and its ``__str__`` are known to it)."""
+    return model in _DESCRIBED and all(
+        isinstance(field, _JSON_TYPES) for field in model._meta.concrete_fields
+    )
+
+
+_JSON_TYPES = (
+    models.AutoField,
+    models.BigAutoField,
+    models.IntegerField,  # Positive... and Small/Big too
+    models.CharField,
+    models.DecimalField,
+    models.DateTimeField,
+)
+
+
+def _json_value(field: models.Field, column: str, pg: bool) -> str:
+    """SQL for the JSON value ``DjangoJSONEncoder`` makes of ``field``'s value as the ORM
+    reads it: integers and text as they are, a Decimal as its text with the field's places,
+    an (aware, UTC) datetime as ISO 8601 to the millisecond (none if whole seconds) + Z.
+    The statement has parameters: ``%`` is written ``%%``."""
+    if isinstance(field, models.DecimalField):
+        if pg:
+            return f"CAST({column} AS text)"  # numeric(m, d) prints its d places
+        return f"CASE WHEN {column} IS NULL THEN NULL ELSE printf('%%.{field.decimal_places}f', {column}) END"
+    if isinstance(field, models.DateTimeField):
+        if pg:
+            utc = f"({column} AT TIME ZONE 'UTC')"
+            return (
+                f"to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS') || CASE WHEN "
+                f"CAST(date_part('microseconds', {utc}) AS bigint) %% 1000000 = 0 THEN '' "
+                f"ELSE to_char({utc}, '.MS') END || 'Z'"
+            )
+        # stored as naive UTC text, 'YYYY-MM-DD HH:MM:SS[.ffffff]'
+        return f"SUBSTR(REPLACE({column}, ' ', 'T'), 1, 23) || 'Z'"
+    return column
+
+
+def _describe_sql(model: type[models.Model], qn: Callable[[str], str]) -> str:
+    """SQL for ``str()`` of a ``model`` row ``o``."""
+    return _DESCRIBED[model](lambda name: f"o.{qn(model._meta.get_field(name).column)}")
+
+
+_DESCRIBED: dict[type[models.Model], Callable[[Callable[[str], str]], str]] = {
+    # Product.__str__: f"{self.name} ({self.sku})"
+    Product: lambda col: f"{col('name')} || ' (' || {col('sku')} || ')'",
+}
 
 
 def _memoized(default: Any) -> Any:

@@ -459,3 +459,45 @@ def staged_queries_failing(spec: dict) -> int:
     with CaptureQueriesContext(connection) as queries:
         _last_result = process_pipeline(spec)
     return sum(STAGE in q["sql"] for q in queries.captured_queries)
+
+
+def test_a_deletion_audits_only_the_rows_it_deleted(products):
+    """A product whose row is gone by the time it is deleted leaves no audit row and no
+    ``product.deleted`` event, on the set-based route (``deletes.delete_rows``) as on the
+    per-object route (the queryset ``delete()`` the object route uses); the audit row of a
+    deleted one is the same on both, snapshot included."""
+    from app.models import DeletionAudit
+    from app.models.deletes import delete_rows
+
+    outbox.forget_subscriptions()
+    WebhookSubscription.objects.create(
+        url="https://hooks.example.com/x", events=[WebhookEvent.PRODUCT_DELETED], secret="s"
+    )
+    seen = {}
+    for route in ("set-based", "per-object"):
+        try:
+            with transaction.atomic():
+                kept, gone = list(Product.objects.order_by("pk")[:2])
+                with transaction.atomic():
+                    DeletionAudit.objects.all().delete()
+                    Product.objects.filter(pk=gone.pk)._raw_delete("default")  # no signals
+                if route == "set-based":
+                    assert delete_rows([gone, kept], using="default") == 1
+                else:
+                    assert (
+                        Product.objects.filter(pk__in=[kept.pk, gone.pk]).delete()[1]["app.Product"]
+                        == 1
+                    )
+                audits = list(
+                    DeletionAudit.objects.values_list("object_pk", "object_repr", "snapshot")
+                )
+                events = list(WebhookDelivery.objects.values_list("event_type", "stream"))
+                seen[route] = audits, events
+                raise Rollback
+        except Rollback:
+            pass
+    outbox.forget_subscriptions()
+    (audits, events) = seen["set-based"]
+    assert [pk for pk, _, _ in audits] == [str(kept.pk)]
+    assert events == [("product.deleted", f"product:{kept.pk}")]
+    assert seen["set-based"] == seen["per-object"]
