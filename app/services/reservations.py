@@ -30,6 +30,7 @@ from datetime import datetime, timedelta
 from django.db import IntegrityError, connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
+from django_tasks_db import DatabaseBackend
 
 from .. import conf
 from ..core import jobs
@@ -431,11 +432,19 @@ def _ended(product: Product, action: str, reservations: list[Reservation]) -> No
 
 def _schedule_expiry(expires_at: datetime) -> None:
     """Ask a worker to sweep when the hold falls due (backends that can defer a task;
-    ``manage.py expire_reservations`` from cron is the safety net either way)."""
+    ``manage.py expire_reservations`` from cron is the safety net either way). Called in the
+    hold's transaction: the database backend's task row is written in it (the hold and its
+    expiry commit together, one commit instead of two); any other backend is asked once the
+    hold has committed, so no worker sweeps for a hold that rolled back."""
     task = jobs.task("expire_reservations")
-    if not task.get_backend().supports_defer:
+    backend = task.get_backend()
+    if not backend.supports_defer:
         return
-    transaction.on_commit(lambda: task.using(run_after=expires_at).enqueue(), robust=True)
+    deferred = task.using(run_after=expires_at)
+    if isinstance(backend, DatabaseBackend) and transaction.get_connection().in_atomic_block:
+        deferred.enqueue()
+        return
+    transaction.on_commit(deferred.enqueue, robust=True)
 
 
 def _replay(
