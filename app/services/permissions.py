@@ -29,7 +29,7 @@ import logging
 import secrets
 from typing import Any
 
-from django.contrib.auth.backends import BaseBackend, ModelBackend
+from django.contrib.auth.backends import ModelBackend
 from django.core.cache import cache
 from django.db import DEFAULT_DB_ALIAS
 
@@ -46,8 +46,14 @@ def _key(user_id: Any) -> str:
     return f"auth:perms:v1:{user_id}"
 
 
-class CachedPermissionBackend(BaseBackend):
-    """``has_perm`` / ``get_all_permissions`` of an active user, from the shared cache."""
+class CachedPermissionBackend:
+    """``has_perm`` / ``get_all_permissions`` of an active user, from the shared cache.
+
+    Not a ``BaseBackend``: without ``get_user`` it is never the backend a session records
+    (``login``, the test client's ``force_login`` pick the first one that has it)."""
+
+    def authenticate(self, request, **credentials) -> None:
+        return None
 
     def get_all_permissions(self, user_obj, obj=None) -> set[str]:
         if obj is not None or not user_obj.is_active or user_obj.is_anonymous:

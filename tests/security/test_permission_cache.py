@@ -180,9 +180,11 @@ def test_a_revocation_in_one_process_is_seen_by_another(shared):
 
     try:
         time.sleep(cache_guard.TOMBSTONE_TTL + 0.1)  # past the grant's tombstone (1 s here)
-        ask()  # starts a generation
-        ask()  # fills the user's entry
-        assert ask() == ("True", 0)  # from the cache
+        # The first asks start a generation and fill the user's entry; then the answer
+        # comes from the cache (a busy machine may void a fill that took too long: retry).
+        answers = [ask() for _ in range(6)]
+        assert ("True", 0) in answers, answers
+        assert all(allowed == "True" for allowed, _ in answers), answers
         _direct(user)
         assert ask()[0] == "False"
     finally:
