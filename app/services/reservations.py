@@ -191,12 +191,16 @@ def expire_due(now: datetime | None = None, *, batch: int = SWEEP_BATCH) -> int:
     order, before any reservation, as every stock operation does), then claims the
     reservations still active with ``FOR UPDATE SKIP LOCKED`` and a conditional ``UPDATE``,
     so each reservation expires once (a killed sweep leaves whole batches), and moves the
-    counters and reconciles the alerts under those locks."""
+    counters and reconciles the alerts under those locks. Reservations another transaction
+    holds locked are passed over, not read again until their locks go (a batch of only such
+    rows would otherwise be re-read in a tight loop): the next sweep expires them."""
     now = now or timezone.now()
     total = 0
+    passed_over: set[int] = set()
     while True:
         due = Reservation.objects.filter(status=ACTIVE, expires_at__lte=now)
-        rows = list(due.order_by("expires_at", "pk").values_list("pk", "product_id")[:batch])
+        left = due.exclude(pk__in=passed_over) if passed_over else due
+        rows = list(left.order_by("expires_at", "pk").values_list("pk", "product_id")[:batch])
         if not rows:
             return total
         with transaction.atomic():
@@ -207,6 +211,8 @@ def expire_due(now: datetime | None = None, *, batch: int = SWEEP_BATCH) -> int:
                 alerts.reconcile_alerts(products)
                 alerts.reconcile_location_alerts([p.pk for p in products])
         total += len(expired)
+        ended = {r.pk for r in expired}
+        passed_over.update(pk for pk, _ in rows if pk not in ended)
         if len(rows) < batch:
             return total
 

@@ -204,3 +204,62 @@ def test_a_deleted_product_saved_again_from_a_stale_instance_holds_nothing():
     stale.save()
     assert Product.objects.get(sku="GONE-1").reserved == 0
     assert reservations.reserve("GONE-1", 10, user=None).reservation.quantity == 10
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_sweep_passes_over_reservations_locked_elsewhere_instead_of_spinning():
+    """A batch whose rows another transaction holds is not re-read until the locks go: the
+    sweep expires what it can and returns; the next sweep expires the rest."""
+    import threading
+
+    from django.db import connection, connections
+
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks (SKIP LOCKED) need PostgreSQL; SQLite locks the database")
+    product = Product.objects.create(sku="CNT-LOCK", name="C", price="1.00", stock=10)
+    held = [reservations.reserve(product, 1, user=None).reservation for _ in range(3)]
+    Reservation.objects.filter(pk__in=[r.pk for r in held]).update(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    locked = sorted(r.pk for r in held)[:2]  # the first batch of 2 (oldest due first)
+    taken, release = threading.Event(), threading.Event()
+
+    def hold_locks():
+        other = connections.create_connection("default")
+        try:
+            with other.cursor() as cursor:
+                cursor.execute("BEGIN")
+                cursor.execute(
+                    "SELECT id FROM app_reservation WHERE id = ANY(%s) FOR UPDATE", [locked]
+                )
+                taken.set()
+                release.wait(30)
+                cursor.execute("ROLLBACK")
+        finally:
+            other.close()
+
+    holder = threading.Thread(target=hold_locks)
+    holder.start()
+    try:
+        assert taken.wait(10)
+        result: list[int] = []
+
+        def run_sweep():
+            try:
+                result.append(reservations.expire_due(batch=2))
+            finally:
+                connection.close()  # this thread's connection
+
+        sweep = threading.Thread(target=run_sweep)
+        sweep.start()
+        sweep.join(10)
+        assert not sweep.is_alive(), "the sweep waited for the locks instead of moving on"
+        assert result == [1]
+        statuses = dict(Reservation.objects.values_list("pk", "status"))
+        assert [statuses[pk] for pk in locked] == ["active", "active"]
+    finally:
+        release.set()
+        holder.join(30)
+    assert reservations.expire_due(batch=2) == 2  # the next sweep, locks gone
+    product.refresh_from_db()
+    assert product.reserved == 0
