@@ -127,7 +127,7 @@ def reserve(
                     changed_by_id=changed_by,
                     source=ctx.source,
                 )
-                _alert_after_hold(product, place)
+                _alert_after_hold(product, place, now)
                 reservations_changed.send(
                     Reservation, action="created", reservations=[reservation], using="default"
                 )
@@ -248,13 +248,22 @@ def _take(
     return None, max(free, 0)
 
 
-def _alert_after_hold(product: Product, place: Location | None) -> None:
+def _alert_after_hold(product: Product, place: Location | None, now: datetime) -> None:
     """A hold only lowers what is available, so it can open an episode, never resolve
     one: the product's is reconciled (from the counter) only when it is now low on
     available stock, the locations' only when the hold names one (a hold naming none does
-    not count at any location). Nothing to do under the lock otherwise."""
+    not count at any location). Nothing to do under the lock otherwise.
+
+    The counter still counts holds past due that no sweep has ended yet; when it says
+    "low", those are expired first (as the sweep would, under this lock), so an episode
+    opens only for what is really held, rather than one the next sweep resolves."""
     if conf.low_stock_on_available():
         if product.stock - product.reserved < product.low_stock_threshold:
+            due = Reservation.objects.filter(
+                product_id=product.pk, status=ACTIVE, expires_at__lte=now
+            )
+            if _expire(due, now):
+                product.reserved = _counter(Product, pk=product.pk)
             alerts.reconcile_alerts([product], held={product.pk: product.reserved})
         if place is not None:
             alerts.reconcile_location_alerts([product.pk])
