@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import QuerySet
+from django.db.models import F, OuterRef, QuerySet, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django_tasks_db import DatabaseBackend
 
@@ -215,6 +216,84 @@ def expire_due(now: datetime | None = None, *, batch: int = SWEEP_BATCH) -> int:
         passed_over.update(pk for pk, _ in rows if pk not in ended)
         if len(rows) < batch:
             return total
+
+
+@dataclass(frozen=True)
+class Drift:
+    """A counter that differs from the units its active holds add up to."""
+
+    sku: str
+    location: str | None  # None: the product's counter (all its holds)
+    counter: int
+    held: int
+
+
+def recount(*, fix: bool = False) -> list[Drift]:
+    """The counters (``Product.reserved``, ``StockLevel.reserved``) that differ from the
+    units of their active holds, each compared in one statement (one snapshot: a hold
+    moves its counter and writes its row in one transaction). With ``fix``, each drifted
+    product is corrected in a transaction of its own under its row lock (every change of
+    holds takes it, so nothing moves while it is recounted), its levels too, and its
+    alerts and cached detail follow. Should never find anything; returns what it found."""
+    drifted = _drifted()
+    if fix:
+        for product_id in sorted({pk for pk, _ in drifted}):
+            _recount_product(product_id)
+    return [d for _, d in drifted]
+
+
+def _held_units(**outer: str) -> Coalesce:
+    units = (
+        Reservation.objects.filter(status=ACTIVE, **{k: OuterRef(v) for k, v in outer.items()})
+        .order_by()
+        .values(*outer)
+        .annotate(n=Sum("quantity"))
+        .values("n")
+    )
+    return Coalesce(Subquery(units), Value(0))
+
+
+def _drifted() -> list[tuple[int, Drift]]:
+    products = (
+        Product.objects.annotate(held=_held_units(product_id="pk"))
+        .exclude(reserved=F("held"))
+        .order_by("pk")
+        .values_list("pk", "sku", "reserved", "held")
+    )
+    levels = (
+        StockLevel.objects.annotate(
+            held=_held_units(product_id="product_id", location_id="location_id")
+        )
+        .exclude(reserved=F("held"))
+        .order_by("product_id", "location__code")
+        .values_list("product_id", "product__sku", "location__code", "reserved", "held")
+    )
+    found = [(pk, Drift(sku, None, counter, held)) for pk, sku, counter, held in products]
+    found += [(pk, Drift(sku, code, c, h)) for pk, sku, code, c, h in levels]
+    return found
+
+
+def _recount_product(product_id: int) -> None:
+    with transaction.atomic():
+        product = Product.objects.select_for_update().filter(pk=product_id).first()
+        if product is None:
+            return
+        active = Reservation.objects.filter(product_id=product_id, status=ACTIVE).order_by()
+        total = active.aggregate(n=Sum("quantity"))["n"] or 0
+        Product.objects.filter(pk=product_id).update(reserved=total)
+        at = dict(
+            active.filter(location__isnull=False)
+            .values("location_id")
+            .annotate(n=Sum("quantity"))
+            .values_list("location_id", "n")
+        )
+        for level in StockLevel.objects.filter(product_id=product_id):
+            if level.reserved != at.get(level.location_id, 0):
+                StockLevel.objects.filter(pk=level.pk).update(reserved=at.get(level.location_id, 0))
+        product.reserved = total
+        alerts.reconcile_alerts([product])
+        alerts.reconcile_location_alerts([product_id])
+        product_cache.invalidate([product.sku])
 
 
 # --- helpers -----------------------------------------------------------------------------

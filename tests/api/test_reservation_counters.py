@@ -263,3 +263,42 @@ def test_a_sweep_passes_over_reservations_locked_elsewhere_instead_of_spinning()
     assert reservations.expire_due(batch=2) == 2  # the next sweep, locks gone
     product.refresh_from_db()
     assert product.reserved == 0
+
+
+def test_recount_reports_drift_and_fixes_it_only_when_asked(db):
+    import io
+
+    from django.core.management import CommandError, call_command
+
+    Location.objects.create(code="RC-B", name="B")
+    drifting = Product.objects.create(sku="RC-1", name="C", price="1.00", stock=10)
+    adjust_stock("RC-1", 5, user=None, reason="in", location="RC-B")
+    exact = Product.objects.create(sku="RC-2", name="C", price="1.00", stock=10)
+    reservations.reserve(drifting, 3, user=None)
+    reservations.reserve(drifting, 2, user=None, location="RC-B")
+    reservations.reserve(exact, 4, user=None)
+    Product.objects.filter(pk=drifting.pk).update(reserved=9)  # holds say 5
+    StockLevel.objects.filter(product=drifting, location__code="RC-B").update(reserved=0)
+
+    out = io.StringIO()
+    with pytest.raises(CommandError, match="2 counter"):
+        call_command("recount_reservations", stdout=out)
+    assert out.getvalue().splitlines() == [
+        "RC-1: counter 9, active holds 5",
+        "RC-1 at RC-B: counter 0, active holds 2",
+    ]
+    drifting.refresh_from_db()
+    assert drifting.reserved == 9  # a dry run changes nothing
+
+    out = io.StringIO()
+    call_command("recount_reservations", "--fix", stdout=out)
+    assert out.getvalue().splitlines()[-1] == "2 counter(s) corrected."
+    drifting.refresh_from_db()
+    assert drifting.reserved == 5
+    assert StockLevel.objects.get(product=drifting, location__code="RC-B").reserved == 2
+    assert Product.objects.get(pk=exact.pk).reserved == 4
+    assert_counters_match_the_holds()
+
+    out = io.StringIO()
+    call_command("recount_reservations", stdout=out)
+    assert out.getvalue().strip() == "All reservation counters match their active holds."
