@@ -330,8 +330,9 @@ def _take(
 def _alert_after_hold(product: Product, place: Location | None, now: datetime) -> None:
     """A hold only lowers what is available, so it can open an episode, never resolve
     one: the product's is reconciled (from the counter) only when it is now low on
-    available stock, the locations' only when the hold names one (a hold naming none does
-    not count at any location). Nothing to do under the lock otherwise.
+    available stock, the locations' when the hold names one (a hold naming none does not
+    count at any location) or when holds past due were expired here (theirs may have named
+    locations). Nothing to do under the lock otherwise.
 
     The counter still counts holds past due that no sweep has ended yet; when it says
     "low", those are expired first (as the sweep would, under this lock), so an episode
@@ -341,9 +342,12 @@ def _alert_after_hold(product: Product, place: Location | None, now: datetime) -
             due = Reservation.objects.filter(
                 product_id=product.pk, status=ACTIVE, expires_at__lte=now
             )
-            if _expire(due, now):
+            expired = _expire(due, now)
+            if expired:
                 product.reserved = _counter(Product, pk=product.pk)
             alerts.reconcile_alerts([product], held={product.pk: product.reserved})
+            if expired and place is None:  # they may have held units at locations (as _take)
+                alerts.reconcile_location_alerts([product.pk])
         if place is not None:
             alerts.reconcile_location_alerts([product.pk])
 
