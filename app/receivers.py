@@ -92,5 +92,8 @@ def permissions_changed(sender, using=None, action=None, **kwargs) -> None:
 
 
 def user_saved_forget_tokens(sender, instance, created, using, **kwargs) -> None:
+    """A user changed (deactivated, demoted, ...): its cached token identities and its cached
+    permissions are void."""
     if not created:
         tokens.forget_user_tokens(instance, using=using)
+        permissions.forget_user(instance, using=using)

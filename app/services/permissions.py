@@ -13,14 +13,23 @@ per-process cache), read from the near cache, so a hit costs no round trip:
   ``cache_guard.invalidate``: tombstoned before the transaction commits and again after,
   read-your-writes inside it; a reader that read the old generation before the change can
   only store its entry under that generation, which never comes back (a new one is random);
-* superusers and inactive users never get here (``User.has_perm`` decides for them); an
-  entry only lists permissions, so what it cannot grant, ``ModelBackend`` is asked for
-  (a denial costs the two queries, as before).
+  saving a user invalidates that user's entry as well;
+* superusers, inactive and anonymous users get nothing from it (``ModelBackend`` answers,
+  ``User.has_perm`` decides for active superusers first): a superuser's entry would list
+  every permission and outlive a demotion, however it is written (``queryset.update()``
+  sends no signal); an entry only lists permissions, so what it cannot grant,
+  ``ModelBackend`` is asked for (a denial costs the two queries, as before);
+* the fill reads the primary, never the read replica (``app.core.dbrouter``): a lagging
+  replica's permissions would be kept for ``MAX_AGE``.
 
-Writes that send no signal are seen within ``MAX_AGE`` seconds: raw SQL, and rows of the
-auto-created many-to-many tables written directly (``User.user_permissions.through.objects
-.filter(...).delete()`` or ``bulk_create``: Django sends no signal for those models), not
-through the relation's ``add``/``remove``/``set``/``clear``. Authenticates nobody: ``authenticate`` and ``get_user`` return ``None``.
+Writes that send no signal are seen within ``MAX_AGE`` seconds: raw SQL, ``queryset.update()``
+of groups or permissions, and rows of the auto-created many-to-many tables written directly
+(``User.user_permissions.through.objects.filter(...).delete()`` or ``bulk_create``: Django
+sends no signal for those models), not through the relation's ``add``/``remove``/``set``/
+``clear``. If the cache cannot be reached, reads fall back to ``ModelBackend`` and an
+invalidation is logged, not raised (a change of permissions must commit while Redis is down):
+an entry written before the outage may then be used for up to ``MAX_AGE`` once it is back.
+Authenticates nobody: ``authenticate`` and ``get_user`` return ``None``.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from django.contrib.auth.backends import ModelBackend
 from django.core.cache import cache
 from django.db import DEFAULT_DB_ALIAS
 
+from ..core import dbrouter
 from . import cache_guard
 
 logger = logging.getLogger(__name__)
@@ -57,6 +67,8 @@ class CachedPermissionBackend:
 
     def get_all_permissions(self, user_obj, obj=None) -> set[str]:
         if obj is not None or not user_obj.is_active or user_obj.is_anonymous:
+            return set()
+        if user_obj.is_superuser:  # never cached: it would outlive a demotion
             return set()
         if not hasattr(user_obj, "_cached_perms"):
             user_obj._cached_perms = cached_permissions(user_obj)
@@ -90,10 +102,27 @@ def cached_permissions(user) -> set[str]:
 
 
 def _read(user) -> set[str]:
-    return set(ModelBackend().get_all_permissions(user))
+    """From the primary: what is read here is kept for ``MAX_AGE``."""
+    with dbrouter.primary_reads():
+        return set(ModelBackend().get_all_permissions(user))
 
 
 def forget_all(using: str = DEFAULT_DB_ALIAS) -> None:
     """Permissions changed somewhere: no cached entry may be used any more."""
-    if cache_guard.enabled():
-        cache_guard.invalidate([GENERATION_KEY], using=using)
+    _invalidate([GENERATION_KEY], using)
+
+
+def forget_user(user, using: str = DEFAULT_DB_ALIAS) -> None:
+    """``user`` was saved (flags such as ``is_superuser`` may have changed): drop its entry."""
+    if user.pk is not None:
+        _invalidate([_key(user.pk)], using)
+
+
+def _invalidate(keys: list[str], using: str) -> None:
+    """Never raises: the change being saved must commit even while the cache is down."""
+    if not cache_guard.enabled():
+        return
+    try:
+        cache_guard.invalidate(keys, using=using)
+    except Exception:
+        logger.warning("could not invalidate cached permissions %s", keys, exc_info=True)

@@ -190,3 +190,90 @@ def test_a_revocation_in_one_process_is_seen_by_another(shared):
     finally:
         reader.stdin.close()
         reader.wait(timeout=30)
+
+
+def _demote_by_save(user) -> None:
+    user = fresh(user)
+    user.is_superuser = False
+    user.save()
+
+
+def _demote_by_update(user) -> None:  # no signal at all
+    get_user_model().objects.filter(pk=user.pk).update(is_superuser=False)
+
+
+@pytest.mark.parametrize("demote", [_demote_by_save, _demote_by_update])
+def test_a_demoted_superuser_loses_every_permission_at_once(shared, client, demote):
+    """``get_all_permissions`` (``/api/auth/me``, login) of a superuser lists every
+    permission; kept in the cache, it would outlive the demotion."""
+    from app.services.tokens import create_token
+
+    user = user_with(is_superuser=True)
+    _, raw = create_token(user, "t")
+    time.sleep(cache_guard.TOMBSTONE_TTL + 0.1)
+    for _ in range(2):
+        assert PERM in fresh(user).get_all_permissions()
+        me = client.get("/api/auth/me", headers={"Authorization": f"Bearer {raw}"})
+        assert me.status_code == 200, me.content
+    demote(user)
+    assert not fresh(user).has_perm(PERM)
+    assert PERM not in fresh(user).get_all_permissions()
+
+
+DOWN = {"BACKEND": "stockpipe.cache.RedisCache", "LOCATION": "redis://127.0.0.1:1/11"}
+
+
+def test_permission_changes_and_deactivation_commit_while_redis_is_down(caplog):
+    """The invalidation fails (nothing listens on port 1): logged, and the change commits
+    all the same; checks fall back to the database meanwhile."""
+    from django.test import override_settings
+
+    from app.services.tokens import create_token
+
+    user = user_with("add_reservation", is_superuser=False)
+    create_token(user, "t")
+    group = Group.objects.create(name="clerks")
+    with override_settings(CACHES={"default": DOWN}):
+        assert cache_guard.enabled()
+        with transaction.atomic():  # as the admin saves
+            _direct(user)
+            group.permissions.add(Permission.objects.get(codename="change_product"))
+            user.groups.add(group)
+        assert not fresh(user).has_perm(PERM)
+        assert fresh(user).has_perm("app.change_product")
+        with transaction.atomic():
+            user = fresh(user)
+            user.is_active = False
+            user.save()
+    assert not fresh(user).is_active
+    assert not fresh(user).user_permissions.exists()
+    assert any("could not invalidate" in r.getMessage() for r in caplog.records)
+
+
+def test_the_fill_reads_the_primary_during_replica_reads(shared):
+    """A request reading from the replica (``replica_reads``) still fills the cache from the
+    primary: a lagging replica's permissions would be kept for ``MAX_AGE``."""
+    from django.db import DEFAULT_DB_ALIAS, connections, router
+    from django.test.utils import CaptureQueriesContext
+
+    from app.core import dbrouter
+    from app.services import permissions
+
+    user = user_with(is_superuser=False)
+    group = Group.objects.create(name="clerks")
+    group.permissions.add(Permission.objects.get(codename="add_reservation"))
+    user.groups.add(group)
+    time.sleep(cache_guard.TOMBSTONE_TTL + 0.1)
+    reader = fresh(user)
+    token = dbrouter.current.set(dbrouter.Routing(replica=True))
+    try:
+        assert router.db_for_read(Permission) == dbrouter.REPLICA  # the real router's choice
+        with (
+            CaptureQueriesContext(connections[DEFAULT_DB_ALIAS]) as primary,
+            CaptureQueriesContext(connections[dbrouter.REPLICA]) as replica,
+        ):
+            assert PERM in permissions.cached_permissions(reader)
+    finally:
+        dbrouter.current.reset(token)
+    assert not any("auth_permission" in q["sql"] for q in replica.captured_queries)
+    assert any("auth_permission" in q["sql"] for q in primary.captured_queries)
