@@ -9,8 +9,11 @@ class InventoryConfig(AppConfig):
 
     def ready(self) -> None:
         from django.contrib.auth import get_user_model
+        from django.contrib.auth.models import Group, Permission
+        from django.contrib.contenttypes.models import ContentType
         from django.db.models.signals import (
             class_prepared,
+            m2m_changed,
             post_delete,
             post_save,
             pre_delete,
@@ -133,3 +136,22 @@ class InventoryConfig(AppConfig):
             sender=get_user_model(),
             dispatch_uid="app.user_saved_forget_tokens",
         )
+        # Cached permissions (app.services.permissions): any change of who may do what.
+        user_model = get_user_model()
+        for through in (
+            user_model.user_permissions.through,
+            user_model.groups.through,
+            Group.permissions.through,
+        ):
+            m2m_changed.connect(
+                receivers.permissions_changed,
+                sender=through,
+                dispatch_uid=f"app.permissions_changed.m2m.{through._meta.label}",
+            )
+        for model in (Group, Permission, ContentType):
+            for signal, name in ((post_save, "saved"), (post_delete, "deleted")):
+                signal.connect(
+                    receivers.permissions_changed,
+                    sender=model,
+                    dispatch_uid=f"app.permissions_changed.{name}.{model._meta.label}",
+                )

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .models import Product, writes
-from .services import audit, tokens, users
+from .services import audit, permissions, tokens, users
 from .services.alerts import close_alerts_of_deleted
 from .tracking import batch, changes
 from .tracking.adapters import bulk_form
@@ -96,6 +96,16 @@ def api_token_deleted(sender, instance, using, **kwargs) -> None:
     tokens.forget_token(instance, using=using)
 
 
+def permissions_changed(sender, using=None, action=None, **kwargs) -> None:
+    """A user's or group's permissions, a group, a permission or a content type changed:
+    the cached permissions (app.services.permissions) are void."""
+    if action is None or action.startswith("post_"):
+        permissions.forget_all(using=using or "default")
+
+
 def user_saved_forget_tokens(sender, instance, created, using, **kwargs) -> None:
+    """A user changed (deactivated, demoted, ...): its cached token identities and its cached
+    permissions are void."""
     if not created:
         tokens.forget_user_tokens(instance, using=using)
+        permissions.forget_user(instance, using=using)

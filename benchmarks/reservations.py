@@ -283,6 +283,9 @@ def main() -> None:
             workers = os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2 + 1)
             user, product, token = stack.manage_shell(SEED % {"sku": SKU, "stock": stock}).split()
             ids = {"user": int(user), "product": int(product)}
+            # Granting the permission voided the cached permissions for 10 s (a tombstone,
+            # app.services.permissions); a steady deployment does not change them per second.
+            time.sleep(11)
             ids["task"] = first_task(db_url, stack, token)
             same = {
                 "held": stock,  # 201s / successful UPDATEs

@@ -4,6 +4,7 @@ reservation's state (doing it again returns it unchanged, ``Idempotent-Replayed:
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Annotated, Literal
 
 from django.http import HttpRequest, HttpResponse
@@ -40,12 +41,25 @@ def _read(pk: int) -> Reservation:
     return get_object_or_404(Reservation.objects.select_related("location", "changed_by"), pk=pk)
 
 
-def _answer(response: HttpResponse, result, created: int = 200):
-    reservation = _read(result.reservation.pk)
+def _answer(response: HttpResponse, result, created: int = 200, user=None):
+    reservation = _fresh(result, user) or _read(result.reservation.pk)
     if result.replayed:
         response["Idempotent-Replayed"] = "true"
         return Status(200, reservation)
     return Status(created, reservation)
+
+
+def _fresh(result, user) -> Reservation | None:
+    """A reservation this request just created, answered as it was written (no read back):
+    its location came with it, its author is the request's user. ``None`` otherwise."""
+    reservation = result.reservation
+    if result.replayed or user is None or reservation.changed_by_id != user.pk:
+        return None
+    reservation.changed_by = user
+    # As read back from the database: in UTC, whatever offset the client sent.
+    reservation.expires_at = reservation.expires_at.astimezone(UTC)
+    reservation.created_at = reservation.created_at.astimezone(UTC)
+    return reservation
 
 
 @router.post(
@@ -68,7 +82,7 @@ def create_reservation(request: HttpRequest, response: HttpResponse, payload: Re
         expires_at=payload.expires_at,
         idempotency_key=payload.idempotency_key,
     )
-    return _answer(response, result, created=201)
+    return _answer(response, result, created=201, user=request.auth)
 
 
 @router.get("", response={200: ReservationPage, **responses(401, 422)})

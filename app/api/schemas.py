@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from ninja import Schema
-from pydantic import Field, StringConstraints
+from pydantic import AwareDatetime, Field, StringConstraints
 
 from ..core import domain
 from ..core.domain import Label, SkuRef
@@ -239,8 +239,10 @@ class ReservationIn(Schema):
         default=None, description="Hold at this location (unset: anywhere)"
     )
     reference: Text200 = Field(default="", description="e.g. an order number")
-    expires_at: datetime | None = Field(
-        default=None, description="When the hold lapses (unset: now + the configured TTL)"
+    # Aware only: a naive time compared with the server's aware clock would be a 500.
+    expires_at: AwareDatetime | None = Field(
+        default=None,
+        description="When the hold lapses, with a UTC offset (unset: now + the configured TTL)",
     )
     idempotency_key: IdempotencyKey | None = None
 

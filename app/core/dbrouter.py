@@ -13,6 +13,8 @@ not the client's data and do neither.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -34,6 +36,16 @@ class Routing:
 
 
 current: ContextVar[Routing | None] = ContextVar("stockpipe_db_routing", default=None)
+
+
+@contextmanager
+def primary_reads() -> Iterator[None]:
+    """Reads inside go to the primary, whatever the request allows (for what is cached)."""
+    token = current.set(None)
+    try:
+        yield
+    finally:
+        current.reset(token)
 
 
 class ReplicaRouter:

@@ -119,6 +119,9 @@ def fill(ticket: Ticket | None, value: Any, timeout: float) -> None:
 def tombstone(keys: Iterable[str]) -> None:
     """Invalidate ``keys`` now, in chunks of ``CHUNK`` keys per round trip."""
     keys = list(keys)
+    if len(keys) == 1:  # the common case (one product): one SET, not a MULTI/MSET/EXPIRE
+        cache.set(keys[0], TOMBSTONE, TOMBSTONE_TTL)
+        return
     for start in range(0, len(keys), CHUNK):
         cache.set_many(dict.fromkeys(keys[start : start + CHUNK], TOMBSTONE), TOMBSTONE_TTL)
 

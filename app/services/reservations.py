@@ -28,8 +28,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import QuerySet
+from django.db.models import F, OuterRef, QuerySet, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
+from django_tasks_db import DatabaseBackend
 
 from .. import conf
 from ..core import jobs
@@ -126,7 +128,7 @@ def reserve(
                     changed_by_id=changed_by,
                     source=ctx.source,
                 )
-                _alert_after_hold(product, place)
+                _alert_after_hold(product, place, now)
                 reservations_changed.send(
                     Reservation, action="created", reservations=[reservation], using="default"
                 )
@@ -190,12 +192,16 @@ def expire_due(now: datetime | None = None, *, batch: int = SWEEP_BATCH) -> int:
     order, before any reservation, as every stock operation does), then claims the
     reservations still active with ``FOR UPDATE SKIP LOCKED`` and a conditional ``UPDATE``,
     so each reservation expires once (a killed sweep leaves whole batches), and moves the
-    counters and reconciles the alerts under those locks."""
+    counters and reconciles the alerts under those locks. Reservations another transaction
+    holds locked are passed over, not read again until their locks go (a batch of only such
+    rows would otherwise be re-read in a tight loop): the next sweep expires them."""
     now = now or timezone.now()
     total = 0
+    passed_over: set[int] = set()
     while True:
         due = Reservation.objects.filter(status=ACTIVE, expires_at__lte=now)
-        rows = list(due.order_by("expires_at", "pk").values_list("pk", "product_id")[:batch])
+        left = due.exclude(pk__in=passed_over) if passed_over else due
+        rows = list(left.order_by("expires_at", "pk").values_list("pk", "product_id")[:batch])
         if not rows:
             return total
         with transaction.atomic():
@@ -206,8 +212,88 @@ def expire_due(now: datetime | None = None, *, batch: int = SWEEP_BATCH) -> int:
                 alerts.reconcile_alerts(products)
                 alerts.reconcile_location_alerts([p.pk for p in products])
         total += len(expired)
+        ended = {r.pk for r in expired}
+        passed_over.update(pk for pk, _ in rows if pk not in ended)
         if len(rows) < batch:
             return total
+
+
+@dataclass(frozen=True)
+class Drift:
+    """A counter that differs from the units its active holds add up to."""
+
+    sku: str
+    location: str | None  # None: the product's counter (all its holds)
+    counter: int
+    held: int
+
+
+def recount(*, fix: bool = False) -> list[Drift]:
+    """The counters (``Product.reserved``, ``StockLevel.reserved``) that differ from the
+    units of their active holds, each compared in one statement (one snapshot: a hold
+    moves its counter and writes its row in one transaction). With ``fix``, each drifted
+    product is corrected in a transaction of its own under its row lock (every change of
+    holds takes it, so nothing moves while it is recounted), its levels too, and its
+    alerts and cached detail follow. Should never find anything; returns what it found."""
+    drifted = _drifted()
+    if fix:
+        for product_id in sorted({pk for pk, _ in drifted}):
+            _recount_product(product_id)
+    return [d for _, d in drifted]
+
+
+def _held_units(**outer: str) -> Coalesce:
+    units = (
+        Reservation.objects.filter(status=ACTIVE, **{k: OuterRef(v) for k, v in outer.items()})
+        .order_by()
+        .values(*outer)
+        .annotate(n=Sum("quantity"))
+        .values("n")
+    )
+    return Coalesce(Subquery(units), Value(0))
+
+
+def _drifted() -> list[tuple[int, Drift]]:
+    products = (
+        Product.objects.annotate(held=_held_units(product_id="pk"))
+        .exclude(reserved=F("held"))
+        .order_by("pk")
+        .values_list("pk", "sku", "reserved", "held")
+    )
+    levels = (
+        StockLevel.objects.annotate(
+            held=_held_units(product_id="product_id", location_id="location_id")
+        )
+        .exclude(reserved=F("held"))
+        .order_by("product_id", "location__code")
+        .values_list("product_id", "product__sku", "location__code", "reserved", "held")
+    )
+    found = [(pk, Drift(sku, None, counter, held)) for pk, sku, counter, held in products]
+    found += [(pk, Drift(sku, code, c, h)) for pk, sku, code, c, h in levels]
+    return found
+
+
+def _recount_product(product_id: int) -> None:
+    with transaction.atomic():
+        product = Product.objects.select_for_update().filter(pk=product_id).first()
+        if product is None:
+            return
+        active = Reservation.objects.filter(product_id=product_id, status=ACTIVE).order_by()
+        total = active.aggregate(n=Sum("quantity"))["n"] or 0
+        Product.objects.filter(pk=product_id).update(reserved=total)
+        at = dict(
+            active.filter(location__isnull=False)
+            .values("location_id")
+            .annotate(n=Sum("quantity"))
+            .values_list("location_id", "n")
+        )
+        for level in StockLevel.objects.filter(product_id=product_id):
+            if level.reserved != at.get(level.location_id, 0):
+                StockLevel.objects.filter(pk=level.pk).update(reserved=at.get(level.location_id, 0))
+        product.reserved = total
+        alerts.reconcile_alerts([product])
+        alerts.reconcile_location_alerts([product_id])
+        product_cache.invalidate([product.sku])
 
 
 # --- helpers -----------------------------------------------------------------------------
@@ -241,14 +327,27 @@ def _take(
     return None, max(free, 0)
 
 
-def _alert_after_hold(product: Product, place: Location | None) -> None:
+def _alert_after_hold(product: Product, place: Location | None, now: datetime) -> None:
     """A hold only lowers what is available, so it can open an episode, never resolve
     one: the product's is reconciled (from the counter) only when it is now low on
-    available stock, the locations' only when the hold names one (a hold naming none does
-    not count at any location). Nothing to do under the lock otherwise."""
+    available stock, the locations' when the hold names one (a hold naming none does not
+    count at any location) or when holds past due were expired here (theirs may have named
+    locations). Nothing to do under the lock otherwise.
+
+    The counter still counts holds past due that no sweep has ended yet; when it says
+    "low", those are expired first (as the sweep would, under this lock), so an episode
+    opens only for what is really held, rather than one the next sweep resolves."""
     if conf.low_stock_on_available():
         if product.stock - product.reserved < product.low_stock_threshold:
+            due = Reservation.objects.filter(
+                product_id=product.pk, status=ACTIVE, expires_at__lte=now
+            )
+            expired = _expire(due, now)
+            if expired:
+                product.reserved = _counter(Product, pk=product.pk)
             alerts.reconcile_alerts([product], held={product.pk: product.reserved})
+            if expired and place is None:  # they may have held units at locations (as _take)
+                alerts.reconcile_location_alerts([product.pk])
         if place is not None:
             alerts.reconcile_location_alerts([product.pk])
 
@@ -431,11 +530,19 @@ def _ended(product: Product, action: str, reservations: list[Reservation]) -> No
 
 def _schedule_expiry(expires_at: datetime) -> None:
     """Ask a worker to sweep when the hold falls due (backends that can defer a task;
-    ``manage.py expire_reservations`` from cron is the safety net either way)."""
+    ``manage.py expire_reservations`` from cron is the safety net either way). Called in the
+    hold's transaction: the database backend's task row is written in it (the hold and its
+    expiry commit together, one commit instead of two); any other backend is asked once the
+    hold has committed, so no worker sweeps for a hold that rolled back."""
     task = jobs.task("expire_reservations")
-    if not task.get_backend().supports_defer:
+    backend = task.get_backend()
+    if not backend.supports_defer:
         return
-    transaction.on_commit(lambda: task.using(run_after=expires_at).enqueue(), robust=True)
+    deferred = task.using(run_after=expires_at)
+    if isinstance(backend, DatabaseBackend) and transaction.get_connection().in_atomic_block:
+        deferred.enqueue()
+        return
+    transaction.on_commit(deferred.enqueue, robust=True)
 
 
 def _replay(

@@ -116,7 +116,16 @@ def _shared_version(using: str) -> str | None:
     if not cache_guard.enabled():
         return None
     try:
-        return cache.get(_VERSION_KEY.format(using=using))
+        key = _VERSION_KEY.format(using=using)
+        version = cache.get(key)
+        if version is None:
+            # No change recorded yet (or evicted): start a version, so that later reads
+            # come from the near cache (a key that does not exist costs a round trip each
+            # time). ``add``: a bump made meanwhile wins; either way a fresh value, unequal
+            # to any set this process remembers.
+            cache.add(key, uuid.uuid4().hex, None)
+            version = cache.get(key)
+        return version
     except Exception:  # the cache is an optimisation here; the time bound still holds
         logger.warning("subscription version unreadable", exc_info=True)
         return None

@@ -173,6 +173,9 @@ vars().update(OWN)
 # AXES_COOLOFF_TIME without failures, and a successful login clears its account's failures.
 AUTHENTICATION_BACKENDS = [
     "app.services.login_lockout.LockoutBackend",
+    # Answers has_perm from the shared cache when it can (app.services.permissions);
+    # ModelBackend, next, answers everything else as before.
+    "app.services.permissions.CachedPermissionBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
 AXES_HANDLER = "app.services.login_lockout.LoginLockoutHandler"

@@ -205,3 +205,101 @@ def test_a_deleted_product_saved_again_from_a_stale_instance_holds_nothing():
     stale.save()
     assert Product.objects.get(sku="GONE-1").reserved == 0
     assert reservations.reserve("GONE-1", 10, user=None).reservation.quantity == 10
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_sweep_passes_over_reservations_locked_elsewhere_instead_of_spinning():
+    """A batch whose rows another transaction holds is not re-read until the locks go: the
+    sweep expires what it can and returns; the next sweep expires the rest."""
+    import threading
+
+    from django.db import connection, connections
+
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks (SKIP LOCKED) need PostgreSQL; SQLite locks the database")
+    product = Product.objects.create(sku="CNT-LOCK", name="C", price="1.00", stock=10)
+    held = [reservations.reserve(product, 1, user=None).reservation for _ in range(3)]
+    Reservation.objects.filter(pk__in=[r.pk for r in held]).update(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    locked = sorted(r.pk for r in held)[:2]  # the first batch of 2 (oldest due first)
+    taken, release = threading.Event(), threading.Event()
+
+    def hold_locks():
+        other = connections.create_connection("default")
+        try:
+            with other.cursor() as cursor:
+                cursor.execute("BEGIN")
+                cursor.execute(
+                    "SELECT id FROM app_reservation WHERE id = ANY(%s) FOR UPDATE", [locked]
+                )
+                taken.set()
+                release.wait(30)
+                cursor.execute("ROLLBACK")
+        finally:
+            other.close()
+
+    holder = threading.Thread(target=hold_locks)
+    holder.start()
+    try:
+        assert taken.wait(10)
+        result: list[int] = []
+
+        def run_sweep():
+            try:
+                result.append(reservations.expire_due(batch=2))
+            finally:
+                connection.close()  # this thread's connection
+
+        sweep = threading.Thread(target=run_sweep)
+        sweep.start()
+        sweep.join(10)
+        assert not sweep.is_alive(), "the sweep waited for the locks instead of moving on"
+        assert result == [1]
+        statuses = dict(Reservation.objects.values_list("pk", "status"))
+        assert [statuses[pk] for pk in locked] == ["active", "active"]
+    finally:
+        release.set()
+        holder.join(30)
+    assert reservations.expire_due(batch=2) == 2  # the next sweep, locks gone
+    product.refresh_from_db()
+    assert product.reserved == 0
+
+
+def test_recount_reports_drift_and_fixes_it_only_when_asked(db):
+    import io
+
+    from django.core.management import CommandError, call_command
+
+    Location.objects.create(code="RC-B", name="B")
+    drifting = Product.objects.create(sku="RC-1", name="C", price="1.00", stock=10)
+    adjust_stock("RC-1", 5, user=None, reason="in", location="RC-B")
+    exact = Product.objects.create(sku="RC-2", name="C", price="1.00", stock=10)
+    reservations.reserve(drifting, 3, user=None)
+    reservations.reserve(drifting, 2, user=None, location="RC-B")
+    reservations.reserve(exact, 4, user=None)
+    Product.objects.filter(pk=drifting.pk).update(reserved=9)  # holds say 5
+    StockLevel.objects.filter(product=drifting, location__code="RC-B").update(reserved=0)
+
+    out = io.StringIO()
+    with pytest.raises(CommandError, match="2 counter"):
+        call_command("recount_reservations", stdout=out)
+    assert out.getvalue().splitlines() == [
+        "RC-1: counter 9, active holds 5",
+        "RC-1 at RC-B: counter 0, active holds 2",
+    ]
+    drifting.refresh_from_db()
+    assert drifting.reserved == 9  # a dry run changes nothing
+
+    out = io.StringIO()
+    call_command("recount_reservations", "--fix", stdout=out)
+    assert out.getvalue().splitlines()[-1] == "2 counter(s) corrected."
+    drifting.refresh_from_db()
+    assert drifting.reserved == 5
+    assert StockLevel.objects.get(product=drifting, location__code="RC-B").reserved == 2
+    assert Product.objects.get(pk=exact.pk).reserved == 4
+    assert_counters_match_the_holds()
+
+    out = io.StringIO()
+    call_command("recount_reservations", stdout=out)
+    assert out.getvalue().strip() == "All reservation counters match their active holds."

@@ -109,6 +109,9 @@ def test_list_filters_and_get(api, reader_api, hot):
     past = (timezone.now() - timedelta(minutes=1)).isoformat()
     invalid = assert_error_shape(reserve(api, quantity=1, expires_at=past), 422)
     assert invalid["errors"][0]["loc"] == ["body", "expires_at"]
+    # Without a UTC offset it is ambiguous: 422 naming the field too (it was a 500).
+    naive = assert_error_shape(reserve(api, quantity=1, expires_at="2030-01-01T00:00:00"), 422)
+    assert naive["errors"][0]["loc"][-1] == "expires_at", naive
     assert Reservation.objects.count() == 2
 
 

@@ -70,3 +70,40 @@ def test_on_hand_setting_ignores_reservations(product, settings):
     product.stock = 4
     product.save()
     assert open_alerts(product) == [4]
+
+
+def test_a_hold_past_due_does_not_open_an_episode_the_sweep_would_resolve(product):
+    """The counter counts a hold past due until it is swept; a new hold that looks low only
+    because of it expires it first instead of opening an episode that flaps shut."""
+    stale = reservations.reserve(product, 4, user=None).reservation  # available 6: no alert
+    Reservation.objects.filter(pk=stale.pk).update(expires_at=timezone.now())
+    reservations.reserve(product, 2, user=None)  # 10 - (4 + 2) = 4 < 5 by the counter
+    assert open_alerts(product) == []
+    assert StockAlert.objects.filter(product=product).count() == 0  # none opened and closed
+    stale.refresh_from_db()
+    product.refresh_from_db()
+    assert stale.status == "expired"
+    assert product.reserved == 2
+    assert reservations.expire_due() == 0
+    reservations.reserve(product, 4, user=None)  # really low now: 10 - 6 = 4
+    assert open_alerts(product) == [4]
+
+
+def test_holds_past_due_expired_by_a_hold_at_no_location_resolve_their_locations_alerts(product):
+    """A hold naming no location that expires a past-due hold at NORTH reconciles NORTH's
+    alert too: the sweep will find nothing left to expire, so nothing else would."""
+    from app.models import Location
+    from app.services.stock import set_location_threshold, transfer_stock
+
+    Location.objects.create(code="NORTH", name="North store")
+    transfer_stock(product, "MAIN", "NORTH", 8, user=None)
+    set_location_threshold(product, "NORTH", 5)
+    stale = reservations.reserve(product, 4, user=None, location="NORTH").reservation
+    north = StockAlert.objects.filter(product=product, location__code="NORTH")
+    assert list(north.filter(resolved_at__isnull=True).values_list("stock", flat=True)) == [4]
+    Reservation.objects.filter(pk=stale.pk).update(expires_at=timezone.now())
+    reservations.reserve(product, 2, user=None)  # 10 - (4 + 2) = 4 < 5: expires the stale
+    stale.refresh_from_db()
+    assert stale.status == "expired"
+    assert not north.filter(resolved_at__isnull=True).exists()
+    assert reservations.expire_due() == 0
