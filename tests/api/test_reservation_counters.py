@@ -207,6 +207,7 @@ def test_a_deleted_product_saved_again_from_a_stale_instance_holds_nothing():
     assert reservations.reserve("GONE-1", 10, user=None).reservation.quantity == 10
 
 
+@pytest.mark.postgres  # row locks (SKIP LOCKED): SQLite locks the whole database
 @pytest.mark.django_db(transaction=True)
 def test_a_sweep_passes_over_reservations_locked_elsewhere_instead_of_spinning():
     """A batch whose rows another transaction holds is not re-read until the locks go: the
@@ -215,8 +216,6 @@ def test_a_sweep_passes_over_reservations_locked_elsewhere_instead_of_spinning()
 
     from django.db import connection, connections
 
-    if connection.vendor != "postgresql":
-        pytest.skip("row locks (SKIP LOCKED) need PostgreSQL; SQLite locks the database")
     product = Product.objects.create(sku="CNT-LOCK", name="C", price="1.00", stock=10)
     held = [reservations.reserve(product, 1, user=None).reservation for _ in range(3)]
     Reservation.objects.filter(pk__in=[r.pk for r in held]).update(
