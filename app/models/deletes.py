@@ -13,6 +13,7 @@ to ``post_delete``'s forms.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 
 from django.db import connections
@@ -49,12 +50,16 @@ def delete_rows(objs: Sequence[Product], *, using: str) -> int:
                 cursor.execute(f"UPDATE {table} SET {column} = NULL WHERE {test}", ids)
         meta = Product._meta
         pk = qn(meta.pk.column)
-        cursor.execute(
-            f"DELETE FROM {qn(meta.db_table)} WHERE {pk} {json_in(connection, pk_type)} "
-            f"RETURNING {pk}",
-            ids,
-        )
-        deleted = {row[0] for row in cursor.fetchall()}
+        table, test = qn(meta.db_table), f"{pk} {json_in(connection, pk_type)}"
+        if connection.vendor != "sqlite" or sqlite3.sqlite_version_info >= (3, 35):
+            cursor.execute(f"DELETE FROM {table} WHERE {test} RETURNING {pk}", ids)
+            deleted = {row[0] for row in cursor.fetchall()}
+        else:
+            # No RETURNING before SQLite 3.35: this transaction holds SQLite's write lock,
+            # so the rows found now are the rows the DELETE removes.
+            cursor.execute(f"SELECT {pk} FROM {table} WHERE {test}", ids)
+            deleted = {row[0] for row in cursor.fetchall()}
+            cursor.execute(f"DELETE FROM {table} WHERE {test}", ids)
     # post_delete only for the rows this deleted, as Collector does for the rows it
     # collected (a product whose row was gone meanwhile left nothing to report).
     gone = [obj for obj in reversed(objs) if obj.pk in deleted]

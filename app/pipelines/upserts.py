@@ -164,9 +164,11 @@ def _stage(cursor, pg: bool, rows: Sequence[RowValues], product: str) -> None:
     cursor.execute(
         f"INSERT INTO {UPSERT_STAGE} (ord, sku, name, price, stock, threshold, product_id, "
         "old_name, old_price, old_stock, old_threshold) "
-        "SELECT j.key + 1, j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, "
-        "j.value ->> 4, p.id, p.name, p.price, p.stock, p.low_stock_threshold "
-        f"FROM json_each(%s) j LEFT JOIN {product} p ON p.sku = j.value ->> 0",
+        # json_extract, not ->> (SQLite 3.38+): Django 5.2 supports SQLite 3.31.
+        "SELECT j.key + 1, json_extract(j.value, '$[0]'), json_extract(j.value, '$[1]'), "
+        "json_extract(j.value, '$[2]'), json_extract(j.value, '$[3]'), "
+        "json_extract(j.value, '$[4]'), p.id, p.name, p.price, p.stock, p.low_stock_threshold "
+        f"FROM json_each(%s) j LEFT JOIN {product} p ON p.sku = json_extract(j.value, '$[0]')",
         [payload],
     )
 

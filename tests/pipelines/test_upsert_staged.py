@@ -296,3 +296,46 @@ def test_no_upsert_stage_outlives_its_transaction(monkeypatch):
     assert failed["status"] == "failed"
     assert stages_left() == 0
     assert Product.objects.filter(sku__startswith="W-").count() == 8
+
+
+def test_sqlite_statements_avoid_json_arrow_operators(products):
+    """``->>`` needs SQLite 3.38 (Django 5.2 supports 3.31; Ubuntu 22.04 ships 3.37): the
+    SQLite statements of the upsert and delete routes use ``json_extract``."""
+    if connection.vendor != "sqlite":
+        pytest.skip("the SQLite statements")
+    text = "sku,name,price,stock\nS-00001,A,1.00,2\nNEW-1,C,1.00,0\n"
+    with CaptureQueriesContext(connection) as queries:
+        result = process_pipeline(
+            {
+                "name": "x",
+                "steps": [
+                    {"op": "upsert_products", "csv": text},
+                    {"op": "delete_products", "skus": ["S-00002", "S-00003"]},
+                ],
+            }
+        )
+    assert result["status"] == "succeeded", result
+    staged = [q["sql"] for q in queries.captured_queries if UPSERT_STAGE in q["sql"]]
+    assert staged
+    assert [q["sql"] for q in queries.captured_queries if "->" in q["sql"]] == []
+    assert Product.objects.get(sku="NEW-1").name == "C"
+    assert Product.objects.get(sku="S-00001").stock == 2
+
+
+def test_delete_without_returning_on_old_sqlite(products, monkeypatch):
+    """Before SQLite 3.35 (no ``DELETE ... RETURNING``) the deleted rows are found first,
+    under the transaction's write lock: same count, same rows gone."""
+    if connection.vendor != "sqlite":
+        pytest.skip("the SQLite fallback")
+    import sqlite3
+
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 34, 1))
+    with CaptureQueriesContext(connection) as queries:
+        result = process_pipeline(
+            {"name": "x", "steps": [{"op": "delete_products", "skus": ["S-00002", "S-00005"]}]}
+        )
+    assert result["status"] == "succeeded", result.get("error")
+    deletes = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("DELETE")]
+    assert deletes and not any("RETURNING" in sql for sql in deletes)
+    assert not Product.objects.filter(sku="S-00002").exists()
+    assert Product.objects.count() == N - 2
