@@ -20,7 +20,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from django.db import DatabaseError, connections, transaction
+from django.db import connections, transaction
 from django.utils import timezone
 
 from ..core import encoding
@@ -50,6 +50,7 @@ ANALYZE_MIN_ROWS = 10_000
 ANALYZE_SHARE = 0.2
 ANALYZE_ALWAYS_ROWS = 100_000
 ANALYZED = (Product, PriceHistory, StockMovement)
+ANALYZE_LOCK_TIMEOUT = "2s"
 
 
 def write_rows(
@@ -351,18 +352,27 @@ def analyze_grown(unit: StepUnit, ends: list[int] | None) -> list[str]:
     if grown:
         tables = set(grown)
         state.analyze_after_commit = tables  # type: ignore[attr-defined]
-        transaction.on_commit(lambda: _analyze(unit.using, tables), using=unit.using)
+        # robust: whatever it raises, the committed run is not relabelled as failed
+        transaction.on_commit(lambda: _analyze(unit.using, tables), using=unit.using, robust=True)
     return grown
 
 
 def _analyze(using: str, tables: set[str]) -> None:
     """Fresh statistics for ``tables``; a failure is logged, never raised (the run has
-    committed, and autovacuum would analyze them later anyway)."""
+    committed, and autovacuum would analyze them later anyway). Bounded by a short
+    ``lock_timeout`` (a table locked by a DDL or a VACUUM is left to autovacuum), and
+    partitioned parents are skipped: analyzing one samples every partition."""
     connection = connections[using]
     qn = connection.ops.quote_name
     try:
-        with connection.cursor() as cursor:
-            for table in sorted(tables):
+        with transaction.atomic(using=using), connection.cursor() as cursor:
+            cursor.execute(f"SET LOCAL lock_timeout = '{ANALYZE_LOCK_TIMEOUT}'")
+            cursor.execute(
+                "SELECT relname FROM pg_class WHERE relname = ANY(%s) AND relkind = 'r' "
+                "AND pg_table_is_visible(oid) ORDER BY relname",
+                [sorted(tables)],
+            )
+            for (table,) in cursor.fetchall():
                 cursor.execute(f"ANALYZE {qn(table)}")
-    except DatabaseError:
+    except Exception:
         logger.warning("ANALYZE after a large upsert failed", exc_info=True)
