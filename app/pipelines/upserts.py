@@ -53,14 +53,12 @@ ANALYZED = (Product, PriceHistory, StockMovement)
 ANALYZE_LOCK_TIMEOUT = "2s"
 
 
-def write_rows(
-    unit: StepUnit, rows: Sequence[RowValues], *, key: str, elsewhere: bool = True
-) -> None:
+def write_rows(unit: StepUnit, rows: Sequence[RowValues], *, key: str) -> None:
     """Create or update the products of ``rows`` (distinct SKUs), as ``save()`` per row
     would: name and price always, stock and threshold where given (``None``: kept; a new
-    product gets 0 and the default threshold). ``key``: the step's source field, for errors;
-    ``elsewhere``: whether stock may be held outside the default location
-    (``stock_elsewhere``), else the totals are not checked."""
+    product gets 0 and the default threshold). ``key``: the step's source field, for errors.
+    The totals are checked for every chunk, once ``_stage`` holds its products' locks: stock
+    moved to another location while an earlier chunk was written is seen."""
     connection = connections[unit.using]
     if not connection.in_atomic_block:  # the stage lives as long as the run's transaction
         raise RuntimeError("The SQL route writes inside the pipeline run's transaction.")
@@ -69,8 +67,7 @@ def write_rows(
     product = qn(Product._meta.db_table)
     with connection.cursor() as cursor:
         _stage(cursor, pg, rows, product)
-        if elsewhere:
-            _check_totals(unit, cursor, key)
+        _check_totals(unit, cursor, key)
         _list_price_changes(unit, cursor, product)
 
         def write() -> None:
@@ -171,20 +168,6 @@ def _stage(cursor, pg: bool, rows: Sequence[RowValues], product: str) -> None:
         "json_extract(j.value, '$[4]'), p.id, p.name, p.price, p.stock, p.low_stock_threshold "
         f"FROM json_each(%s) j LEFT JOIN {product} p ON p.sku = json_extract(j.value, '$[0]')",
         [payload],
-    )
-
-
-def stock_elsewhere(unit: StepUnit) -> bool:
-    """Whether any product holds stock outside the default location (an upsert writes only
-    there, so the answer holds for all its chunks): if none does, no total needs checking."""
-    from ..models import StockLevel
-    from ..tracking.levels import default_location_id
-
-    return (
-        StockLevel.objects.using(unit.using)
-        .filter(quantity__gt=0)
-        .exclude(location_id=default_location_id(unit.using))
-        .exists()
     )
 
 

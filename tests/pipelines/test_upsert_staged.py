@@ -166,6 +166,40 @@ def test_stock_below_other_locations_fails_naming_the_sku(products):
     assert observe() == before
 
 
+def test_stock_moved_elsewhere_between_chunks_fails_naming_the_sku(products, monkeypatch):
+    """No stock outside the default location when the step starts; stock for a product of
+    the second chunk is moved there while the first chunk is written (as a located transfer
+    committed meanwhile would be seen): the second chunk's check names the SKU."""
+    monkeypatch.setattr(upserts, "STAGE_CHUNK", 2)
+    north = Location.objects.create(code="NORTH", name="North")
+    real = upserts.write_rows
+    calls = []
+
+    def then_move_stock(unit, rows, **options):
+        real(unit, rows, **options)
+        calls.append([row[0] for row in rows])
+        if len(calls) == 1:
+            StockLevel.objects.create(
+                product=Product.objects.get(sku="S-00003"), location=north, quantity=5
+            )
+
+    monkeypatch.setattr(upserts, "write_rows", then_move_stock)
+    before = observe()
+    text = "sku,name,price,stock\nS-00001,A,1.00,2\nS-00002,B,1.00,2\nS-00003,C,1.00,4\n"
+    staged, result = staged_queries(
+        {"name": "x", "steps": [{"op": "upsert_products", "csv": text}]}
+    )
+    assert staged > 0 and calls == [["S-00001", "S-00002"]]
+    assert result["error"]["errors"] == [
+        {
+            "loc": ["steps", 0, "csv", "S-00003"],
+            "msg": "step 0 (upsert_products): stock of S-00003 would be 4, below the 5 units "
+            "held at locations other than the default one",
+        }
+    ]
+    assert observe() == before
+
+
 # --- CSV rows checked without the model -------------------------------------------------
 
 cell = st.one_of(

@@ -182,14 +182,13 @@ class UpsertProducts(StepSpec):
     def _run_staged(self, unit) -> None:
         """The SQL route (``app.pipelines.upserts``): chunks of distinct SKUs, as below."""
         chunk: dict[str, RowValues] = {}
-        elsewhere = upserts.stock_elsewhere(unit)
         for row in self._items(unit, as_values=True):
             if row[0] in chunk or len(chunk) >= upserts.STAGE_CHUNK:
-                upserts.write_rows(unit, list(chunk.values()), key=self.source, elsewhere=elsewhere)
+                upserts.write_rows(unit, list(chunk.values()), key=self.source)
                 chunk = {}
             chunk[row[0]] = row
         if chunk:
-            upserts.write_rows(unit, list(chunk.values()), key=self.source, elsewhere=elsewhere)
+            upserts.write_rows(unit, list(chunk.values()), key=self.source)
 
     def _run_objects(self, unit) -> None:
         """The object route: a ``Product`` per row, saved in chunks (a repeated SKU starts
