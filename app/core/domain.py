@@ -315,6 +315,8 @@ def _checked_price(value: Decimal) -> Decimal:
     message = price_problem(value)
     if message:
         raise PydanticCustomError("invalid_value", "{reason}", {"reason": message})
+    if value.is_zero():  # "-0": plain zero, so every route stores and reports 0.00
+        value = value.copy_abs()
     return value.quantize(CENT)  # "9.9" and 9.90 both mean 9.90
 
 

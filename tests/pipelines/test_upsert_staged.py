@@ -200,6 +200,42 @@ def test_stock_moved_elsewhere_between_chunks_fails_naming_the_sku(products, mon
     assert observe() == before
 
 
+@pytest.mark.parametrize("price", ["-0", "-0.00", "-0.0"])
+def test_negative_zero_price_is_reported_as_zero_by_both_routes(products, price):
+    """``-0`` is a valid price, plain zero: run results and webhook payloads say ``0.00``
+    on the SQL route and on the object route alike."""
+    spec = {
+        "name": "x",
+        "steps": [{"op": "upsert_products", "csv": f"sku,name,price\nS-00001,P1,{price}\n"}],
+    }
+    for route in ("staged", "objects"):
+        outbox.forget_subscriptions()
+        try:
+            with transaction.atomic():
+                WebhookSubscription.objects.create(
+                    url="https://hooks.example.com/x", events=WebhookEvent.values, secret="s"
+                )
+                if route == "objects":
+                    pre_save.connect(user_pre_save, sender=Product, dispatch_uid="test.objects")
+                try:
+                    staged, result = staged_queries(spec)
+                finally:
+                    pre_save.disconnect(sender=Product, dispatch_uid="test.objects")
+                assert (staged > 0) == (route == "staged")
+                assert result["status"] == "succeeded", result.get("error")
+                assert [(c["sku"], c["old"], c["new"]) for c in result["price_changes"]] == [
+                    ("S-00001", "10.00", "0.00")
+                ], route
+                payloads = repr(outbox_rows())
+                assert "'price.changed'" in payloads and '"0.00"' in payloads, route
+                assert '"-0' not in payloads, route
+                assert str(Product.objects.get(sku="S-00001").price) == "0.00", route
+                raise Rollback
+        except Rollback:
+            pass
+    outbox.forget_subscriptions()
+
+
 # --- CSV rows checked without the model -------------------------------------------------
 
 cell = st.one_of(
