@@ -45,6 +45,7 @@ from ..models.webhooks import WebhookDelivery
 
 T = TypeVar("T")
 LOCK_TIMEOUT = "5s"  # a DDL lock waited for longer makes every query queue behind it
+DROP_CHECK_TIMEOUT = "5s"  # each statement run under a partition drop's exclusive lock
 LOCK_TRIES = 10
 BACKFILL_BATCH = 10000
 MARGIN = timedelta(days=7)
@@ -580,8 +581,9 @@ def drop_partition(
     table: str, name: str, still_droppable: Callable[[], int | None], *, using: str = "default"
 ) -> int | None:
     """Detach and drop the partition ``name`` of ``table`` if ``still_droppable()`` (run
-    under the lock: writers wait, so nothing changes between the check and the drop) says
-    so; returns what it returned. The lock is ``LOCK_TIMEOUT`` at most and retried like the
+    under the lock: writers wait, so nothing changes between the check and the drop; keep
+    it cheap, each statement is cut at ``DROP_CHECK_TIMEOUT``) says so; returns what it
+    returned. The lock is ``LOCK_TIMEOUT`` at most and retried like the
     other steps: DETACH PARTITION (not CONCURRENTLY, which cannot run in a transaction)
     takes an ACCESS EXCLUSIVE lock on ``table`` for the transaction's few statements."""
 
@@ -589,6 +591,8 @@ def drop_partition(
         connection = connections[using]
         with transaction.atomic(using=using), connection.cursor() as cursor:
             cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+            # Every writer of the table waits while the lock is held: the check is bounded.
+            cursor.execute(f"SET LOCAL statement_timeout = '{DROP_CHECK_TIMEOUT}'")
             cursor.execute(f"LOCK TABLE {_q(table)} IN ACCESS EXCLUSIVE MODE")
             if not to_regclass(name, cursor):
                 return None  # another prune dropped it

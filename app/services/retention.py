@@ -136,8 +136,9 @@ def _drop_outbox_months(before: datetime, dry_run: bool, say: list[str] | None) 
     """On a partitioned outbox, drop each partition wholly older than ``before`` whose rows
     are all delivered before ``before`` (what ``_prune_outbox`` would delete one by one):
     their attempts are deleted in batches, then the partition is detached and dropped in
-    one short transaction that checks again, under the lock, that every row still
-    qualifies and no attempt points at one. Returns its rows (with ``dry_run``: the rows
+    one short transaction that checks again, under the lock, that no row fails to qualify
+    and no attempt points at one (``NOT EXISTS`` tests; the rows are counted before the
+    lock, for the report only). Returns its rows (with ``dry_run``: the rows
     of the partitions that qualify now, which the row-by-row count includes too, so 0).
 
     Only the outbox: a month of price history or ledger never qualifies as a whole by these
@@ -150,7 +151,7 @@ def _drop_outbox_months(before: datetime, dry_run: bool, say: list[str] | None) 
     for name, _start, end in partitioning.partitions(table):
         if end is None or end > before:  # the default partition, a recent or future month
             continue
-        rows = _qualifying_rows(name, before, check_attempts=False)
+        rows = _qualifying_rows(name, before)
         if rows is None:
             continue
         if dry_run:
@@ -159,7 +160,7 @@ def _drop_outbox_months(before: datetime, dry_run: bool, say: list[str] | None) 
             continue
         _delete_attempts_of(name, before)
         dropped = partitioning.drop_partition(
-            table, name, partial(_qualifying_rows, name, before, check_attempts=True)
+            table, name, partial(_still_qualifies, name, before, rows)
         )
         if dropped is not None:
             removed += dropped
@@ -168,25 +169,32 @@ def _drop_outbox_months(before: datetime, dry_run: bool, say: list[str] | None) 
     return removed
 
 
-def _qualifying_rows(partition: str, before: datetime, *, check_attempts: bool) -> int | None:
-    """Rows of the outbox ``partition`` if every one is delivered before ``before`` (and,
-    with ``check_attempts``, none has attempts left); otherwise None."""
-    attempts = WebhookAttempt._meta.db_table
-    no_attempts = "true"
-    if check_attempts:
-        no_attempts = (
-            f"NOT EXISTS (SELECT 1 FROM {_quoted(attempts)} a "
-            f"JOIN {_quoted(partition)} d ON d.id = a.delivery_id)"
-        )
+def _qualifying_rows(partition: str, before: datetime) -> int | None:
+    """Rows of the outbox ``partition`` if every one is delivered before ``before``;
+    otherwise None. A full scan: run without the partition drop's lock."""
     sql = (
-        f"SELECT count(*), coalesce(bool_and(status = %s AND delivered_at < %s), true), "
-        f"{no_attempts} FROM {_quoted(partition)}"
+        f"SELECT count(*), coalesce(bool_and(status = %s AND delivered_at < %s), true) "
+        f"FROM {_quoted(partition)}"
     )
-    params: list = [WebhookDelivery.Status.DELIVERED, before]
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        rows, all_delivered, unreferenced = cursor.fetchone()
-    return rows if all_delivered and unreferenced else None
+        cursor.execute(sql, [WebhookDelivery.Status.DELIVERED, before])
+        rows, all_delivered = cursor.fetchone()
+    return rows if all_delivered else None
+
+
+def _still_qualifies(partition: str, before: datetime, rows: int) -> int | None:
+    """Under the drop's lock: ``rows`` (counted before it) if no row of ``partition`` fails
+    to qualify and no attempt points at one, else None; stops at the first offender."""
+    attempts = WebhookAttempt._meta.db_table
+    sql = (
+        f"SELECT NOT EXISTS (SELECT 1 FROM {_quoted(partition)} d WHERE d.status <> %s "
+        "OR d.delivered_at IS NULL OR d.delivered_at >= %s) "
+        f"AND NOT EXISTS (SELECT 1 FROM {_quoted(attempts)} a "
+        f"JOIN {_quoted(partition)} d ON d.id = a.delivery_id)"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [WebhookDelivery.Status.DELIVERED, before])
+        return rows if cursor.fetchone()[0] else None
 
 
 def _delete_attempts_of(partition: str, before: datetime) -> None:

@@ -131,3 +131,43 @@ def test_the_check_under_the_lock_decides(outbox):
     assert legacy in names() and WebhookDelivery.objects.count() == 9
     assert partitioning.drop_partition(TABLE, legacy, lambda: 3) == 3
     assert legacy not in names() and WebhookDelivery.objects.count() == 6
+
+
+def test_the_locked_window_is_bounded_and_aggregates_nothing(outbox):
+    """While the outbox is locked exclusively (every writer waits), the statements are cut
+    at a timeout and only test for an offending row; the rows are counted before."""
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        prune(OUTBOX_ONLY, now=LATER)
+    sqls = [q["sql"] for q in queries.captured_queries]
+    locks = [i for i, sql in enumerate(sqls) if sql.startswith(f'LOCK TABLE "{TABLE}"')]
+    assert len(locks) == 2  # the legacy partition and month 2
+    for at in locks:
+        assert "SET LOCAL statement_timeout" in sqls[at - 1]
+        locked = sqls[at + 1 : at + 5]
+        assert any("DETACH PARTITION" in sql for sql in locked)
+        window = locked[: next(i for i, sql in enumerate(locked) if "DETACH" in sql)]
+        assert not any("count(" in sql or "bool_and(" in sql for sql in window), window
+
+
+def test_a_row_changed_after_the_first_look_keeps_the_partition(outbox, monkeypatch):
+    """A legacy row that stops qualifying after the unlocked count (here: while its
+    attempts are deleted) is seen by the check under the lock: the partition stays."""
+    from app.services import retention
+
+    real = retention._delete_attempts_of
+
+    def then_reopen(partition, before):
+        real(partition, before)
+        if partition.endswith("_legacy"):
+            WebhookDelivery.objects.filter(pk=outbox["legacy-2"].pk).update(
+                status=WebhookDelivery.Status.PENDING, delivered_at=None
+            )
+
+    monkeypatch.setattr(retention, "_delete_attempts_of", then_reopen)
+    said: list[str] = []
+    prune(OUTBOX_ONLY, now=LATER, partitions=said)
+    assert f"{TABLE}_legacy" in names()
+    assert said == [f"{TABLE}: dropped partition {TABLE}_p{month(2):%Y_%m} (0 delivered rows)"]
+    assert WebhookDelivery.objects.filter(pk=outbox["legacy-2"].pk).exists()
