@@ -202,16 +202,15 @@ def run_worker(monkeypatch):
 
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``postgres`` exercise PostgreSQL-only behaviour: they are deselected
-    (not skipped) on SQLite runs; ``scripts/test`` runs the suite on both databases. Tests
-    marked ``unpooled`` are deselected behind PgBouncer and run on the direct connection."""
+    (not skipped) on SQLite runs, and tests marked ``sqlite`` on PostgreSQL runs;
+    ``scripts/test`` runs the suite on both databases. Tests marked ``unpooled`` are
+    deselected behind PgBouncer and run on the direct connection."""
     if connection.vendor == "postgresql":
-        excluded = "unpooled" if behind_transaction_pooler() else None
+        excluded = {"sqlite"} | ({"unpooled"} if behind_transaction_pooler() else set())
     else:
-        excluded = "postgres"
-    if excluded is None:
-        return
-    selected = [item for item in items if excluded not in item.keywords]
-    deselected = [item for item in items if excluded in item.keywords]
+        excluded = {"postgres"}
+    selected = [item for item in items if not excluded & set(item.keywords)]
+    deselected = [item for item in items if excluded & set(item.keywords)]
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = selected

@@ -406,11 +406,10 @@ def test_no_upsert_stage_outlives_its_transaction(monkeypatch):
     assert Product.objects.filter(sku__startswith="W-").count() == 8
 
 
+@pytest.mark.sqlite
 def test_sqlite_statements_avoid_json_arrow_operators(products):
     """``->>`` needs SQLite 3.38 (Django 5.2 supports 3.31; Ubuntu 22.04 ships 3.37): the
     SQLite statements of the upsert and delete routes use ``json_extract``."""
-    if connection.vendor != "sqlite":
-        pytest.skip("the SQLite statements")
     text = "sku,name,price,stock\nS-00001,A,1.00,2\nNEW-1,C,1.00,0\n"
     with CaptureQueriesContext(connection) as queries:
         result = process_pipeline(
@@ -430,11 +429,10 @@ def test_sqlite_statements_avoid_json_arrow_operators(products):
     assert Product.objects.get(sku="S-00001").stock == 2
 
 
+@pytest.mark.sqlite
 def test_delete_without_returning_on_old_sqlite(products, monkeypatch):
     """Before SQLite 3.35 (no ``DELETE ... RETURNING``) the deleted rows are found first,
     under the transaction's write lock: same count, same rows gone."""
-    if connection.vendor != "sqlite":
-        pytest.skip("the SQLite fallback")
     import sqlite3
 
     monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 34, 1))
