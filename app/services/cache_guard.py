@@ -134,20 +134,29 @@ class _Batch(oncommit.Accumulator):
         self.keys: set[str] = set()
 
     def flush(self) -> None:
-        try:
-            tombstone(self.keys)
-        except Exception:  # the write has committed; a cache outage must not undo that
-            logger.exception("Could not invalidate %d cache keys", len(self.keys))
+        _tombstone_logged(self.keys)
+
+
+def _tombstone_logged(keys: Iterable[str]) -> None:
+    """``tombstone``, logging a cache outage instead of raising it: the write being saved
+    must commit (and a committed one must not look failed) while the cache is down; what it
+    could not invalidate is then stale for at most the entry's own timeout."""
+    keys = list(keys)
+    try:
+        tombstone(keys)
+    except Exception:
+        logger.warning("could not invalidate %d cache keys", len(keys), exc_info=True)
 
 
 def invalidate(keys: Iterable[str], using: str = DEFAULT_DB_ALIAS) -> None:
     """Invalidate ``keys`` once the current transaction on ``using`` commits (now, outside
-    a transaction). Cheap per call, so per-object receivers of bulk writes can use it."""
+    a transaction). Cheap per call, so per-object receivers of bulk writes can use it. Never
+    raises for the cache: an outage is logged (``_tombstone_logged``)."""
     if not enabled():
         return
     batch = oncommit.pending(using, _Batch)
     if batch is None:
-        tombstone(keys)
+        _tombstone_logged(keys)
         return
     eager = []
     seen = batch.keys
@@ -157,4 +166,4 @@ def invalidate(keys: Iterable[str], using: str = DEFAULT_DB_ALIAS) -> None:
             if len(seen) <= EAGER_KEYS:
                 eager.append(key)
     if eager:
-        tombstone(eager)
+        _tombstone_logged(eager)

@@ -27,7 +27,7 @@ of groups or permissions, and rows of the auto-created many-to-many tables writt
 (``User.user_permissions.through.objects.filter(...).delete()`` or ``bulk_create``: Django
 sends no signal for those models), not through the relation's ``add``/``remove``/``set``/
 ``clear``. If the cache cannot be reached, reads fall back to ``ModelBackend`` and an
-invalidation is logged, not raised (a change of permissions must commit while Redis is down):
+invalidation is logged by ``cache_guard``, not raised (a change of permissions must commit while Redis is down):
 an entry written before the outage may then be used for up to ``MAX_AGE`` once it is back.
 Authenticates nobody: ``authenticate`` and ``get_user`` return ``None``.
 """
@@ -109,20 +109,10 @@ def _read(user) -> set[str]:
 
 def forget_all(using: str = DEFAULT_DB_ALIAS) -> None:
     """Permissions changed somewhere: no cached entry may be used any more."""
-    _invalidate([GENERATION_KEY], using)
+    cache_guard.invalidate([GENERATION_KEY], using=using)
 
 
 def forget_user(user, using: str = DEFAULT_DB_ALIAS) -> None:
     """``user`` was saved (flags such as ``is_superuser`` may have changed): drop its entry."""
     if user.pk is not None:
-        _invalidate([_key(user.pk)], using)
-
-
-def _invalidate(keys: list[str], using: str) -> None:
-    """Never raises: the change being saved must commit even while the cache is down."""
-    if not cache_guard.enabled():
-        return
-    try:
-        cache_guard.invalidate(keys, using=using)
-    except Exception:
-        logger.warning("could not invalidate cached permissions %s", keys, exc_info=True)
+        cache_guard.invalidate([_key(user.pk)], using=using)

@@ -8,16 +8,15 @@ flags, never the password hash) for at most ``CACHE_MAX_AGE`` seconds, so an API
 needs no query to authenticate. Revocation stays immediate: ``revoke_token`` and every
 save or delete of a token or of its user invalidate the entry (``app.services.cache_guard``
 keeps a concurrent reader from storing the pre-revocation state). If the cache cannot be
-reached, that invalidation is logged, not raised (a revocation or deactivation must commit
-while Redis is down): an entry written before the outage may then be used for up to
-``CACHE_MAX_AGE`` seconds once it is back. A user's permissions are cached apart, by
+reached, ``cache_guard`` logs that invalidation instead of raising it (a revocation or
+deactivation must commit while Redis is down): an entry written before the outage may then
+be used for up to ``CACHE_MAX_AGE`` seconds once it is back. A user's permissions are cached apart, by
 ``app.services.permissions``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
 import secrets
 from datetime import timedelta
 
@@ -28,8 +27,6 @@ from django.utils import timezone
 
 from ..models import ApiToken
 from . import cache_guard
-
-logger = logging.getLogger(__name__)
 
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 CACHE_MAX_AGE = 60
@@ -67,7 +64,7 @@ def revoke_token(token: ApiToken) -> None:
 
 def forget_token(token: ApiToken, using: str = DEFAULT_DB_ALIAS) -> None:
     """Drop the cached identity of ``token`` (it was saved, revoked or deleted)."""
-    _invalidate([_cache_key(token.key_hash)], using)
+    cache_guard.invalidate([_cache_key(token.key_hash)], using=using)
 
 
 def forget_user_tokens(user, using: str = DEFAULT_DB_ALIAS) -> None:
@@ -77,15 +74,7 @@ def forget_user_tokens(user, using: str = DEFAULT_DB_ALIAS) -> None:
     digests = (
         ApiToken.objects.using(using).filter(user_id=user.pk).values_list("key_hash", flat=True)
     )
-    _invalidate([_cache_key(digest) for digest in digests], using)
-
-
-def _invalidate(keys: list[str], using: str) -> None:
-    """Never raises: the revocation or deactivation being saved must commit regardless."""
-    try:
-        cache_guard.invalidate(keys, using=using)
-    except Exception:
-        logger.warning("could not invalidate %d cached token identities", len(keys), exc_info=True)
+    cache_guard.invalidate([_cache_key(digest) for digest in digests], using=using)
 
 
 def _identity_fields() -> list[str]:
