@@ -29,7 +29,8 @@ REDIS_DB_DEFAULTS = {
     "security": (1, 4),  # tests/security/conftest.py (production cache)
     "streaming_replica": (1, 4),  # tests/replica/test_streaming_replica.py (gunicorn's cache)
     "production_settings": (2, 5),  # tests/security/test_production_settings.py
-    "deployment": (3, 8),  # tests/reliability/deployment.py (deploy/run stack)
+    "deployment": (3, 6),  # tests/reliability/deployment.py (deploy/run stack); not 8,
+    # benchmarks/reservations.py's default (tests/foundation/test_redis_databases.py)
     "response_cache": (4, 9),  # tests/api/test_response_cache.py
     "near_cache": (5, 10),  # tests/foundation/test_near_cache.py
     "machines_cache": (6, 11),  # tests/reliability/test_several_machines.py
