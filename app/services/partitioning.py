@@ -55,6 +55,11 @@ class PartitioningError(Exception):
     """A step could not be done; the message says which and why."""
 
 
+class DropCheckTimedOut(PartitioningError):
+    """A partition drop's statements under its lock ran past ``DROP_CHECK_TIMEOUT``: that
+    drop was rolled back, nothing of it was done."""
+
+
 @dataclass(frozen=True)
 class Partitioned:
     """A model whose table may be partitioned by month on ``key`` (a timestamp column)."""
@@ -585,22 +590,34 @@ def drop_partition(
     it cheap, each statement is cut at ``DROP_CHECK_TIMEOUT``) says so; returns what it
     returned. The lock is ``LOCK_TIMEOUT`` at most and retried like the
     other steps: DETACH PARTITION (not CONCURRENTLY, which cannot run in a transaction)
-    takes an ACCESS EXCLUSIVE lock on ``table`` for the transaction's few statements."""
+    takes an ACCESS EXCLUSIVE lock on ``table`` for the transaction's few statements.
+    Raises ``DropCheckTimedOut`` (this drop rolled back, nothing done) when a statement
+    under the lock is cut: the caller decides whether to go on with the next one."""
 
     def run() -> int | None:
         connection = connections[using]
         with transaction.atomic(using=using), connection.cursor() as cursor:
             cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
-            # Every writer of the table waits while the lock is held: the check is bounded.
-            cursor.execute(f"SET LOCAL statement_timeout = '{DROP_CHECK_TIMEOUT}'")
             cursor.execute(f"LOCK TABLE {_q(table)} IN ACCESS EXCLUSIVE MODE")
-            if not to_regclass(name, cursor):
-                return None  # another prune dropped it
-            verdict = still_droppable()
-            if verdict is None:
-                return None
-            cursor.execute(f"ALTER TABLE {_q(table)} DETACH PARTITION {_q(name)}")
-            cursor.execute(f"DROP TABLE {_q(name)}")
+            # Every writer of the table waits while the lock is held: what runs under it is
+            # bounded. Set once the lock is granted: the wait for it is lock_timeout's, which
+            # _retrying retries (a statement timeout as short fires first and is not retried).
+            cursor.execute(f"SET LOCAL statement_timeout = '{DROP_CHECK_TIMEOUT}'")
+            try:
+                if not to_regclass(name, cursor):
+                    return None  # another prune dropped it
+                verdict = still_droppable()
+                if verdict is None:
+                    return None
+                cursor.execute(f"ALTER TABLE {_q(table)} DETACH PARTITION {_q(name)}")
+                cursor.execute(f"DROP TABLE {_q(name)}")
+            except OperationalError as error:
+                if getattr(error.__cause__, "sqlstate", None) != "57014":  # query_canceled
+                    raise
+                raise DropCheckTimedOut(
+                    f"drop partition {name} of {table}: a statement under the table lock ran "
+                    f"past {DROP_CHECK_TIMEOUT}; nothing dropped"
+                ) from error
             return verdict
 
     return _retrying(f"drop partition {name} of {table}", run)

@@ -144,8 +144,9 @@ def test_the_locked_window_is_bounded_and_aggregates_nothing(outbox):
     locks = [i for i, sql in enumerate(sqls) if sql.startswith(f'LOCK TABLE "{TABLE}"')]
     assert len(locks) == 2  # the legacy partition and month 2
     for at in locks:
-        assert "SET LOCAL statement_timeout" in sqls[at - 1]
-        locked = sqls[at + 1 : at + 5]
+        assert "SET LOCAL lock_timeout" in sqls[at - 1]
+        assert "SET LOCAL statement_timeout" in sqls[at + 1]  # once granted: see below
+        locked = sqls[at + 2 : at + 6]
         assert any("DETACH PARTITION" in sql for sql in locked)
         window = locked[: next(i for i, sql in enumerate(locked) if "DETACH" in sql)]
         assert not any("count(" in sql or "bool_and(" in sql for sql in window), window
@@ -171,3 +172,58 @@ def test_a_row_changed_after_the_first_look_keeps_the_partition(outbox, monkeypa
     assert f"{TABLE}_legacy" in names()
     assert said == [f"{TABLE}: dropped partition {TABLE}_p{month(2):%Y_%m} (0 delivered rows)"]
     assert WebhookDelivery.objects.filter(pk=outbox["legacy-2"].pk).exists()
+
+
+def test_a_check_past_its_timeout_keeps_that_partition_and_prune_goes_on(outbox, monkeypatch):
+    """The check under the lock of one partition runs past the statement timeout (here: it
+    waits first, as a scan of a large partition would): that drop alone rolls back, prune
+    says so and goes on; the partition's rows go row by row, so nothing else changes."""
+    from app.services import retention
+
+    monkeypatch.setattr(partitioning, "DROP_CHECK_TIMEOUT", "200ms")
+    real = retention._still_qualifies
+
+    def slow_for_legacy(partition, before, rows):
+        if partition.endswith("_legacy"):
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_sleep(2)")
+        return real(partition, before, rows)
+
+    monkeypatch.setattr(retention, "_still_qualifies", slow_for_legacy)
+    said: list[str] = []
+    assert prune(OUTBOX_ONLY, now=LATER, partitions=said)["webhook deliveries"] == 6
+    legacy, month2 = f"{TABLE}_legacy", f"{TABLE}_p{month(2):%Y_%m}"
+    assert said == [
+        f"{TABLE}: kept partition {legacy}: its check under the table lock ran past 200ms; "
+        "its rows are pruned row by row",
+        f"{TABLE}: dropped partition {month2} (0 delivered rows)",
+    ]
+    assert legacy in names() and month2 not in names()
+    kept = {outbox[label].pk for label in ("m0-pending", "m0-dead", "m1-late")}
+    assert set(WebhookDelivery.objects.values_list("pk", flat=True)) == kept
+    assert set(WebhookAttempt.objects.values_list("delivery_id", flat=True)) == kept
+
+
+def test_a_wait_for_the_lock_is_retried_not_cut_by_the_statement_timeout(outbox, monkeypatch):
+    """Another transaction holds the outbox for a while: the drop waits ``LOCK_TIMEOUT`` and
+    tries again (the statement timeout, as long, must not end the wait first and fail)."""
+    import threading
+
+    from django.db import connections
+
+    monkeypatch.setattr(partitioning, "LOCK_TIMEOUT", "300ms")
+    monkeypatch.setattr(partitioning, "DROP_CHECK_TIMEOUT", "300ms")
+    holder = connections.create_connection("default")
+    holder.inc_thread_sharing()  # the timer's thread ends its transaction
+    holder.set_autocommit(False)
+    with holder.cursor() as cursor:
+        cursor.execute(f'LOCK TABLE "{TABLE}" IN ACCESS SHARE MODE')
+    released = threading.Timer(0.7, holder.rollback)  # within the LOCK_TRIES (3 s)
+    released.start()
+    try:
+        legacy = f"{TABLE}_legacy"
+        assert partitioning.drop_partition(TABLE, legacy, lambda: 3) == 3
+        assert legacy not in names()
+    finally:
+        released.join()
+        holder.close()
