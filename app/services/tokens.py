@@ -7,7 +7,10 @@ With a shared cache, a valid token's digest maps to its user's identity (id, use
 flags, never the password hash) for at most ``CACHE_MAX_AGE`` seconds, so an API request
 needs no query to authenticate. Revocation stays immediate: ``revoke_token`` and every
 save or delete of a token or of its user invalidate the entry (``app.services.cache_guard``
-keeps a concurrent reader from storing the pre-revocation state). If the cache cannot be
+keeps a concurrent reader from storing the pre-revocation state). A superuser's identity is
+never cached (as its permissions are not, ``app.services.permissions``): it would outlive a
+demotion written without a signal (``queryset.update()``, raw SQL), which for other users
+counts within ``CACHE_MAX_AGE`` (a deactivation so written too). If the cache cannot be
 reached, ``cache_guard`` logs that invalidation instead of raising it (a revocation or
 deactivation must commit while Redis is down): an entry written before the outage may then
 be used for up to ``CACHE_MAX_AGE`` seconds once it is back. A user's permissions are cached apart, by
@@ -111,7 +114,7 @@ def user_for_token(raw: str, entry: cache_guard.Entry | None = None):
     ticket = None
     if cache_guard.enabled():
         cached, ticket = entry or cache_guard.get(_cache_key(digest))
-        if isinstance(cached, dict):
+        if isinstance(cached, dict) and not cached.get("is_superuser"):
             return _user_from_identity(cached)
     # key_hash is unique: a bare LIMIT 1, without the ORDER BY that .first() would add.
     matches = ApiToken.objects.select_related("user").filter(
@@ -126,7 +129,7 @@ def user_for_token(raw: str, entry: cache_guard.Entry | None = None):
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
         last_used = now
     user = token.user
-    if ticket is not None:
+    if ticket is not None and not user.is_superuser:
         # Expire when last_used_at is due again, so the next miss records the use: the
         # column keeps its one-minute resolution and is still written at most once a minute.
         due = (last_used + LAST_USED_RESOLUTION - now).total_seconds()

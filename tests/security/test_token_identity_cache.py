@@ -71,3 +71,25 @@ def test_cached_identity_has_every_flag_right(redis_cache):
         fresh = get_user_model().objects.get(pk=user.pk)
         for name in ("pk", "username", "is_active", "is_staff", "is_superuser"):
             assert getattr(cached, name) == getattr(fresh, name), name
+
+
+@pytest.mark.parametrize("demote", ["save", "queryset_update"])
+def test_a_demoted_superuser_loses_superuser_rights_on_the_next_request(redis_cache, demote):
+    """A superuser's identity is never cached: a demotion counts on the next request however
+    it is written, even by ``queryset.update()``, which sends no signal (as for the
+    permission cache, ``app.services.permissions``)."""
+    ProductFactory(sku="T-3", price=Decimal("10.00"))
+    admin = user_with(username="root", is_staff=True, is_superuser=True)
+    client = ApiClient(create_token(admin, "all rights")[1])
+    for cents in range(2):  # a second request: from the cache, if anything was cached
+        response = client.patch("/api/products/T-3", {"price": f"12.0{cents}"})
+        assert response.status_code == 200, response.content
+    if demote == "save":
+        admin.is_superuser = False
+        admin.save()
+    else:
+        get_user_model().objects.filter(pk=admin.pk).update(is_superuser=False)
+    response = client.patch("/api/products/T-3", {"price": "13.00"})
+    assert response.status_code == 403, response.content
+    assert client.get("/api/auth/me").json()["permissions"] == []
+    assert Product.objects.get(sku="T-3").price == Decimal("12.01")
