@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .models import Product, writes
+from .models import Product, deletes, writes
 from .services import audit, permissions, tokens, users
 from .services.alerts import close_alerts_of_deleted
 from .tracking import batch, changes
@@ -60,6 +60,8 @@ def before_deleting(
     if stored is not None and audit.stored_snapshots_supported(Product):
         audit.record_stored_deletions(Product, stored, using=using)
     else:
+        if stored is None:  # Django's delete(): a stale instance's row may be gone
+            objs = deletes.lock_stored(objs, using=using, origin=kwargs.get("origin"))
         audit.capture_snapshots(objs, using=using)
     close_alerts_of_deleted(objs, using=using)
 
@@ -67,14 +69,18 @@ def before_deleting(
 def record_deleted(
     objs: Sequence[Product], *, using: str, stored: str | None = None, **kwargs: Any
 ) -> None:
+    if stored is None:
+        objs = deletes.deleted_here(objs)
+        if not objs:
+            return  # nothing was deleted: no change, no audit
     batch.record([changes.deleted(obj) for obj in objs], using=using)
     if stored is None or not audit.stored_snapshots_supported(Product):
         audit.record_deletions(objs, using=using)
 
 
 @bulk_form(before_deleting)
-def product_pre_delete(sender, instance, using=None, **kwargs) -> None:
-    before_deleting((instance,), using=using or instance._state.db or "default")
+def product_pre_delete(sender, instance, using=None, origin=None, **kwargs) -> None:
+    before_deleting((instance,), using=using or instance._state.db or "default", origin=origin)
 
 
 @bulk_form(record_deleted)

@@ -16,7 +16,8 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from django.db import connections
+from django.db import connections, transaction
+from django.db.models import QuerySet
 from django.db.models.signals import post_delete, pre_delete
 
 from ..core.sqlrows import json_in, json_rows
@@ -67,3 +68,33 @@ def delete_rows(objs: Sequence[Product], *, using: str) -> int:
         for form in after:
             form(gone, using=using, stored=ids[0])
     return len(deleted)
+
+
+_GONE = "_deleted_before"  # set by ``lock_stored`` on an instance whose row was gone
+
+
+def lock_stored(objs: Sequence[Product], *, using: str, origin: object = None) -> list[Product]:
+    """Of ``objs`` that Django's ``delete()`` is about to delete (``pre_delete``), those whose
+    row is still stored, locked until the deleting transaction ends, so its DELETE removes
+    them. Only for ``Model.delete()`` (``origin`` not a ``QuerySet``, whose ``delete()``
+    has just read the rows): a stale instance's row may have been deleted long ago; then
+    Django deletes nothing and still sends ``post_delete``, and ``deleted_here`` leaves the
+    instance out, as ``delete_rows`` reports only the rows it deleted."""
+    if isinstance(origin, QuerySet) or not objs:
+        return list(objs)
+    rows = Product._base_manager.db_manager(using).filter(pk__in=[obj.pk for obj in objs])
+    if transaction.get_connection(using).in_atomic_block:  # Collector.delete's: always
+        rows = rows.select_for_update()
+    stored = set(rows.order_by().values_list("pk", flat=True))
+    for obj in objs:
+        if obj.pk in stored:
+            obj.__dict__.pop(_GONE, None)  # left by a deletion that failed before post_delete
+        else:
+            obj.__dict__[_GONE] = True
+    return [obj for obj in objs if obj.pk in stored]
+
+
+def deleted_here(objs: Sequence[Product]) -> list[Product]:
+    """Of ``objs`` that ``post_delete`` reports, those whose row this deletion removed (not
+    marked gone by ``lock_stored``)."""
+    return [obj for obj in objs if not obj.__dict__.pop(_GONE, False)]
