@@ -4,7 +4,6 @@ reservation's state (doing it again returns it unchanged, ``Idempotent-Replayed:
 
 from __future__ import annotations
 
-from datetime import UTC
 from typing import Annotated, Literal
 
 from django.http import HttpRequest, HttpResponse
@@ -55,10 +54,7 @@ def _fresh(result, user) -> Reservation | None:
     reservation = result.reservation
     if result.replayed or user is None or reservation.changed_by_id != user.pk:
         return None
-    reservation.changed_by = user
-    # As read back from the database: in UTC, whatever offset the client sent.
-    reservation.expires_at = reservation.expires_at.astimezone(UTC)
-    reservation.created_at = reservation.created_at.astimezone(UTC)
+    reservation.changed_by = user  # its times are in UTC already, as read back (reserve)
     return reservation
 
 

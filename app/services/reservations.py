@@ -25,7 +25,7 @@ deleted product's holds keep their status; its counters go with its row.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, OuterRef, QuerySet, Subquery, Sum, Value
@@ -110,6 +110,7 @@ def reserve(
     expires_at = expires_at or now + timedelta(seconds=conf.reservation_ttl())
     if expires_at <= now:
         raise InvalidReservation("expires_at must be in the future.", field="expires_at")
+    expires_at = expires_at.astimezone(UTC)  # as stored and read back, whatever offset given
     ctx = current_change_context()
     changed_by = _user_id(user, ctx.user_id)
     try:

@@ -168,3 +168,14 @@ def test_a_commit_at_a_location_is_refused_with_the_units_there(hot):
     assert "at NORTH" in refused.value.message
     held.refresh_from_db()
     assert held.status == "active"
+
+
+def test_a_new_reservation_is_answered_as_it_reads_back(api, hot):
+    """The answer to a create is not read back from the database: it must equal what a GET
+    then returns, times in UTC whatever offset the client sent."""
+    later = (timezone.now() + timedelta(hours=1)).astimezone(timezone.get_fixed_timezone(120))
+    created = reserve(api, quantity=2, expires_at=later.isoformat())
+    assert created.status_code == 201, created.content
+    body = created.json()
+    assert body == api.get(f"/api/reservations/{body['id']}").json()
+    assert body["expires_at"].endswith("Z")
