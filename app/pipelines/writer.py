@@ -19,7 +19,6 @@ from typing import Any
 from django.db import connections
 from django.db.models.base import ModelState
 from django.db.models.signals import post_init, pre_init
-from django.utils import timezone
 
 from ..core import sqlrows
 from ..models import Product, StockAlert, deletes, writes
@@ -283,29 +282,24 @@ class StepUnit:
                 }
 
     def tracked(self, write: Callable[[], Any]) -> None:
-        """Run ``write`` in one change batch, then note which alerts it opened or resolved."""
-        t0 = timezone.now()
+        """Run ``write`` in one change batch, then note which alerts it opened or resolved
+        (what the alerts effect reports on each change set: no query)."""
         with collecting_changes(self.using) as batch:
             write()
-        checked = batch.crossed()
-        if not checked:
-            return
-        alerts = StockAlert.objects.using(self.using)
-        for start in range(0, len(checked), CHUNK):
-            ids = checked[start : start + CHUNK]
-            opened = alerts.filter(
-                product_id__in=ids, opened_at__gte=t0, resolved_at__isnull=True
-            ).values_list("sku", "stock", "threshold")
-            state = self.state
-            for sku, stock, threshold in opened:
+        state = self.state
+        for changes in batch.done:
+            resolved = []
+            for note in changes.notes("alerts"):
+                if note[0] == "resolved":
+                    resolved.append(note[1])
+                    continue
+                _, sku, stock, threshold = note
                 state.alerts_opened_count += 1
                 if len(state.alerts_opened) < MAX_LISTED:
                     state.alerts_opened.append(
                         {"step": self.index, "sku": sku, "stock": stock, "threshold": threshold}
                     )
-            self._note_resolved(
-                alerts.filter(product_id__in=ids, resolved_at__gte=t0).values_list("sku", flat=True)
-            )
+            self._note_resolved(resolved)
 
     def _note_resolved(self, skus: Iterable[str]) -> None:
         state = self.state

@@ -74,12 +74,39 @@ def apply_levels(changes: ChangeSet, *, using: str) -> None:
                     f"{typed}) GROUP BY s.pk",
                     [target, *params, target],
                 )
-        for sql, params in changes.select("c.pk", STOCK_CHANGED):
+        if target != default:
+            # The default location keeps the total minus the other locations (unchanged
+            # when the levels summed to the total; created, at 0, where it had no row).
+            for sql, params in changes.select("c.pk", STOCK_CHANGED):
+                cursor.execute(
+                    f"INSERT INTO {level} (product_id, location_id, quantity) "
+                    f"SELECT p.id, {typed}, p.stock - COALESCE((SELECT SUM(o.quantity) "
+                    f"FROM {level} o WHERE o.product_id = p.id AND o.location_id <> {typed}), 0) "
+                    f"FROM {product} p WHERE p.id IN ({sql}) ON CONFLICT (product_id, "
+                    "location_id) DO UPDATE SET quantity = excluded.quantity",
+                    [default, default, *params],
+                )
+            return
+        # The change applies to the default location: each product's delta is added to its
+        # level there, set-based (one UPDATE joined by primary key); a product without a
+        # level there (a new one) gets the total minus its other locations. SQLite: the
+        # grouped derived table stays a table of its own, probed into the levels by
+        # product; the unary plus keeps it off the location's index (every level there).
+        for sql, params in changes.select(
+            "c.pk AS pk, c.stock - c.old_stock AS delta", STOCK_CHANGED
+        ):
+            cursor.execute(
+                f"UPDATE {level} SET quantity = {level}.quantity + x.delta FROM (SELECT s.pk, "
+                f"SUM(s.delta) AS delta FROM ({sql}) s GROUP BY s.pk) x "
+                f"WHERE {level}.product_id = x.pk AND +{level}.location_id = {typed}",
+                [*params, default],
+            )
+        for sql, params in changes.select("c.pk AS pk", STOCK_CHANGED):
             cursor.execute(
                 f"INSERT INTO {level} (product_id, location_id, quantity) "
                 f"SELECT p.id, {typed}, p.stock - COALESCE((SELECT SUM(o.quantity) "
-                f"FROM {level} o WHERE o.product_id = p.id AND o.location_id <> {typed}), 0) "
-                f"FROM {product} p WHERE p.id IN ({sql}) "
-                f"ON CONFLICT (product_id, location_id) DO UPDATE SET quantity = excluded.quantity",
-                [default, default, *params],
+                f"FROM {level} o WHERE o.product_id = p.id), 0) "
+                f"FROM {product} p WHERE p.id IN (SELECT s.pk FROM ({sql}) s) AND NOT EXISTS "
+                f"(SELECT 1 FROM {level} o WHERE o.product_id = p.id AND o.location_id = {typed})",
+                [default, *params, default],
             )
