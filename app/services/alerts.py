@@ -26,7 +26,7 @@ from .. import conf
 from ..core import jobs
 from ..core.sqlrows import json_list, json_rows, json_rows_sql
 from ..models import DeliveryStatus, Product, Reservation, StockAlert, StockLevel
-from ..signals import alerts_opened, alerts_resolved
+from ..signals import alerts_opened, alerts_resolved, listened
 from ..tracking.changes import STOCK_CHANGED, THRESHOLD_CROSSED, Change, ChangeSet, Where
 from . import delivery
 
@@ -261,6 +261,7 @@ def reconcile_alerts(
         instances=instances,
         resolving=low < len(rows),
         opening=low > 0,
+        returning=True,
     )
 
 
@@ -283,6 +284,7 @@ def _episodes(
     notes: list[tuple] | None = None,
     resolving: bool = True,
     opening: bool = True,
+    returning: bool = False,
 ) -> list[StockAlert]:
     """The one place product-wide episodes open and end, set-based: each of ``sources``
     is a ``SELECT`` (with its parameters) of ``_EPISODE_COLUMNS``, one row per product.
@@ -291,7 +293,9 @@ def _episodes(
     signals go out and delivery is scheduled for after the commit. ``instances``: the
     products' instances where the write had them (passed on with the alerts), the others
     are read for ``alerts_resolved``. ``notes`` gets ``("opened", sku, stock, threshold)``
-    and ``("resolved", sku)`` per alert. Returns the alerts opened."""
+    and ``("resolved", sku)`` per alert. The signals' alerts are built only when a
+    receiver would read them (``app.signals.listened``). Returns the alerts opened (built
+    when ``returning``, else only for the signal)."""
     connection = connections[using]
     qn = connection.ops.quote_name
     meta = StockAlert._meta
@@ -330,7 +334,7 @@ def _episodes(
                 fresh.extend(cursor.fetchall())
     resolved: list[StockAlert] = []
     resolved_ids = sorted(pk for pk, _ in resolved_rows)
-    if resolved_ids and alerts_resolved.has_listeners(StockAlert):
+    if resolved_ids and listened(alerts_resolved, StockAlert, using=using):
         for start in range(0, len(resolved_ids), CHUNK):
             chunk = list(
                 StockAlert.objects.using(using).filter(pk__in=resolved_ids[start : start + CHUNK])
@@ -340,6 +344,16 @@ def _episodes(
                 alert.product = products[alert.product_id]
             resolved.extend(chunk)
     fresh.sort()  # in the order they were inserted (RETURNING promises none)
+    for _, _, sku, _, stock, threshold in fresh:
+        logger.info("Low stock alert opened for %s: %s < %s", sku, stock, threshold)
+    if notes is not None:
+        notes.extend(("opened", sku, stock, threshold) for _, _, sku, _, stock, threshold in fresh)
+        notes.extend(("resolved", sku) for _, sku in sorted(resolved_rows))
+    if resolved:
+        alerts_resolved.send(sender=StockAlert, alerts=resolved, using=using)
+    schedule_delivery([row[0] for row in fresh], using=using)
+    if not fresh or not (returning or listened(alerts_opened, StockAlert, using=using)):
+        return []  # nobody would read the instances (no webhook subscriber, say)
     opened = []
     for pk, product_id, sku, name, stock, threshold in fresh:
         alert = StockAlert(
@@ -359,15 +373,7 @@ def _episodes(
         if instance is not None:
             alert.product = instance
         opened.append(alert)
-        logger.info("Low stock alert opened for %s: %s < %s", sku, stock, threshold)
-    if notes is not None:
-        notes.extend(("opened", a.sku, a.stock, a.threshold) for a in opened)
-        notes.extend(("resolved", sku) for _, sku in sorted(resolved_rows))
-    if resolved:
-        alerts_resolved.send(sender=StockAlert, alerts=resolved, using=using)
-    schedule_delivery([a.pk for a in opened], using=using)
-    if opened:
-        alerts_opened.send(sender=StockAlert, alerts=opened, using=using)
+    alerts_opened.send(sender=StockAlert, alerts=opened, using=using)
     return opened
 
 
