@@ -13,6 +13,11 @@ Signals declared here (sent inside the transaction of the change):
   failed, previewed); inside the run's transaction for successful runs. kwargs ``run``,
   ``using``.
 
+``listened(signal, sender, using=...)`` says whether a send would reach a receiver that
+acts: the project's own receivers are marked ``@acts_when(test)`` (the webhook receivers
+act only when the event has subscribers), so the alerts effect builds ``StockAlert``
+instances only when someone reads them.
+
 Receivers of Django's model signals for ``Product``: both styles work and see every write
 path (``save()``, queryset ``update``/``bulk_update``/
 ``bulk_create``, admin, pipelines)::

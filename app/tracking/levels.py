@@ -7,12 +7,16 @@ transaction:
 * a change set made inside ``change_context(location_id=X)`` (the stock and reservation
   services, pipeline steps naming a location) adds each product's delta at ``X``; the
   level's ``quantity >= 0`` check refuses a move below zero there;
-* every change set then sets the product's level at the **default location**
-  (``STOCKPIPE_DEFAULT_LOCATION``, created on first use) to the total minus its other
-  locations. So a change of the total naming no location (``save()``, ``update()``, the
-  admin, a pipeline step without ``location``) applies to the default location, and the
-  levels always sum to the total; a total set below the stock held at the other locations
-  fails on the same check.
+* a change set naming no location (``save()``, ``update()``, the admin, a pipeline step
+  without ``location``) adds each product's delta at the **default location**
+  (``STOCKPIPE_DEFAULT_LOCATION``, created on first use), set-based: one ``UPDATE ...
+  FROM`` joined by product; a product without a level there (a new one) gets the total
+  minus its other locations;
+* after a change at ``X`` the default location's level is set to the total minus the
+  other locations (created at 0 where missing).
+
+So the levels always sum to the total; a total set below the stock held at the other
+locations fails on the same check.
 
 The ledger row of the change (``app.tracking.history``) names the same location.
 """
