@@ -93,24 +93,37 @@ def apply_levels(changes: ChangeSet, *, using: str) -> None:
             return
         # The change applies to the default location: each product's delta is added to its
         # level there, set-based (one UPDATE joined by primary key); a product without a
-        # level there (a new one) gets the total minus its other locations. SQLite: the
-        # grouped derived table stays a table of its own, probed into the levels by
-        # product; the unary plus keeps it off the location's index (every level there).
-        for sql, params in changes.select(
-            "c.pk AS pk, c.stock - c.old_stock AS delta", STOCK_CHANGED
-        ):
+        # level there (a new one) gets the total minus its other locations.
+        columns = "c.pk AS pk, c.stock - c.old_stock AS delta"
+        grouped = "SELECT s.pk, SUM(s.delta) AS delta FROM ({sql}) s GROUP BY s.pk"
+        missing = (
+            f"INSERT INTO {level} (product_id, location_id, quantity) "
+            f"SELECT p.id, {typed}, p.stock - COALESCE((SELECT SUM(o.quantity) "
+            f"FROM {level} o WHERE o.product_id = p.id), 0) "
+            f"FROM {product} p WHERE p.id IN (SELECT x.pk FROM {{x}}) AND NOT EXISTS "
+            f"(SELECT 1 FROM {level} o WHERE o.product_id = p.id AND o.location_id = {typed})"
+        )
+        for sql, params in changes.select(columns, STOCK_CHANGED):
+            if connection.vendor == "postgresql":
+                # One statement, the change rows read once: both parts see the levels as
+                # they were before it, and touch different rows (with/without a level).
+                cursor.execute(
+                    f"WITH x AS MATERIALIZED ({grouped.format(sql=sql)}), u AS (UPDATE {level} "
+                    f"SET quantity = {level}.quantity + x.delta FROM x WHERE "
+                    f"{level}.product_id = x.pk AND {level}.location_id = {typed}) "
+                    + missing.format(x="x"),
+                    [*params, default, default, default],
+                )
+                continue
+            # SQLite: the grouped derived table stays a table of its own, probed into the
+            # levels by product; the unary plus keeps it off the location's index.
             cursor.execute(
-                f"UPDATE {level} SET quantity = {level}.quantity + x.delta FROM (SELECT s.pk, "
-                f"SUM(s.delta) AS delta FROM ({sql}) s GROUP BY s.pk) x "
+                f"UPDATE {level} SET quantity = {level}.quantity + x.delta FROM "
+                f"({grouped.format(sql=sql)}) x "
                 f"WHERE {level}.product_id = x.pk AND +{level}.location_id = {typed}",
                 [*params, default],
             )
-        for sql, params in changes.select("c.pk AS pk", STOCK_CHANGED):
             cursor.execute(
-                f"INSERT INTO {level} (product_id, location_id, quantity) "
-                f"SELECT p.id, {typed}, p.stock - COALESCE((SELECT SUM(o.quantity) "
-                f"FROM {level} o WHERE o.product_id = p.id), 0) "
-                f"FROM {product} p WHERE p.id IN (SELECT s.pk FROM ({sql}) s) AND NOT EXISTS "
-                f"(SELECT 1 FROM {level} o WHERE o.product_id = p.id AND o.location_id = {typed})",
+                missing.format(x=f"({sql}) x"),
                 [default, *params, default],
             )
