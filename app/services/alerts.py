@@ -309,28 +309,45 @@ def _episodes(
     defaults = [str(status), attempts, error]
     typed = ("%s::timestamptz", "%s::text", "%s::integer", "%s::text") if pg else ("%s",) * 4
     into = ", ".join(col[meta.get_field(n).attname] for n in ALERT_COLUMNS)
+    # ``{x}``: the source, as a FROM item named x.
+    resolve = (
+        f"UPDATE {table} SET {col['resolved_at']} = %s WHERE {is_open} AND "
+        f"{col['product_id']} IN (SELECT x.pk FROM {{x}} WHERE x.level >= x.threshold) "
+        f"RETURNING {col['id']}, {col['sku']}"
+    )
+    open_ = (
+        f"INSERT INTO {table} ({into}) SELECT x.pk, x.sku, x.name, CASE WHEN "
+        f"x.level > 0 THEN x.level ELSE 0 END, x.threshold, {', '.join(typed)} "
+        f"FROM {{x}} WHERE x.level < x.threshold AND NOT EXISTS (SELECT 1 "
+        f"FROM {table} a WHERE a.{col['product_id']} = x.pk AND a.{col['location_id']} IS NULL "
+        f"AND a.{col['resolved_at']} IS NULL) ORDER BY x.ord RETURNING {col['id']}, "
+        f"{col['product_id']}, {col['sku']}, {col['name']}, {col['stock']}, {col['threshold']}"
+    )
     resolved_rows: list[tuple[int, str]] = []
     fresh: list[tuple] = []
     with connection.cursor() as cursor:
         for sql, params in sources:
-            if resolving:
+            if pg and resolving and opening:
+                # One statement, the source read once: both parts see the alerts as they
+                # were before it, and touch different products (at or above / below).
                 cursor.execute(
-                    f"UPDATE {table} SET {col['resolved_at']} = %s WHERE {is_open} AND "
-                    f"{col['product_id']} IN (SELECT x.pk FROM ({sql}) x "
-                    f"WHERE x.level >= x.threshold) RETURNING {col['id']}, {col['sku']}",
-                    [stamp, *params],
+                    f"WITH x AS MATERIALIZED ({sql}), r AS ({resolve.format(x='x')}), "
+                    f"o AS ({open_.format(x='x')}) SELECT 0, o.* FROM o "
+                    f"UNION ALL SELECT 1, r.{col['id']}, NULL, r.{col['sku']}, NULL, NULL, "
+                    "NULL FROM r",
+                    [*params, stamp, stamp, *defaults],
                 )
+                for which, *row in cursor.fetchall():
+                    if which:
+                        resolved_rows.append((row[0], row[2]))
+                    else:
+                        fresh.append(tuple(row))
+                continue
+            if resolving:
+                cursor.execute(resolve.format(x=f"({sql}) x"), [stamp, *params])
                 resolved_rows.extend(cursor.fetchall())
             if opening:
-                cursor.execute(
-                    f"INSERT INTO {table} ({into}) SELECT x.pk, x.sku, x.name, CASE WHEN "
-                    f"x.level > 0 THEN x.level ELSE 0 END, x.threshold, {', '.join(typed)} "
-                    f"FROM ({sql}) x WHERE x.level < x.threshold AND NOT EXISTS (SELECT 1 "
-                    f"FROM {table} a WHERE a.{col['product_id']} = x.pk AND a.{is_open}) "
-                    f"ORDER BY x.ord RETURNING {col['id']}, {col['product_id']}, "
-                    f"{col['sku']}, {col['name']}, {col['stock']}, {col['threshold']}",
-                    [stamp, *defaults, *params],
-                )
+                cursor.execute(open_.format(x=f"({sql}) x"), [stamp, *defaults, *params])
                 fresh.extend(cursor.fetchall())
     resolved: list[StockAlert] = []
     resolved_ids = sorted(pk for pk, _ in resolved_rows)
