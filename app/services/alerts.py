@@ -203,8 +203,11 @@ def _active_holds(using: str):
 
 
 def _holding(using: str) -> set[int]:
-    """Products with active reservations (few, next to a catalogue)."""
-    return set(_active_holds(using).values_list("product_id", flat=True).distinct())
+    """Products with active reservations (few, next to a catalogue); a reservation of a
+    deleted product (its product set to null) names none."""
+    held = set(_active_holds(using).values_list("product_id", flat=True).distinct())
+    held.discard(None)
+    return held
 
 
 def held_by_product(pks: Sequence[int], *, using: str = "default") -> dict[int, int]:
