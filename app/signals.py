@@ -13,6 +13,11 @@ Signals declared here (sent inside the transaction of the change):
   failed, previewed); inside the run's transaction for successful runs. kwargs ``run``,
   ``using``.
 
+``listened(signal, sender, using=...)`` says whether a send would reach a receiver that
+acts: the project's own receivers are marked ``@acts_when(test)`` (the webhook receivers
+act only when the event has subscribers), so the alerts effect builds ``StockAlert``
+instances only when someone reads them.
+
 Receivers of Django's model signals for ``Product``: both styles work and see every write
 path (``save()``, queryset ``update``/``bulk_update``/
 ``bulk_create``, admin, pipelines)::
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from django.dispatch import Signal
 
@@ -58,3 +64,28 @@ def muted(
     finally:
         if disconnected:
             signal.connect(receiver, sender=sender, dispatch_uid=dispatch_uid, weak=False)
+
+
+def acts_when(test: Callable[..., bool]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Mark one of the project's receivers with ``test(using)``: whether a signal sent now
+    would make it do anything (its webhook event has subscribers, say). ``listened`` asks it,
+    so that a sender may skip building what nobody would read."""
+
+    def mark(receiver: Callable[..., Any]) -> Callable[..., Any]:
+        receiver.acts_when = test
+        return receiver
+
+    return mark
+
+
+def listened(signal: Signal, sender: type, *, using: str) -> bool:
+    """Whether sending ``signal`` from ``sender`` now reaches a receiver that acts: any
+    receiver not marked with ``acts_when``, or a marked one whose test says it would."""
+    sync, asynchronous = signal._live_receivers(sender)
+    if asynchronous:
+        return True
+    for receiver in sync:
+        test = getattr(receiver, "acts_when", None)
+        if test is None or test(using):
+            return True
+    return False

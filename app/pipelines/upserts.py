@@ -30,7 +30,7 @@ from ..tracking import adapters
 from ..tracking.batch import record_set
 from ..tracking.changes import CREATED, EVERY, UPDATED, Change, StagedChanges, Where
 from .rows import RowValues
-from .writer import MAX_LISTED, MAX_REPORTED, StepUnit
+from .writer import MAX_LISTED, MAX_REPORTED, StepUnit, created_meanwhile
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def write_rows(unit: StepUnit, rows: Sequence[RowValues], *, key: str) -> None:
     qn = connection.ops.quote_name
     product = qn(Product._meta.db_table)
     with connection.cursor() as cursor:
-        _stage(cursor, pg, rows, product)
+        resolved = _stage(cursor, pg, rows, product)
         _check_totals(unit, cursor, key)
         _list_price_changes(unit, cursor, product)
 
@@ -90,7 +90,7 @@ def write_rows(unit: StepUnit, rows: Sequence[RowValues], *, key: str) -> None:
                 f"INSERT INTO {product} (sku, name, price, stock, low_stock_threshold, "
                 "created_at, updated_at) SELECT s.sku, s.name, s.price, COALESCE(s.stock, 0), "
                 f"COALESCE(s.threshold, %s), %s, %s FROM {UPSERT_STAGE} s "
-                "WHERE s.product_id IS NULL ORDER BY s.ord"
+                "WHERE s.product_id IS NULL ORDER BY s.ord ON CONFLICT (sku) DO NOTHING"
             )
             if pg:  # the new ids into the stage in the same statement
                 cursor.execute(
@@ -99,6 +99,8 @@ def write_rows(unit: StepUnit, rows: Sequence[RowValues], *, key: str) -> None:
                     [threshold, stamp, stamp],
                 )
                 created = cursor.rowcount
+                if created < len(rows) - resolved:
+                    _created_meanwhile(unit, cursor, key)
             else:
                 cursor.execute(insert, [threshold, stamp, stamp])
                 created = cursor.rowcount
@@ -125,10 +127,23 @@ def write_rows(unit: StepUnit, rows: Sequence[RowValues], *, key: str) -> None:
     unit.advance(len(rows))
 
 
-def _stage(cursor, pg: bool, rows: Sequence[RowValues], product: str) -> None:
+def _created_meanwhile(unit: StepUnit, cursor, key: str) -> None:
+    """Fail the step naming the new SKUs of the stage another transaction created (and
+    committed) after the stage was resolved: the ``INSERT`` left them out (``ON
+    CONFLICT DO NOTHING``), and the run rolls back (PostgreSQL; on SQLite the run's
+    transaction holds the database's write lock from the start)."""
+    cursor.execute(
+        f"SELECT s.sku FROM {UPSERT_STAGE} s WHERE s.product_id IS NULL ORDER BY s.ord "
+        f"LIMIT {MAX_REPORTED}"
+    )
+    raise unit.failure([((key, sku), created_meanwhile(sku)) for (sku,) in cursor.fetchall()])
+
+
+def _stage(cursor, pg: bool, rows: Sequence[RowValues], product: str) -> int:
     """The rows as ``(ord, sku, name, price, stock, threshold)`` of a temporary table of
     this connection, each with its product's id and old values (null for a new SKU); the
-    products are locked (in primary-key order, as by every other writer) first."""
+    products are locked (in primary-key order, as by every other writer) first. Returns
+    how many rows name an existing product (PostgreSQL; 0 on SQLite)."""
     payload = encoding.dumps(
         [(sku, name, str(price), stock, threshold) for sku, name, price, stock, threshold in rows]
     )
@@ -155,7 +170,7 @@ def _stage(cursor, pg: bool, rows: Sequence[RowValues], product: str) -> None:
             f"FROM {product} p WHERE p.sku IN (SELECT sku FROM {UPSERT_STAGE}) "
             f"ORDER BY p.id FOR UPDATE) l WHERE l.sku = {UPSERT_STAGE}.sku"
         )
-        return
+        return cursor.rowcount
     # SQLite: the transaction holds the write lock already (BEGIN IMMEDIATE).
     cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {UPSERT_STAGE} ({columns})")
     cursor.execute(f"DELETE FROM {UPSERT_STAGE}")
@@ -169,6 +184,7 @@ def _stage(cursor, pg: bool, rows: Sequence[RowValues], product: str) -> None:
         f"FROM json_each(%s) j LEFT JOIN {product} p ON p.sku = json_extract(j.value, '$[0]')",
         [payload],
     )
+    return 0
 
 
 def _check_totals(unit: StepUnit, cursor, key: str) -> None:

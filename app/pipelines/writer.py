@@ -16,10 +16,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db import connections
+from django.db import IntegrityError, connections, transaction
 from django.db.models.base import ModelState
 from django.db.models.signals import post_init, pre_init
-from django.utils import timezone
 
 from ..core import sqlrows
 from ..models import Product, StockAlert, deletes, writes
@@ -240,7 +239,11 @@ class StepUnit:
             ]
         )
 
-    def create(self, objs: list[Product]) -> None:
+    def create(self, objs: list[Product], *, key: str | None = None) -> None:
+        """Insert the new products ``objs``. ``key``: the step's source field; a SKU of
+        ``objs`` another transaction created (and committed) since the step looked for
+        it then fails the step naming it (PostgreSQL: on SQLite the run's transaction
+        holds the write lock from the start)."""
         if not objs:
             return
         self.counts.created += len(objs)
@@ -251,7 +254,25 @@ class StepUnit:
                     "action": "created",
                     "fields": {n: [None, jsonable(getattr(obj, n))] for n in WRITABLE},
                 }
-        self.tracked(lambda: Product.objects.db_manager(self.using).bulk_create(objs))
+        manager = Product.objects.db_manager(self.using)
+        if key is None or connections[self.using].vendor != "postgresql":
+            self.tracked(lambda: manager.bulk_create(objs))
+            return
+
+        def write() -> None:
+            try:
+                with transaction.atomic(using=self.using):
+                    manager.bulk_create(objs)
+            except IntegrityError:
+                skus = [obj.sku for obj in objs]
+                taken = set(manager.filter(sku__in=skus).values_list("sku", flat=True))
+                if not taken:
+                    raise
+                raise self.failure(
+                    [((key, sku), created_meanwhile(sku)) for sku in skus if sku in taken]
+                ) from None
+
+        self.tracked(write)
 
     def delete(self, products: list[Product], *, set_based: bool = False) -> None:
         """Delete the (locked) ``products`` with Django's ``delete()``, which sends the
@@ -283,29 +304,24 @@ class StepUnit:
                 }
 
     def tracked(self, write: Callable[[], Any]) -> None:
-        """Run ``write`` in one change batch, then note which alerts it opened or resolved."""
-        t0 = timezone.now()
+        """Run ``write`` in one change batch, then note which alerts it opened or resolved
+        (what the alerts effect reports on each change set: no query)."""
         with collecting_changes(self.using) as batch:
             write()
-        checked = batch.crossed()
-        if not checked:
-            return
-        alerts = StockAlert.objects.using(self.using)
-        for start in range(0, len(checked), CHUNK):
-            ids = checked[start : start + CHUNK]
-            opened = alerts.filter(
-                product_id__in=ids, opened_at__gte=t0, resolved_at__isnull=True
-            ).values_list("sku", "stock", "threshold")
-            state = self.state
-            for sku, stock, threshold in opened:
+        state = self.state
+        for changes in batch.done:
+            resolved = []
+            for note in changes.notes("alerts"):
+                if note[0] == "resolved":
+                    resolved.append(note[1])
+                    continue
+                _, sku, stock, threshold = note
                 state.alerts_opened_count += 1
                 if len(state.alerts_opened) < MAX_LISTED:
                     state.alerts_opened.append(
                         {"step": self.index, "sku": sku, "stock": stock, "threshold": threshold}
                     )
-            self._note_resolved(
-                alerts.filter(product_id__in=ids, resolved_at__gte=t0).values_list("sku", flat=True)
-            )
+            self._note_resolved(resolved)
 
     def _note_resolved(self, skus: Iterable[str]) -> None:
         state = self.state
@@ -323,6 +339,14 @@ class StepUnit:
 ATTNAMES = tuple(f.attname for f in Product._meta.concrete_fields)
 # What the project's receivers and the steps read; created_at/updated_at stay deferred.
 NARROW_ATTNAMES = tuple(name for name in ATTNAMES if name not in ("created_at", "updated_at"))
+
+
+def created_meanwhile(sku: str) -> str:
+    """The error of a new SKU another transaction created while an upsert step ran."""
+    return (
+        f"SKU {sku} was created by another transaction while this step ran; "
+        "nothing was written: run the pipeline again"
+    )
 
 
 def _locked_rows(

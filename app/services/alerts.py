@@ -12,21 +12,22 @@ from __future__ import annotations
 import logging
 import re
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import Any
 
 from django.conf import settings
 from django.core.mail import EmailMessage
-from django.db import transaction
+from django.db import connections, models, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
 from .. import conf
 from ..core import jobs
-from ..core.sqlrows import insert_rows, json_list
+from ..core.sqlrows import json_list, json_rows, json_rows_sql
 from ..models import DeliveryStatus, Product, Reservation, StockAlert, StockLevel
-from ..signals import alerts_opened, alerts_resolved
-from ..tracking.changes import STOCK_CHANGED, THRESHOLD_CROSSED, Change, ChangeSet
+from ..signals import alerts_opened, alerts_resolved, listened
+from ..tracking.changes import STOCK_CHANGED, THRESHOLD_CROSSED, Change, ChangeSet, Where
 from . import delivery
 
 logger = logging.getLogger(__name__)
@@ -40,22 +41,66 @@ def check_thresholds(changes: ChangeSet, *, using: str) -> None:
     """The alerts effect: products whose stock crossed their threshold (either way), and
     new products, get their alert opened or resolved (``alerts_opened``/``_resolved``).
     Watching available stock, a stock change of a product with active reservations is
-    checked too (its available stock may cross where its stock on hand does not)."""
-    crossing = changes.rows(THRESHOLD_CROSSED) if changes.has(THRESHOLD_CROSSED) else []
-    if conf.low_stock_on_available() and changes.has(STOCK_CHANGED):
-        holding = _holding(using)
+    checked too (its available stock may cross where its stock on hand does not).
+
+    Set-based: the last checked change of each product is compared with its threshold in
+    SQL (``_episodes``), over the change set's rows where they are (the SQL route's stage,
+    or Python rows as one JSON parameter)."""
+    stocked = changes.has(STOCK_CHANGED)
+    holding = _holding(using) if stocked and conf.low_stock_on_available() else set()
+    if changes.has(THRESHOLD_CROSSED) or holding:
+        where, held, params = THRESHOLD_CROSSED, "", []
         if holding:
-            seen = {c.pk for c in crossing}
-            crossing = list(crossing) + [
-                c for c in changes.rows(STOCK_CHANGED) if c.pk in holding and c.pk not in seen
-            ]
-    if crossing:
-        reconcile_alerts(crossing, using=using)
-    if changes.has(STOCK_CHANGED):
+            where = _crossed_or_held(holding)
+            held, params = _held_sql(using)
+        columns = (
+            "c.ord AS ord, c.pk AS pk, c.sku AS sku, c.name AS name, "
+            f"c.stock{held} AS level, c.threshold AS threshold"
+        )
+        _episodes(
+            changes.select_last(columns, where, params),
+            using=using,
+            instances=changes.instances(where),
+            notes=changes.notes("alerts"),
+        )
+    if stocked:
         watched = _with_location_thresholds(using)
         if watched:
             pks = {pk for (pk,) in changes.values(("pk",), STOCK_CHANGED) if pk in watched}
-            reconcile_location_alerts(sorted(pks), using=using)
+            opened, resolved = _reconcile_location_alerts(sorted(pks), watched, using=using)
+            notes = changes.notes("alerts")
+            notes.extend(("opened", a.sku, a.stock, a.threshold) for a in opened)
+            notes.extend(("resolved", a.sku) for a in resolved)
+
+
+def _crossed_or_held(holding: set[int]) -> Where:
+    """``THRESHOLD_CROSSED``, or a stock change of one of the products ``holding``
+    (available stock may cross where stock on hand does not). The ids are integers read
+    from the database, written into the SQL as literals (few, next to a catalogue)."""
+    ids = sorted(int(pk) for pk in holding)
+    crossed, changed = THRESHOLD_CROSSED.test, STOCK_CHANGED.test
+    held = frozenset(ids)
+    return Where(
+        f"threshold crossed or held {hash(tuple(ids))}",
+        f"({THRESHOLD_CROSSED.sql}) OR (({STOCK_CHANGED.sql}) AND c.pk IN "
+        f"({', '.join(map(str, ids))}))",
+        lambda c: crossed(c) or (c.pk in held and changed(c)),
+        frozenset({"stock", "low_stock_threshold"}),
+    )
+
+
+# Units held by the product's active reservations, subtracted from its stock in SQL.
+_HELD = (
+    " - COALESCE((SELECT SUM(r.quantity) FROM {reservation} r WHERE r.product_id = c.pk "
+    "AND r.status = %s AND r.expires_at > %s), 0)"
+)
+
+
+def _held_sql(using: str) -> tuple[str, list]:
+    connection = connections[using]
+    table = connection.ops.quote_name(Reservation._meta.db_table)
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    return _HELD.format(reservation=table), [Reservation.Status.ACTIVE.value, now]
 
 
 def _with_location_thresholds(using: str) -> set[int]:
@@ -74,11 +119,18 @@ def reconcile_location_alerts(pks: Sequence[int], *, using: str = "default") -> 
     """The per-location episodes of these products: for each level with its own threshold,
     open an alert (with the location) when its stock (available or on hand, as for the
     product) is below it, resolve the open one when it is not. Callers hold the product
-    rows' locks, as for ``reconcile_alerts``."""
-    watched_products = _with_location_thresholds(using)
+    rows' locks, as for ``reconcile_alerts``. Returns the alerts opened."""
+    return _reconcile_location_alerts(pks, _with_location_thresholds(using), using=using)[0]
+
+
+def _reconcile_location_alerts(
+    pks: Sequence[int], watched_products: set[int], *, using: str
+) -> tuple[list[StockAlert], list[StockAlert]]:
+    """``reconcile_location_alerts`` given the products ``_with_location_thresholds``
+    found; returns the alerts opened and those resolved."""
     pks = [pk for pk in pks if pk in watched_products]
     if not pks:
-        return []
+        return [], []
     now = timezone.now()
     levels = list(
         StockLevel.objects.using(using)
@@ -141,7 +193,7 @@ def reconcile_location_alerts(pks: Sequence[int], *, using: str = "default") -> 
             )
         schedule_delivery([a.pk for a in opened], using=using)
         alerts_opened.send(sender=StockAlert, alerts=opened, using=using)
-    return opened
+    return opened, resolved
 
 
 def _active_holds(using: str):
@@ -151,8 +203,11 @@ def _active_holds(using: str):
 
 
 def _holding(using: str) -> set[int]:
-    """Products with active reservations (few, next to a catalogue)."""
-    return set(_active_holds(using).values_list("product_id", flat=True).distinct())
+    """Products with active reservations (few, next to a catalogue); a reservation of a
+    deleted product (its product set to null) names none."""
+    held = set(_active_holds(using).values_list("product_id", flat=True).distinct())
+    held.discard(None)
+    return held
 
 
 def held_by_product(pks: Sequence[int], *, using: str = "default") -> dict[int, int]:
@@ -185,97 +240,176 @@ def reconcile_alerts(
     the partial unique constraint is the last line of defence. ``held``: the units held
     per product when the caller knows them (a reservation's counter), else summed here.
     """
-    now = timezone.now()
     by_pk = {p.pk: p for p in products}  # the last change of a product counts
+    if not by_pk:
+        return []
     if held is None:
         held = held_by_product(list(by_pk), using=using)
     elif not conf.low_stock_on_available():
         held = {}
-    level = {pk: p.stock - held.get(pk, 0) for pk, p in by_pk.items()}
-    low = {pk: p for pk, p in by_pk.items() if level[pk] < p.low_stock_threshold}
-    restocked = [pk for pk in by_pk if pk not in low]
-    alerts = StockAlert.objects.using(using)
-    for start in range(0, len(restocked), CHUNK):
-        chunk = alerts.filter(
-            product_id__in=restocked[start : start + CHUNK],
-            resolved_at__isnull=True,
-            location__isnull=True,
-        )
-        resolved = list(chunk) if alerts_resolved.has_listeners(StockAlert) else []
-        chunk.update(resolved_at=now)
-        instances = _instances([by_pk[alert.product_id] for alert in resolved], using=using)
-        for alert in resolved:
-            alert.resolved_at, alert.product = now, instances[alert.product_id]
-        if resolved:
-            alerts_resolved.send(sender=StockAlert, alerts=resolved, using=using)
-    if not low:
-        return []
-    ids = list(low)
-    already_open: set[int] = set()
-    for start in range(0, len(ids), CHUNK):
-        already_open.update(
-            alerts.filter(
-                product_id__in=ids[start : start + CHUNK],
-                resolved_at__isnull=True,
-                location__isnull=True,
-            ).values_list("product_id", flat=True)
-        )
-    opened = [
-        StockAlert(
-            product_id=pk,
-            sku=p.sku,
-            name=p.name,
-            stock=max(level[pk], 0),
-            threshold=p.low_stock_threshold,
-            opened_at=now,
-        )
-        for pk, p in low.items()
-        if pk not in already_open
+    connection = connections[using]
+    fields = [_ORD, Product._meta.pk, _F("sku"), _F("name"), _F("stock"), _F("stock")]
+    source = "SELECT * FROM " + json_rows_sql(connection, fields, _EPISODE_COLUMNS, alias="j")
+    rows = [
+        (i, pk, p.sku, p.name, p.stock - held.get(pk, 0), p.low_stock_threshold)
+        for i, (pk, p) in enumerate(by_pk.items())
     ]
-    for alert in opened:
-        instance = _instance_of(low[alert.product_id])
-        if instance is not None:
-            alert.product = instance
-    _insert(opened, using=using)
-    for alert in opened:
-        logger.info(
-            "Low stock alert opened for %s: %s < %s", alert.sku, alert.stock, alert.threshold
-        )
-    schedule_delivery([a.pk for a in opened], using=using)
-    if opened:
-        alerts_opened.send(sender=StockAlert, alerts=opened, using=using)
-    return opened
+    low = sum(1 for row in rows if row[4] < row[5])
+    instances = {
+        pk: instance for pk, p in by_pk.items() if (instance := _instance_of(p)) is not None
+    }
+    return _episodes(
+        ((source, [json_rows(rows[i : i + CHUNK])]) for i in range(0, len(rows), CHUNK)),
+        using=using,
+        instances=instances,
+        resolving=low < len(rows),
+        opening=low > 0,
+        returning=True,
+    )
 
 
+_F = Product._meta.get_field
+_ORD = models.IntegerField()
+# The relation ``_episodes`` reads: each product once, with the stock its threshold is
+# compared with (available or on hand).
+_EPISODE_COLUMNS = ("ord", "pk", "sku", "name", "level", "threshold")
 ALERT_COLUMNS = (
     "product_id", "sku", "name", "stock", "threshold", "opened_at", "delivery_status",
     "attempts", "last_error",
 )  # fmt: skip
 
 
+def _episodes(
+    sources: Iterable[tuple[str, list[Any]]],
+    *,
+    using: str,
+    instances: dict[int, Product],
+    notes: list[tuple] | None = None,
+    resolving: bool = True,
+    opening: bool = True,
+    returning: bool = False,
+) -> list[StockAlert]:
+    """The one place product-wide episodes open and end, set-based: each of ``sources``
+    is a ``SELECT`` (with its parameters) of ``_EPISODE_COLUMNS``, one row per product.
+    Open alerts of products at or above their threshold are resolved (one ``UPDATE``),
+    products below it without an open alert get one (one ``INSERT ... SELECT``), then the
+    signals go out and delivery is scheduled for after the commit. ``instances``: the
+    products' instances where the write had them (passed on with the alerts), the others
+    are read for ``alerts_resolved``. ``notes`` gets ``("opened", sku, stock, threshold)``
+    and ``("resolved", sku)`` per alert. The signals' alerts are built only when a
+    receiver would read them (``app.signals.listened``). Returns the alerts opened (built
+    when ``returning``, else only for the signal)."""
+    connection = connections[using]
+    qn = connection.ops.quote_name
+    meta = StockAlert._meta
+    table = qn(meta.db_table)
+    col = {f.attname: qn(f.column) for f in meta.concrete_fields}
+    pg = connection.vendor == "postgresql"
+    now = timezone.now()
+    stamp = connection.ops.adapt_datetimefield_value(now)
+    is_open = f"{col['location_id']} IS NULL AND {col['resolved_at']} IS NULL"
+    status, attempts, error = (meta.get_field(n).get_default() for n in ALERT_COLUMNS[-3:])
+    defaults = [str(status), attempts, error]
+    typed = ("%s::timestamptz", "%s::text", "%s::integer", "%s::text") if pg else ("%s",) * 4
+    into = ", ".join(col[meta.get_field(n).attname] for n in ALERT_COLUMNS)
+    # ``{x}``: the source, as a FROM item named x.
+    resolve = (
+        f"UPDATE {table} SET {col['resolved_at']} = %s WHERE {is_open} AND "
+        f"{col['product_id']} IN (SELECT x.pk FROM {{x}} WHERE x.level >= x.threshold) "
+        f"RETURNING {col['id']}, {col['sku']}"
+    )
+    open_ = (
+        f"INSERT INTO {table} ({into}) SELECT x.pk, x.sku, x.name, CASE WHEN "
+        f"x.level > 0 THEN x.level ELSE 0 END, x.threshold, {', '.join(typed)} "
+        f"FROM {{x}} WHERE x.level < x.threshold AND NOT EXISTS (SELECT 1 "
+        f"FROM {table} a WHERE a.{col['product_id']} = x.pk AND a.{col['location_id']} IS NULL "
+        f"AND a.{col['resolved_at']} IS NULL) ORDER BY x.ord RETURNING {col['id']}, "
+        f"{col['product_id']}, {col['sku']}, {col['name']}, {col['stock']}, {col['threshold']}"
+    )
+    resolved_rows: list[tuple[int, str]] = []
+    fresh: list[tuple] = []
+    with connection.cursor() as cursor:
+        for sql, params in sources:
+            if pg and resolving and opening:
+                # One statement, the source read once: both parts see the alerts as they
+                # were before it, and touch different products (at or above / below).
+                cursor.execute(
+                    f"WITH x AS MATERIALIZED ({sql}), r AS ({resolve.format(x='x')}), "
+                    f"o AS ({open_.format(x='x')}) SELECT 0, o.* FROM o "
+                    f"UNION ALL SELECT 1, r.{col['id']}, NULL, r.{col['sku']}, NULL, NULL, "
+                    "NULL FROM r",
+                    [*params, stamp, stamp, *defaults],
+                )
+                for which, *row in cursor.fetchall():
+                    if which:
+                        resolved_rows.append((row[0], row[2]))
+                    else:
+                        fresh.append(tuple(row))
+                continue
+            if resolving:
+                cursor.execute(resolve.format(x=f"({sql}) x"), [stamp, *params])
+                resolved_rows.extend(cursor.fetchall())
+            if opening:
+                cursor.execute(open_.format(x=f"({sql}) x"), [stamp, *defaults, *params])
+                fresh.extend(cursor.fetchall())
+    resolved: list[StockAlert] = []
+    resolved_ids = sorted(pk for pk, _ in resolved_rows)
+    if resolved_ids and listened(alerts_resolved, StockAlert, using=using):
+        for start in range(0, len(resolved_ids), CHUNK):
+            chunk = list(
+                StockAlert.objects.using(using).filter(pk__in=resolved_ids[start : start + CHUNK])
+            )
+            products = _instances([alert.product_id for alert in chunk], instances, using=using)
+            for alert in chunk:
+                alert.product = products[alert.product_id]
+            resolved.extend(chunk)
+    fresh.sort()  # in the order they were inserted (RETURNING promises none)
+    for _, _, sku, _, stock, threshold in fresh:
+        logger.info("Low stock alert opened for %s: %s < %s", sku, stock, threshold)
+    if notes is not None:
+        notes.extend(("opened", sku, stock, threshold) for _, _, sku, _, stock, threshold in fresh)
+        notes.extend(("resolved", sku) for _, sku in sorted(resolved_rows))
+    if resolved:
+        alerts_resolved.send(sender=StockAlert, alerts=resolved, using=using)
+    schedule_delivery([row[0] for row in fresh], using=using)
+    if not fresh or not (returning or listened(alerts_opened, StockAlert, using=using)):
+        return []  # nobody would read the instances (no webhook subscriber, say)
+    opened = []
+    for pk, product_id, sku, name, stock, threshold in fresh:
+        alert = StockAlert(
+            pk=pk,
+            product_id=product_id,
+            sku=sku,
+            name=name,
+            stock=stock,
+            threshold=threshold,
+            opened_at=now,
+            delivery_status=status,
+            attempts=attempts,
+            last_error=error,
+        )
+        alert._state.adding, alert._state.db = False, using
+        instance = instances.get(product_id)
+        if instance is not None:
+            alert.product = instance
+        opened.append(alert)
+    alerts_opened.send(sender=StockAlert, alerts=opened, using=using)
+    return opened
+
+
 def _instance_of(product: Product | Change) -> Product | None:
     return product if isinstance(product, Product) else product.instance
 
 
-def _instances(products: Sequence[Product | Change], *, using: str) -> dict[int, Product]:
-    """The ``Product`` of each of ``products``, read for changes that carry none (the
-    SQL route's), so receivers of ``alerts_resolved`` get instances as after ``save()``."""
-    found = {p.pk: i for p in products if (i := _instance_of(p)) is not None}
-    missing = [p.pk for p in products if p.pk not in found]
+def _instances(pks: Sequence[int], known: dict[int, Product], *, using: str) -> dict[int, Product]:
+    """The ``Product`` of each of ``pks``: ``known`` ones as given, the others (the SQL
+    route's changes carry none) read, so receivers of ``alerts_resolved`` get instances as
+    after ``save()``."""
+    found = {pk: known[pk] for pk in pks if pk in known}
+    missing = [pk for pk in pks if pk not in found]
     for start in range(0, len(missing), CHUNK):
         found.update(Product.objects.using(using).in_bulk(missing[start : start + CHUNK]))
     return found
-
-
-def _insert(opened: list[StockAlert], *, using: str) -> None:
-    """``bulk_create`` without per-field compiling (a pipeline can open thousands)."""
-    rows = [tuple(getattr(alert, name) for name in ALERT_COLUMNS) for alert in opened]
-    ids = dict(
-        insert_rows(StockAlert, ALERT_COLUMNS, rows, using=using, returning=("product", "id"))
-    )
-    for alert in opened:  # one new alert per product: its id is found by product
-        alert.pk = ids[alert.product_id]
-        alert._state.adding, alert._state.db = False, using
 
 
 def close_alerts_of_deleted(products: Sequence[Product], *, using: str = "default") -> None:

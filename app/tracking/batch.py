@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
 
 from django.db import models
 from django.utils import timezone
@@ -18,7 +17,7 @@ from django.utils import timezone
 from ..core.context import current_change_context
 from ..core.sqlrows import CHUNK
 from . import effects
-from .changes import THRESHOLD_CROSSED, Change, ChangeSet, RowChanges
+from .changes import Change, ChangeSet, RowChanges
 
 
 class ChangeBatch:
@@ -54,15 +53,6 @@ class ChangeBatch:
                 item = RowChanges(rows, using=self.using, now=self.now, location_id=location)
             effects.run(item)
             self.done.append(item)
-
-    def crossed(self) -> list[Any]:
-        """Primary keys of the products whose stock crossed their threshold (or that were
-        created), in the change sets handled so far."""
-        pks: dict[Any, None] = {}
-        for changes in self.done:
-            if changes.has(THRESHOLD_CROSSED):
-                pks.update((c.pk, None) for c in changes.rows(THRESHOLD_CROSSED))
-        return list(pks)
 
 
 _batch: ContextVar[ChangeBatch | None] = ContextVar("stockpipe_change_batch", default=None)

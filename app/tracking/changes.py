@@ -214,6 +214,24 @@ class ChangeSet:
         ``columns``). ``columns`` refer to ``COLUMNS`` as ``c.<name>``."""
         raise NotImplementedError
 
+    def select_last(
+        self, columns: str, where: Where = EVERY, params: Sequence[Any] = ()
+    ) -> Iterator[tuple[str, list[Any]]]:
+        """``select`` over the last row matching ``where`` of each product (the state a
+        product is left in, for effects that compare it with a threshold)."""
+        return self.select(columns, where, params)
+
+    def instances(self, where: Where = EVERY) -> dict[Any, Product]:
+        """The ``Product`` instances the write had, by primary key, of the rows matching
+        ``where`` (none for the SQL route's rows)."""
+        return {}
+
+    def notes(self, name: str) -> list[Any]:
+        """A list effect ``name`` fills with what it did (the alerts it opened, say), for
+        the write that made the change set to report."""
+        notes = self.__dict__.setdefault("_notes", {})
+        return notes.setdefault(name, [])
+
 
 class RowChanges(ChangeSet):
     """Changes held as Python rows."""
@@ -241,6 +259,19 @@ class RowChanges(ChangeSet):
     def has(self, where: Where = EVERY) -> bool:
         return bool(self.rows(where))
 
+    def select_last(
+        self, columns: str, where: Where = EVERY, params: Sequence[Any] = ()
+    ) -> Iterator[tuple[str, list[Any]]]:
+        rows = self.rows(where)
+        last = list({c.pk: c for c in rows}.values())
+        if len(last) < len(rows):  # a product changed twice: its last change counts
+            rows = RowChanges(last, using=self.using, now=self.now, location_id=self.location_id)
+            return rows.select(columns, EVERY, params)
+        return self.select(columns, where, params)
+
+    def instances(self, where: Where = EVERY) -> dict[Any, Product]:
+        return {c.pk: c.instance for c in self.rows(where) if c.instance is not None}
+
     def values(self, names: Sequence[str], where: Where = EVERY) -> list[tuple]:
         getters = [COLUMNS[name][0] for name in names]
         return [tuple([get(i, c) for get in getters]) for i, c in enumerate(self.rows(where))]
@@ -264,8 +295,8 @@ class RowChanges(ChangeSet):
 
 class StagedChanges(ChangeSet):
     """The SQL route's changes: ``source`` is a ``SELECT`` giving ``COLUMNS`` for each
-    changed row (after the write); ``field`` is the one field the write set; ``count``
-    how many rows changed."""
+    changed row (after the write), one row per product; ``field`` is the one field the
+    write set; ``count`` how many rows changed."""
 
     def __init__(
         self, source: str, *, field: str, count: int, using: str, at: Any, now: Any = None

@@ -7,12 +7,16 @@ transaction:
 * a change set made inside ``change_context(location_id=X)`` (the stock and reservation
   services, pipeline steps naming a location) adds each product's delta at ``X``; the
   level's ``quantity >= 0`` check refuses a move below zero there;
-* every change set then sets the product's level at the **default location**
-  (``STOCKPIPE_DEFAULT_LOCATION``, created on first use) to the total minus its other
-  locations. So a change of the total naming no location (``save()``, ``update()``, the
-  admin, a pipeline step without ``location``) applies to the default location, and the
-  levels always sum to the total; a total set below the stock held at the other locations
-  fails on the same check.
+* a change set naming no location (``save()``, ``update()``, the admin, a pipeline step
+  without ``location``) adds each product's delta at the **default location**
+  (``STOCKPIPE_DEFAULT_LOCATION``, created on first use), set-based: one ``UPDATE ...
+  FROM`` joined by product; a product without a level there (a new one) gets the total
+  minus its other locations;
+* after a change at ``X`` the default location's level is set to the total minus the
+  other locations (created at 0 where missing).
+
+So the levels always sum to the total; a total set below the stock held at the other
+locations fails on the same check.
 
 The ledger row of the change (``app.tracking.history``) names the same location.
 """
@@ -74,12 +78,52 @@ def apply_levels(changes: ChangeSet, *, using: str) -> None:
                     f"{typed}) GROUP BY s.pk",
                     [target, *params, target],
                 )
-        for sql, params in changes.select("c.pk", STOCK_CHANGED):
+        if target != default:
+            # The default location keeps the total minus the other locations (unchanged
+            # when the levels summed to the total; created, at 0, where it had no row).
+            for sql, params in changes.select("c.pk", STOCK_CHANGED):
+                cursor.execute(
+                    f"INSERT INTO {level} (product_id, location_id, quantity) "
+                    f"SELECT p.id, {typed}, p.stock - COALESCE((SELECT SUM(o.quantity) "
+                    f"FROM {level} o WHERE o.product_id = p.id AND o.location_id <> {typed}), 0) "
+                    f"FROM {product} p WHERE p.id IN ({sql}) ON CONFLICT (product_id, "
+                    "location_id) DO UPDATE SET quantity = excluded.quantity",
+                    [default, default, *params],
+                )
+            return
+        # The change applies to the default location: each product's delta is added to its
+        # level there, set-based (one UPDATE joined by primary key); a product without a
+        # level there (a new one) gets the total minus its other locations.
+        columns = "c.pk AS pk, c.stock - c.old_stock AS delta"
+        grouped = "SELECT s.pk, SUM(s.delta) AS delta FROM ({sql}) s GROUP BY s.pk"
+        missing = (
+            f"INSERT INTO {level} (product_id, location_id, quantity) "
+            f"SELECT p.id, {typed}, p.stock - COALESCE((SELECT SUM(o.quantity) "
+            f"FROM {level} o WHERE o.product_id = p.id), 0) "
+            f"FROM {product} p WHERE p.id IN (SELECT x.pk FROM {{x}}) AND NOT EXISTS "
+            f"(SELECT 1 FROM {level} o WHERE o.product_id = p.id AND o.location_id = {typed})"
+        )
+        for sql, params in changes.select(columns, STOCK_CHANGED):
+            if connection.vendor == "postgresql":
+                # One statement, the change rows read once: both parts see the levels as
+                # they were before it, and touch different rows (with/without a level).
+                cursor.execute(
+                    f"WITH x AS MATERIALIZED ({grouped.format(sql=sql)}), u AS (UPDATE {level} "
+                    f"SET quantity = {level}.quantity + x.delta FROM x WHERE "
+                    f"{level}.product_id = x.pk AND {level}.location_id = {typed}) "
+                    + missing.format(x="x"),
+                    [*params, default, default, default],
+                )
+                continue
+            # SQLite: the grouped derived table stays a table of its own, probed into the
+            # levels by product; the unary plus keeps it off the location's index.
             cursor.execute(
-                f"INSERT INTO {level} (product_id, location_id, quantity) "
-                f"SELECT p.id, {typed}, p.stock - COALESCE((SELECT SUM(o.quantity) "
-                f"FROM {level} o WHERE o.product_id = p.id AND o.location_id <> {typed}), 0) "
-                f"FROM {product} p WHERE p.id IN ({sql}) "
-                f"ON CONFLICT (product_id, location_id) DO UPDATE SET quantity = excluded.quantity",
-                [default, default, *params],
+                f"UPDATE {level} SET quantity = {level}.quantity + x.delta FROM "
+                f"({grouped.format(sql=sql)}) x "
+                f"WHERE {level}.product_id = x.pk AND +{level}.location_id = {typed}",
+                [*params, default],
+            )
+            cursor.execute(
+                missing.format(x=f"({sql}) x"),
+                [default, *params, default],
             )

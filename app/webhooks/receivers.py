@@ -9,13 +9,16 @@ its change causes, on every write path.
 from __future__ import annotations
 
 from ..models import WebhookEvent
+from ..signals import acts_when
 from . import outbox
 
 
+@acts_when(lambda using: bool(outbox.subscribers(WebhookEvent.STOCK_LOW, using=using)))
 def alerts_opened(sender, alerts, using="default", **kwargs) -> None:
     outbox.record_alerts(WebhookEvent.STOCK_LOW, alerts, using=using)
 
 
+@acts_when(lambda using: bool(outbox.subscribers(WebhookEvent.STOCK_RESTORED, using=using)))
 def alerts_resolved(sender, alerts, using="default", **kwargs) -> None:
     outbox.record_alerts(WebhookEvent.STOCK_RESTORED, alerts, using=using)
 

@@ -237,7 +237,7 @@ class UpsertProducts(StepSpec):
             absolute=True,
             product_ids=[p.pk for p in stocked],
         )
-        unit.create(new)
+        unit.create(new, key=key)
         unit.save(changed)
         unit.advance(len(rows))
 
