@@ -30,6 +30,7 @@ def warm() -> None:
         import_string(cache["BACKEND"])
     import_string(settings.MESSAGE_STORAGE)
     import_string(f"{settings.SESSION_ENGINE}.SessionStore")
+    import_string(settings.SESSION_SERIALIZER)
     "".encode("idna")  # the codec getaddrinfo() loads on the first connection by host name
 
 
