@@ -197,7 +197,10 @@ def product_detail(request: HttpRequest, sku: str) -> HttpResponse:
         "web/product_detail.html",
         {
             "product": product,
-            "reduction": current_reduction(product, now),
+            # From the rows the chart read (all of them when they are fewer than it draws).
+            "reduction": current_reduction(
+                product, now, newest=history, whole=len(history) < selectors.CHART_POINTS
+            ),
             "chart": price_chart_svg(selectors.price_series(product, now, rows=history)),
             "price_changes": changes,
             "price_change_rows": rows.price_change_rows(changes, fmt),
