@@ -34,6 +34,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -454,7 +455,7 @@ def measure(base: str, headers: dict, shape: Shape, args) -> list[dict]:
 # --- EXPLAIN ----------------------------------------------------------------------------------
 
 
-def explain_all(shape: Shape, token: str, only: str | None = None) -> list[dict]:
+def explain_all(shape: Shape, token: str, only: str | None = None, seed: int = 13) -> list[dict]:
     """One in-process request per endpoint (the server's code, this process's settings: no
     shared cache, so the API computes its body); every SELECT it ran is explained."""
     from django.contrib.auth import get_user_model
@@ -466,7 +467,7 @@ def explain_all(shape: Shape, token: str, only: str | None = None) -> list[dict]
     client.force_login(get_user_model().objects.get(username="bench-reader"))
     headers = {"Authorization": f"Bearer {token}"}
     EXPLAIN_DIR.mkdir(parents=True, exist_ok=True)
-    rng = random.Random(7)
+    rng = random.Random(7 if seed == 13 else seed * 7)  # another seed: other, cold products
     summary = []
     for endpoint in endpoints(shape, only):
         # The worst case: the deepest product of the choice (the very deep ones are last).
@@ -475,7 +476,11 @@ def explain_all(shape: Shape, token: str, only: str | None = None) -> list[dict]
             i = shape.very_deep_ids()[0]
         path = url_for(endpoint, i, rng)
         use = headers if path.startswith("/api/") else {}
-        with CaptureQueriesContext(connection) as captured:
+        first: list[str | None] = []  # each statement's plan as it ran first (cold reads)
+        with (
+            connection.execute_wrapper(partial(_explain_first, first)),
+            CaptureQueriesContext(connection) as captured,
+        ):
             response = client.get(path, headers=use)
         assert response.status_code == 200, (path, response.status_code)
         out, scans = [f"GET {path}\n"], []
@@ -489,6 +494,10 @@ def explain_all(shape: Shape, token: str, only: str | None = None) -> list[dict]
             with connection.cursor() as cursor:
                 cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql)
                 plan = "\n".join(row[0] for row in cursor.fetchall())
+            cold = first[n - 1] if len(first) == len(captured.captured_queries) else None
+            if cold and " read=" in cold:
+                # Shared buffers "read": pages this request was the first to need.
+                out.append(f"First run, before the query itself:\n{cold}\nAgain, warm:\n")
             out.append(plan + "\n")
             scans += [t for t in BIG_TABLES if f"Seq Scan on {t} " in plan + " "]
         name = endpoint.label.split(" (")[0].lower().replace(" ", "-")
@@ -508,6 +517,22 @@ def explain_all(shape: Shape, token: str, only: str | None = None) -> list[dict]
             flush=True,
         )
     return summary
+
+
+def _explain_first(plans: list[str | None], execute, sql, params, many, context):
+    """An execute wrapper: each SELECT explained (ANALYZE, BUFFERS) just before it runs, so
+    the plan shows the pages it read from outside shared buffers; ``plans`` gets one entry
+    per statement."""
+    import psycopg
+
+    plan = None
+    select = DECLARE.sub("", sql)
+    if not many and select.lstrip().upper().startswith(("SELECT", "WITH")):
+        with psycopg.ClientCursor(context["connection"].connection) as cursor:
+            cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + select, params)
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+    plans.append(plan)
+    return execute(sql, params, many, context)
 
 
 # --- driver -----------------------------------------------------------------------------------
@@ -577,7 +602,7 @@ def main() -> int:
     session, token = reader()
 
     print("EXPLAIN (ANALYZE, BUFFERS) of every SELECT, in this process:", flush=True)
-    plans = explain_all(shape, token, args.only)
+    plans = explain_all(shape, token, args.only, args.seed)
     from django.db import connection
 
     connection.close()
