@@ -182,8 +182,9 @@ def product_detail(request: HttpRequest, sku: str) -> HttpResponse:
     product = selectors.product_by_sku(sku)
     now, fmt = timezone.now(), rows.Formats()
     available, locations = availability(product)
-    # One read each of the latest price changes and ledger rows: the charts draw them all,
-    # the lists show the first PRODUCT_ROWS.
+    # One read each of the latest price changes and ledger rows (index-only scans, migration
+    # 0014): the charts draw them all, the lists show the first PRODUCT_ROWS, the Omnibus
+    # walk starts on the price changes.
     history = selectors.price_history_rows(product)
     ledger = selectors.ledger_rows(product)
     current = {place.code: place.quantity for place in locations}
