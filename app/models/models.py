@@ -307,9 +307,15 @@ class PriceHistory(ChangeSource):
         ordering = ["-changed_at", "-id"]
         verbose_name_plural = "price history"
         # With the id last: the API's pages read their keys from this index alone (index-only
-        # scan, ``paginate_late_rows``) in the order they are shown.
+        # scan, ``paginate_late_rows``) in the order they are shown. The included columns are
+        # what the product page (chart, list, Omnibus walk) and price-at read: index-only
+        # scans too, not a table page per row (a product's rows are spread over the table).
         indexes = [
-            models.Index(fields=["product", "changed_at", "id"], name="pricehistory_product_time")
+            models.Index(
+                fields=["product", "changed_at", "id"],
+                include=["old_price", "new_price", "source", "changed_by"],
+                name="pricehistory_product_time",
+            )
         ]
 
     def __str__(self) -> str:
@@ -395,9 +401,14 @@ class StockMovement(ChangeSource):
     class Meta:
         ordering = ["-created_at", "-id"]
         # A product's ledger newest first (API pages, the product page, its stock chart) is
-        # a backward range scan, whatever the product's length of history (issue 13).
+        # a backward range scan, whatever the product's length of history (issue 13). The
+        # included columns are what the product page reads: an index-only scan.
         indexes = [
-            models.Index(fields=["product", "created_at", "id"], name="stockmovement_product_time")
+            models.Index(
+                fields=["product", "created_at", "id"],
+                include=["location", "delta", "stock_after", "reason", "source", "changed_by"],
+                name="stockmovement_product_time",
+            )
         ]
 
     def __str__(self) -> str:

@@ -137,6 +137,7 @@ class PriceChangeRow(NamedTuple):
     new_price: Decimal
     source: str
     changed_by: str | None  # the user's username
+    id: int  # with ``changed_at``, the row's place in the history (Omnibus walk goes on there)
 
 
 def price_history_rows(product: Product, limit: int = CHART_POINTS) -> list[PriceChangeRow]:
@@ -145,7 +146,7 @@ def price_history_rows(product: Product, limit: int = CHART_POINTS) -> list[Pric
     rows = (
         product.price_history.order_by("-changed_at", "-id")
         .annotate(by=_username())
-        .values_list("changed_at", "old_price", "new_price", "source", "by")[:limit]
+        .values_list("changed_at", "old_price", "new_price", "source", "by", "id")[:limit]
     )
     return [PriceChangeRow(*row) for row in rows]
 

@@ -29,15 +29,17 @@ The rules, in the order they are applied:
 
 Each function runs one query for almost every product: the product's history is read newest
 first, at or before ``at``, 100 rows a query (keyset), and reading stops 30 days before the
-anchor (index ``pricehistory_product_time``).
+anchor (index ``pricehistory_product_time``). The product page hands ``current_reduction``
+the latest rows it read for its chart: then it queries only when the walk goes past them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
+from typing import Protocol
 
 from django.db.models import Q
 from django.utils import timezone
@@ -65,14 +67,37 @@ class Reduction:
         return percent.quantize(PERCENT_STEP, rounding=ROUND_DOWN)
 
 
-def current_reduction(product: Product | int, at: datetime | None = None) -> Reduction | None:
+class Change(Protocol):
+    """A price history row as a caller already read it (``newest`` below)."""
+
+    @property
+    def changed_at(self) -> datetime: ...
+    @property
+    def id(self) -> int: ...
+    @property
+    def old_price(self) -> Decimal: ...
+    @property
+    def new_price(self) -> Decimal: ...
+
+
+def current_reduction(
+    product: Product | int,
+    at: datetime | None = None,
+    *,
+    newest: Sequence[Change] | None = None,
+    whole: bool = False,
+) -> Reduction | None:
     """The reduction in effect at ``at`` (default: now), or ``None`` if the price is not one.
 
-    One query; use this when both the prior price and the discount are needed.
+    One query; use this when both the prior price and the discount are needed. ``newest``:
+    the product's latest changes, newest first (``(changed_at, id)`` descending), already
+    read by the caller (the product page reads them for its chart): the walk starts on them
+    and queries only beyond the last of them, and not at all when the walk ends within them
+    or when ``whole`` says they are the product's whole history.
     """
     at = at or timezone.now()
     product_id = product.pk if isinstance(product, Product) else product
-    rows = _changes_back_from(product_id, at)
+    rows = _changes_back_from(product_id, at, newest, whole)
     price: Decimal | None = None
     anchor: datetime | None = None
     prior: Decimal | None = None
@@ -98,9 +123,10 @@ def current_reduction(product: Product | int, at: datetime | None = None) -> Red
 
 
 def _changes_back_from(
-    product_id: int, at: datetime
+    product_id: int, at: datetime, newest: Sequence[Change] | None = None, whole: bool = False
 ) -> Iterator[tuple[datetime, Decimal, Decimal]]:
-    """The product's changes at or before ``at``, newest first, in keyset pages of ``CHUNK``.
+    """The product's changes at or before ``at``, newest first, in keyset pages of ``CHUNK``
+    (after the rows of ``newest``, if given; none if ``whole``).
 
     Plain bounded queries, not ``QuerySet.iterator()``: its server-side cursor costs three
     round trips and, declared WITH HOLD outside a transaction, reads the whole history
@@ -109,6 +135,18 @@ def _changes_back_from(
     changes = PriceHistory.objects.filter(product_id=product_id, changed_at__lte=at)
     changes = changes.order_by("-changed_at", "-id")
     page = changes
+    if newest:
+        for row in newest:
+            if row.changed_at <= at:
+                yield row.changed_at, row.old_price, row.new_price
+        if whole:
+            return
+        last = newest[-1]
+        page = changes.filter(
+            Q(changed_at__lt=last.changed_at) | Q(changed_at=last.changed_at, id__lt=last.id)
+        )
+    elif whole:
+        return
     while True:
         rows = list(page.values_list("changed_at", "id", "old_price", "new_price")[:CHUNK])
         for changed_at, _, old, new in rows:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.db import IntegrityError, connections, transaction
-from django.db.models import F, Sum
+from django.db.models import F, OuterRef, QuerySet, Subquery, Sum
 from django.utils import timezone
 
 from .. import conf
@@ -97,15 +97,22 @@ class LocationStock:
 def availability(product: Product) -> tuple[int, list[LocationStock]]:
     """What a product can still promise (on hand minus active holds, never below zero),
     and the same per location (holds naming no location count only for the product)."""
-    holds: dict[int | None, int] = {}
+    # One query (the product page's stock facts): each level with the units held at its
+    # location and, the same on every row, at the whole product.
     active = Reservation.objects.filter(
         product_id=product.pk, status=Reservation.Status.ACTIVE, expires_at__gt=timezone.now()
     )
-    for location_id, n in active.values_list("location_id").annotate(n=Sum("quantity")):
-        holds[location_id] = n
+    levels = (
+        StockLevel.objects.filter(product_id=product.pk)
+        .select_related("location")
+        .annotate(
+            here=_units(active.filter(location_id=OuterRef("location_id"))), total=_units(active)
+        )
+    )
     places = []
-    for level in StockLevel.objects.filter(product_id=product.pk).select_related("location"):
-        reserved = holds.get(level.location_id, 0)
+    total: int | None = None
+    for level in levels:
+        reserved, total = level.here or 0, level.total or 0
         places.append(
             LocationStock(
                 code=level.location.code,
@@ -118,7 +125,14 @@ def availability(product: Product) -> tuple[int, list[LocationStock]]:
             )
         )
     places.sort(key=lambda place: place.code)
-    return max(product.stock - sum(holds.values()), 0), places
+    if total is None:  # no level carried it; without levels the stock is 0 (nothing to hold)
+        total = (active.aggregate(n=Sum("quantity"))["n"] or 0) if product.stock > 0 else 0
+    return max(product.stock - total, 0), places
+
+
+def _units(holds: QuerySet[Reservation]) -> Subquery:
+    """The units of ``holds`` (one product's) as a scalar subquery; NULL when none."""
+    return Subquery(holds.order_by().values("product_id").annotate(n=Sum("quantity")).values("n"))
 
 
 def level_of(product_id: int, location_id: int) -> int:

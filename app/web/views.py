@@ -182,8 +182,9 @@ def product_detail(request: HttpRequest, sku: str) -> HttpResponse:
     product = selectors.product_by_sku(sku)
     now, fmt = timezone.now(), rows.Formats()
     available, locations = availability(product)
-    # One read each of the latest price changes and ledger rows: the charts draw them all,
-    # the lists show the first PRODUCT_ROWS.
+    # One read each of the latest price changes and ledger rows (index-only scans, migration
+    # 0014): the charts draw them all, the lists show the first PRODUCT_ROWS, the Omnibus
+    # walk starts on the price changes.
     history = selectors.price_history_rows(product)
     ledger = selectors.ledger_rows(product)
     current = {place.code: place.quantity for place in locations}
@@ -197,7 +198,10 @@ def product_detail(request: HttpRequest, sku: str) -> HttpResponse:
         "web/product_detail.html",
         {
             "product": product,
-            "reduction": current_reduction(product, now),
+            # From the rows the chart read (all of them when they are fewer than it draws).
+            "reduction": current_reduction(
+                product, now, newest=history, whole=len(history) < selectors.CHART_POINTS
+            ),
             "chart": price_chart_svg(selectors.price_series(product, now, rows=history)),
             "price_changes": changes,
             "price_change_rows": rows.price_change_rows(changes, fmt),

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.models import PriceHistory
+from app.selectors.dashboard import price_history_rows
 from app.services import omnibus
 from app.services.omnibus import current_reduction
 from tests.conftest import hypothesis_examples
@@ -140,3 +141,39 @@ def test_changes_sharing_a_time_read_in_chunks_give_the_same_answer(steps):
     for at in range(hour + 2):
         when = T0 + timedelta(hours=at)
         assert _in_chunks_of_two(product, when) == current_reduction(product, when), at
+
+
+@pytest.mark.django_db
+@settings(
+    max_examples=hypothesis_examples(60),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    st.lists(st.tuples(st.integers(0, 40 * 24), st.integers(1, 9)), min_size=1, max_size=10),
+    st.integers(0, 3),
+)
+def test_the_walk_from_rows_already_read_gives_the_same_answer(steps, chunk):
+    """The product page hands the walk the latest rows it read for its chart (newer than
+    ``at`` too): the walk goes on past them in the database, or not at all when they are the
+    whole history; any prefix of the history, with ties on time, gives the same answer."""
+    product = ProductFactory(price=Decimal(steps[-1][1]))
+    changes, hour = [], 0
+    for gap, new in steps:
+        hour += gap
+        changes.append((hour, new))
+    write_history(product, 5, changes)
+    latest = price_history_rows(product)  # newest first, as the page reads them
+    assert len(latest) == len(changes)
+    for at in sorted({0, *(h for h, _ in changes), hour + 1, hour + 31 * 24}):
+        when = T0 + timedelta(hours=at)
+        expected = current_reduction(product, when)
+        omnibus.CHUNK, saved = chunk + 1, omnibus.CHUNK
+        try:
+            for k in range(len(latest) + 1):
+                got = current_reduction(product, when, newest=latest[:k])
+                assert got == expected, (at, k)
+            got = current_reduction(product, when, newest=latest, whole=True)
+            assert got == expected, at
+        finally:
+            omnibus.CHUNK = saved

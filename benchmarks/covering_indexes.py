@@ -1,0 +1,100 @@
+"""What the included columns of the two history indexes (migration 0014) cost a write.
+
+    flock /tmp/stockpipe-bench.lock .venv/bin/python benchmarks/covering_indexes.py [--rows 100000] [--repeat 3]
+
+``benchmarks/indexes.py``'s method for one index at a time, with three variants of it: the
+index as migration 0014 makes it (``INCLUDE`` the columns the product page reads), the key
+columns alone (before 0014), and no such index. Each ``INSERT ... SELECT`` of ``--rows``
+rows shaped like the project's (``indexes.INSERTS``) runs in a rolled-back transaction that
+first swaps the variant in (transactional DDL on an empty table: instantaneous); the variants
+alternate, the best of ``--repeat`` counts. Write cost of a variant = its time minus the time
+without the index.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import bench_parser, fresh_database_url, setup_django
+from indexes import INSERTS
+
+INDEXES = {
+    "app_pricehistory": ("pricehistory_product_time", "product_id, changed_at, id"),
+    "app_stockmovement": ("stockmovement_product_time", "product_id, created_at, id"),
+}
+
+
+def timed(connection, table: str, params: dict, swap: list[str]) -> float:
+    with connection.cursor() as cursor:
+        cursor.execute("BEGIN")
+        try:
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+            for sql in swap:
+                cursor.execute(sql)
+            start = time.perf_counter()
+            cursor.execute(INSERTS[table], params)
+            return time.perf_counter() - start
+        finally:
+            cursor.execute("ROLLBACK")
+
+
+def main() -> int:
+    parser = bench_parser(__doc__)
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--products", type=int, default=10_000)
+    args = parser.parse_args()
+    name = os.environ.get("BENCH_COVERING_DB", "stockpipe_bench_covering")
+    url = fresh_database_url("postgres", Path(tempfile.mkdtemp()), name)
+    setup_django(url)
+    from django.db import connection
+
+    from app.models import Location
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO app_product (sku, name, price, stock, low_stock_threshold, created_at,"
+            " updated_at) SELECT 'IDX-' || lpad(n::text, 6, '0'), 'Product ' || n, 10, 100, 5,"
+            " now(), now() FROM generate_series(1, %s) AS n",
+            [args.products],
+        )
+        cursor.execute("SELECT min(id) FROM app_product")
+        first = cursor.fetchone()[0]
+    location = Location.objects.get_or_create(code="MAIN", defaults={"name": "Main"})[0]
+    connection.ensure_connection()
+    connection.connection.autocommit = True
+    params = {"rows": args.rows, "products": args.products, "first": first}
+    params["location"] = location.pk
+    print(f"{args.rows:,} rows per INSERT, best of {args.repeat}, PostgreSQL, rolled back\n")
+    print(
+        "| table | index | insert, INCLUDE (0014) | key only (before) | no such index "
+        "| cost with INCLUDE | cost key only |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for table, (name, key) in INDEXES.items():
+        drop = f'DROP INDEX "{name}"'
+        variants = {
+            "include": [],
+            "key": [drop, f'CREATE INDEX "{name}" ON "{table}" ({key})'],
+            "none": [drop],
+        }
+        best = {v: float("inf") for v in variants}
+        for _ in range(args.repeat):
+            for variant, swap in variants.items():
+                best[variant] = min(best[variant], timed(connection, table, params, swap))
+        none = best["none"]
+        print(
+            f"| {table} | {name} | {best['include']:.3f} s | {best['key']:.3f} s | {none:.3f} s "
+            f"| {(best['include'] - none) / none:+.1%} | {(best['key'] - none) / none:+.1%} |",
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
