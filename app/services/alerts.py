@@ -259,11 +259,17 @@ def _instance_of(product: Product | Change) -> Product | None:
 
 def _instances(products: Sequence[Product | Change], *, using: str) -> dict[int, Product]:
     """The ``Product`` of each of ``products``, read for changes that carry none (the
-    SQL route's), so receivers of ``alerts_resolved`` get instances as after ``save()``."""
+    SQL route's), so receivers of ``alerts_resolved`` get instances as after ``save()``
+    (with the change's values: folded map steps, ``app.pipelines.folded``, write the row
+    once for several steps)."""
     found = {p.pk: i for p in products if (i := _instance_of(p)) is not None}
     missing = [p.pk for p in products if p.pk not in found]
     for start in range(0, len(missing), CHUNK):
         found.update(Product.objects.using(using).in_bulk(missing[start : start + CHUNK]))
+    for p in products:  # as after the change: a later write may be in the row already
+        instance = found.get(p.pk) if isinstance(p, Change) and p.instance is None else None
+        if instance is not None:
+            instance.__dict__.update(p.after)
     return found
 
 
