@@ -146,11 +146,11 @@ def test_each_step_keeps_its_counts_and_price_changes(operator):
 def test_webhook_events_per_step_on_both_routes(operator, steps):
     """One ``product.updated`` (and ``price.changed``) per product and step, as per object."""
     seen = {}
+    seed(SEEDED)  # once: PostgreSQL does not roll sequences (product ids) back
     for route in ("staged", "objects"):
         outbox.forget_subscriptions()
         try:
             with transaction.atomic():
-                seed(SEEDED)
                 WebhookSubscription.objects.create(
                     url="https://hooks.example.com/x", events=WebhookEvent.values, secret="s"
                 )
