@@ -62,7 +62,9 @@ def group(steps: Sequence[Any], start: int, unit: StepUnit) -> int:
     """How many steps from ``start`` on fold into one write (0 or 1: none, run the step as
     usual). ``unit`` is the first step's (the route depends on the run, not the step)."""
     first = steps[start].map_write()
-    if first is None or not staged.applies(unit):
+    if first is None or start + 1 == len(steps) or steps[start + 1].map_write() is None:
+        return 0
+    if not staged.applies(unit):
         return 0
     keys = list(first.values)
     end = start + 1
