@@ -202,7 +202,9 @@ def _fill(cursor, pg: bool, writes: Sequence[MapWrite], keys: list[str], product
         )
 
 
-def _validate(cursor, unit: StepUnit, write: MapWrite, k: int, stage: _Stage, *, first_step: bool):
+def _validate(
+    cursor, unit: StepUnit, write: MapWrite, k: int, stage: _Stage, *, first_step: bool
+) -> None:
     """Step ``k``'s checks, in the order its own run makes them, on the values the earlier
     steps of the group leave: totals against other locations, unknown SKUs (the same for
     every step, so found by the first), the stock range of an adjustment."""
