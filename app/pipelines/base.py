@@ -63,6 +63,11 @@ class StepSpec(Strict):
         far as known up front; the runner calls it before the run starts."""
         return 0
 
+    def map_write(self):  # -> app.pipelines.folded.MapWrite | None
+        """What the step writes if it is a map step that may be folded with its neighbours
+        into one product write (``app.pipelines.folded``); ``None``: run it on its own."""
+        return None
+
     def run(self, unit) -> None:  # unit: app.pipelines.writer.StepUnit
         """Do the step's work through ``unit`` (locked reads, tracked writes, counts)."""
         raise NotImplementedError

@@ -10,7 +10,7 @@ location and the ledger rows name it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from django.db.models import Sum
@@ -68,12 +68,15 @@ def check_totals(
     key: str,
     absolute: bool,
     product_ids: Sequence[int] | None = None,
+    new_totals: Callable[[list[int]], Iterable[tuple[int, str, int]]] | None = None,
 ) -> None:
     """A map step without a location changes totals at the default location: fail the
     step, naming the SKU, where the new total would be below what the product's other
     locations hold (the default location's level would go negative). Read in one query
     over the levels held elsewhere (normally few), so a large map costs nothing more;
-    ``product_ids`` (a chunk's products, from callers checking chunk by chunk) narrows it."""
+    ``product_ids`` (a chunk's products, from callers checking chunk by chunk) narrows it.
+    ``new_totals(pks)``: ``(pk, sku, new total)`` of those products, for a caller that
+    knows them without writing first (``app.pipelines.folded``)."""
     from ..tracking.levels import default_location_id
 
     if not values:
@@ -92,12 +95,17 @@ def check_totals(
         return
     bad = []
     for chunk in chunked(list(elsewhere)):
-        for pk, sku, stock in (
-            Product.objects.using(unit.using).filter(pk__in=chunk).values_list("pk", "sku", "stock")
-        ):
-            if sku not in values:
-                continue
-            new = values[sku] if absolute else stock + values[sku]
+        if new_totals is not None:
+            found = new_totals(chunk)
+        else:
+            found = [
+                (pk, sku, values[sku] if absolute else stock + values[sku])
+                for pk, sku, stock in Product.objects.using(unit.using)
+                .filter(pk__in=chunk)
+                .values_list("pk", "sku", "stock")
+                if sku in values
+            ]
+        for pk, sku, new in found:
             if 0 <= new < elsewhere[pk]:
                 bad.append(
                     (

@@ -25,6 +25,7 @@ from ..core.context import change_context
 from ..core.inputs import storable
 from ..models import PipelineRun, Product
 from ..signals import pipeline_finished
+from . import folded
 from .base import StepFailure
 from .progress import Progress
 from .spec import PipelineSpec, SpecError, validate_spec
@@ -145,11 +146,22 @@ def execute(
             transaction.atomic(using=using),
             change_context(user=user, source=f"pipeline:{run.pk}"),
         ):
-            for index, step in enumerate(spec.steps):
-                unit = StepUnit(index, step.op, state)
-                step.run(unit)
-                state.steps.append({"index": index, "op": step.op, **vars(unit.counts)})
-                progress.step_done()
+            steps, index = spec.steps, 0
+            while index < len(steps):
+                unit = StepUnit(index, steps[index].op, state)
+                folding = folded.group(steps, index, unit)
+                if folding > 1:  # map steps over the same SKUs: one product write
+                    units = [unit] + [
+                        StepUnit(i, steps[i].op, state) for i in range(index + 1, index + folding)
+                    ]
+                    folded.write_folded(units, [steps[u.index].map_write() for u in units])
+                else:
+                    steps[index].run(unit)
+                    units = [unit]
+                for unit in units:
+                    state.steps.append({"index": unit.index, "op": unit.op, **vars(unit.counts)})
+                    progress.step_done()
+                index += len(units)
             fingerprint = state.hasher.hexdigest() if state.hasher is not None else None
             if spec.fingerprint and fingerprint != spec.fingerprint:
                 raise StepFailure(

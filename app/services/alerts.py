@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -61,6 +61,7 @@ def check_thresholds(changes: ChangeSet, *, using: str) -> None:
             changes.select_last(columns, where, params),
             using=using,
             instances=changes.instances(where),
+            after=lambda: _last_values(changes, where),
             notes=changes.notes("alerts"),
         )
     if stocked:
@@ -284,6 +285,7 @@ def _episodes(
     *,
     using: str,
     instances: dict[int, Product],
+    after: Callable[[], dict[int, dict[str, Any]]] | None = None,
     notes: list[tuple] | None = None,
     resolving: bool = True,
     opening: bool = True,
@@ -359,7 +361,9 @@ def _episodes(
             chunk = list(
                 StockAlert.objects.using(using).filter(pk__in=resolved_ids[start : start + CHUNK])
             )
-            products = _instances([alert.product_id for alert in chunk], instances, using=using)
+            products = _instances(
+                [alert.product_id for alert in chunk], instances, using=using, after=after
+            )
             for alert in chunk:
                 alert.product = products[alert.product_id]
             resolved.extend(chunk)
@@ -397,18 +401,44 @@ def _episodes(
     return opened
 
 
+# Change-set columns -> the Product fields they hold.
+_AFTER = (("sku", "sku"), ("name", "name"), ("price", "price"), ("stock", "stock"),
+          ("threshold", "low_stock_threshold"))  # fmt: skip
+
+
+def _last_values(changes: ChangeSet, where: Where) -> dict[int, dict[str, Any]]:
+    """Each product's values after its last change in ``changes``, by primary key."""
+    fields = [field for _, field in _AFTER]
+    return {
+        pk: dict(zip(fields, values, strict=True))
+        for pk, *values in changes.values(("pk", *(column for column, _ in _AFTER)), where)
+    }
+
+
 def _instance_of(product: Product | Change) -> Product | None:
     return product if isinstance(product, Product) else product.instance
 
 
-def _instances(pks: Sequence[int], known: dict[int, Product], *, using: str) -> dict[int, Product]:
+def _instances(
+    pks: Sequence[int],
+    known: dict[int, Product],
+    *,
+    using: str,
+    after: Callable[[], dict[int, dict[str, Any]]] | None = None,
+) -> dict[int, Product]:
     """The ``Product`` of each of ``pks``: ``known`` ones as given, the others (the SQL
     route's changes carry none) read, so receivers of ``alerts_resolved`` get instances as
-    after ``save()``."""
+    after ``save()``; ``after`` gives the read ones the change's values (folded map steps,
+    ``app.pipelines.folded``, write the row once for several steps)."""
     found = {pk: known[pk] for pk in pks if pk in known}
     missing = [pk for pk in pks if pk not in found]
     for start in range(0, len(missing), CHUNK):
         found.update(Product.objects.using(using).in_bulk(missing[start : start + CHUNK]))
+    if missing and after is not None:
+        values = after()
+        for pk in missing:
+            if pk in found and pk in values:
+                found[pk].__dict__.update(values[pk])
     return found
 
 

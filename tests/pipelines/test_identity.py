@@ -32,7 +32,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.db.models.signals import post_delete, post_save, pre_delete, pre_save
 from django.test.utils import CaptureQueriesContext
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, currently_in_test_context, event, given, settings
 from hypothesis import strategies as st
 
 from app.models import (
@@ -44,6 +44,7 @@ from app.models import (
     StockLevel,
     StockMovement,
 )
+from app.pipelines.folded import FOLD, MAX_FOLDED
 from app.pipelines.staged import STAGE
 from app.pipelines.upserts import UPSERT_STAGE
 from app.services import reservations
@@ -362,6 +363,12 @@ class Rollback(Exception):
     pass
 
 
+def note(value: str) -> None:
+    """A Hypothesis event, when ``assert_same_effects`` runs inside a property test."""
+    if currently_in_test_context():
+        event(value)
+
+
 def seed(products):
     with change_context(source="setup"):
         for sku, (price, stock, threshold) in products.items():
@@ -391,10 +398,14 @@ def assert_same_effects(recorder, operator, spec: dict, setup, staged: int | Non
                         outcome["pipeline"] = result = process_pipeline(spec, user=operator)
                     # each step on the SQL route empties the stage once before staging (an
                     # upsert once per chunk)
-                    emptied = tuple(
-                        f"{verb} {table}"
-                        for verb in ("TRUNCATE", "DELETE FROM")
-                        for table in (STAGE, UPSERT_STAGE)
+                    # (folded map steps once per group, dropping the group's stage)
+                    emptied = (
+                        *(
+                            f"{verb} {table}"
+                            for verb in ("TRUNCATE", "DELETE FROM")
+                            for table in (STAGE, UPSERT_STAGE)
+                        ),
+                        f"DROP TABLE IF EXISTS {FOLD}",
                     )
                     outcome["staged"] = sum(q["sql"] in emptied for q in queries.captured_queries)
                     outcome["pipeline_seen"] = observe()
@@ -422,15 +433,15 @@ def assert_same_effects(recorder, operator, spec: dict, setup, staged: int | Non
         pass
 
     seen = outcome["pipeline_seen"]
-    event(f"pipeline {result['status']}")
+    note(f"pipeline {result['status']}")
     if result["status"] == "succeeded":
         kinds = {s["op"] + (" at a location" if s.get("location") else "") for s in spec["steps"]}
         for kind in kinds:
-            event(f"succeeded with {kind}")
+            note(f"succeeded with {kind}")
         if any(key[1] for key in seen["alerts"]):
-            event("succeeded with per-location alerts")
+            note("succeeded with per-location alerts")
     else:
-        event(f"failed at {spec['steps'][result['error']['errors'][0]['loc'][1]]['op']}")
+        note(f"failed at {spec['steps'][result['error']['errors'][0]['loc'][1]]['op']}")
     if result["status"] == "failed":
         assert failed_at == result["error"]["errors"][0]["loc"][1], (result["error"], failed_at)
         assert outcome["pipeline_seen"] == before == outcome["reference_seen"]
@@ -454,8 +465,32 @@ def test_pipeline_equals_per_object_save(recorder, operator, products, steps):
         operator,
         {"name": "property", "steps": steps},
         lambda: seed(products),
-        staged=sum(staged_chunks(s) for s in steps),
+        staged=stagings(steps),
     )
+
+
+def map_keys(step: dict) -> list[str] | None:
+    """The SKUs of a map step that may fold with its neighbours, in order (else None)."""
+    key = {"set_prices": "prices", "set_stock": "stock", "adjust_stock": "deltas"}.get(step["op"])
+    if key is None or step.get("location") is not None:
+        return None
+    return list(step[key])
+
+
+def stagings(steps: list[dict]) -> int:
+    """How many times the steps stage their input on the SQL route: consecutive map steps
+    over the same SKUs in the same order are staged once together (``app.pipelines.folded``;
+    no level here has its own threshold), the others as ``staged_chunks`` says."""
+    count, i = 0, 0
+    while i < len(steps):
+        keys, end = map_keys(steps[i]), i + 1
+        while keys is not None and end < len(steps) and end - i < MAX_FOLDED:
+            if map_keys(steps[end]) != keys:
+                break
+            end += 1
+        count += 1 if end - i > 1 else staged_chunks(steps[i])
+        i = end
+    return count
 
 
 def staged_chunks(step: dict) -> int:
@@ -554,4 +589,43 @@ def test_located_pipeline_equals_per_object_operations(recorder, operator, produ
         operator,
         {"name": "located property", "steps": steps},
         lambda: seed_located(products, held),
+    )
+
+
+@st.composite
+def folding(draw):
+    """Consecutive map steps over the same SKUs in the same order (folded into one product
+    write on the SQL route, ``app.pipelines.folded``), between other steps."""
+    keys = draw(st.lists(skus, min_size=1, max_size=3, unique=True))
+    kinds = draw(
+        st.lists(
+            st.sampled_from(["set_prices", "adjust_stock", "set_stock"]), min_size=2, max_size=4
+        )
+    )
+    steps = []
+    for kind in kinds:
+        if kind == "set_prices":
+            steps.append({"op": kind, "prices": {k: draw(prices) for k in keys}})
+        elif kind == "adjust_stock":
+            steps.append({"op": kind, "deltas": {k: draw(st.integers(-8, 8)) for k in keys}})
+        else:
+            steps.append({"op": kind, "stock": {k: draw(stocks) for k in keys}})
+    before = draw(st.lists(step, max_size=1))
+    after = draw(st.lists(step, max_size=1))
+    return before + steps + after
+
+
+@settings(
+    max_examples=hypothesis_examples(80),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(products=initial, steps=folding())
+def test_folded_map_steps_equal_per_object_save(recorder, operator, products, steps):
+    assert_same_effects(
+        recorder,
+        operator,
+        {"name": "folded property", "steps": steps},
+        lambda: seed(products),
+        staged=stagings(steps),
     )

@@ -21,6 +21,7 @@ from app.models import (
     WebhookEvent,
     WebhookSubscription,
 )
+from app.pipelines.folded import FOLD
 from app.pipelines.staged import STAGE
 from app.utils.utils import process_pipeline
 from app.webhooks import outbox
@@ -43,7 +44,8 @@ def staged_queries(spec: dict) -> int:
     with CaptureQueriesContext(connection) as queries:
         result = process_pipeline(spec)
     assert result["status"] in ("succeeded", "previewed"), result
-    return sum(STAGE in q["sql"] for q in queries.captured_queries)
+    # (consecutive map steps over the same SKUs are staged together, ``folded.FOLD``)
+    return sum(STAGE in q["sql"] or FOLD in q["sql"] for q in queries.captured_queries)
 
 
 @pytest.fixture
@@ -158,7 +160,8 @@ def stages_left() -> int:
     any of its pool)."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT count(*) FROM pg_class WHERE relname = %s AND relpersistence = 't'", [STAGE]
+            "SELECT count(*) FROM pg_class WHERE relname IN (%s, %s) AND relpersistence = 't'",
+            [STAGE, FOLD],
         )
         return cursor.fetchone()[0]
 
@@ -181,6 +184,18 @@ def test_no_staging_table_outlives_its_transaction():
         assert stages_left() == 0
     failed = process_pipeline(
         {"name": "x", "steps": [{"op": "adjust_stock", "deltas": {"T-0": -1, "NOPE": 1}}]}
+    )
+    assert failed["status"] == "failed"
+    assert stages_left() == 0
+    unknown = {"T-0": 1, "NOPE": 1}
+    failed = process_pipeline(  # folded steps: one stage of their own
+        {
+            "name": "x",
+            "steps": [
+                {"op": "adjust_stock", "deltas": unknown},
+                {"op": "adjust_stock", "deltas": unknown},
+            ],
+        }
     )
     assert failed["status"] == "failed"
     assert stages_left() == 0

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from .. import located, staged
 from ..base import Delta, SkuRef, StepSpec, stock_adjustment_error
+from ..folded import MapWrite
 from ..registry import register
 from ..writer import chunked
 
@@ -23,6 +24,11 @@ class AdjustStock(StepSpec):
 
     def size(self, using: str) -> int:
         return len(self.deltas)
+
+    def map_write(self) -> MapWrite | None:
+        if self.location is not None:
+            return None
+        return MapWrite("stock", self.deltas, key="deltas", add=True)
 
     def run(self, unit) -> None:
         if self.location is not None:

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from .. import staged
 from ..base import Price, SkuRef, StepSpec
+from ..folded import MapWrite
 from ..registry import register
 from ..writer import chunked
 
@@ -21,6 +22,9 @@ class SetPrices(StepSpec):
 
     def size(self, using: str) -> int:
         return len(self.prices)
+
+    def map_write(self) -> MapWrite:
+        return MapWrite("price", self.prices, key="prices")
 
     def run(self, unit) -> None:
         if staged.applies(unit):

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from .. import located, staged
 from ..base import SkuRef, StepSpec, Stock
+from ..folded import MapWrite
 from ..registry import register
 from ..writer import chunked
 from .adjust_stock import AdjustStock
@@ -24,6 +25,9 @@ class SetStock(StepSpec):
 
     def size(self, using: str) -> int:
         return len(self.stock)
+
+    def map_write(self) -> MapWrite | None:
+        return None if self.location is not None else MapWrite("stock", self.stock, key="stock")
 
     def run(self, unit) -> None:
         if self.location is not None:
