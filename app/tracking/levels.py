@@ -93,18 +93,27 @@ def apply_levels(changes: ChangeSet, *, using: str) -> None:
             return
         # The change applies to the default location: each product's delta is added to its
         # level there, set-based (one UPDATE joined by primary key); a product without a
-        # level there (a new one) gets the total minus its other locations.
-        columns = "c.pk AS pk, c.stock - c.old_stock AS delta"
-        grouped = "SELECT s.pk, SUM(s.delta) AS delta FROM ({sql}) s GROUP BY s.pk"
+        # level there (a new one) gets the stock its last change left minus its other
+        # locations (the change's, not the row's: folded map steps write the row once for
+        # several change sets, ``app.pipelines.folded``).
+        pg = connection.vendor == "postgresql"
+        columns = "c.pk AS pk, c.ord AS ord, c.stock AS stock, c.stock - c.old_stock AS delta"
+        last = "(array_agg(s.stock ORDER BY s.ord DESC))[1]" if pg else "s.stock"
+        # SQLite: with one max() in the query, the bare column comes from the row it chose.
+        grouped = (
+            f"SELECT s.pk, SUM(s.delta) AS delta, {last} AS stock"
+            + ("" if pg else ", MAX(s.ord) AS last_ord")
+            + " FROM ({sql}) s GROUP BY s.pk"
+        )
         missing = (
             f"INSERT INTO {level} (product_id, location_id, quantity) "
-            f"SELECT p.id, {typed}, p.stock - COALESCE((SELECT SUM(o.quantity) "
-            f"FROM {level} o WHERE o.product_id = p.id), 0) "
-            f"FROM {product} p WHERE p.id IN (SELECT x.pk FROM {{x}}) AND NOT EXISTS "
-            f"(SELECT 1 FROM {level} o WHERE o.product_id = p.id AND o.location_id = {typed})"
+            f"SELECT x.pk, {typed}, x.stock - COALESCE((SELECT SUM(o.quantity) "
+            f"FROM {level} o WHERE o.product_id = x.pk), 0) "
+            f"FROM {{x}} WHERE NOT EXISTS "
+            f"(SELECT 1 FROM {level} o WHERE o.product_id = x.pk AND o.location_id = {typed})"
         )
         for sql, params in changes.select(columns, STOCK_CHANGED):
-            if connection.vendor == "postgresql":
+            if pg:
                 # One statement, the change rows read once: both parts see the levels as
                 # they were before it, and touch different rows (with/without a level).
                 cursor.execute(
@@ -124,6 +133,6 @@ def apply_levels(changes: ChangeSet, *, using: str) -> None:
                 [*params, default],
             )
             cursor.execute(
-                missing.format(x=f"({sql}) x"),
+                missing.format(x=f"({grouped.format(sql=sql)}) x"),
                 [default, *params, default],
             )
