@@ -1,0 +1,131 @@
+"""Adversarial review of the merged set-based effects and folded map steps: cases the
+other tests do not seed (reservations and other locations under folded steps, a product
+changed twice in one change set with levels at several locations)."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import transaction
+
+from app.models import Location, Product, StockAlert, StockLevel
+from app.services import reservations
+from app.services.context import change_context
+from app.services.stock import transfer_stock
+from app.tracking.batch import collecting_changes
+from tests.pipelines.test_folded import KEYS, SEEDED, adjust, prices, spec, stock
+from tests.pipelines.test_identity import (  # noqa: F401 (the recorder fixture)
+    assert_same_effects,
+    recorder,
+    seed,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+def seed_held() -> None:
+    """SEEDED, with stock of two products at NORTH and reservations on them."""
+    seed(SEEDED)
+    Location.objects.create(code="NORTH", name="North")
+    with change_context(source="setup"):
+        transfer_stock("A-1", "MAIN", "NORTH", 2, user=None)
+        transfer_stock("B-2", "MAIN", "NORTH", 4, user=None)
+        reservations.reserve("A-1", 2, user=None, reference="r1")
+        reservations.reserve("B-2", 3, user=None, location="NORTH", reference="r2")
+
+
+CASES = {
+    "price then adjust": spec(prices("11.00", "20.00", "7.55", "1.00"), adjust(-1, 0, 3, -2)),
+    "adjust twice": spec(adjust(-1, 1, 3, -2), adjust(2, -1, -1, 1)),
+    "set then adjust": spec(stock(4, 3, 8, 9), adjust(-1, -1, -8, -2)),
+    "adjust then set": spec(adjust(1, 0, 1, 0), stock(2, 3, 0, 4)),
+}
+
+
+@pytest.mark.parametrize("steps", CASES.values(), ids=CASES.keys())
+def test_folded_with_reservations_and_other_locations(recorder, operator, steps):  # noqa: F811
+    assert_same_effects(recorder, operator, steps, seed_held, staged=1)
+
+
+def test_set_stock_below_other_locations_in_second_folded_step_is_located(operator):
+    from app.utils.utils import process_pipeline
+
+    seed_held()
+    result = process_pipeline(
+        spec(adjust(0, 0, 0, 0), stock(1, 3, 0, 9)), user=operator
+    )  # A-1 holds 2 at NORTH: a total of 1 is refused, at step 1
+    assert result["status"] == "failed", result
+    assert [e["loc"] for e in result["error"]["errors"]] == [["steps", 1, "stock", "A-1"]]
+
+
+def test_product_saved_twice_in_one_change_set_keeps_levels_summing(db):
+    seed(SEEDED)
+    Location.objects.create(code="NORTH", name="North")
+    with change_context(source="setup"):
+        transfer_stock("B-2", "MAIN", "NORTH", 4, user=None)
+    p = Product.objects.get(sku="B-2")
+    with transaction.atomic(), collecting_changes():
+        p.stock = 12
+        p.save()
+        p.stock = 7
+        p.save()
+        q = Product.objects.get(sku="A-1")
+        q.stock = 1
+        q.save()
+        q.stock = 6
+        q.save()
+    for sku in ("B-2", "A-1"):
+        product = Product.objects.get(sku=sku)
+        levels = dict(
+            StockLevel.objects.filter(product=product).values_list("location__code", "quantity")
+        )
+        assert sum(levels.values()) == product.stock, (sku, levels)
+    assert not StockAlert.objects.filter(sku="A-1", resolved_at__isnull=True).exists()
+
+
+def test_keys():
+    assert KEYS == ["A-1", "A-2", "B-1", "B-2"]
+
+
+class _Listener:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    def opened(self, sender, alerts, **kwargs) -> None:
+        self.seen += [("opened", a.sku) for a in alerts]
+
+    def resolved(self, sender, alerts, **kwargs) -> None:
+        self.seen += [("resolved", a.sku) for a in alerts]
+
+
+@pytest.mark.parametrize("style", ["weak method, any sender", "function, sender StockAlert"])
+def test_user_receivers_of_alert_signals_see_the_sql_routes_alerts(operator, style):
+    """No webhook subscriber: the alerts effect must still build the alerts for a user's
+    receiver, however connected (``app.signals.listened``)."""
+    from app.signals import alerts_opened, alerts_resolved
+    from app.utils.utils import process_pipeline
+
+    seed(SEEDED)
+    listener = _Listener()
+    if style.startswith("weak"):
+        alerts_opened.connect(listener.opened)  # weak reference to a bound method
+        alerts_resolved.connect(listener.resolved)
+    else:
+
+        def opened(sender, alerts, **kwargs):
+            listener.opened(sender, alerts)
+
+        def resolved(sender, alerts, **kwargs):
+            listener.resolved(sender, alerts)
+
+        alerts_opened.connect(opened, sender=StockAlert, weak=False, dispatch_uid="rv.o")
+        alerts_resolved.connect(resolved, sender=StockAlert, weak=False, dispatch_uid="rv.r")
+    try:
+        # A-1 5/4 -> 2 (opens), B-1 0/1 -> 3 (resolves the one opened at creation)
+        result = process_pipeline(spec(adjust(-3, 0, 3, 0)), user=operator)
+    finally:
+        alerts_opened.disconnect(listener.opened)
+        alerts_resolved.disconnect(listener.resolved)
+        alerts_opened.disconnect(sender=StockAlert, dispatch_uid="rv.o")
+        alerts_resolved.disconnect(sender=StockAlert, dispatch_uid="rv.r")
+    assert result["status"] == "succeeded", result
+    assert sorted(listener.seen) == [("opened", "A-1"), ("resolved", "B-1")]
