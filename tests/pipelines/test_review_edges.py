@@ -131,22 +131,6 @@ def test_user_receivers_of_alert_signals_see_the_sql_routes_alerts(operator, sty
     assert sorted(listener.seen) == [("opened", "A-1"), ("resolved", "B-1")]
 
 
-def test_a_product_changed_then_deleted_in_one_change_set_gets_no_level(db):
-    """The levels effect inserts a missing default level from the change rows alone: a
-    product whose stock changed and that was then deleted in the same change set (one
-    change batch) must not get a level row again (it was joined with the product table
-    before the set-based levels effect)."""
-    seed(SEEDED)
-    p = Product.objects.get(sku="B-2")
-    pk = p.pk
-    with transaction.atomic():
-        with collecting_changes():
-            p.stock = 7
-            p.save()
-            p.delete()
-        assert list(StockLevel.objects.filter(product_id=pk).values_list("quantity")) == []
-
-
 def test_pipeline_delete_with_a_receiver_writing_stock_off(operator):
     """Per-object route: a user's pre_delete receiver zeroes the stock before the product
     goes (a write-off); the delete step must succeed and leave no level behind."""
@@ -163,9 +147,7 @@ def test_pipeline_delete_with_a_receiver_writing_stock_off(operator):
     pk = Product.objects.get(sku="A-1").pk
     pre_delete.connect(write_off, sender=Product, dispatch_uid="review.write_off")
     try:
-        result = process_pipeline(
-            spec({"op": "delete_products", "skus": ["A-1"]}), user=operator
-        )
+        result = process_pipeline(spec({"op": "delete_products", "skus": ["A-1"]}), user=operator)
     finally:
         pre_delete.disconnect(sender=Product, dispatch_uid="review.write_off")
     assert result["status"] == "succeeded", result
