@@ -153,3 +153,43 @@ def test_pipeline_delete_with_a_receiver_writing_stock_off(operator):
     assert result["status"] == "succeeded", result
     assert not Product.objects.filter(pk=pk).exists()
     assert not StockLevel.objects.filter(product_id=pk).exists()
+
+
+@pytest.mark.parametrize("bulk", [False, True], ids=["save twice", "update twice"])
+def test_held_product_changed_twice_in_one_change_set_counts_its_last_change(db, bulk):
+    """Watching available stock: A-1 holds 2 units; 5 -> 9 -> 5 in one change set leaves
+    3 available, below 4: its alert stays open with the last change's stock (3)."""
+    from django.db.models import F
+
+    seed(SEEDED)
+    reservations.reserve("A-1", 2, user=None, reference="r")
+    alert = StockAlert.objects.get(sku="A-1", resolved_at__isnull=True)
+    assert alert.stock == 3
+    p = Product.objects.get(sku="A-1")
+    with transaction.atomic(), collecting_changes():
+        if bulk:
+            Product.objects.filter(pk=p.pk).update(stock=F("stock") + 4)
+            Product.objects.filter(pk=p.pk).update(stock=F("stock") - 4)
+        else:
+            p.stock = 9
+            p.save()
+            p.stock = 5
+            p.save()
+    still = StockAlert.objects.filter(sku="A-1", resolved_at__isnull=True)
+    assert list(still.values_list("pk", "stock")) == [(alert.pk, 3)]
+
+
+def test_threshold_raised_over_the_available_stock_of_a_held_product_opens_an_alert(db):
+    """Watching available stock: A-1 has 10 on hand, 8 held (2 available). Raising its
+    threshold from 1 to 5 crosses it for the available stock, not for stock on hand."""
+    seed({"A-1": ("10.00", 10, 1)})
+    reservations.reserve("A-1", 8, user=None, reference="r")
+    assert not StockAlert.objects.filter(sku="A-1").exists()
+    p = Product.objects.get(sku="A-1")
+    p.low_stock_threshold = 5
+    p.save()
+    assert list(
+        StockAlert.objects.filter(sku="A-1", resolved_at__isnull=True).values_list(
+            "stock", "threshold"
+        )
+    ) == [(2, 5)]
