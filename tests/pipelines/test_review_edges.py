@@ -193,3 +193,13 @@ def test_threshold_raised_over_the_available_stock_of_a_held_product_opens_an_al
             "stock", "threshold"
         )
     ) == [(2, 5)]
+
+
+def test_threshold_lowered_to_the_available_stock_of_a_held_product_resolves_its_alert(db):
+    """The other way: 10 on hand, 8 held, threshold 5: open; lowered to 2 (not a crossing
+    for stock on hand either), the episode ends."""
+    seed({"A-1": ("10.00", 10, 5)})
+    reservations.reserve("A-1", 8, user=None, reference="r")
+    assert StockAlert.objects.filter(sku="A-1", resolved_at__isnull=True).count() == 1
+    Product.objects.filter(sku="A-1").update(low_stock_threshold=2)
+    assert not StockAlert.objects.filter(sku="A-1", resolved_at__isnull=True).exists()
