@@ -203,3 +203,47 @@ def test_threshold_lowered_to_the_available_stock_of_a_held_product_resolves_its
     assert StockAlert.objects.filter(sku="A-1", resolved_at__isnull=True).count() == 1
     Product.objects.filter(sku="A-1").update(low_stock_threshold=2)
     assert not StockAlert.objects.filter(sku="A-1", resolved_at__isnull=True).exists()
+
+
+def test_stock_low_event_of_a_held_product_is_the_same_on_both_routes(operator):
+    """A ``stock.low`` event's product stock, for a product with units held, must not
+    depend on the route a pipeline step took (SQL route: no product instance)."""
+    from django.db.models.signals import pre_save
+
+    from app.models import WebhookEvent, WebhookSubscription
+    from app.utils.utils import process_pipeline
+    from app.webhooks import outbox
+    from tests.pipelines.test_folded import Rollback
+    from tests.pipelines.test_staged import outbox_rows, user_pre_save
+
+    seed({"A-1": ("10.00", 6, 4)})
+    reservations.reserve("A-1", 1, user=None, reference="r")  # 5 available
+    seen = {}
+    for route in ("staged", "objects"):
+        outbox.forget_subscriptions()
+        try:
+            with transaction.atomic():
+                WebhookSubscription.objects.create(
+                    url="https://hooks.example.com/x", events=["stock.low"], secret="s"
+                )
+                if route == "objects":
+                    pre_save.connect(user_pre_save, sender=Product, dispatch_uid="rv.route")
+                try:
+                    result = process_pipeline(
+                        spec({"op": "adjust_stock", "deltas": {"A-1": -2}}), user=operator
+                    )
+                finally:
+                    pre_save.disconnect(sender=Product, dispatch_uid="rv.route")
+                assert result["status"] == "succeeded", result
+                seen[route] = [
+                    (e, json_data)
+                    for rows in outbox_rows().values()
+                    for e, _, json_data in rows
+                    if e == WebhookEvent.STOCK_LOW
+                ]
+                raise Rollback
+        except Rollback:
+            pass
+    outbox.forget_subscriptions()
+    assert seen["staged"], seen
+    assert seen["staged"] == seen["objects"]
