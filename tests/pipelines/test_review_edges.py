@@ -4,6 +4,8 @@ changed twice in one change set with levels at several locations)."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.db import transaction
 
@@ -236,7 +238,7 @@ def test_stock_low_event_of_a_held_product_is_the_same_on_both_routes(operator):
                     pre_save.disconnect(sender=Product, dispatch_uid="rv.route")
                 assert result["status"] == "succeeded", result
                 seen[route] = [
-                    (e, json_data)
+                    (e, re.sub(r"pipeline:\d+", "pipeline:N", json_data))
                     for rows in outbox_rows().values()
                     for e, _, json_data in rows
                     if e == WebhookEvent.STOCK_LOW
