@@ -389,6 +389,11 @@ def _episodes(
     schedule_delivery([row[0] for row in fresh], using=using)
     if not fresh or not (returning or listened(alerts_opened, StockAlert, using=using)):
         return []  # nobody would read the instances (no webhook subscriber, say)
+    # The products the write had no instance of (the SQL route's), read and given the
+    # change's values as for ``alerts_resolved``: receivers see the product's stock on hand
+    # on every route (the alert's stock is the available stock when units are held).
+    missing = list(dict.fromkeys(row[1] for row in fresh if row[1] not in instances))
+    products = {**instances, **_instances(missing, instances, using=using, after=after)}
     opened = []
     for pk, product_id, sku, name, stock, threshold in fresh:
         alert = StockAlert(
@@ -404,7 +409,7 @@ def _episodes(
             last_error=error,
         )
         alert._state.adding, alert._state.db = False, using
-        instance = instances.get(product_id)
+        instance = products.get(product_id)
         if instance is not None:
             alert.product = instance
         opened.append(alert)
