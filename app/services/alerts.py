@@ -27,7 +27,14 @@ from ..core import jobs
 from ..core.sqlrows import json_list, json_rows, json_rows_sql
 from ..models import DeliveryStatus, Product, Reservation, StockAlert, StockLevel
 from ..signals import alerts_opened, alerts_resolved, listened
-from ..tracking.changes import STOCK_CHANGED, THRESHOLD_CROSSED, Change, ChangeSet, Where
+from ..tracking.changes import (
+    STOCK_CHANGED,
+    THRESHOLD_CHANGED,
+    THRESHOLD_CROSSED,
+    Change,
+    ChangeSet,
+    Where,
+)
 from . import delivery
 
 logger = logging.getLogger(__name__)
@@ -40,14 +47,17 @@ __all__ = ["alerts_opened", "alerts_resolved"]  # declared in app.signals, impor
 def check_thresholds(changes: ChangeSet, *, using: str) -> None:
     """The alerts effect: products whose stock crossed their threshold (either way), and
     new products, get their alert opened or resolved (``alerts_opened``/``_resolved``).
-    Watching available stock, a stock change of a product with active reservations is
-    checked too (its available stock may cross where its stock on hand does not).
+    Watching available stock, a stock or threshold change of a product with active
+    reservations is checked too (its available stock may cross where its stock on hand
+    does not).
 
     Set-based: the last checked change of each product is compared with its threshold in
     SQL (``_episodes``), over the change set's rows where they are (the SQL route's stage,
     or Python rows as one JSON parameter)."""
     stocked = changes.has(STOCK_CHANGED)
-    holding = _holding(using) if stocked and conf.low_stock_on_available() else set()
+    holding: set[int] = set()
+    if conf.low_stock_on_available() and (stocked or changes.has(THRESHOLD_CHANGED)):
+        holding = _holding(using)
     if changes.has(THRESHOLD_CROSSED) or holding:
         where, held, params = THRESHOLD_CROSSED, "", []
         if holding:
@@ -75,17 +85,18 @@ def check_thresholds(changes: ChangeSet, *, using: str) -> None:
 
 
 def _crossed_or_held(holding: set[int]) -> Where:
-    """``THRESHOLD_CROSSED``, or a stock change of one of the products ``holding``
-    (available stock may cross where stock on hand does not). The ids are integers read
-    from the database, written into the SQL as literals (few, next to a catalogue)."""
+    """``THRESHOLD_CROSSED``, or a stock or threshold change of one of the products
+    ``holding`` (available stock may cross where stock on hand does not). The ids are
+    integers read from the database, written into the SQL as literals (few, next to a
+    catalogue)."""
     ids = sorted(int(pk) for pk in holding)
-    crossed, changed = THRESHOLD_CROSSED.test, STOCK_CHANGED.test
+    crossed, stocked, moved = THRESHOLD_CROSSED.test, STOCK_CHANGED.test, THRESHOLD_CHANGED.test
     held = frozenset(ids)
     return Where(
         f"threshold crossed or held {hash(tuple(ids))}",
-        f"({THRESHOLD_CROSSED.sql}) OR (({STOCK_CHANGED.sql}) AND c.pk IN "
-        f"({', '.join(map(str, ids))}))",
-        lambda c: crossed(c) or (c.pk in held and changed(c)),
+        f"({THRESHOLD_CROSSED.sql}) OR (({STOCK_CHANGED.sql} OR {THRESHOLD_CHANGED.sql}) "
+        f"AND c.pk IN ({', '.join(map(str, ids))}))",
+        lambda c: crossed(c) or (c.pk in held and (stocked(c) or moved(c))),
         frozenset({"stock", "low_stock_threshold"}),
     )
 
@@ -378,6 +389,11 @@ def _episodes(
     schedule_delivery([row[0] for row in fresh], using=using)
     if not fresh or not (returning or listened(alerts_opened, StockAlert, using=using)):
         return []  # nobody would read the instances (no webhook subscriber, say)
+    # The products the write had no instance of (the SQL route's), read and given the
+    # change's values as for ``alerts_resolved``: receivers see the product's stock on hand
+    # on every route (the alert's stock is the available stock when units are held).
+    missing = list(dict.fromkeys(row[1] for row in fresh if row[1] not in instances))
+    products = {**instances, **_instances(missing, instances, using=using, after=after)}
     opened = []
     for pk, product_id, sku, name, stock, threshold in fresh:
         alert = StockAlert(
@@ -393,7 +409,7 @@ def _episodes(
             last_error=error,
         )
         alert._state.adding, alert._state.db = False, using
-        instance = instances.get(product_id)
+        instance = products.get(product_id)
         if instance is not None:
             alert.product = instance
         opened.append(alert)

@@ -141,6 +141,13 @@ THRESHOLD_CROSSED = Where(
     frozenset({"stock", "low_stock_threshold"}),
 )
 
+THRESHOLD_CHANGED = Where(
+    "threshold changed",
+    "c.kind = 'updated' AND c.old_threshold <> c.threshold",
+    lambda c: c.kind == UPDATED and c.old("low_stock_threshold") != c.get("low_stock_threshold"),
+    frozenset({"low_stock_threshold"}),
+)
+
 NOT_CREATED = Where("not created", "c.kind <> 'created'", lambda c: c.kind != CREATED)
 
 # The relation every change set offers to SQL (``select``): column -> (value, type).
