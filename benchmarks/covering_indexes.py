@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import bench_parser, fresh_database_url, setup_django
-from indexes import INSERTS
+from indexes import INSERTS, seed_products
 
 INDEXES = {
     "app_pricehistory": ("pricehistory_product_time", "product_id, changed_at, id"),
@@ -54,18 +54,7 @@ def main() -> int:
     setup_django(url)
     from django.db import connection
 
-    from app.models import Location
-
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "INSERT INTO app_product (sku, name, price, stock, low_stock_threshold, created_at,"
-            " updated_at) SELECT 'IDX-' || lpad(n::text, 6, '0'), 'Product ' || n, 10, 100, 5,"
-            " now(), now() FROM generate_series(1, %s) AS n",
-            [args.products],
-        )
-        cursor.execute("SELECT min(id) FROM app_product")
-        first = cursor.fetchone()[0]
-    location = Location.objects.get_or_create(code="MAIN", defaults={"name": "Main"})[0]
+    first, location = seed_products(args.products)
     connection.ensure_connection()
     connection.connection.autocommit = True
     params = {"rows": args.rows, "products": args.products, "first": first}

@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -141,6 +142,26 @@ def timed_insert(connection, table: str, params: dict, drop: str | None) -> floa
             cursor.execute("ROLLBACK")
 
 
+def seed_products(products: int) -> tuple[int, Any]:
+    """``products`` products, set-based, and the location the ledger rows name: (the first
+    product's id, the location)."""
+    from django.db import connection
+
+    from app.models import Location
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO app_product (sku, name, price, stock, low_stock_threshold, created_at,"
+            " updated_at) SELECT 'IDX-' || lpad(n::text, 6, '0'), 'Product ' || n, 10, 100, 5,"
+            " now(), now() FROM generate_series(1, %s) AS n",
+            [products],
+        )
+        cursor.execute("SELECT min(id) FROM app_product")
+        first = cursor.fetchone()[0]
+    location = Location.objects.get_or_create(code="MAIN", defaults={"name": "Main"})[0]
+    return first, location
+
+
 def main() -> int:
     parser = bench_parser(__doc__)
     parser.add_argument("--rows", type=int, default=200_000)
@@ -152,18 +173,9 @@ def main() -> int:
     setup_django(url)
     from django.db import connection
 
-    from app.models import Location, WebhookSubscription
+    from app.models import WebhookSubscription
 
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "INSERT INTO app_product (sku, name, price, stock, low_stock_threshold, created_at,"
-            " updated_at) SELECT 'IDX-' || lpad(n::text, 6, '0'), 'Product ' || n, 10, 100, 5,"
-            " now(), now() FROM generate_series(1, %s) AS n",
-            [args.products],
-        )
-        cursor.execute("SELECT min(id) FROM app_product")
-        first = cursor.fetchone()[0]
-    location = Location.objects.get_or_create(code="MAIN", defaults={"name": "Main"})[0]
+    first, location = seed_products(args.products)
     subscription = WebhookSubscription.objects.create(
         url="https://hooks.example.com/in", events=["product.updated"], secret="whsec_" + "A" * 44
     )
