@@ -8,17 +8,15 @@ import re
 from decimal import Decimal
 
 import pytest
-from django.db import connection, transaction
-from django.db.models.signals import pre_save
+from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from app.models import Location, Product, StockLevel, WebhookEvent, WebhookSubscription
+from app.models import Location, Product, StockLevel
 from app.pipelines.folded import FOLD
 from app.pipelines.staged import STAGE
 from app.services.context import change_context
 from app.services.stock import set_location_threshold, transfer_stock
 from app.utils.utils import process_pipeline
-from app.webhooks import outbox
 from tests.pipelines.test_identity import (  # noqa: F401 (the recorder fixture)
     Rollback,
     assert_same_effects,
@@ -26,7 +24,7 @@ from tests.pipelines.test_identity import (  # noqa: F401 (the recorder fixture)
     recorder,
     seed,
 )
-from tests.pipelines.test_staged import outbox_rows, user_pre_save
+from tests.pipelines.test_staged import on_route, outbox_rows
 
 pytestmark = pytest.mark.django_db
 
@@ -148,28 +146,14 @@ def test_webhook_events_per_step_on_both_routes(operator, steps):
     seen = {}
     seed(SEEDED)  # once: PostgreSQL does not roll sequences (product ids) back
     for route in ("staged", "objects"):
-        outbox.forget_subscriptions()
-        try:
-            with transaction.atomic():
-                WebhookSubscription.objects.create(
-                    url="https://hooks.example.com/x", events=WebhookEvent.values, secret="s"
-                )
-                if route == "objects":
-                    pre_save.connect(user_pre_save, sender=Product, dispatch_uid="test.folded")
-                try:
-                    with CaptureQueriesContext(connection) as queries:
-                        result = process_pipeline(CASES[steps], user=operator)
-                finally:
-                    pre_save.disconnect(sender=Product, dispatch_uid="test.folded")
-                assert result["status"] == "succeeded", result
-                folded = any(FOLD in q["sql"] for q in queries.captured_queries)
-                assert folded == (route == "staged")
-                state = (observe(), outbox_rows(), result["steps"], result["price_changes"])
-                seen[route] = re.sub(r"pipeline:\d+", "pipeline:N", repr(state))
-                raise Rollback
-        except Rollback:
-            pass
-    outbox.forget_subscriptions()
+        with on_route(route):
+            with CaptureQueriesContext(connection) as queries:
+                result = process_pipeline(CASES[steps], user=operator)
+            assert result["status"] == "succeeded", result
+            folded = any(FOLD in q["sql"] for q in queries.captured_queries)
+            assert folded == (route == "staged")
+            state = (observe(), outbox_rows(), result["steps"], result["price_changes"])
+            seen[route] = re.sub(r"pipeline:\d+", "pipeline:N", repr(state))
     assert "'product.updated'" in seen["staged"]
     assert seen["staged"] == seen["objects"]
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 
 import pytest
@@ -34,6 +36,42 @@ N = 2_500  # more than one chunk (tracking.CHUNK) of products
 
 def user_pre_save(sender, instance, **kwargs):
     pass
+
+
+class UserPreSave:
+    """A user's ``pre_save`` receiver for ``Product``: the pipeline then writes per object."""
+
+    def connect(self) -> None:
+        pre_save.connect(user_pre_save, sender=Product, dispatch_uid="test.objects")
+
+    def disconnect(self) -> None:
+        pre_save.disconnect(sender=Product, dispatch_uid="test.objects")
+
+
+@contextmanager
+def on_route(route: str, *, subscribed: bool = True, receiver=None) -> Iterator[None]:
+    """The body on ``route``: ``"staged"`` (only the project's receivers) or ``"objects"``
+    (``receiver``, by default ``UserPreSave``, connected), with a webhook subscriber to every
+    event when ``subscribed``, in a transaction rolled back afterwards."""
+    receiver = receiver or UserPreSave()
+    outbox.forget_subscriptions()
+    try:
+        with transaction.atomic():
+            if subscribed:
+                WebhookSubscription.objects.create(
+                    url="https://hooks.example.com/x", events=WebhookEvent.values, secret="s"
+                )
+            if route == "objects":
+                receiver.connect()
+            try:
+                yield
+            finally:
+                receiver.disconnect()
+            raise Rollback
+    except Rollback:
+        pass
+    finally:
+        outbox.forget_subscriptions()
 
 
 def user_post_init(sender, instance, **kwargs):
@@ -104,26 +142,11 @@ def test_both_routes_have_the_same_effects_over_many_chunks(products, subscribed
     spec = {"name": "x", "steps": map_steps()}
     seen = {}
     for route in ("staged", "objects"):
-        outbox.forget_subscriptions()
-        try:
-            with transaction.atomic():
-                if subscribed:
-                    WebhookSubscription.objects.create(
-                        url="https://hooks.example.com/x", events=WebhookEvent.values, secret="s"
-                    )
-                if route == "objects":
-                    pre_save.connect(user_pre_save, sender=Product, dispatch_uid="test.objects")
-                try:
-                    assert (staged_queries(spec) > 0) == (route == "staged")
-                finally:
-                    pre_save.disconnect(sender=Product, dispatch_uid="test.objects")
-                # Run ids differ (PostgreSQL does not roll sequences back): not the effects.
-                state = (observe(), outbox_rows())
-                seen[route] = re.sub(r"pipeline:\d+", "pipeline:N", repr(state))
-                raise Rollback
-        except Rollback:
-            pass
-    outbox.forget_subscriptions()
+        with on_route(route, subscribed=subscribed):
+            assert (staged_queries(spec) > 0) == (route == "staged")
+            # Run ids differ (PostgreSQL does not roll sequences back): not the effects.
+            state = (observe(), outbox_rows())
+            seen[route] = re.sub(r"pipeline:\d+", "pipeline:N", repr(state))
     assert ("'price.changed'" in seen["staged"]) == subscribed
     assert seen["staged"].count("'pipeline:N'") > N  # history and ledger rows were written
     assert "'pending'" in seen["staged"]  # and alerts opened
@@ -309,45 +332,30 @@ def test_selecting_steps_have_the_same_effects_on_both_routes(held, subscribed):
     spec = {"name": "x", "steps": selecting_steps()}
     seen, results = {}, {}
     for route in ("staged", "objects"):
-        outbox.forget_subscriptions()
         recorder = Recorder()
-        try:
-            with transaction.atomic():
-                if subscribed:
-                    WebhookSubscription.objects.create(
-                        url="https://hooks.example.com/x", events=WebhookEvent.values, secret="s"
-                    )
-                if route == "objects":
-                    recorder.connect()
-                try:
-                    with CaptureQueriesContext(connection) as queries:
-                        results[route] = process_pipeline(spec)
-                finally:
-                    recorder.disconnect()
-                assert results[route]["status"] == "succeeded", results[route]
-                staged = sum(STAGE in q["sql"] for q in queries.captured_queries)
-                if route == "staged":
-                    assert staged > 0
-                    # set-based: a few statements per chunk, none per product
-                    assert len(queries.captured_queries) < 150 + 30 * subscribed
-                else:
-                    assert staged == 0
-                    run = f"pipeline:{results[route]['run_id']}"
-                    changed = Counter(
-                        PriceHistory.objects.filter(source=run).values_list("sku", flat=True)
-                    )
-                    gone = set(spec["steps"][3]["skus"])
-                    expected = Counter({("pre_delete", s): 1 for s in gone})
-                    expected.update({("post_delete", s): 1 for s in gone})
-                    for name in ("pre_save", "post_save"):
-                        expected.update({(name, s): n for s, n in changed.items()})
-                    assert recorder.calls == expected
-                state = (observe(), outbox_rows(), deleted_state())
-                seen[route] = re.sub(r"pipeline:\d+", "pipeline:N", repr(state))
-                raise Rollback
-        except Rollback:
-            pass
-    outbox.forget_subscriptions()
+        with on_route(route, subscribed=subscribed, receiver=recorder):
+            with CaptureQueriesContext(connection) as queries:
+                results[route] = process_pipeline(spec)
+            assert results[route]["status"] == "succeeded", results[route]
+            staged = sum(STAGE in q["sql"] for q in queries.captured_queries)
+            if route == "staged":
+                assert staged > 0
+                # set-based: a few statements per chunk, none per product
+                assert len(queries.captured_queries) < 150 + 30 * subscribed
+            else:
+                assert staged == 0
+                run = f"pipeline:{results[route]['run_id']}"
+                changed = Counter(
+                    PriceHistory.objects.filter(source=run).values_list("sku", flat=True)
+                )
+                gone = set(spec["steps"][3]["skus"])
+                expected = Counter({("pre_delete", s): 1 for s in gone})
+                expected.update({("post_delete", s): 1 for s in gone})
+                for name in ("pre_save", "post_save"):
+                    expected.update({(name, s): n for s, n in changed.items()})
+                assert recorder.calls == expected
+            state = (observe(), outbox_rows(), deleted_state())
+            seen[route] = re.sub(r"pipeline:\d+", "pipeline:N", repr(state))
     for result in results.values():
         result.pop("run_id"), result.pop("duration_ms")
     assert results["staged"] == results["objects"]

@@ -10,21 +10,19 @@ import re
 from decimal import Decimal
 
 import pytest
-from django.db import connection, connections, transaction
-from django.db.models.signals import pre_save
+from django.db import connection, connections
 from django.test.utils import CaptureQueriesContext
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from app.models import Location, Product, StockLevel, WebhookEvent, WebhookSubscription
+from app.models import Location, Product, StockLevel
 from app.pipelines import upserts
 from app.pipelines.rows import ProductRow, _fast_values, iter_csv_rows
 from app.pipelines.upserts import UPSERT_STAGE
 from app.utils.utils import process_pipeline
-from app.webhooks import outbox
-from tests.pipelines.test_identity import Rollback, observe
-from tests.pipelines.test_staged import outbox_rows, user_pre_save
+from tests.pipelines.test_identity import observe
+from tests.pipelines.test_staged import on_route, outbox_rows
 
 N = 2_500
 
@@ -83,40 +81,25 @@ def test_both_routes_have_the_same_effects_over_many_chunks(products, subscribed
     }
     seen, results = {}, {}
     for route in ("staged", "objects"):
-        outbox.forget_subscriptions()
-        try:
-            with transaction.atomic():
-                if subscribed:
-                    WebhookSubscription.objects.create(
-                        url="https://hooks.example.com/x", events=WebhookEvent.values, secret="s"
-                    )
-                if route == "objects":
-                    pre_save.connect(user_pre_save, sender=Product, dispatch_uid="test.objects")
-                try:
-                    staged, result = staged_queries(spec)
-                finally:
-                    pre_save.disconnect(sender=Product, dispatch_uid="test.objects")
-                assert (staged > 0) == (route == "staged")
-                # Run ids differ (PostgreSQL does not roll sequences back): not the effects.
-                state = {**observe(), "outbox": outbox_by_sku()}
-                # Compared per SKU: the object route writes its chunks' updates grouped by
-                # the fields they change, so rows of different SKUs come in another order.
-                seen[route] = {
-                    k: re.sub(
-                        r"pipeline:\d+",
-                        "pipeline:N",
-                        repr(sorted(v.items()) if isinstance(v, dict) else v),
-                    )
-                    for k, v in state.items()
-                }
-                results[route] = {k: result[k] for k in ("status", "steps", "totals", "rejected")}
-                results[route]["price_changes"] = sorted(
-                    (c["sku"], c["old"], c["new"]) for c in result["price_changes"]
+        with on_route(route, subscribed=subscribed):
+            staged, result = staged_queries(spec)
+            assert (staged > 0) == (route == "staged")
+            # Run ids differ (PostgreSQL does not roll sequences back): not the effects.
+            state = {**observe(), "outbox": outbox_by_sku()}
+            # Compared per SKU: the object route writes its chunks' updates grouped by
+            # the fields they change, so rows of different SKUs come in another order.
+            seen[route] = {
+                k: re.sub(
+                    r"pipeline:\d+",
+                    "pipeline:N",
+                    repr(sorted(v.items()) if isinstance(v, dict) else v),
                 )
-                raise Rollback
-        except Rollback:
-            pass
-    outbox.forget_subscriptions()
+                for k, v in state.items()
+            }
+            results[route] = {k: result[k] for k in ("status", "steps", "totals", "rejected")}
+            results[route]["price_changes"] = sorted(
+                (c["sku"], c["old"], c["new"]) for c in result["price_changes"]
+            )
     assert results["staged"]["status"] == "succeeded", results["staged"]
     assert results["staged"]["totals"]["rejected"] == 2
     assert [(r["row"], r["column"]) for r in results["staged"]["rejected"]] == [
@@ -209,31 +192,17 @@ def test_negative_zero_price_is_reported_as_zero_by_both_routes(products, price)
         "steps": [{"op": "upsert_products", "csv": f"sku,name,price\nS-00001,P1,{price}\n"}],
     }
     for route in ("staged", "objects"):
-        outbox.forget_subscriptions()
-        try:
-            with transaction.atomic():
-                WebhookSubscription.objects.create(
-                    url="https://hooks.example.com/x", events=WebhookEvent.values, secret="s"
-                )
-                if route == "objects":
-                    pre_save.connect(user_pre_save, sender=Product, dispatch_uid="test.objects")
-                try:
-                    staged, result = staged_queries(spec)
-                finally:
-                    pre_save.disconnect(sender=Product, dispatch_uid="test.objects")
-                assert (staged > 0) == (route == "staged")
-                assert result["status"] == "succeeded", result.get("error")
-                assert [(c["sku"], c["old"], c["new"]) for c in result["price_changes"]] == [
-                    ("S-00001", "10.00", "0.00")
-                ], route
-                payloads = repr(outbox_rows())
-                assert "'price.changed'" in payloads and '"0.00"' in payloads, route
-                assert '"-0' not in payloads, route
-                assert str(Product.objects.get(sku="S-00001").price) == "0.00", route
-                raise Rollback
-        except Rollback:
-            pass
-    outbox.forget_subscriptions()
+        with on_route(route):
+            staged, result = staged_queries(spec)
+            assert (staged > 0) == (route == "staged")
+            assert result["status"] == "succeeded", result.get("error")
+            assert [(c["sku"], c["old"], c["new"]) for c in result["price_changes"]] == [
+                ("S-00001", "10.00", "0.00")
+            ], route
+            payloads = repr(outbox_rows())
+            assert "'price.changed'" in payloads and '"0.00"' in payloads, route
+            assert '"-0' not in payloads, route
+            assert str(Product.objects.get(sku="S-00001").price) == "0.00", route
 
 
 # --- CSV rows checked without the model -------------------------------------------------
