@@ -9,6 +9,7 @@ stable Message-ID, so the rare resend after a crash mid-send is recognisable dow
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from array import array
@@ -312,6 +313,8 @@ def _episodes(
     and ``("resolved", sku)`` per alert. The signals' alerts are built only when a
     receiver would read them (``app.signals.listened``). Returns the alerts opened (built
     when ``returning``, else only for the signal)."""
+    if after is not None:
+        after = functools.cache(after)  # read once, however many chunks and alerts ask
     connection = connections[using]
     qn = connection.ops.quote_name
     meta = StockAlert._meta
