@@ -57,6 +57,7 @@ def before_deleting(
     whose keys that JSON array lists, locked and deleted right after; their audit rows are
     then built by the database from the rows themselves, now, instead of after the delete
     from Python snapshots (one per row deleted, none for a key without a row)."""
+    batch.flush_open()  # earlier changes of these rows take effect before they go
     if stored is not None and audit.stored_snapshots_supported(Product):
         audit.record_stored_deletions(Product, stored, using=using)
     else:

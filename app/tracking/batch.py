@@ -78,6 +78,18 @@ def collecting_changes(using: str = "default") -> Iterator[ChangeBatch]:
     batch.flush()
 
 
+def flush_open() -> None:
+    """Run the effects of what the open batch has collected so far, if a batch is open.
+
+    Called before a delete: without a batch a change's history, ledger, level and alert
+    rows exist before a later delete of the product, which nulls or removes them; in a
+    batch they must too, or they would be written for a row already gone.
+    """
+    batch = _batch.get()
+    if batch is not None:
+        batch.flush()
+
+
 def record(rows: Sequence[Change], *, using: str) -> None:
     """Hand Python change rows to the effects: into the open batch, else at once."""
     if not rows:

@@ -1,0 +1,81 @@
+"""A product changed and then deleted inside one change batch leaves what the same writes
+leave without a batch: the effects of the change run before the delete, so its history and
+ledger rows are kept with ``product`` set to NULL (SET_NULL), its stock level goes with it
+(CASCADE) and its alert is closed, instead of being written after the row is gone (a level
+and an open alert for a deleted product, a ledger row failing its foreign key at commit).
+
+Transactional: the foreign keys are checked when the block commits.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from django.db import transaction
+
+from app.models import DeletionAudit, PriceHistory, Product, StockAlert, StockLevel, StockMovement
+from app.tracking.batch import collecting_changes
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def snapshot() -> dict[str, list]:
+    return {
+        "products": sorted(Product.objects.values_list("sku", "price", "stock")),
+        "history": sorted(
+            (sku, pid is None, old, new)
+            for sku, pid, old, new in PriceHistory.objects.values_list(
+                "sku", "product_id", "old_price", "new_price"
+            )
+        ),
+        "ledger": sorted(
+            (sku, pid is None, delta)
+            for sku, pid, delta in StockMovement.objects.values_list("sku", "product_id", "delta")
+        ),
+        "levels": sorted(StockLevel.objects.values_list("product__sku", "quantity")),
+        "alerts": sorted(
+            (sku, pid is None, resolved is None)
+            for sku, pid, resolved in StockAlert.objects.values_list(
+                "sku", "product_id", "resolved_at"
+            )
+        ),
+        "audit": sorted(DeletionAudit.objects.values_list("object_repr", flat=True)),
+    }
+
+
+def change_then_delete(how: str) -> None:
+    keep = Product.objects.create(sku="K-1", name="Kept", price=Decimal("3.00"), stock=9)
+    gone = Product.objects.create(sku="G-1", name="Gone", price=Decimal("5.00"), stock=20)
+    gone.price = Decimal("4.50")
+    gone.stock = 2  # under the default threshold: opens an alert
+    gone.save()
+    keep.stock = 8
+    keep.save()
+    if how == "model":
+        gone.delete()
+    else:
+        Product.objects.filter(sku="G-1").delete()
+
+
+def run(how: str, batched: bool) -> dict[str, list]:
+    with transaction.atomic():
+        if batched:
+            with collecting_changes():
+                change_then_delete(how)
+        else:
+            change_then_delete(how)
+    state = snapshot()
+    Product.objects.all().delete()
+    for model in (PriceHistory, StockMovement, StockAlert, DeletionAudit):
+        model.objects.all().delete()
+    return state
+
+
+@pytest.mark.parametrize("how", ["model", "queryset"])
+def test_change_then_delete_in_one_batch_is_the_same_as_without(how):
+    plain = run(how, batched=False)
+    assert plain["history"] == [("G-1", True, Decimal("5.00"), Decimal("4.50"))]
+    assert plain["alerts"] == [("G-1", True, False)]  # opened, then closed by the delete
+    assert ("G-1", True, 20) in plain["ledger"]
+    assert run(how, batched=True) == plain
