@@ -228,6 +228,11 @@ class ChangeSet:
         product is left in, for effects that compare it with a threshold)."""
         return self.select(columns, where, params)
 
+    def one_per_product(self, where: Where = EVERY) -> bool:
+        """Whether no product has two rows matching ``where`` (an effect then need not
+        group them by product). ``False`` when unknown."""
+        return False
+
     def instances(self, where: Where = EVERY) -> dict[Any, Product]:
         """The ``Product`` instances the write had, by primary key, of the rows matching
         ``where`` (none for the SQL route's rows)."""
@@ -329,6 +334,9 @@ class StagedChanges(ChangeSet):
 
     def has(self, where: Where = EVERY) -> bool:
         return self.count > 0 and (where.fields is None or not where.fields.isdisjoint(self.fields))
+
+    def one_per_product(self, where: Where = EVERY) -> bool:
+        return True  # the source's contract: one row per product
 
     def select(
         self, columns: str, where: Where = EVERY, params: Sequence[Any] = ()
