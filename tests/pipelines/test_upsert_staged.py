@@ -185,6 +185,30 @@ def test_stock_moved_elsewhere_between_chunks_fails_naming_the_sku(products, mon
     assert observe() == before
 
 
+def test_stock_totals_are_looked_up_only_while_another_location_holds_stock(products, monkeypatch):
+    """Each chunk's products are looked up in the levels only when some other location
+    holds stock at all (a probe through the location index, after the chunk's locks):
+    a single warehouse, or other locations holding nothing, cost no lookup."""
+    monkeypatch.setattr(upserts, "STAGE_CHUNK", 2)
+    text = "sku,name,price,stock\n" + "".join(f"S-{i:05d},A,1.00,{i}\n" for i in range(1, 6))
+    spec = {"name": "x", "steps": [{"op": "upsert_products", "csv": text}]}
+
+    def lookups() -> int:
+        with CaptureQueriesContext(connection) as queries:
+            result = process_pipeline(spec)
+        assert result["status"] == "succeeded", result.get("error")
+        return sum("AS held" in q["sql"] for q in queries.captured_queries)
+
+    assert lookups() == 0  # the default location only
+    north = Location.objects.create(code="NORTH", name="North")
+    level = StockLevel.objects.create(
+        product=Product.objects.get(sku="S-00100"), location=north, quantity=0
+    )
+    assert lookups() == 0  # another location, holding nothing
+    StockLevel.objects.filter(pk=level.pk).update(quantity=2)
+    assert lookups() == 3  # once per chunk
+
+
 @pytest.mark.parametrize("price", ["-0", "-0.00", "-0.0"])
 def test_negative_zero_price_is_reported_as_zero_by_both_routes(products, price):
     """``-0`` is a valid price, plain zero: run results and webhook payloads say ``0.00``
