@@ -6,9 +6,10 @@ listen, a chunk of validated rows (``RowValues`` tuples, SKUs distinct) is stage
 in a temporary table as one JSON parameter, each SKU resolved to its product (locked, in
 primary-key order, with its old values), the stock totals checked against the other
 locations' levels (nothing is written when one fails), and applied with one ``UPDATE``
-and one ``INSERT``. The change set (``StagedUpsert``: rows ``created`` and ``updated``
-with their old values, over the stage) goes to the change pipeline's effects (history,
-ledger, stock levels, webhooks, alerts, cache), set-based, as the map steps' does.
+and one ``INSERT``. The change set (``StagedChanges`` over ``CHANGED_ROWS``: rows
+``created`` and ``updated`` with their old and new values, read from the stage alone) goes
+to the change pipeline's effects (history, ledger, stock levels, webhooks, alerts, cache),
+set-based, as the map steps' does.
 
 On PostgreSQL the stage is dropped when the transaction ends (``ON COMMIT DROP``): behind
 a transaction pooler (PgBouncer) the server connection goes to other clients after it.
