@@ -41,7 +41,9 @@ def main() -> None:
 
         bench.load_products(args.n)
         work = bench.Workload("upsert", args.n)
-        limits = Limits(connection, conf.default_location(), conf.low_stock_threshold())
+        limits = Limits(
+            connection, conf.default_location(), conf.low_stock_threshold(), verbose=True
+        )
         forms = limits.forms("upsert")
         for name, form in forms.items():
             bench.reset()

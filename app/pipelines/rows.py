@@ -78,6 +78,59 @@ def _fast_values(at: tuple[int, int, int, int, int], values: list[str]) -> RowVa
     return sku, name, Decimal(price).quantize(CENT), counts[0], counts[1]
 
 
+# ``_fast_batch``: a column of cells joined by line breaks (no cell of the common form holds
+# one), each cell of the form ``_fast_values`` accepts; a count cell may be empty.
+_SKU_COLUMN = re.compile(rf"(?:(?!\.\.?\n)(?:{_PLAIN_SKU.pattern})\n)*")
+_PRICE_COLUMN = re.compile(rf"(?:(?:{_PRICE_TEXT.pattern})\n)*")
+_COUNT_COLUMN = re.compile(rf"(?:(?:{_COUNT_TEXT.pattern})?\n)*")
+# Rows checked together by ``iter_csv_rows`` (what it reads ahead of the rows it yields).
+FAST_BATCH = 1000
+
+
+def _fast_batch(
+    at: tuple[int, int, int, int, int], rows: list[list[str]]
+) -> list[RowValues] | None:
+    """``_fast_values`` of every row of ``rows`` (all of the table's width), when every
+    one is of the common form, checked column by column (one regular expression over each
+    column, not several per row); ``None`` when some row is not: the caller then checks
+    them one by one. Accepts no row ``_fast_values`` refuses, and gives the same values."""
+    columns = list(zip(*rows, strict=True))
+    skus, names, prices = columns[at[0]], columns[at[1]], columns[at[2]]
+    if not _SKU_COLUMN.fullmatch("\n".join(skus) + "\n"):
+        return None
+    if (
+        max(map(len, names)) > NAME_MAX_LENGTH
+        or not all(map(str.strip, names))
+        or _FORBIDDEN_IN_TEXT.search("".join(names))
+    ):
+        return None
+    if not _PRICE_COLUMN.fullmatch("\n".join(prices) + "\n"):
+        return None
+    counts: list[Any] = []
+    for position in at[3:]:
+        if position < 0:
+            counts.append([None] * len(rows))
+            continue
+        cells = columns[position]
+        if not _COUNT_COLUMN.fullmatch("\n".join(cells) + "\n"):
+            return None  # a blank cell of spaces, a sign...: row by row
+        found = [int(cell) if cell else None for cell in cells]
+        if max((n for n in found if n is not None), default=0) > MAX_STOCK:
+            return None
+        counts.append(found)
+    quantize = Decimal.quantize
+    return list(
+        zip(
+            skus,
+            names,
+            [quantize(Decimal(p), CENT) for p in prices],
+            counts[0],
+            counts[1],
+            strict=True,
+        )
+    )
+
+
 @dataclass
 class Rejection:
     """A data row that cannot become a product: where, which cell, and why."""
@@ -196,8 +249,9 @@ def iter_csv_rows(
     record still raises: the rows after it cannot be trusted).
 
     ``as_values``: each row as ``RowValues`` instead of a ``ProductRow``; rows of the common
-    form are then checked without building the model (``_fast_values``), the others as
-    always, so the same rows pass and fail with the same errors."""
+    form are then checked without building the model, ``FAST_BATCH`` rows at a time
+    (``_fast_batch``, else ``_fast_values`` row by row), the others as always, so the same
+    rows pass and fail with the same errors, in the same order."""
     reader = csv.reader(stream)
     header: list[str] = []
     done = 0  # lines read up to the end of the last whole record
@@ -206,49 +260,79 @@ def iter_csv_rows(
         width = len(header)
         done = reader.line_num
         fast = as_values and all(c in header for c in REQUIRED_COLUMNS)
-        at = tuple(
+        at: tuple[int, int, int, int, int] = tuple(  # type: ignore[assignment]
             header.index(c) if c in header else -1 for c in REQUIRED_COLUMNS + OPTIONAL_COLUMNS
         )
+    except csv.Error as exc:
+        raise _csv_error(exc, stream, done, reader.line_num, header) from None
+
+    def checked(start: int, line: int, values: list[str]) -> Iterator[tuple[int, Any]]:
+        """One row of the table's width: yielded, or handed to ``skip``, or raised."""
+        if fast:
+            found = _fast_values(at, values)
+            if found is not None:
+                yield line, found
+                return
+        data = {
+            k: v
+            for k, v in zip(header, values, strict=True)
+            if v.strip() != "" or k in REQUIRED_COLUMNS
+        }
+        try:
+            row = ProductRow.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            column = str(first["loc"][0]) if first["loc"] else "*"
+            if skip is None:
+                msg = f"{first['msg']} (got {data.get(column)!r})"
+                raise RowError(line, column, msg) from None
+            value = str(data.get(column, ""))
+            skip(Rejection(start, column, value, first["msg"], _raw(header, values)))
+            return
+        yield line, (row.values() if as_values else row)
+
+    # (first line, last line, values) of rows read but not yet checked (``fast`` only)
+    pending: list[tuple[int, int, list[str]]] = []
+
+    def flush() -> Iterator[tuple[int, Any]]:
+        rows = _fast_batch(at, [values for _, _, values in pending])
+        if rows is not None:
+            for (_, line, _), row in zip(pending, rows, strict=True):
+                yield line, row
+        else:
+            for start, line, values in pending:
+                yield from checked(start, line, values)
+        pending.clear()
+
+    try:
         for values in reader:
             line = reader.line_num
             if not values or (len(values) == 1 and not values[0].strip()):
                 done = line
                 continue  # blank line
             start = done + 1
+            done = line
+            if fast and len(values) == width:
+                pending.append((start, line, values))
+                if len(pending) >= FAST_BATCH:
+                    yield from flush()
+                continue
+            if pending:
+                yield from flush()
             if len(values) != width:
                 msg = f"expected {width} values, found {len(values)}"
                 if skip is None:
                     raise RowError(line, "*", msg)
                 skip(Rejection(start, "*", "", msg, _raw(header, values)))
-                done = line
                 continue
-            if fast:
-                found = _fast_values(at, values)  # type: ignore[arg-type]
-                if found is not None:
-                    yield line, found
-                    done = line
-                    continue
-            data = {
-                k: v
-                for k, v in zip(header, values, strict=True)
-                if v.strip() != "" or k in REQUIRED_COLUMNS
-            }
-            try:
-                row = ProductRow.model_validate(data)
-            except ValidationError as exc:
-                first = exc.errors()[0]
-                column = str(first["loc"][0]) if first["loc"] else "*"
-                if skip is None:
-                    msg = f"{first['msg']} (got {data.get(column)!r})"
-                    raise RowError(line, column, msg) from None
-                value = str(data.get(column, ""))
-                skip(Rejection(start, column, value, first["msg"], _raw(header, values)))
-                done = line
-                continue
-            yield line, (row.values() if as_values else row)
-            done = line
+            yield from checked(start, line, values)
     except csv.Error as exc:
-        raise _csv_error(exc, stream, done, reader.line_num, header) from None
+        error = _csv_error(exc, stream, done, reader.line_num, header)
+        if pending:  # the rows before the malformed record come first, their errors too
+            yield from flush()
+        raise error from None
+    if pending:
+        yield from flush()
 
 
 def _raw(header: list[str], values: list[str]) -> dict[str, str]:

@@ -6,9 +6,10 @@ listen, a chunk of validated rows (``RowValues`` tuples, SKUs distinct) is stage
 in a temporary table as one JSON parameter, each SKU resolved to its product (locked, in
 primary-key order, with its old values), the stock totals checked against the other
 locations' levels (nothing is written when one fails), and applied with one ``UPDATE``
-and one ``INSERT``. The change set (``StagedUpsert``: rows ``created`` and ``updated``
-with their old values, over the stage) goes to the change pipeline's effects (history,
-ledger, stock levels, webhooks, alerts, cache), set-based, as the map steps' does.
+and one ``INSERT``. The change set (``StagedChanges`` over ``CHANGED_ROWS``: rows
+``created`` and ``updated`` with their old and new values, read from the stage alone) goes
+to the change pipeline's effects (history, ledger, stock levels, webhooks, alerts, cache),
+set-based, as the map steps' does.
 
 On PostgreSQL the stage is dropped when the transaction ends (``ON COMMIT DROP``): behind
 a transaction pooler (PgBouncer) the server connection goes to other clients after it.
@@ -17,18 +18,18 @@ a transaction pooler (PgBouncer) the server connection goes to other clients aft
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from django.db import connections, transaction
 from django.utils import timezone
 
 from ..core import encoding
 from ..core.sqlrows import column_converter
-from ..models import PriceHistory, Product, StockMovement
+from ..models import Location, PriceHistory, Product, StockLevel, StockMovement
 from ..tracking import adapters
 from ..tracking.batch import record_set
-from ..tracking.changes import CREATED, EVERY, UPDATED, Change, StagedChanges, Where
+from ..tracking.changes import CREATED, UPDATED, StagedChanges
+from ..tracking.levels import default_location_id
 from .rows import RowValues
 from .writer import MAX_LISTED, MAX_REPORTED, StepUnit, created_meanwhile
 
@@ -40,7 +41,8 @@ UPSERT_STAGE = "stockpipe_upsert"
 # that crossed their threshold, every new product among them) stay a few MB: 50,000 made
 # a 1,000,000-row upsert peak at 170 MB.
 STAGE_CHUNK = 10_000
-_FIELDS = frozenset({"name", "price", "stock", "low_stock_threshold"})
+# The fields an upsert sets (stock and threshold where given).
+UPSERTED = ("name", "price", "stock", "low_stock_threshold")
 
 # PostgreSQL: a table this run grew by at least ANALYZE_MIN_ROWS rows and by more than
 # ANALYZE_SHARE of what its statistics say it held (or by ANALYZE_ALWAYS_ROWS) is analyzed
@@ -94,8 +96,10 @@ def write_rows(unit: StepUnit, rows: Sequence[RowValues], *, key: str) -> None:
             )
             if pg:  # the new ids into the stage in the same statement
                 cursor.execute(
-                    f"WITH n AS ({insert} RETURNING id, sku) UPDATE {UPSERT_STAGE} "
-                    f"SET product_id = n.id, created = 1 FROM n WHERE {UPSERT_STAGE}.sku = n.sku",
+                    f"WITH n AS ({insert} RETURNING id, sku, stock, low_stock_threshold) "
+                    f"UPDATE {UPSERT_STAGE} SET product_id = n.id, created = 1, "
+                    "stock = n.stock, threshold = n.low_stock_threshold "
+                    f"FROM n WHERE {UPSERT_STAGE}.sku = n.sku",
                     [threshold, stamp, stamp],
                 )
                 created = cursor.rowcount
@@ -107,13 +111,16 @@ def write_rows(unit: StepUnit, rows: Sequence[RowValues], *, key: str) -> None:
                 if created:
                     cursor.execute(
                         f"UPDATE {UPSERT_STAGE} SET created = 1, product_id = (SELECT p.id "
-                        f"FROM {product} p WHERE p.sku = {UPSERT_STAGE}.sku) "
-                        "WHERE product_id IS NULL"
+                        f"FROM {product} p WHERE p.sku = {UPSERT_STAGE}.sku), "
+                        "stock = COALESCE(stock, 0), threshold = COALESCE(threshold, %s) "
+                        "WHERE product_id IS NULL",
+                        [threshold],
                     )
             if (updated or created) and adapters.saves_tracked():
                 record_set(
-                    StagedUpsert(
-                        _changed_rows(product),
+                    StagedChanges(
+                        CHANGED_ROWS,
+                        fields=UPSERTED,
                         count=updated + created,
                         using=unit.using,
                         at=at,
@@ -189,18 +196,29 @@ def _stage(cursor, pg: bool, rows: Sequence[RowValues], product: str) -> int:
 
 def _check_totals(unit: StepUnit, cursor, key: str) -> None:
     """``located.check_totals`` over the stage: a stock given for an existing product is a
-    total at the default location, never below what its other locations hold."""
-    from ..models import StockLevel
-    from ..tracking.levels import default_location_id
+    total at the default location, never below what its other locations hold.
 
+    Checked for every chunk once its products are locked (stock moved elsewhere by another
+    transaction meanwhile is seen), after a probe through the location index: while no
+    other location holds stock at all (a single warehouse), no stock can be below it and
+    the chunk's products are not looked up in the levels."""
     level = cursor.db.ops.quote_name(StockLevel._meta.db_table)
+    location = cursor.db.ops.quote_name(Location._meta.db_table)
+    default = default_location_id(unit.using)
+    others = f"SELECT o.id FROM {location} o WHERE o.id <> %s"
+    cursor.execute(
+        f"SELECT 1 FROM {level} l WHERE l.location_id IN ({others}) AND l.quantity > 0 LIMIT 1",
+        [default],
+    )
+    if cursor.fetchone() is None:
+        return
     cursor.execute(
         f"SELECT s.sku, s.stock, e.held FROM {UPSERT_STAGE} s JOIN (SELECT l.product_id, "
         f"SUM(l.quantity) AS held FROM {level} l WHERE l.quantity > 0 AND l.location_id <> %s "
         f"AND l.product_id IN (SELECT product_id FROM {UPSERT_STAGE} WHERE stock IS NOT NULL) "
         "GROUP BY l.product_id) e ON e.product_id = s.product_id "
         f"WHERE s.stock IS NOT NULL AND s.stock < e.held ORDER BY s.ord LIMIT {MAX_REPORTED}",
-        [default_location_id(unit.using)],
+        [default],
     )
     bad = cursor.fetchall()
     if bad:
@@ -238,72 +256,25 @@ def _list_price_changes(unit: StepUnit, cursor, product: str) -> None:
         )
 
 
-def _changed_rows(product: str) -> str:
-    """The change set's rows (``changes.COLUMNS``) after the write: each product created,
-    and each whose values now differ from the old ones staged with it, in input order."""
-    return (
-        "SELECT s.ord AS ord, p.id AS pk, "
-        f"CASE WHEN s.created = 1 THEN '{CREATED}' ELSE '{UPDATED}' END AS kind, "
-        "p.sku AS sku, p.sku AS old_sku, p.name AS name, COALESCE(s.old_name, p.name) AS "
-        "old_name, p.price AS price, COALESCE(s.old_price, p.price) AS old_price, "
-        "p.stock AS stock, CASE WHEN s.created = 1 THEN 0 ELSE s.old_stock END AS old_stock, "
-        "p.low_stock_threshold AS threshold, COALESCE(s.old_threshold, p.low_stock_threshold) "
-        f"AS old_threshold FROM {UPSERT_STAGE} s CROSS JOIN {product} p "
-        "WHERE p.id = s.product_id AND (s.created = 1 OR p.name <> s.old_name OR "
-        "p.price <> s.old_price OR p.stock <> s.old_stock OR "
-        "p.low_stock_threshold <> s.old_threshold)"
-    )
-
-
-class StagedUpsert(StagedChanges):
-    """The upsert's change set: rows ``created`` (no old values; old stock 0) and
-    ``updated`` (old name, price, stock and threshold) over the stage. A created row has
-    every field set, an updated one those the step sets."""
-
-    def __init__(self, source: str, *, count: int, using: str, at: Any) -> None:
-        super().__init__(source, field="price", count=count, using=using, at=at)
-
-    def has(self, where: Where = EVERY) -> bool:
-        return self.count > 0 and (where.fields is None or bool(_FIELDS & where.fields))
-
-    def rows(self, where: Where = EVERY) -> list[Change]:
-        found = self._matching.get(where.name)
-        if found is not None:
-            return found
-        found = self._matching[where.name] = list(self._read(where))
-        return found
-
-    def _read(self, where: Where) -> Iterator[Change]:
-        connection = connections[self.using]
-        convert = column_converter(connection, Product, "price") or (lambda value: value)
-        at = self.at
-        columns = (
-            "c.pk, c.kind, c.sku, c.name, c.price, c.stock, c.threshold, c.old_name, "
-            "c.old_price, c.old_stock, c.old_threshold"
-        )
-        for sql, params in self.select(columns, where):
-            with connection.cursor() as cursor:
-                cursor.execute(sql, params)
-                fetched = cursor.fetchall()
-            for pk, kind, sku, name, price, stock, threshold, *old in fetched:
-                after = {
-                    "sku": sku,
-                    "name": name,
-                    "price": convert(price),
-                    "stock": stock,
-                    "low_stock_threshold": threshold,
-                }
-                if kind == CREATED:
-                    yield Change(pk, CREATED, {}, after, at=at)
-                    continue
-                old_name, old_price, old_stock, old_threshold = old
-                before = {
-                    "name": old_name,
-                    "price": convert(old_price),
-                    "stock": int(old_stock),
-                    "low_stock_threshold": int(old_threshold),
-                }
-                yield Change(pk, UPDATED, before, after, at=at)
+# The change set's rows (``changes.COLUMNS``) after the write, read from the stage alone:
+# it holds each row's old values (locked when staged) and, once written, the new ones
+# (a stock or threshold not given is the old one; a created row has its stock and
+# threshold as inserted), so the effects, each reading the change set, do not join the
+# products again. Each product created, and each whose values differ from the old ones,
+# in input order; an unchanged row is left out as the ``UPDATE`` left it.
+CHANGED_ROWS = (
+    "SELECT s.ord AS ord, s.product_id AS pk, "
+    f"CASE WHEN s.created = 1 THEN '{CREATED}' ELSE '{UPDATED}' END AS kind, "
+    "s.sku AS sku, s.sku AS old_sku, s.name AS name, COALESCE(s.old_name, s.name) AS old_name, "
+    "s.price AS price, COALESCE(s.old_price, s.price) AS old_price, "
+    "COALESCE(s.stock, s.old_stock) AS stock, "
+    "CASE WHEN s.created = 1 THEN 0 ELSE s.old_stock END AS old_stock, "
+    "COALESCE(s.threshold, s.old_threshold) AS threshold, "
+    "COALESCE(s.old_threshold, s.threshold) AS old_threshold "
+    f"FROM {UPSERT_STAGE} s WHERE s.product_id IS NOT NULL AND (s.created = 1 OR "
+    "s.name <> s.old_name OR s.price <> s.old_price OR s.stock <> s.old_stock OR "
+    "s.threshold <> s.old_threshold)"
+)
 
 
 def table_ends(unit: StepUnit) -> list[int] | None:

@@ -228,6 +228,11 @@ class ChangeSet:
         product is left in, for effects that compare it with a threshold)."""
         return self.select(columns, where, params)
 
+    def one_per_product(self, where: Where = EVERY) -> bool:
+        """Whether no product has two rows matching ``where`` (an effect then need not
+        group them by product). ``False`` when unknown."""
+        return False
+
     def instances(self, where: Where = EVERY) -> dict[Any, Product]:
         """The ``Product`` instances the write had, by primary key, of the rows matching
         ``where`` (none for the SQL route's rows)."""
@@ -303,12 +308,24 @@ class RowChanges(ChangeSet):
 class StagedChanges(ChangeSet):
     """The SQL route's changes: ``source`` is a ``SELECT`` giving ``COLUMNS`` for each
     changed row (after the write), one row per product; ``field`` is the one field the
-    write set; ``count`` how many rows changed."""
+    write set (``fields``: the fields, for a write setting several); ``count`` how many
+    rows changed. A row's ``before`` holds the old values of those fields (none for a
+    ``created`` row)."""
 
     def __init__(
-        self, source: str, *, field: str, count: int, using: str, at: Any, now: Any = None
+        self,
+        source: str,
+        *,
+        field: str | None = None,
+        fields: Sequence[str] = (),
+        count: int,
+        using: str,
+        at: Any,
+        now: Any = None,
     ) -> None:
-        self.source, self.field, self.count = source, field, count
+        self.source, self.count = source, count
+        self.fields = tuple(fields) or (field,)
+        self.field = self.fields[0]
         self.using = using
         self.location_id = current_change_context().location_id
         self.at = at
@@ -316,7 +333,10 @@ class StagedChanges(ChangeSet):
         self._matching: dict[str, list[Change]] = {}
 
     def has(self, where: Where = EVERY) -> bool:
-        return self.count > 0 and (where.fields is None or self.field in where.fields)
+        return self.count > 0 and (where.fields is None or not where.fields.isdisjoint(self.fields))
+
+    def one_per_product(self, where: Where = EVERY) -> bool:
+        return True  # the source's contract: one row per product
 
     def select(
         self, columns: str, where: Where = EVERY, params: Sequence[Any] = ()
@@ -348,21 +368,30 @@ class StagedChanges(ChangeSet):
         return found
 
     def rows(self, where: Where = EVERY) -> list[Change]:
+        """The ``Change`` rows matching ``where``, read once per filter (several effects
+        may ask)."""
         found = self._matching.get(where.name)
-        if found is not None:
-            return found
-        found = self._matching[where.name] = []
-        old = "old_threshold" if self.field == "low_stock_threshold" else f"old_{self.field}"
+        if found is None:
+            found = self._matching[where.name] = list(self._read(where))
+        return found
+
+    def _read(self, where: Where) -> Iterator[Change]:
+        """The rows matching ``where`` as ``Change`` rows: ``after`` every field, ``before``
+        the old values of ``fields`` (of an updated row)."""
         connection = connections[self.using]
         convert = column_converter(connection, Product, "price") or (lambda value: value)
-        field = self.field
+        fields = self.fields
+        olds = ", ".join(f"c.{_COLUMN_OF[field]}" for field in fields)
+        reads = [
+            convert if field == "price" else int if field in _COUNTS else _same for field in fields
+        ]
         at = self.at
-        columns = f"c.pk, c.sku, c.name, c.price, c.stock, c.threshold, c.{old}"
+        columns = f"c.pk, c.kind, c.sku, c.name, c.price, c.stock, c.threshold, {olds}"
         for sql, params in self.select(columns, where):
             with connection.cursor() as cursor:
                 cursor.execute(sql, params)
                 fetched = cursor.fetchall()
-            for pk, sku, name, price, stock, threshold, before in fetched:
+            for pk, kind, sku, name, price, stock, threshold, *old in fetched:
                 after = {
                     "sku": sku,
                     "name": name,
@@ -370,9 +399,29 @@ class StagedChanges(ChangeSet):
                     "stock": stock,
                     "low_stock_threshold": threshold,
                 }
-                before = convert(before) if field == "price" else int(before)
-                found.append(Change(pk, UPDATED, {field: before}, after, at=at))
-        return found
+                if kind == CREATED:
+                    yield Change(pk, CREATED, {}, after, at=at)
+                    continue
+                before = {
+                    field: read(value)
+                    for field, read, value in zip(fields, reads, old, strict=True)
+                }
+                yield Change(pk, UPDATED, before, after, at=at)
+
+
+# A field's old value in ``COLUMNS``; the fields read as integers.
+_COLUMN_OF = {
+    "sku": "old_sku",
+    "name": "old_name",
+    "price": "old_price",
+    "stock": "old_stock",
+    "low_stock_threshold": "old_threshold",
+}
+_COUNTS = frozenset({"stock", "low_stock_threshold"})
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 # --- changes from instances (the signal adapters) -------------------------------------

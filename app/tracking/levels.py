@@ -105,6 +105,10 @@ def apply_levels(changes: ChangeSet, *, using: str) -> None:
             + ("" if pg else ", MAX(s.ord) AS last_ord")
             + " FROM ({sql}) s GROUP BY s.pk"
         )
+        if changes.one_per_product(STOCK_CHANGED):
+            # Nothing to group (each product changed once): the rows as they are, kept a
+            # table of their own on SQLite (``LIMIT -1``: not flattened into the join).
+            grouped = "SELECT s.pk, s.delta, s.stock FROM ({sql}) s" + ("" if pg else " LIMIT -1")
         missing = (
             f"INSERT INTO {level} (product_id, location_id, quantity) "
             f"SELECT x.pk, {typed}, x.stock - COALESCE((SELECT SUM(o.quantity) "

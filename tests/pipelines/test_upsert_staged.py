@@ -5,6 +5,7 @@ fail exactly as with it, and PostgreSQL's statistics after an upsert that grew a
 
 from __future__ import annotations
 
+import csv
 import io
 import re
 from decimal import Decimal
@@ -17,8 +18,9 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from app.models import Location, Product, StockLevel
+from app.pipelines import rows as rows_module
 from app.pipelines import upserts
-from app.pipelines.rows import ProductRow, _fast_values, iter_csv_rows
+from app.pipelines.rows import ProductRow, RowError, _fast_batch, _fast_values, iter_csv_rows
 from app.pipelines.upserts import UPSERT_STAGE
 from app.utils.utils import process_pipeline
 from tests.pipelines.test_identity import observe
@@ -183,6 +185,30 @@ def test_stock_moved_elsewhere_between_chunks_fails_naming_the_sku(products, mon
     assert observe() == before
 
 
+def test_stock_totals_are_looked_up_only_while_another_location_holds_stock(products, monkeypatch):
+    """Each chunk's products are looked up in the levels only when some other location
+    holds stock at all (a probe through the location index, after the chunk's locks):
+    a single warehouse, or other locations holding nothing, cost no lookup."""
+    monkeypatch.setattr(upserts, "STAGE_CHUNK", 2)
+    text = "sku,name,price,stock\n" + "".join(f"S-{i:05d},A,1.00,{i}\n" for i in range(1, 6))
+    spec = {"name": "x", "steps": [{"op": "upsert_products", "csv": text}]}
+
+    def lookups() -> int:
+        with CaptureQueriesContext(connection) as queries:
+            result = process_pipeline(spec)
+        assert result["status"] == "succeeded", result.get("error")
+        return sum("AS held" in q["sql"] for q in queries.captured_queries)
+
+    assert lookups() == 0  # the default location only
+    north = Location.objects.create(code="NORTH", name="North")
+    level = StockLevel.objects.create(
+        product=Product.objects.get(sku="S-00100"), location=north, quantity=0
+    )
+    assert lookups() == 0  # another location, holding nothing
+    StockLevel.objects.filter(pk=level.pk).update(quantity=2)
+    assert lookups() == 3  # once per chunk
+
+
 @pytest.mark.parametrize("price", ["-0", "-0.00", "-0.0"])
 def test_negative_zero_price_is_reported_as_zero_by_both_routes(products, price):
     """``-0`` is a valid price, plain zero: run results and webhook payloads say ``0.00``
@@ -243,6 +269,74 @@ def test_fast_check_agrees_with_the_model(sku, name, price, stock, threshold):
         raise AssertionError(f"fast path accepted {values!r}: {exc}") from None
     assert fast == row.values()
     assert [str(v) for v in fast] == [str(v) for v in row.values()]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(sku, name, cell, cell, cell).map(list)
+        | st.sampled_from(
+            [
+                ["A-1", "Box", "1.5", "7", ""],
+                ["A-2", "Two", "2", "", "3"],
+                ["B.1", "Three", "0.01", "2147483647", "0"],
+            ]
+        ).map(list),
+        min_size=1,
+        max_size=6,
+    ),
+    at=st.sampled_from([(0, 1, 2, 3, 4), (0, 1, 2, 3, -1), (0, 1, 2, -1, -1), (2, 0, 1, 4, 3)]),
+)
+def test_batch_check_agrees_with_the_row_check(rows, at):
+    """``_fast_batch`` takes a batch only when ``_fast_values`` takes every row of it,
+    with the same values."""
+    batch = _fast_batch(at, rows)
+    if batch is None:
+        return
+    assert batch == [_fast_values(at, row) for row in rows]
+    assert [str(v) for row in batch for v in row] == [
+        str(v) for row in rows for v in _fast_values(at, row)
+    ]
+
+
+def test_batched_rows_pass_and_fail_as_one_by_one(monkeypatch):
+    """Rows read ahead and checked in batches give the rows, rejections and first error
+    of a check row by row (``FAST_BATCH`` 1), in the same order: a bad cell in a batch
+    comes before a malformed record read after it."""
+    lines = ["sku,name,price,stock"]
+    for i in range(50):
+        lines.append(f"A-{i},Box {i},{i}.5,{i % 4}")
+    lines[8] = "A-7,Box 7,ten,3"  # a bad price inside a batch
+    lines[20] = "A-19,Box 19,1.00"  # a short row
+    lines[30] = "A-29,  ,1.00,2"  # a blank name
+    lines.append("")  # a blank line
+    lines.append("A-50,Box,1.00, 7")  # a count with a space: row by row, accepted
+    good = "\n".join(lines) + "\n"
+    malformed = good + 'A-51,"' + "x" * (csv.field_size_limit() + 1) + '",1.00,1\n'
+
+    def read(text: str, batch: int, skip: bool):
+        monkeypatch.setattr(rows_module, "FAST_BATCH", batch)
+        rejected: list[str] = []
+        found: list = []
+        try:
+            for line, row in iter_csv_rows(
+                io.StringIO(text), skip=rejected.append if skip else None, as_values=True
+            ):
+                found.append((line, row))
+        except RowError as exc:
+            return found, [str(r) for r in rejected], str(exc)
+        return found, [str(r) for r in rejected], None
+
+    for text in (good, malformed):
+        for skip in (False, True):
+            one_by_one = read(text, 1, skip)
+            assert read(text, 16, skip) == one_by_one
+            assert read(text, 1000, skip) == one_by_one
+    found, rejected, error = read(good, 1000, skip=True)
+    assert error is None and len(found) == 48 and found[-1][1][3] == 7
+    assert [r.split(",")[0] for r in rejected] == ["row 9", "row 21", "row 31"]
+    assert read(malformed, 1000, skip=False)[2].startswith("line 9, column price")
+    assert "field larger than field limit" in read(malformed, 1000, skip=True)[2]
 
 
 def test_csv_values_equal_model_rows_in_any_column_order():
