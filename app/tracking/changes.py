@@ -148,6 +148,9 @@ THRESHOLD_CHANGED = Where(
     frozenset({"low_stock_threshold"}),
 )
 
+# The filter matching every change of a field that ``StagedChanges`` may carry.
+_FIELD_CHANGED = {"price": PRICE_CHANGED, "stock": STOCK_CHANGED}
+
 NOT_CREATED = Where("not created", "c.kind <> 'created'", lambda c: c.kind != CREATED)
 
 # The relation every change set offers to SQL (``select``): column -> (value, type).
@@ -233,6 +236,11 @@ class ChangeSet:
         ``where`` (none for the SQL route's rows)."""
         return {}
 
+    def product_count(self, where: Where = EVERY) -> int | None:
+        """How many products the rows matching ``where`` name, when known without a query
+        or a pass over the rows; else ``None``."""
+        return None
+
     def notes(self, name: str) -> list[Any]:
         """A list effect ``name`` fills with what it did (the alerts it opened, say), for
         the write that made the change set to report."""
@@ -317,6 +325,13 @@ class StagedChanges(ChangeSet):
 
     def has(self, where: Where = EVERY) -> bool:
         return self.count > 0 and (where.fields is None or self.field in where.fields)
+
+    def product_count(self, where: Where = EVERY) -> int | None:
+        # One row per product, each with its ``field`` changed: the filter for that change
+        # matches every row.
+        if not self.has(where):
+            return 0
+        return self.count if _FIELD_CHANGED.get(self.field) is where else None
 
     def select(
         self, columns: str, where: Where = EVERY, params: Sequence[Any] = ()
