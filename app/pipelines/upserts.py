@@ -266,6 +266,9 @@ class StagedUpsert(StagedChanges):
     def has(self, where: Where = EVERY) -> bool:
         return self.count > 0 and (where.fields is None or bool(_FIELDS & where.fields))
 
+    def product_count(self, where: Where = EVERY) -> int | None:
+        return None  # rows created and updated, each with some of the fields changed
+
     def rows(self, where: Where = EVERY) -> list[Change]:
         found = self._matching.get(where.name)
         if found is not None:

@@ -217,11 +217,18 @@ class ChangeSet:
         raise NotImplementedError
 
     def select(
-        self, columns: str, where: Where = EVERY, params: Sequence[Any] = ()
+        self,
+        columns: str,
+        where: Where = EVERY,
+        params: Sequence[Any] = (),
+        *,
+        ordered: bool = True,
     ) -> Iterator[tuple[str, list[Any]]]:
         """``SELECT {columns} FROM <changes> c`` statements over the rows matching
         ``where``, in write order, each with its parameters (``params`` are those of
-        ``columns``). ``columns`` refer to ``COLUMNS`` as ``c.<name>``."""
+        ``columns``). ``columns`` refer to ``COLUMNS`` as ``c.<name>``. ``ordered=False``:
+        in any order (an effect that groups or joins the rows spares the database a sort
+        of the staged ones)."""
         raise NotImplementedError
 
     def select_last(
@@ -292,7 +299,12 @@ class RowChanges(ChangeSet):
         return [tuple([get(i, c) for get in getters]) for i, c in enumerate(self.rows(where))]
 
     def select(
-        self, columns: str, where: Where = EVERY, params: Sequence[Any] = ()
+        self,
+        columns: str,
+        where: Where = EVERY,
+        params: Sequence[Any] = (),
+        *,
+        ordered: bool = True,
     ) -> Iterator[tuple[str, list[Any]]]:
         rows = self.rows(where)
         if not rows:
@@ -334,11 +346,17 @@ class StagedChanges(ChangeSet):
         return self.count if _FIELD_CHANGED.get(self.field) is where else None
 
     def select(
-        self, columns: str, where: Where = EVERY, params: Sequence[Any] = ()
+        self,
+        columns: str,
+        where: Where = EVERY,
+        params: Sequence[Any] = (),
+        *,
+        ordered: bool = True,
     ) -> Iterator[tuple[str, list[Any]]]:
         if self.has(where):
+            order = " ORDER BY c.ord" if ordered else ""
             yield (
-                f"SELECT {columns} FROM ({self.source}) c WHERE {where.sql} ORDER BY c.ord",
+                f"SELECT {columns} FROM ({self.source}) c WHERE {where.sql}{order}",
                 list(params),
             )
 
