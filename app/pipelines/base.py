@@ -12,12 +12,15 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ..core.domain import (  # noqa: F401 (re-exported for the step modules)
     MAX_PRICE,
     Delta,
+    DeltaMap,
     Label,
     Name,
     Price,
+    PriceMap,
     Sku,
     SkuRef,
     Stock,
+    StockMap,
     Threshold,
     stock_adjustment_error,
 )

@@ -148,6 +148,9 @@ THRESHOLD_CHANGED = Where(
     frozenset({"low_stock_threshold"}),
 )
 
+# The filter matching every change of a field that ``StagedChanges`` may carry.
+_FIELD_CHANGED = {"price": PRICE_CHANGED, "stock": STOCK_CHANGED}
+
 NOT_CREATED = Where("not created", "c.kind <> 'created'", lambda c: c.kind != CREATED)
 
 # The relation every change set offers to SQL (``select``): column -> (value, type).
@@ -214,11 +217,18 @@ class ChangeSet:
         raise NotImplementedError
 
     def select(
-        self, columns: str, where: Where = EVERY, params: Sequence[Any] = ()
+        self,
+        columns: str,
+        where: Where = EVERY,
+        params: Sequence[Any] = (),
+        *,
+        ordered: bool = True,
     ) -> Iterator[tuple[str, list[Any]]]:
         """``SELECT {columns} FROM <changes> c`` statements over the rows matching
         ``where``, in write order, each with its parameters (``params`` are those of
-        ``columns``). ``columns`` refer to ``COLUMNS`` as ``c.<name>``."""
+        ``columns``). ``columns`` refer to ``COLUMNS`` as ``c.<name>``. ``ordered=False``:
+        in any order (an effect that groups or joins the rows spares the database a sort
+        of the staged ones)."""
         raise NotImplementedError
 
     def select_last(
@@ -237,6 +247,11 @@ class ChangeSet:
         """The ``Product`` instances the write had, by primary key, of the rows matching
         ``where`` (none for the SQL route's rows)."""
         return {}
+
+    def product_count(self, where: Where = EVERY) -> int | None:
+        """How many products the rows matching ``where`` name, when known without a query
+        or a pass over the rows; else ``None``."""
+        return None
 
     def notes(self, name: str) -> list[Any]:
         """A list effect ``name`` fills with what it did (the alerts it opened, say), for
@@ -289,7 +304,12 @@ class RowChanges(ChangeSet):
         return [tuple([get(i, c) for get in getters]) for i, c in enumerate(self.rows(where))]
 
     def select(
-        self, columns: str, where: Where = EVERY, params: Sequence[Any] = ()
+        self,
+        columns: str,
+        where: Where = EVERY,
+        params: Sequence[Any] = (),
+        *,
+        ordered: bool = True,
     ) -> Iterator[tuple[str, list[Any]]]:
         rows = self.rows(where)
         if not rows:
@@ -338,12 +358,28 @@ class StagedChanges(ChangeSet):
     def one_per_product(self, where: Where = EVERY) -> bool:
         return True  # the source's contract: one row per product
 
+    def product_count(self, where: Where = EVERY) -> int | None:
+        # One row per product, each with its one ``field`` changed: the filter for that
+        # change matches every row. A write of several fields (the upsert) changes some of
+        # them per row: unknown.
+        if not self.has(where):
+            return 0
+        if len(self.fields) > 1:
+            return None
+        return self.count if _FIELD_CHANGED.get(self.field) is where else None
+
     def select(
-        self, columns: str, where: Where = EVERY, params: Sequence[Any] = ()
+        self,
+        columns: str,
+        where: Where = EVERY,
+        params: Sequence[Any] = (),
+        *,
+        ordered: bool = True,
     ) -> Iterator[tuple[str, list[Any]]]:
         if self.has(where):
+            order = " ORDER BY c.ord" if ordered else ""
             yield (
-                f"SELECT {columns} FROM ({self.source}) c WHERE {where.sql} ORDER BY c.ord",
+                f"SELECT {columns} FROM ({self.source}) c WHERE {where.sql}{order}",
                 list(params),
             )
 

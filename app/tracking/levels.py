@@ -116,8 +116,12 @@ def apply_levels(changes: ChangeSet, *, using: str) -> None:
             f"FROM {{x}} WHERE NOT EXISTS "
             f"(SELECT 1 FROM {level} o WHERE o.product_id = x.pk AND o.location_id = {typed})"
         )
-        for sql, params in changes.select(columns, STOCK_CHANGED):
-            if pg:
+        # When the change set knows how many products it names (the SQL route's), an
+        # UPDATE that found a level for each of them leaves none missing: the INSERT,
+        # another pass over the change rows, is skipped.
+        expected = changes.product_count(STOCK_CHANGED)
+        for sql, params in changes.select(columns, STOCK_CHANGED, ordered=False):
+            if pg and expected is None:
                 # One statement, the change rows read once: both parts see the levels as
                 # they were before it, and touch different rows (with/without a level).
                 cursor.execute(
@@ -128,14 +132,16 @@ def apply_levels(changes: ChangeSet, *, using: str) -> None:
                     [*params, default, default, default],
                 )
                 continue
-            # SQLite: the grouped derived table stays a table of its own, probed into the
-            # levels by product; the unary plus keeps it off the location's index.
+            # Each product's delta (a derived table of its own, probed into the levels by
+            # product; the unary plus keeps SQLite off the location's index).
             cursor.execute(
                 f"UPDATE {level} SET quantity = {level}.quantity + x.delta FROM "
-                f"({grouped.format(sql=sql)}) x "
+                f"(SELECT s.pk, SUM(s.delta) AS delta FROM ({sql}) s GROUP BY s.pk) x "
                 f"WHERE {level}.product_id = x.pk AND +{level}.location_id = {typed}",
                 [*params, default],
             )
+            if cursor.rowcount == expected:
+                continue
             cursor.execute(
                 missing.format(x=f"({grouped.format(sql=sql)}) x"),
                 [default, *params, default],

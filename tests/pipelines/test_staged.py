@@ -524,3 +524,32 @@ def test_a_deletion_audits_only_the_rows_it_deleted(products):
     assert [pk for pk, _, _ in audits] == [str(kept.pk)]
     assert events == [("product.deleted", f"product:{kept.pk}")]
     assert seen["set-based"] == seen["per-object"]
+
+
+@pytest.mark.parametrize("folded", [True, False], ids=["folded", "alone"])
+def test_a_stock_step_inserts_default_levels_only_when_some_are_missing(folded):
+    """The levels effect skips its second pass over the change rows (the INSERT of missing
+    default levels) when its UPDATE found a level for every product the SQL route names,
+    and still creates the missing ones (a product created without stock has none)."""
+    from app.models import StockLevel
+
+    for i in range(3):
+        Product.objects.create(sku=f"LV-{i}", name=f"L {i}", price=Decimal("1.00"), stock=5)
+    Product.objects.create(sku="LV-E", name="empty", price=Decimal("1.00"), stock=0)
+    assert not StockLevel.objects.filter(product__sku="LV-E").exists()
+
+    def inserts(skus: list[str]) -> int:
+        steps = [{"op": "adjust_stock", "deltas": dict.fromkeys(skus, 2)}]
+        if folded:
+            steps.insert(0, {"op": "set_prices", "prices": dict.fromkeys(skus, "2.00")})
+        with CaptureQueriesContext(connection) as queries:
+            result = process_pipeline({"steps": steps})
+        assert result["status"] == "succeeded", result
+        assert sum(STAGE in q["sql"] or FOLD in q["sql"] for q in queries.captured_queries)
+        return sum('INSERT INTO "app_stocklevel"' in q["sql"] for q in queries.captured_queries)
+
+    assert inserts(["LV-0", "LV-1", "LV-2"]) == 0
+    assert inserts(["LV-0", "LV-E", "LV-2"]) == 1
+    levels = dict(StockLevel.objects.values_list("product__sku", "quantity"))
+    assert levels == {"LV-0": 9, "LV-1": 7, "LV-2": 9, "LV-E": 2}
+    assert levels == dict(Product.objects.values_list("sku", "stock"))

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
-
 from .. import located, staged
-from ..base import Delta, SkuRef, StepSpec, stock_adjustment_error
+from ..base import DeltaMap, SkuRef, StepSpec, stock_adjustment_error
 from ..folded import MapWrite
 from ..registry import register
 from ..writer import chunked
@@ -19,7 +17,7 @@ class AdjustStock(StepSpec):
     ``location`` (a location code) the deltas apply there (default: the default location)."""
 
     op: Literal["adjust_stock"]
-    deltas: dict[SkuRef, Delta] = Field(min_length=1)
+    deltas: DeltaMap
     location: SkuRef | None = None
 
     def size(self, using: str) -> int:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
-
 from .. import staged
-from ..base import Price, SkuRef, StepSpec
+from ..base import PriceMap, StepSpec
 from ..folded import MapWrite
 from ..registry import register
 from ..writer import chunked
@@ -18,7 +16,7 @@ class SetPrices(StepSpec):
     """Set the price of each listed SKU; an unknown SKU fails the run."""
 
     op: Literal["set_prices"]
-    prices: dict[SkuRef, Price] = Field(min_length=1)
+    prices: PriceMap
 
     def size(self, using: str) -> int:
         return len(self.prices)

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
-
 from .. import located, staged
-from ..base import SkuRef, StepSpec, Stock
+from ..base import SkuRef, StepSpec, StockMap
 from ..folded import MapWrite
 from ..registry import register
 from ..writer import chunked
@@ -20,7 +18,7 @@ class SetStock(StepSpec):
     (a location code), set the quantity there; the total moves by the difference."""
 
     op: Literal["set_stock"]
-    stock: dict[SkuRef, Stock] = Field(min_length=1)
+    stock: StockMap
     location: SkuRef | None = None
 
     def size(self, using: str) -> int:
