@@ -12,7 +12,7 @@ import csv
 import io
 import itertools
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -87,6 +87,13 @@ _COUNT_COLUMN = re.compile(rf"(?:(?:{_COUNT_TEXT.pattern})?\n)*")
 FAST_BATCH = 1000
 
 
+def _column_matches(pattern: re.Pattern[str], cells: Sequence[str]) -> bool:
+    """Whether ``pattern`` matches the cells joined by line breaks, each ended by one: a
+    cell holding a line break itself ("A\nB") would read as two cells, so it fails here."""
+    text = "\n".join(cells) + "\n"
+    return text.count("\n") == len(cells) and pattern.fullmatch(text) is not None
+
+
 def _fast_batch(
     at: tuple[int, int, int, int, int], rows: list[list[str]]
 ) -> list[RowValues] | None:
@@ -96,7 +103,7 @@ def _fast_batch(
     them one by one. Accepts no row ``_fast_values`` refuses, and gives the same values."""
     columns = list(zip(*rows, strict=True))
     skus, names, prices = columns[at[0]], columns[at[1]], columns[at[2]]
-    if not _SKU_COLUMN.fullmatch("\n".join(skus) + "\n"):
+    if not _column_matches(_SKU_COLUMN, skus):
         return None
     if (
         max(map(len, names)) > NAME_MAX_LENGTH
@@ -104,7 +111,7 @@ def _fast_batch(
         or _FORBIDDEN_IN_TEXT.search("".join(names))
     ):
         return None
-    if not _PRICE_COLUMN.fullmatch("\n".join(prices) + "\n"):
+    if not _column_matches(_PRICE_COLUMN, prices):
         return None
     counts: list[Any] = []
     for position in at[3:]:
@@ -112,7 +119,7 @@ def _fast_batch(
             counts.append([None] * len(rows))
             continue
         cells = columns[position]
-        if not _COUNT_COLUMN.fullmatch("\n".join(cells) + "\n"):
+        if not _column_matches(_COUNT_COLUMN, cells):
             return None  # a blank cell of spaces, a sign...: row by row
         found = [int(cell) if cell else None for cell in cells]
         if max((n for n in found if n is not None), default=0) > MAX_STOCK:

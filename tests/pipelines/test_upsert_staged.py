@@ -299,6 +299,17 @@ def test_batch_check_agrees_with_the_row_check(rows, at):
     ]
 
 
+@pytest.mark.parametrize("column", [0, 2, 3, 4])
+def test_batch_check_takes_no_cell_holding_a_line_break(column):
+    """The batch check joins each column's cells with line breaks: a cell with one inside
+    ("A\nB", "1\n2") must not pass as two good cells."""
+    rows = [["A-1", "Box", "1.5", "7", "2"], ["A-2", "Two", "2", "3", "4"]]
+    rows[1][column] = {0: "A\nB", 2: "1\n2", 3: "1\n2", 4: "3\n4"}[column]
+    at = (0, 1, 2, 3, 4)
+    assert _fast_values(at, rows[1]) is None
+    assert _fast_batch(at, rows) is None
+
+
 def test_batched_rows_pass_and_fail_as_one_by_one(monkeypatch):
     """Rows read ahead and checked in batches give the rows, rejections and first error
     of a check row by row (``FAST_BATCH`` 1), in the same order: a bad cell in a batch
