@@ -7,11 +7,11 @@ is what makes large pipelines fast. Outside a batch a change set is handled at o
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
 
 from ..core.context import current_change_context
@@ -30,6 +30,11 @@ class ChangeBatch:
         self.pending: list[tuple[int | None, list[Change]] | ChangeSet] = []
         self.done: list[ChangeSet] = []
         self.extra_rows: dict[type[models.Model], list[models.Model]] = {}
+        # What ``flush_early`` ran inside the transaction: (marker, the pending items and
+        # extra rows it wrote, the change sets it added to ``done``). The marker is
+        # registered with ``on_commit``; a rollback to a savepoint that undid those
+        # writes drops it, and the next flush runs them again.
+        self.early: list[tuple[Callable[[], None], list, dict, list[ChangeSet]]] = []
 
     def add_rows(self, rows: Sequence[Change]) -> None:
         pending = self.pending
@@ -43,6 +48,7 @@ class ChangeBatch:
         self.pending.append(changes)
 
     def flush(self) -> None:
+        self._undone_again()
         for model, rows in self.extra_rows.items():
             model._default_manager.using(self.using).bulk_create(rows, batch_size=CHUNK)
         self.extra_rows = {}
@@ -53,6 +59,54 @@ class ChangeBatch:
                 item = RowChanges(rows, using=self.using, now=self.now, location_id=location)
             effects.run(item)
             self.done.append(item)
+
+    def flush_early(self) -> None:
+        """``flush`` before the block ends (a delete is coming), remembering what it wrote:
+        inside a savepoint the caller may roll back, which must not lose the effects of
+        changes made before it."""
+        connection = transaction.get_connection(self.using)
+        if not connection.in_atomic_block:
+            self.flush()
+            return
+        pending, extra = list(self.pending), {m: list(r) for m, r in self.extra_rows.items()}
+        start = len(self.done)
+        self.flush()
+
+        def marker() -> None:
+            pass
+
+        transaction.on_commit(marker, using=self.using)
+        self.early.append((marker, pending, extra, self.done[start:]))
+
+    def _undone_again(self) -> None:
+        """Put back in front of ``pending`` what ``flush_early`` wrote in a savepoint that
+        has since been rolled back (its marker is no longer registered)."""
+        if not self.early:
+            return
+        registered = {
+            id(entry[1]) for entry in transaction.get_connection(self.using).run_on_commit
+        }
+        again: list = []
+        extra: dict[type[models.Model], list[models.Model]] = {}
+        kept = []
+        for marker, pending, rows, done in self.early:
+            if id(marker) in registered:
+                kept.append((marker, pending, rows, done))
+                continue
+            again.extend(pending)
+            for model, objs in rows.items():
+                extra.setdefault(model, []).extend(objs)
+            undone = {id(item) for item in done}
+            self.done = [item for item in self.done if id(item) not in undone]
+            for item in pending:
+                if isinstance(item, ChangeSet):
+                    item.__dict__.pop("_notes", None)  # notes of effects rolled back
+        self.early = kept
+        if again:
+            self.pending = again + self.pending
+            for model, objs in self.extra_rows.items():
+                extra.setdefault(model, []).extend(objs)
+            self.extra_rows = extra
 
 
 _batch: ContextVar[ChangeBatch | None] = ContextVar("stockpipe_change_batch", default=None)
@@ -87,7 +141,7 @@ def flush_open() -> None:
     """
     batch = _batch.get()
     if batch is not None:
-        batch.flush()
+        batch.flush_early()
 
 
 def record(rows: Sequence[Change], *, using: str) -> None:

@@ -79,3 +79,45 @@ def test_change_then_delete_in_one_batch_is_the_same_as_without(how):
     assert plain["alerts"] == [("G-1", True, False)]  # opened, then closed by the delete
     assert ("G-1", True, 20) in plain["ledger"]
     assert run(how, batched=True) == plain
+
+
+class Abort(Exception):
+    pass
+
+
+def change_then_delete_rolled_back() -> None:
+    keep = Product.objects.create(sku="K-1", name="Kept", price=Decimal("3.00"), stock=9)
+    Product.objects.create(sku="G-1", name="Gone", price=Decimal("5.00"), stock=20)
+    keep.price = Decimal("4.00")
+    keep.stock = 1  # under the default threshold: opens an alert
+    keep.save()
+    try:
+        with transaction.atomic():
+            Product.objects.filter(sku="G-1").delete()
+            raise Abort
+    except Abort:
+        pass
+
+
+def test_delete_rolled_back_to_a_savepoint_loses_no_earlier_change():
+    """A delete runs the batch's earlier changes' effects inside the caller's savepoint:
+    when that savepoint rolls back (the delete with it), those changes' history, ledger,
+    levels and alerts must still be written, as without a batch."""
+
+    def once(batched: bool) -> dict[str, list]:
+        with transaction.atomic():
+            if batched:
+                with collecting_changes():
+                    change_then_delete_rolled_back()
+            else:
+                change_then_delete_rolled_back()
+        state = snapshot()
+        Product.objects.all().delete()
+        for model in (PriceHistory, StockMovement, StockAlert, DeletionAudit):
+            model.objects.all().delete()
+        return state
+
+    plain = once(batched=False)
+    assert plain["history"] == [("K-1", False, Decimal("3.00"), Decimal("4.00"))]
+    assert ("G-1", 20) in plain["levels"] and plain["audit"] == []
+    assert once(batched=True) == plain
