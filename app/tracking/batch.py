@@ -32,8 +32,9 @@ class ChangeBatch:
         self.extra_rows: dict[type[models.Model], list[models.Model]] = {}
         # What ``flush_early`` ran inside the transaction: (marker, the pending items and
         # extra rows it wrote, the change sets it added to ``done``). The marker is
-        # registered with ``on_commit``; a rollback to a savepoint that undid those
-        # writes drops it, and the next flush runs them again.
+        # registered with ``on_commit``: a commit runs it (the entry is dropped, written
+        # for good); a rollback (to a savepoint) that undid those writes drops it unrun,
+        # and the next flush runs them again.
         self.early: list[tuple[Callable[[], None], list, dict, list[ChangeSet]]] = []
 
     def add_rows(self, rows: Sequence[Change]) -> None:
@@ -73,9 +74,9 @@ class ChangeBatch:
         self.flush()
 
         def marker() -> None:
-            pass
+            self.early = [entry for entry in self.early if entry[0] is not marker]
 
-        transaction.on_commit(marker, using=self.using)
+        transaction.on_commit(marker, using=self.using)  # run at commit: kept for good
         self.early.append((marker, pending, extra, self.done[start:]))
 
     def _undone_again(self) -> None:

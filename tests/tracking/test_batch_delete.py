@@ -121,3 +121,15 @@ def test_delete_rolled_back_to_a_savepoint_loses_no_earlier_change():
     assert plain["history"] == [("K-1", False, Decimal("3.00"), Decimal("4.00"))]
     assert ("G-1", 20) in plain["levels"] and plain["audit"] == []
     assert once(batched=True) == plain
+
+
+def test_delete_in_a_transaction_committed_inside_the_batch_runs_effects_once():
+    """A batch around a whole transaction: what the delete ran early was committed with
+    it, and the batch's end does not run it again."""
+    with collecting_changes(), transaction.atomic():
+        change_then_delete("queryset")
+    batched = snapshot()
+    Product.objects.all().delete()
+    for model in (PriceHistory, StockMovement, StockAlert, DeletionAudit):
+        model.objects.all().delete()
+    assert batched == run("queryset", batched=False)
