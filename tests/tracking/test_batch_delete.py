@@ -133,3 +133,27 @@ def test_delete_in_a_transaction_committed_inside_the_batch_runs_effects_once():
     for model in (PriceHistory, StockMovement, StockAlert, DeletionAudit):
         model.objects.all().delete()
     assert batched == run("queryset", batched=False)
+
+
+def test_deleting_many_products_in_a_batch_marks_one_early_flush():
+    """Django's ``delete()`` sends ``pre_delete`` per product while another receiver
+    listens: only the first, with changes pending, flushes (and registers its marker)."""
+    from django.db import connection
+    from django.db.models.signals import pre_delete
+
+    def watching(sender, instance, **kwargs) -> None:
+        pass
+
+    pre_delete.connect(watching, sender=Product, dispatch_uid="test.watching")
+    try:
+        with transaction.atomic(), collecting_changes() as batch:
+            Product.objects.bulk_create(
+                Product(sku=f"M-{i}", name="M", price=Decimal("1.00"), stock=3) for i in range(20)
+            )
+            before = len(connection.run_on_commit)
+            Product.objects.filter(sku__startswith="M-").delete()
+            assert len(batch.early) == 1
+            assert len(connection.run_on_commit) - before <= 2
+    finally:
+        pre_delete.disconnect(sender=Product, dispatch_uid="test.watching")
+    assert not Product.objects.exists()
