@@ -65,6 +65,7 @@ class ChangeBatch:
         """``flush`` before the block ends (a delete is coming), remembering what it wrote:
         inside a savepoint the caller may roll back, which must not lose the effects of
         changes made before it."""
+        self._undone_again()  # what an earlier savepoint rolled back: remembered again
         if not self.pending and not self.extra_rows:
             return  # nothing to write (a delete of many products: once per product)
         connection = transaction.get_connection(self.using)

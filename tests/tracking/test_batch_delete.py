@@ -85,32 +85,35 @@ class Abort(Exception):
     pass
 
 
-def change_then_delete_rolled_back() -> None:
+def change_then_delete_rolled_back(times: int = 1) -> None:
     keep = Product.objects.create(sku="K-1", name="Kept", price=Decimal("3.00"), stock=9)
     Product.objects.create(sku="G-1", name="Gone", price=Decimal("5.00"), stock=20)
     keep.price = Decimal("4.00")
     keep.stock = 1  # under the default threshold: opens an alert
     keep.save()
-    try:
-        with transaction.atomic():
-            Product.objects.filter(sku="G-1").delete()
-            raise Abort
-    except Abort:
-        pass
+    for _ in range(times):
+        try:
+            with transaction.atomic():
+                Product.objects.filter(sku="G-1").delete()
+                raise Abort
+        except Abort:
+            pass
 
 
-def test_delete_rolled_back_to_a_savepoint_loses_no_earlier_change():
+@pytest.mark.parametrize("times", [1, 2])
+def test_delete_rolled_back_to_a_savepoint_loses_no_earlier_change(times):
     """A delete runs the batch's earlier changes' effects inside the caller's savepoint:
     when that savepoint rolls back (the delete with it), those changes' history, ledger,
-    levels and alerts must still be written, as without a batch."""
+    levels and alerts must still be written, as without a batch (also when a second
+    delete, rolled back too, ran them again)."""
 
     def once(batched: bool) -> dict[str, list]:
         with transaction.atomic():
             if batched:
                 with collecting_changes():
-                    change_then_delete_rolled_back()
+                    change_then_delete_rolled_back(times)
             else:
-                change_then_delete_rolled_back()
+                change_then_delete_rolled_back(times)
         state = snapshot()
         Product.objects.all().delete()
         for model in (PriceHistory, StockMovement, StockAlert, DeletionAudit):
