@@ -299,17 +299,6 @@ def test_batch_check_agrees_with_the_row_check(rows, at):
     ]
 
 
-@pytest.mark.parametrize("column", [0, 2, 3, 4])
-def test_batch_check_takes_no_cell_holding_a_line_break(column):
-    """The batch check joins each column's cells with line breaks: a cell with one inside
-    ("A\nB", "1\n2") must not pass as two good cells."""
-    rows = [["A-1", "Box", "1.5", "7", "2"], ["A-2", "Two", "2", "3", "4"]]
-    rows[1][column] = {0: "A\nB", 2: "1\n2", 3: "1\n2", 4: "3\n4"}[column]
-    at = (0, 1, 2, 3, 4)
-    assert _fast_values(at, rows[1]) is None
-    assert _fast_batch(at, rows) is None
-
-
 def test_batched_rows_pass_and_fail_as_one_by_one(monkeypatch):
     """Rows read ahead and checked in batches give the rows, rejections and first error
     of a check row by row (``FAST_BATCH`` 1), in the same order: a bad cell in a batch
@@ -348,6 +337,78 @@ def test_batched_rows_pass_and_fail_as_one_by_one(monkeypatch):
     assert [r.split(",")[0] for r in rejected] == ["row 9", "row 21", "row 31"]
     assert read(malformed, 1000, skip=False)[2].startswith("line 9, column price")
     assert "field larger than field limit" in read(malformed, 1000, skip=True)[2]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '"A\nB",Box,1.00,1',  # a SKU holding a line break (the model refuses it)
+        'A-1,Box,"1\n2",1',  # a price holding one
+        'A-1,Box,1.00,"1\n2"',  # a count holding one
+        'A-1,Box,1.00,"\n"',  # a count of a line break alone
+    ],
+)
+def test_batch_check_takes_no_cell_holding_a_line_break(monkeypatch, line):
+    """A quoted cell may hold a line break: the batch check, which joins a column's cells
+    by line breaks, must not read it as two cells of the common form (a SKU with a line
+    break accepted, a price or count failing with an unlocated error)."""
+    text = "sku,name,price,stock\nA-0,Zero,1.00,2\n" + line + "\n"
+
+    def read(as_values: bool):
+        rejected: list[str] = []
+        found = [
+            (line, row if as_values else row.values())
+            for line, row in iter_csv_rows(
+                io.StringIO(text), skip=rejected.append, as_values=as_values
+            )
+        ]
+        return found, [str(r) for r in rejected]
+
+    model = read(as_values=False)
+    for batch in (1, 1000):
+        monkeypatch.setattr(rows_module, "FAST_BATCH", batch)
+        assert read(as_values=True) == model
+
+
+_ODD = st.one_of(
+    cell,
+    sku,
+    st.text(alphabet='AZ09.-\n\r" ,\ufeff\u0663', max_size=5),
+    st.sampled_from(["A\nB", "1\n2", "\n", "7\n", "\r\n", '"', "\ufeffA", "1.0\n0"]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(st.integers(0, 4), _ODD).map(
+            lambda odd: [
+                odd[1] if i == odd[0] else v for i, v in enumerate(["A-1", "Box", "1.00", "7", ""])
+            ]
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_batched_csv_values_equal_the_model_rows(rows):
+    """Whole CSV texts (quoted cells with line breaks, quotes, commas, BOMs, unicode
+    digits): the rows and rejections of the batch check are the model's."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["sku", "name", "price", "stock", "low_stock_threshold"])
+    writer.writerows(rows)
+
+    def read(as_values: bool):
+        rejected: list[str] = []
+        found = [
+            (line, row if as_values else row.values())
+            for line, row in iter_csv_rows(
+                io.StringIO(buffer.getvalue()), skip=rejected.append, as_values=as_values
+            )
+        ]
+        return found, [str(r) for r in rejected]
+
+    assert read(as_values=True) == read(as_values=False)
 
 
 def test_csv_values_equal_model_rows_in_any_column_order():
