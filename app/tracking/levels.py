@@ -105,10 +105,14 @@ def apply_levels(changes: ChangeSet, *, using: str) -> None:
             + ("" if pg else ", MAX(s.ord) AS last_ord")
             + " FROM ({sql}) s GROUP BY s.pk"
         )
+        # Each product's delta, for the UPDATE (no ordered aggregate: the last stock is for
+        # the INSERT of missing levels).
+        deltas = "SELECT s.pk, SUM(s.delta) AS delta FROM ({sql}) s GROUP BY s.pk"
         if changes.one_per_product(STOCK_CHANGED):
             # Nothing to group (each product changed once): the rows as they are, kept a
             # table of their own on SQLite (``LIMIT -1``: not flattened into the join).
             grouped = "SELECT s.pk, s.delta, s.stock FROM ({sql}) s" + ("" if pg else " LIMIT -1")
+            deltas = "SELECT s.pk, s.delta FROM ({sql}) s" + ("" if pg else " LIMIT -1")
         missing = (
             f"INSERT INTO {level} (product_id, location_id, quantity) "
             f"SELECT x.pk, {typed}, x.stock - COALESCE((SELECT SUM(o.quantity) "
@@ -136,7 +140,7 @@ def apply_levels(changes: ChangeSet, *, using: str) -> None:
             # product; the unary plus keeps SQLite off the location's index).
             cursor.execute(
                 f"UPDATE {level} SET quantity = {level}.quantity + x.delta FROM "
-                f"(SELECT s.pk, SUM(s.delta) AS delta FROM ({sql}) s GROUP BY s.pk) x "
+                f"({deltas.format(sql=sql)}) x "
                 f"WHERE {level}.product_id = x.pk AND +{level}.location_id = {typed}",
                 [*params, default],
             )
