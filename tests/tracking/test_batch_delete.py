@@ -9,6 +9,7 @@ Transactional: the foreign keys are checked when the block commits.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
@@ -58,13 +59,8 @@ def change_then_delete(how: str) -> None:
         Product.objects.filter(sku="G-1").delete()
 
 
-def run(how: str, batched: bool) -> dict[str, list]:
-    with transaction.atomic():
-        if batched:
-            with collecting_changes():
-                change_then_delete(how)
-        else:
-            change_then_delete(how)
+def taken() -> dict[str, list]:
+    """``snapshot()``, then the tables cleared for the next run."""
     state = snapshot()
     Product.objects.all().delete()
     for model in (PriceHistory, StockMovement, StockAlert, DeletionAudit):
@@ -72,13 +68,24 @@ def run(how: str, batched: bool) -> dict[str, list]:
     return state
 
 
+def run(writes: Callable[[], None], batched: bool) -> dict[str, list]:
+    """The tables ``writes`` leaves (in one transaction, in a batch or not), then cleared."""
+    with transaction.atomic():
+        if batched:
+            with collecting_changes():
+                writes()
+        else:
+            writes()
+    return taken()
+
+
 @pytest.mark.parametrize("how", ["model", "queryset"])
 def test_change_then_delete_in_one_batch_is_the_same_as_without(how):
-    plain = run(how, batched=False)
+    plain = run(lambda: change_then_delete(how), batched=False)
     assert plain["history"] == [("G-1", True, Decimal("5.00"), Decimal("4.50"))]
     assert plain["alerts"] == [("G-1", True, False)]  # opened, then closed by the delete
     assert ("G-1", True, 20) in plain["ledger"]
-    assert run(how, batched=True) == plain
+    assert run(lambda: change_then_delete(how), batched=True) == plain
 
 
 class Abort(Exception):
@@ -108,17 +115,7 @@ def test_delete_rolled_back_to_a_savepoint_loses_no_earlier_change(times):
     delete, rolled back too, ran them again)."""
 
     def once(batched: bool) -> dict[str, list]:
-        with transaction.atomic():
-            if batched:
-                with collecting_changes():
-                    change_then_delete_rolled_back(times)
-            else:
-                change_then_delete_rolled_back(times)
-        state = snapshot()
-        Product.objects.all().delete()
-        for model in (PriceHistory, StockMovement, StockAlert, DeletionAudit):
-            model.objects.all().delete()
-        return state
+        return run(lambda: change_then_delete_rolled_back(times), batched)
 
     plain = once(batched=False)
     assert plain["history"] == [("K-1", False, Decimal("3.00"), Decimal("4.00"))]
@@ -131,11 +128,8 @@ def test_delete_in_a_transaction_committed_inside_the_batch_runs_effects_once():
     it, and the batch's end does not run it again."""
     with collecting_changes(), transaction.atomic():
         change_then_delete("queryset")
-    batched = snapshot()
-    Product.objects.all().delete()
-    for model in (PriceHistory, StockMovement, StockAlert, DeletionAudit):
-        model.objects.all().delete()
-    assert batched == run("queryset", batched=False)
+    batched = taken()
+    assert batched == run(lambda: change_then_delete("queryset"), batched=False)
 
 
 def test_deleting_many_products_in_a_batch_marks_one_early_flush():
