@@ -343,7 +343,11 @@ class StockLevel(models.Model):
     in the transaction of every stock change by the ``levels`` effect
     (``app.tracking.levels``); transfers move quantity between two levels."""
 
-    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="stock_levels")
+    # No index of its own: ``one_level_per_location`` (product, location) serves every
+    # lookup by product, and a second index only costs each level insert.
+    product = models.ForeignKey(
+        Product, on_delete=models.CASCADE, related_name="stock_levels", db_index=False
+    )
     location = models.ForeignKey(Location, on_delete=models.PROTECT, related_name="stock_levels")
     quantity = models.IntegerField(default=0)
     # Units held by active reservations naming this location (see Product.reserved).
@@ -429,8 +433,14 @@ class Reservation(ChangeSource):
         RELEASED = "released"
         EXPIRED = "expired"
 
+    # No index of its own: ``reservation_product_status`` (product, status) serves it.
     product = models.ForeignKey(
-        Product, null=True, blank=True, on_delete=models.SET_NULL, related_name="reservations"
+        Product,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="reservations",
+        db_index=False,
     )
     sku = models.CharField(max_length=64, db_index=True)
     location = models.ForeignKey(
