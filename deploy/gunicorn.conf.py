@@ -6,6 +6,9 @@ responses; never bind this to a public address.
 
 import multiprocessing
 import os
+from datetime import timedelta
+
+from gunicorn import glogging
 
 wsgi_app = "stockpipe.wsgi:application"
 # The master loads the application (Django, the URLconf, every API schema: stockpipe/wsgi.py)
@@ -31,3 +34,20 @@ accesslog = "-"
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}i)s'
+
+
+class SlowRequestLogger(glogging.Logger):
+    """gunicorn's access line only for a request that held its worker SLOW_REQUEST or more.
+
+    nginx logs every request already (deploy/nginx.conf.template: status, its time and the
+    upstream's, rid=): a second line per request from gunicorn repeated it, at about 5 % of
+    a worker's CPU on a busy API. What only gunicorn can tell is when a slow request let go
+    of its worker (before nginx has delivered a buffered response to a slow client)."""
+
+    def access(self, resp, req, environ, request_time):
+        if request_time >= SLOW_REQUEST:
+            super().access(resp, req, environ, request_time)
+
+
+SLOW_REQUEST = timedelta(seconds=1)
+logger_class = SlowRequestLogger

@@ -166,6 +166,18 @@ def django_db_setup(django_db_setup, django_db_blocker, request):
         _end_pooled_server_connections(connection.settings_dict["NAME"])
 
 
+@pytest.fixture(autouse=True)
+def _no_scheduled_sweeps():
+    """A process remembers the reservation sweeps whose task it committed, to enqueue no
+    other for the same second (app.services.reservations); a test's rollback or flush
+    removes those rows, which production never does before they run."""
+    from app.services.reservations import forget_scheduled_sweeps
+
+    forget_scheduled_sweeps()
+    yield
+    forget_scheduled_sweeps()
+
+
 @pytest.fixture
 def smtp_server(settings):
     """A live SMTP server on 127.0.0.1 that Django's SMTP backend talks to."""

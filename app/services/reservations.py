@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, OuterRef, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
+from django.db.models.signals import post_save, pre_save
 from django.utils import timezone
 from django_tasks_db import DatabaseBackend
 
@@ -60,6 +61,15 @@ _RETURNED = tuple(
     f.attname
     for f in Product._meta.concrete_fields
     if f.attname in {"id", "sku", "name", "stock", "reserved", "low_stock_threshold"}
+)
+
+# A new reservation's INSERT (``_insert``): every concrete field but the primary key.
+_INSERTED = tuple(f for f in Reservation._meta.concrete_fields if not f.primary_key)
+_INSERT_SQL = "INSERT INTO {} ({}) VALUES ({}) RETURNING {}".format(
+    connection.ops.quote_name(Reservation._meta.db_table),
+    ", ".join(connection.ops.quote_name(f.column) for f in _INSERTED),
+    ", ".join(["%s"] * len(_INSERTED)),
+    connection.ops.quote_name(Reservation._meta.pk.column),
 )
 
 
@@ -117,7 +127,7 @@ def reserve(
         with transaction.atomic():
             product, free = _take(sku, place, quantity, now)
             if product is not None:
-                reservation = Reservation.objects.create(
+                reservation = Reservation(
                     product=product,
                     sku=product.sku,
                     location=place,
@@ -129,12 +139,13 @@ def reserve(
                     changed_by_id=changed_by,
                     source=ctx.source,
                 )
+                _insert(reservation)
                 _alert_after_hold(product, place, now)
                 reservations_changed.send(
                     Reservation, action="created", reservations=[reservation], using="default"
                 )
                 product_cache.invalidate([product.sku])
-                _schedule_expiry(expires_at)
+                _schedule_expiry(expires_at, now)
                 return ReservationResult(reservation, False)
     except IntegrityError:
         # The same idempotency key committed first (its unique index): this transaction,
@@ -382,6 +393,24 @@ def _hold(sku: str, place: Location | None, quantity: int) -> Product | None:
     return None
 
 
+def _insert(reservation: Reservation) -> None:
+    """``save()`` of a new reservation, as Django does it (``pre_save``, the ``INSERT``, the
+    primary key, ``post_save`` with ``created``), without the query compiler: one statement
+    built once, the values prepared by their fields as the compiler would. The insert is a
+    fifth of a hold's CPU through the ORM."""
+    using = "default"
+    pre_save.send(Reservation, instance=reservation, raw=False, using=using, update_fields=None)
+    values = [f.get_db_prep_save(f.pre_save(reservation, True), connection) for f in _INSERTED]
+    with connection.cursor() as cursor:
+        cursor.execute(_INSERT_SQL, values)
+        reservation.pk = cursor.fetchone()[0]
+    reservation._state.adding = False
+    reservation._state.db = using
+    post_save.send(
+        Reservation, instance=reservation, created=True, update_fields=None, raw=False, using=using
+    )
+
+
 def _counter(model, **where) -> int:
     return model.objects.filter(**where).values_list("reserved", flat=True).first() or 0
 
@@ -529,21 +558,54 @@ def _ended(product: Product, action: str, reservations: list[Reservation]) -> No
     product_cache.invalidate([product.sku])
 
 
-def _schedule_expiry(expires_at: datetime) -> None:
+# A hold's sweep runs at its ``expires_at`` rounded up to the whole second: one sweep serves
+# every hold due in that second, so a process that has committed the task of a second's
+# sweep enqueues no other for it (``_scheduled``). Only for a sweep at least ``_SPARE_AHEAD``
+# away: a hold closer to due always commits its own task, so a transaction that outlasts
+# the gap between its hold and the sweep cannot commit a hold after the sweep has run.
+_SPARE_AHEAD = timedelta(seconds=60)
+_scheduled: datetime | None = None  # the latest sweep this process committed a task for
+
+
+def _schedule_expiry(expires_at: datetime, now: datetime) -> None:
     """Ask a worker to sweep when the hold falls due (backends that can defer a task;
-    ``manage.py expire_reservations`` from cron is the safety net either way). Called in the
-    hold's transaction: the database backend's task row is written in it (the hold and its
-    expiry commit together, one commit instead of two); any other backend is asked once the
-    hold has committed, so no worker sweeps for a hold that rolled back."""
+    ``manage.py expire_reservations`` from cron is the safety net either way), unless this
+    process already committed a task for the same sweep. Called in the hold's transaction:
+    the database backend's task row is written in it (the hold and its expiry commit
+    together); any other backend is asked once the hold has committed, so no worker sweeps
+    for a hold that rolled back. The sweep counts as scheduled only once its task is
+    committed (or handed over), so a rolled-back hold spares no later one its task."""
+    due = expires_at.replace(microsecond=0)
+    if due < expires_at:
+        due += timedelta(seconds=1)
+    if due == _scheduled and due - now >= _SPARE_AHEAD:
+        return
     task = jobs.task("expire_reservations")
     backend = task.get_backend()
     if not backend.supports_defer:
         return
-    deferred = task.using(run_after=expires_at)
+    deferred = task.using(run_after=due)
     if isinstance(backend, DatabaseBackend) and transaction.get_connection().in_atomic_block:
         deferred.enqueue()
+        transaction.on_commit(lambda: _mark_scheduled(due))
         return
-    transaction.on_commit(deferred.enqueue, robust=True)
+
+    def enqueue() -> None:
+        deferred.enqueue()
+        _mark_scheduled(due)
+
+    transaction.on_commit(enqueue, robust=True)
+
+
+def _mark_scheduled(due: datetime) -> None:
+    global _scheduled
+    _scheduled = due
+
+
+def forget_scheduled_sweeps() -> None:
+    """This process's memory of committed sweep tasks goes: for tests, whose teardown
+    removes committed task rows that production never removes before they have run."""
+    _mark_scheduled(None)
 
 
 def _replay(

@@ -41,7 +41,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "csp.middleware.CSPMiddleware",
+    # django-csp's, with the site's policy built once.
+    "app.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # 413 for bodies over DATA_UPLOAD_MAX_MEMORY_SIZE, 400 for NUL/control characters in the
     # path or query and JSON nested deeper than app.core.inputs.MAX_JSON_DEPTH.

@@ -1,0 +1,109 @@
+"""Issue 14: a hold's expiry is a deferred sweep at its ``expires_at`` rounded up to the
+second. A process enqueues one sweep per second of due time (not one per hold), only once
+that sweep's task has committed; the sweep still expires every hold it serves; a hold's
+save sends Django's signals although its INSERT bypasses the query compiler."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.db import transaction
+from django.db.models import F
+from django.db.models.signals import post_save, pre_save
+from django.utils import timezone
+from django_tasks_db.models import DBTaskResult
+
+from app.models import Product, Reservation
+from app.services import reservations
+
+# Real commits: a sweep counts as scheduled only once its task row has committed.
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SWEEP = "app.tasks.expire_reservations"
+
+
+@pytest.fixture
+def product(db):
+    return Product.objects.create(sku="HOT-1", name="Hot", price="1.00", stock=10)
+
+
+def sweeps() -> list:
+    """The run times of the pending expiry sweeps."""
+    pending = DBTaskResult.objects.filter(task_path=SWEEP, status="READY").order_by("run_after")
+    return list(pending.values_list("run_after", flat=True))
+
+
+def hold(product, quantity, expires_at):
+    return reservations.reserve(product, quantity, user=None, expires_at=expires_at).reservation
+
+
+def a_second_ahead(delta: timedelta):
+    return (timezone.now() + delta).replace(microsecond=0) + timedelta(seconds=1)
+
+
+def test_holds_due_in_one_second_share_one_sweep_and_it_expires_them(product, run_worker):
+    due = a_second_ahead(timedelta(minutes=10))
+    ms = timedelta(milliseconds=1)
+    first = hold(product, 1, due - 700 * ms)
+    second = hold(product, 2, due - 200 * ms)
+    on_the_second = hold(product, 1, due)
+    later = hold(product, 1, due + 500 * ms)
+    assert sweeps() == [due, due + 1000 * ms]
+    # Time passes: everything due 10 minutes earlier, so both sweeps are due now.
+    shift = timedelta(minutes=10, seconds=2)
+    Reservation.objects.update(expires_at=F("expires_at") - shift)
+    DBTaskResult.objects.filter(task_path=SWEEP).update(run_after=F("run_after") - shift)
+    run_worker()
+    assert sweeps() == []
+    for r in (first, second, on_the_second, later):
+        r.refresh_from_db()
+        assert r.status == "expired" and r.ended_at is not None
+    product.refresh_from_db()
+    assert (product.stock, product.reserved) == (10, 0)
+
+
+def test_a_rolled_back_hold_spares_no_later_hold_its_sweep(product):
+    due = a_second_ahead(timedelta(minutes=10))
+    with pytest.raises(RuntimeError), transaction.atomic():
+        hold(product, 1, due - timedelta(milliseconds=500))
+        # The sweep's task row is written in the hold's transaction: they commit together,
+        # so no crash can come between the hold's commit and its sweep's enqueue.
+        assert sweeps() == [due]
+        raise RuntimeError("the request fails after the hold")
+    assert sweeps() == [] and not Reservation.objects.exists()
+    kept = hold(product, 1, due - timedelta(milliseconds=300))
+    assert sweeps() == [due]
+    assert kept.expires_at <= due
+
+
+def test_a_hold_close_to_due_commits_its_own_sweep(product):
+    """A sweep less than a minute away is enqueued for every hold: a transaction that
+    outlasts the time to the sweep cannot leave its hold to a sweep that already ran."""
+    due = a_second_ahead(timedelta(seconds=30))
+    hold(product, 1, due - timedelta(milliseconds=600))
+    hold(product, 1, due - timedelta(milliseconds=100))
+    assert sweeps() == [due, due]
+
+
+def test_a_hold_sends_the_save_signals_django_sends(product):
+    seen = []
+
+    def before(sender, instance, **kwargs):
+        seen.append(("pre", instance.pk, instance._state.adding, kwargs["update_fields"]))
+
+    def after(sender, instance, created, **kwargs):
+        stored = Reservation.objects.get(pk=instance.pk)  # in the database by now
+        seen.append(("post", stored.pk, created, instance._state.adding, kwargs["using"]))
+
+    pre_save.connect(before, sender=Reservation)
+    post_save.connect(after, sender=Reservation)
+    try:
+        made = hold(product, 3, timezone.now() + timedelta(hours=1))
+    finally:
+        pre_save.disconnect(before, sender=Reservation)
+        post_save.disconnect(after, sender=Reservation)
+    assert seen == [("pre", None, True, None), ("post", made.pk, True, False, "default")]
+    stored = Reservation.objects.get(pk=made.pk)
+    for field in Reservation._meta.concrete_fields:
+        assert getattr(stored, field.attname) == getattr(made, field.attname), field.name
