@@ -107,3 +107,51 @@ def test_a_hold_sends_the_save_signals_django_sends(product):
     stored = Reservation.objects.get(pk=made.pk)
     for field in Reservation._meta.concrete_fields:
         assert getattr(stored, field.attname) == getattr(made, field.attname), field.name
+
+
+@pytest.mark.postgres
+def test_a_hold_that_waited_past_its_sweep_still_gets_one(product, run_worker, monkeypatch):
+    """A hold whose transaction waits (here on its product's row lock) until the sweep of its
+    second has run must not be left to that sweep: whether another task is needed is decided
+    when the hold is written, not when the request began. (The spare gap is shortened so the
+    wait takes seconds, not the minute and more a request may last under gunicorn's 120 s.)"""
+    import threading
+
+    from django.db import connection
+
+    monkeypatch.setattr(reservations, "_SPARE_AHEAD", timedelta(seconds=2))
+    other = Product.objects.create(sku="HOT-2", name="Hot 2", price="1.00", stock=10)
+    due = a_second_ahead(timedelta(seconds=3))
+    first = hold(product, 1, due - timedelta(milliseconds=100))
+    assert sweeps() == [due]
+
+    locked, release, made = threading.Event(), threading.Event(), []
+
+    def locker():
+        with transaction.atomic():
+            Product.objects.select_for_update().get(pk=other.pk)
+            locked.set()
+            release.wait(30)
+        connection.close()
+
+    def late_hold():
+        made.append(hold(other, 1, due - timedelta(milliseconds=50)))
+        connection.close()
+
+    threads = [threading.Thread(target=locker), threading.Thread(target=late_hold)]
+    threads[0].start()
+    assert locked.wait(10)
+    threads[1].start()
+    while timezone.now() <= due:  # the sweep's second comes while the hold waits
+        threads[1].join(0.1)
+    assert not made, "the hold should still be waiting for the row lock"
+    run_worker()  # the sweep of that second runs: the waiting hold is not committed yet
+    first.refresh_from_db()
+    assert first.status == "expired"
+    release.set()
+    for t in threads:
+        t.join(30)
+    (late,) = made
+    run_worker()  # whatever sweep the late hold left
+    late.refresh_from_db()
+    assert late.status == "expired", "a hold past due with no sweep task left to expire it"
