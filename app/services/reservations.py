@@ -145,7 +145,7 @@ def reserve(
                     Reservation, action="created", reservations=[reservation], using="default"
                 )
                 product_cache.invalidate([product.sku])
-                _schedule_expiry(expires_at, now)
+                _schedule_expiry(expires_at)
                 return ReservationResult(reservation, False)
     except IntegrityError:
         # The same idempotency key committed first (its unique index): this transaction,
@@ -561,13 +561,14 @@ def _ended(product: Product, action: str, reservations: list[Reservation]) -> No
 # A hold's sweep runs at its ``expires_at`` rounded up to the whole second: one sweep serves
 # every hold due in that second, so a process that has committed the task of a second's
 # sweep enqueues no other for it (``_scheduled``). Only for a sweep at least ``_SPARE_AHEAD``
-# away: a hold closer to due always commits its own task, so a transaction that outlasts
-# the gap between its hold and the sweep cannot commit a hold after the sweep has run.
+# away, measured when the hold is written (the last thing before its commit), not when its
+# request began: a hold that waited on its product's row lock may be written after the sweep
+# of its second has run; a hold closer to due always commits its own task.
 _SPARE_AHEAD = timedelta(seconds=60)
 _scheduled: datetime | None = None  # the latest sweep this process committed a task for
 
 
-def _schedule_expiry(expires_at: datetime, now: datetime) -> None:
+def _schedule_expiry(expires_at: datetime) -> None:
     """Ask a worker to sweep when the hold falls due (backends that can defer a task;
     ``manage.py expire_reservations`` from cron is the safety net either way), unless this
     process already committed a task for the same sweep. Called in the hold's transaction:
@@ -578,7 +579,7 @@ def _schedule_expiry(expires_at: datetime, now: datetime) -> None:
     due = expires_at.replace(microsecond=0)
     if due < expires_at:
         due += timedelta(seconds=1)
-    if due == _scheduled and due - now >= _SPARE_AHEAD:
+    if due == _scheduled and due - timezone.now() >= _SPARE_AHEAD:
         return
     task = jobs.task("expire_reservations")
     backend = task.get_backend()
