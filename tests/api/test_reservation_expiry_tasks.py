@@ -155,3 +155,36 @@ def test_a_hold_that_waited_past_its_sweep_still_gets_one(product, run_worker, m
     run_worker()  # whatever sweep the late hold left
     late.refresh_from_db()
     assert late.status == "expired", "a hold past due with no sweep task left to expire it"
+
+
+def test_holds_sharing_a_sweep_still_expire_when_that_sweep_fails_once(product, run_worker):
+    """Each hold used to have a task of its own, so a sweep that failed (a deadlock, a lost
+    connection) was followed by the next hold's. A shared sweep that fails must leave a
+    task that sweeps again, not only the minute's cron."""
+    from app.signals import reservations_changed
+
+    due = a_second_ahead(timedelta(minutes=10))
+    first = hold(product, 1, due - timedelta(milliseconds=700))
+    second = hold(product, 2, due - timedelta(milliseconds=200))
+    failures = []
+
+    def transient(sender, action, **kwargs):
+        if action == "expired" and not failures:
+            failures.append(action)
+            raise RuntimeError("connection lost")
+
+    shift = timedelta(minutes=10, seconds=2)
+    Reservation.objects.update(expires_at=F("expires_at") - shift)
+    DBTaskResult.objects.filter(task_path=SWEEP).update(run_after=F("run_after") - shift)
+    reservations_changed.connect(transient)
+    try:
+        run_worker()
+    finally:
+        reservations_changed.disconnect(transient)
+    assert failures == ["expired"]
+    # Whatever sweep is left runs (its delay passed).
+    DBTaskResult.objects.filter(task_path=SWEEP, status="READY").update(run_after=timezone.now())
+    run_worker()
+    for r in (first, second):
+        r.refresh_from_db()
+        assert r.status == "expired"
