@@ -60,6 +60,17 @@ def deliver_webhooks(streams: list[list]) -> dict[str, int]:
 
 
 @task()
-def expire_reservations() -> int:
-    """Expire the reservations past due (idempotent: a second sweep finds none)."""
-    return reservations.expire_due()
+def expire_reservations(attempt: int = 1) -> int:
+    """Expire the reservations past due (idempotent: a second sweep finds none). One sweep
+    serves every hold due in its second, so a failed one enqueues itself again (backoff,
+    at most ``SWEEP_ATTEMPTS``): no other task may be left for those holds."""
+    try:
+        return reservations.expire_due()
+    except Exception:
+        if attempt < SWEEP_ATTEMPTS:
+            retry_at = timezone.now() + delivery.backoff(attempt)
+            expire_reservations.using(run_after=retry_at).enqueue(attempt + 1)
+        raise
+
+
+SWEEP_ATTEMPTS = 5
