@@ -117,6 +117,7 @@ def reserve(
             return earlier
     place = location_for(location, moving_in=False)
     now = timezone.now()
+    asked = expires_at  # what a replay compares: left out matches any (``_replay``)
     expires_at = expires_at or now + timedelta(seconds=conf.reservation_ttl())
     if expires_at <= now:
         raise InvalidReservation("expires_at must be in the future.", field="expires_at")
@@ -151,7 +152,7 @@ def reserve(
         # The same idempotency key committed first (its unique index): this transaction,
         # counters included, rolled back; answer with that reservation.
         if key is not None:
-            earlier = _replay(key, sku, quantity, location, reference, expires_at)
+            earlier = _replay(key, sku, quantity, location, reference, asked)
             if earlier is not None:
                 return earlier
         raise
