@@ -440,7 +440,8 @@ def last_analyze(table: str):
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_upsert_that_grew_the_catalogue_analyzes_it_after_commit(monkeypatch):
+def test_upsert_that_grew_the_catalogue_analyzes_it_after_commit(monkeypatch, run_worker):
+    """The run enqueues the ANALYZE on commit (a task: the run does not wait for it)."""
     monkeypatch.setattr(upserts, "ANALYZE_MIN_ROWS", 50)
     monkeypatch.setattr(upserts, "ANALYZE_ALWAYS_ROWS", 10**9)
     Product.objects.bulk_create(
@@ -456,6 +457,7 @@ def test_upsert_that_grew_the_catalogue_analyzes_it_after_commit(monkeypatch):
         ]
         == "succeeded"
     )
+    run_worker()
     assert last_analyze("app_product") == before  # 10 rows: below the minimum
     grown = "sku,name,price,stock\n" + "".join(f"V-{i},N,2.00,3\n" for i in range(60))
     assert (
@@ -464,6 +466,8 @@ def test_upsert_that_grew_the_catalogue_analyzes_it_after_commit(monkeypatch):
         ]
         == "succeeded"
     )
+    assert last_analyze("app_product") == before  # not in the run: by the task it enqueued
+    run_worker()
     after = last_analyze("app_product")
     assert after is not None and after > before
     with connection.cursor() as cursor:
@@ -479,7 +483,7 @@ def test_upsert_that_grew_the_catalogue_analyzes_it_after_commit(monkeypatch):
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_failed_analyze_leaves_the_committed_run_succeeded(monkeypatch, caplog):
+def test_failed_analyze_leaves_the_committed_run_succeeded(monkeypatch, caplog, run_worker):
     """Another session holds a lock ANALYZE needs (not one the upsert's writes need): the
     ANALYZE gives up at its lock_timeout, the run stays SUCCEEDED, a warning is logged."""
     from app.models import PipelineRun
@@ -496,10 +500,9 @@ def test_failed_analyze_leaves_the_committed_run_succeeded(monkeypatch, caplog):
         with locker.cursor() as cursor:
             cursor.execute("LOCK TABLE app_product IN SHARE UPDATE EXCLUSIVE MODE")
         grown = "sku,name,price,stock\n" + "".join(f"V-{i},N,2.00,3\n" for i in range(60))
+        result = process_pipeline({"name": "x", "steps": [{"op": "upsert_products", "csv": grown}]})
         with caplog.at_level("WARNING", logger="app.pipelines.upserts"):
-            result = process_pipeline(
-                {"name": "x", "steps": [{"op": "upsert_products", "csv": grown}]}
-            )
+            run_worker()
     finally:
         locker.rollback()
         locker.close()
