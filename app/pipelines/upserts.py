@@ -164,22 +164,28 @@ def _stage(cursor, pg: bool, rows: Sequence[RowValues], product: str) -> int:
     if pg:
         cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {UPSERT_STAGE} ({columns}) ON COMMIT DROP")
         cursor.execute(f"TRUNCATE {UPSERT_STAGE}")
+        # One INSERT: each row with its locked product (locked first, in primary-key
+        # order: a product renamed or deleted meanwhile is not taken by its old SKU), so
+        # every stage row is written once (was: inserted, then updated with its product).
+        # The locking subquery probes the SKU index for the chunk's SKUs (a hash join on
+        # the CTE, whatever its estimate); the stage is then analyzed for the statements
+        # that join it.
         cursor.execute(
-            f"INSERT INTO {UPSERT_STAGE} (ord, sku, name, price, stock, threshold) "
-            "SELECT t.n, t.v->>0, t.v->>1, (t.v->>2)::numeric, (t.v->>3)::bigint, "
-            "(t.v->>4)::bigint FROM json_array_elements(%s::json) WITH ORDINALITY AS t(v, n)",
+            "WITH t AS MATERIALIZED (SELECT t.n AS ord, t.v->>0 AS sku, t.v->>1 AS name, "
+            "(t.v->>2)::numeric AS price, (t.v->>3)::bigint AS stock, (t.v->>4)::bigint AS "
+            "threshold FROM json_array_elements(%s::json) WITH ORDINALITY AS t(v, n)), "
+            f"i AS (INSERT INTO {UPSERT_STAGE} (ord, sku, name, price, stock, threshold, "
+            "product_id, old_name, old_price, old_stock, old_threshold) SELECT t.ord, t.sku, "
+            "t.name, t.price, t.stock, t.threshold, l.id, l.name, l.price, l.stock, "
+            "l.low_stock_threshold FROM t LEFT JOIN (SELECT p.id, p.sku, p.name, p.price, "
+            f"p.stock, p.low_stock_threshold FROM {product} p WHERE p.sku IN (SELECT sku FROM t) "
+            "ORDER BY p.id FOR UPDATE) l ON l.sku = t.sku RETURNING product_id) "
+            "SELECT COUNT(product_id) FROM i",
             [payload],
         )
+        resolved = cursor.fetchone()[0]
         cursor.execute(f"ANALYZE {UPSERT_STAGE}")
-        # Locked first: a product renamed or deleted meanwhile is not taken by its old SKU.
-        cursor.execute(
-            f"UPDATE {UPSERT_STAGE} SET product_id = l.id, old_name = l.name, "
-            "old_price = l.price, old_stock = l.stock, old_threshold = l.low_stock_threshold "
-            "FROM (SELECT p.id, p.sku, p.name, p.price, p.stock, p.low_stock_threshold "
-            f"FROM {product} p WHERE p.sku IN (SELECT sku FROM {UPSERT_STAGE}) "
-            f"ORDER BY p.id FOR UPDATE) l WHERE l.sku = {UPSERT_STAGE}.sku"
-        )
-        return cursor.rowcount
+        return resolved
     # SQLite: the transaction holds the write lock already (BEGIN IMMEDIATE).
     cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {UPSERT_STAGE} ({columns})")
     cursor.execute(f"DELETE FROM {UPSERT_STAGE}")
