@@ -209,6 +209,23 @@ def test_stock_totals_are_looked_up_only_while_another_location_holds_stock(prod
     assert lookups() == 3  # once per chunk
 
 
+def test_upsert_creates_the_default_level_a_product_lacks(db):
+    """A product without a level at the default location (created without stock) gets one
+    from an upsert giving it stock, beside a product that has one and a new product: the
+    levels effect inserts the levels its UPDATE did not find, and only those."""
+    Product.objects.create(sku="L-HAS", name="has", price=Decimal("1.00"), stock=5)
+    Product.objects.create(sku="L-NONE", name="none", price=Decimal("1.00"), stock=0)
+    assert not StockLevel.objects.filter(product__sku="L-NONE").exists()
+    text = "sku,name,price,stock\nL-HAS,has,1.00,7\nL-NONE,none,1.00,4\nL-NEW,new,1.00,3\n"
+    staged, result = staged_queries(
+        {"name": "x", "steps": [{"op": "upsert_products", "csv": text}]}
+    )
+    assert result["status"] == "succeeded", result.get("error")
+    assert staged  # the SQL route
+    levels = dict(StockLevel.objects.values_list("product__sku", "quantity"))
+    assert levels == {"L-HAS": 7, "L-NONE": 4, "L-NEW": 3}
+
+
 @pytest.mark.parametrize("price", ["-0", "-0.00", "-0.0"])
 def test_negative_zero_price_is_reported_as_zero_by_both_routes(products, price):
     """``-0`` is a valid price, plain zero: run results and webhook payloads say ``0.00``
