@@ -128,20 +128,12 @@ def apply_levels(changes: ChangeSet, *, using: str) -> None:
             if pg and expected is None:
                 # One statement, the change rows read once: both parts see the levels as
                 # they were before it, and touch different rows (with/without a level).
-                # The products without a level are those the UPDATE did not find (one row
-                # per product in ``x``): an anti-join with its RETURNING, not another
-                # join with every level at the location (a hash of the whole table per
-                # chunk).
                 cursor.execute(
                     f"WITH x AS MATERIALIZED ({grouped.format(sql=sql)}), u AS (UPDATE {level} "
                     f"SET quantity = {level}.quantity + x.delta FROM x WHERE "
-                    f"{level}.product_id = x.pk AND {level}.location_id = {typed} "
-                    f"RETURNING {level}.product_id) "
-                    f"INSERT INTO {level} (product_id, location_id, quantity) "
-                    f"SELECT x.pk, {typed}, x.stock - COALESCE((SELECT SUM(o.quantity) "
-                    f"FROM {level} o WHERE o.product_id = x.pk), 0) FROM x WHERE NOT EXISTS "
-                    "(SELECT 1 FROM u WHERE u.product_id = x.pk)",
-                    [*params, default, default],
+                    f"{level}.product_id = x.pk AND {level}.location_id = {typed}) "
+                    + missing.format(x="x"),
+                    [*params, default, default, default],
                 )
                 continue
             # Each product's delta (a derived table of its own, probed into the levels by
