@@ -62,6 +62,7 @@ class InventoryConfig(AppConfig):
             tasks.deliver_stock_alerts,
             tasks.deliver_webhooks,
             tasks.run_pipeline_task,
+            tasks.analyze_tables,
             tasks.send_welcome_email,
             tasks.expire_reservations,
         )

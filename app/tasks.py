@@ -13,6 +13,7 @@ except ImportError:
     from django_tasks import task
 
 from .pipelines import service as pipelines
+from .pipelines import upserts
 from .services import alerts, delivery, reservations, users
 from .webhooks import services as webhooks
 
@@ -51,6 +52,12 @@ def send_welcome_email(user_id: int, attempt: int = 1) -> bool:
 def run_pipeline_task(run_id: int) -> str:
     """Run a queued (``"mode": "async"``) pipeline run; returns its final status."""
     return pipelines.execute_queued(run_id)
+
+
+@task()
+def analyze_tables(tables: list[str], using: str = "default") -> None:
+    """Fresh planner statistics for the tables a committed upsert grew a lot."""
+    upserts.analyze_tables(using, tables)
 
 
 @task()

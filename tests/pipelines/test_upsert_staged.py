@@ -209,6 +209,23 @@ def test_stock_totals_are_looked_up_only_while_another_location_holds_stock(prod
     assert lookups() == 3  # once per chunk
 
 
+def test_upsert_creates_the_default_level_a_product_lacks(db):
+    """A product without a level at the default location (created without stock) gets one
+    from an upsert giving it stock, beside a product that has one and a new product: the
+    levels effect inserts the levels its UPDATE did not find, and only those."""
+    Product.objects.create(sku="L-HAS", name="has", price=Decimal("1.00"), stock=5)
+    Product.objects.create(sku="L-NONE", name="none", price=Decimal("1.00"), stock=0)
+    assert not StockLevel.objects.filter(product__sku="L-NONE").exists()
+    text = "sku,name,price,stock\nL-HAS,has,1.00,7\nL-NONE,none,1.00,4\nL-NEW,new,1.00,3\n"
+    staged, result = staged_queries(
+        {"name": "x", "steps": [{"op": "upsert_products", "csv": text}]}
+    )
+    assert result["status"] == "succeeded", result.get("error")
+    assert staged  # the SQL route
+    levels = dict(StockLevel.objects.values_list("product__sku", "quantity"))
+    assert levels == {"L-HAS": 7, "L-NONE": 4, "L-NEW": 3}
+
+
 @pytest.mark.parametrize("price", ["-0", "-0.00", "-0.0"])
 def test_negative_zero_price_is_reported_as_zero_by_both_routes(products, price):
     """``-0`` is a valid price, plain zero: run results and webhook payloads say ``0.00``
@@ -440,7 +457,8 @@ def last_analyze(table: str):
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_upsert_that_grew_the_catalogue_analyzes_it_after_commit(monkeypatch):
+def test_upsert_that_grew_the_catalogue_analyzes_it_after_commit(monkeypatch, run_worker):
+    """The run enqueues the ANALYZE on commit (a task: the run does not wait for it)."""
     monkeypatch.setattr(upserts, "ANALYZE_MIN_ROWS", 50)
     monkeypatch.setattr(upserts, "ANALYZE_ALWAYS_ROWS", 10**9)
     Product.objects.bulk_create(
@@ -456,6 +474,7 @@ def test_upsert_that_grew_the_catalogue_analyzes_it_after_commit(monkeypatch):
         ]
         == "succeeded"
     )
+    run_worker()
     assert last_analyze("app_product") == before  # 10 rows: below the minimum
     grown = "sku,name,price,stock\n" + "".join(f"V-{i},N,2.00,3\n" for i in range(60))
     assert (
@@ -464,6 +483,8 @@ def test_upsert_that_grew_the_catalogue_analyzes_it_after_commit(monkeypatch):
         ]
         == "succeeded"
     )
+    assert last_analyze("app_product") == before  # not in the run: by the task it enqueued
+    run_worker()
     after = last_analyze("app_product")
     assert after is not None and after > before
     with connection.cursor() as cursor:
@@ -479,7 +500,7 @@ def test_upsert_that_grew_the_catalogue_analyzes_it_after_commit(monkeypatch):
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_failed_analyze_leaves_the_committed_run_succeeded(monkeypatch, caplog):
+def test_failed_analyze_leaves_the_committed_run_succeeded(monkeypatch, caplog, run_worker):
     """Another session holds a lock ANALYZE needs (not one the upsert's writes need): the
     ANALYZE gives up at its lock_timeout, the run stays SUCCEEDED, a warning is logged."""
     from app.models import PipelineRun
@@ -496,10 +517,9 @@ def test_failed_analyze_leaves_the_committed_run_succeeded(monkeypatch, caplog):
         with locker.cursor() as cursor:
             cursor.execute("LOCK TABLE app_product IN SHARE UPDATE EXCLUSIVE MODE")
         grown = "sku,name,price,stock\n" + "".join(f"V-{i},N,2.00,3\n" for i in range(60))
+        result = process_pipeline({"name": "x", "steps": [{"op": "upsert_products", "csv": grown}]})
         with caplog.at_level("WARNING", logger="app.pipelines.upserts"):
-            result = process_pipeline(
-                {"name": "x", "steps": [{"op": "upsert_products", "csv": grown}]}
-            )
+            run_worker()
     finally:
         locker.rollback()
         locker.close()
