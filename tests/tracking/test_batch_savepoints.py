@@ -1,0 +1,127 @@
+"""Differential: writes inside a change batch leave what the same writes leave without one,
+with savepoints rolled back in the middle.
+
+Hypothesis draws sequences of the ORM operations of the conformance test
+(``tests/conformance/test_differential.py``: saves, queryset and bulk writes, deletes, the
+async ORM, rolled-back atomic blocks), grouped at random in atomic blocks that are kept or
+rolled back (nested up to three savepoints deep). Each sequence runs twice from an empty
+database, each time in one committed transaction, each operation in a savepoint of its
+own (a failing one rolls back alone, as it would in a view): once inside
+``collecting_changes()``, once without. Compared (``tests/tracking/test_batch_delete``):
+each operation's result or exception, and the products, price history, ledger, stock
+levels, alerts, deletion audit and webhook outbox the transaction committed; with a
+user's ``StockLevel`` delete receivers connected (drawn), also what they saw.
+
+Without a batch a change's effects are written in the savepoint of the change and rolled
+back with it; in a batch they are pending until the block ends (or a delete flushes
+them), and must be dropped with the savepoint the change was made in, as Django drops
+the ``on_commit`` callbacks registered there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.db import transaction
+from django.db.models.signals import post_delete, pre_delete
+from hypothesis import HealthCheck, Phase, given, note, settings
+from hypothesis import strategies as st
+
+from app.models import Product, StockLevel, WebhookEvent, WebhookSubscription
+from app.webhooks import outbox
+from tests.conformance.plainapp.models import ProductProxy
+from tests.conformance.test_differential import Rollback, Side, apply, operations
+from tests.conftest import hypothesis_examples
+from tests.tracking.test_batch_delete import LevelWatcher, run, taken
+
+EXAMPLES = 300
+MAX_OPS = 12
+
+# The product events but ``product.deleted``. Left out, two defects of their own (found by
+# this test, reported): an instance saved with an ``F()`` value and then deleted makes
+# ``product.deleted`` fail building its price, batch or not; and ``stock.low``/
+# ``stock.restored`` are built from the product instance the write had, which a batch reads
+# at its end, after later assignments to it (an ``F()`` value: not JSON serializable).
+# The alerts themselves are compared.
+EVENTS = [
+    WebhookEvent.PRODUCT_CREATED.value,
+    WebhookEvent.PRODUCT_UPDATED.value,
+    WebhookEvent.PRICE_CHANGED.value,
+]
+
+blocks = st.recursive(
+    operations,
+    lambda inner: st.tuples(
+        st.just("block"), st.lists(inner, min_size=1, max_size=4), st.booleans()
+    ),
+    max_leaves=8,
+)
+
+
+def step(side: Side, op: tuple) -> tuple[str | None, Any]:
+    """``op`` in a savepoint of its own: its result, or its exception's type (rolled back)."""
+    try:
+        with transaction.atomic():
+            return None, perform(side, op)
+    except Exception as exc:  # compared across the two runs
+        return type(exc).__name__, None
+
+
+def perform(side: Side, op: tuple) -> Any:
+    if op[0] != "block":
+        return apply(side, op)
+    _, inner, rolled_back = op
+    results = []
+    try:
+        with transaction.atomic():
+            results = [step(side, each) for each in inner]
+            if rolled_back:
+                raise Rollback
+    except Rollback:
+        pass
+    return results
+
+
+def writes_of(ops: list[tuple], results: list) -> Any:
+    def writes() -> None:
+        side = Side(Product, ProductProxy)
+        results.extend(step(side, op) for op in ops)
+
+    return writes
+
+
+@pytest.mark.django_db(transaction=True)
+@settings(
+    max_examples=hypothesis_examples(EXAMPLES),
+    derandomize=True,
+    database=None,
+    deadline=None,
+    report_multiple_bugs=False,
+    phases=[Phase.explicit, Phase.generate, Phase.shrink],
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(ops=st.lists(blocks, min_size=1, max_size=MAX_OPS), watched=st.booleans())
+def test_writes_in_a_batch_leave_what_they_leave_without(ops, watched):
+    note(f"operations: {ops}")
+    taken()  # an empty database (what an earlier example may have left)
+    WebhookSubscription.objects.all().delete()
+    WebhookSubscription.objects.create(url="https://hooks.example.com/x", events=EVENTS, secret="s")
+    outbox.forget_subscriptions()
+    watcher = LevelWatcher()
+    if watched:
+        pre_delete.connect(watcher.pre_delete, sender=StockLevel, dispatch_uid="test.level_pre")
+        post_delete.connect(watcher.post_delete, sender=StockLevel, dispatch_uid="test.level_post")
+    try:
+        seen = watcher.taken if watched else None
+        plain_results: list = []
+        plain = run(writes_of(ops, plain_results), batched=False, seen=seen)
+        batched_results: list = []
+        batched = run(writes_of(ops, batched_results), batched=True, seen=seen)
+    finally:
+        pre_delete.disconnect(sender=StockLevel, dispatch_uid="test.level_pre")
+        post_delete.disconnect(sender=StockLevel, dispatch_uid="test.level_post")
+        WebhookSubscription.objects.all().delete()
+        outbox.forget_subscriptions()
+    assert batched_results == plain_results
+    assert batched == plain
