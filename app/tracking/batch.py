@@ -112,8 +112,17 @@ class ChangeBatch:
             by_model.setdefault(model, []).extend(rows)
         for model, rows in by_model.items():
             model._default_manager.using(self.using).bulk_create(rows, batch_size=CHUNK)
-        start = len(self.done)
+        # What stands runs as before savepoints were told apart: consecutive Python rows of
+        # one location as one change set, whatever level each was recorded at.
+        items: list[tuple[int | None, list[Change]] | ChangeSet] = []
         for _, item in pending:
+            last = items[-1] if items else None
+            if isinstance(item, tuple) and isinstance(last, tuple) and last[0] == item[0]:
+                last[1].extend(item[1])
+            else:  # a copy: ``written`` keeps the items as recorded, to run them again
+                items.append((item[0], list(item[1])) if isinstance(item, tuple) else item)
+        start = len(self.done)
+        for item in items:
             if isinstance(item, tuple):
                 location, rows = item
                 item = RowChanges(rows, using=self.using, now=self.now, location_id=location)
