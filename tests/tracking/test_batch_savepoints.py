@@ -20,6 +20,7 @@ the ``on_commit`` callbacks registered there.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -130,3 +131,48 @@ def episodes_left_out(state: dict[str, list]) -> dict[str, list]:
     design, ``app.services.alerts.check_thresholds``): an alert opened and resolved again
     by changes of one batch is not recorded, where saves one by one record it."""
     return {**state, "alerts": [alert for alert in state["alerts"] if alert[2]]}
+
+
+@pytest.fixture
+def subscribed():
+    WebhookSubscription.objects.create(url="https://hooks.example.com/x", events=EVENTS, secret="s")
+    outbox.forget_subscriptions()
+    yield
+    WebhookSubscription.objects.all().delete()
+    outbox.forget_subscriptions()
+
+
+def changes_rolled_back_in_the_middle() -> None:
+    kept = Product.objects.create(sku="K-1", name="Kept", price=Decimal("3.00"), stock=9)
+    try:
+        with transaction.atomic():
+            kept.price, kept.stock = Decimal("4.00"), 1  # history, ledger, alert, event
+            kept.save()
+            with transaction.atomic():  # released, then rolled back with its outer block
+                Product.objects.filter(sku="K-1").update(price=Decimal("5.00"))
+                Product.objects.create(sku="N-1", name="New", price=Decimal("1.00"), stock=2)
+            raise Rollback
+    except Rollback:
+        pass
+    kept.refresh_from_db()
+    kept.price = Decimal("6.00")
+    kept.save()
+    try:
+        with transaction.atomic():  # a delete after the rolled-back changes, rolled back
+            Product.objects.filter(sku="K-1").delete()
+            raise Rollback
+    except Rollback:
+        pass
+
+
+@pytest.mark.django_db(transaction=True)
+def test_changes_rolled_back_to_a_savepoint_in_a_batch_have_no_effects(subscribed):
+    """Only the changes that stand have effects, as without a batch: the save, update and
+    create rolled back with their savepoint leave no history, ledger, level, alert or
+    event; the later price change and the rolled-back delete change nothing else."""
+    plain = run(changes_rolled_back_in_the_middle, batched=False)
+    assert plain["products"] == [("K-1", Decimal("6.00"), 9)]
+    assert plain["history"] == [("K-1", False, Decimal("3.00"), Decimal("6.00"))]
+    assert plain["ledger"] == [("K-1", False, 9)] and plain["alerts"] == []
+    assert [event for event, _ in plain["outbox"]] == ["price.changed", "product.created"]
+    assert run(changes_rolled_back_in_the_middle, batched=True) == plain
