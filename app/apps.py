@@ -54,8 +54,9 @@ class InventoryConfig(AppConfig):
         effects.register("cache", product_cache.invalidate_changes)
 
         # Bulk writes (app.models.writes) collect the change sets of their signals into one
-        # batch, so the effects above run once per write, set-based.
-        writes.collect_changes_with(batch.collecting_changes)
+        # batch, so the effects above run once per write, set-based; deletes run what an
+        # open batch collected before they collect the rows to delete.
+        writes.collect_changes_with(batch.collecting_changes, batch.flush_open)
 
         # Services enqueue these by name (app.core.jobs): the tasks sit above them.
         jobs.register(

@@ -57,7 +57,10 @@ def before_deleting(
     whose keys that JSON array lists, locked and deleted right after; their audit rows are
     then built by the database from the rows themselves, now, instead of after the delete
     from Python snapshots (one per row deleted, none for a key without a row)."""
-    batch.flush_open()  # earlier changes of these rows take effect before they go
+    # Earlier changes of these rows take effect before they go. ``Product.delete()`` and
+    # the queryset's did it before collecting; this serves ``deletes.delete_rows`` and a
+    # collector reached another way (nothing pending: nothing done).
+    batch.flush_open()
     if stored is not None and audit.stored_snapshots_supported(Product):
         audit.record_stored_deletions(Product, stored, using=using)
     else:

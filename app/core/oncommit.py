@@ -15,6 +15,7 @@ it also undoes every write made since it was registered, so later writes may add
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from django.db import transaction
@@ -75,3 +76,54 @@ def pending(using: str, kind: type[A]) -> A | None:
         transaction.on_commit(found.callback, using=using, robust=kind.robust)
         found.callbacks = connection.run_on_commit
     return found
+
+
+class Marker(Accumulator):
+    """Registered while some savepoints are open, it tells later whether what was done
+    then still stands: its transaction committed (it ran) or it is still pending, rather
+    than rolled back with one of those savepoints (Django dropped it unrun)."""
+
+    robust = False
+
+    def __init__(self, connection: Any) -> None:
+        super().__init__(connection)
+        self.committed = False
+
+    def flush(self) -> None:
+        self.committed = True
+
+
+def mark(using: str) -> Marker | None:
+    """A new ``Marker`` registered with ``on_commit`` now; ``None`` outside a transaction
+    (nothing done now can be rolled back)."""
+    connection = transaction.get_connection(using)
+    if not connection.in_atomic_block:
+        return None
+    marker = Marker(connection)
+    transaction.on_commit(marker.callback, using=using, robust=Marker.robust)
+    marker.callbacks = connection.run_on_commit
+    return marker
+
+
+def standing(using: str) -> Callable[[Marker | None], bool]:
+    """A test of markers at this moment: does what was done when each was made still stand?
+    Reads ``run_on_commit`` at most once, however many markers are tested (not once per
+    marker, as ``is_registered`` would after a rollback)."""
+    connection = transaction.get_connection(using)
+    callbacks = connection.run_on_commit
+    found: set[int] | None = None
+
+    def stands(marker: Marker | None) -> bool:
+        nonlocal found
+        if marker is None or marker.committed or marker.callbacks is callbacks:
+            return True
+        if not connection.in_atomic_block:
+            return False
+        if found is None:
+            found = {id(entry[1]) for entry in callbacks}
+        if id(marker.callback) in found:
+            marker.callbacks = callbacks
+            return True
+        return False
+
+    return stands

@@ -237,6 +237,14 @@ class Product(models.Model):
             attnames = [meta.get_field(name).attname for name in update_fields]
             self.remember_current_values(attnames, using=using)
 
+    def delete(self, using=None, keep_parents=False):
+        """Django's delete(), once an open change batch has run the effects of the changes
+        it collected (``writes.flush_collected``): the collector may load related rows."""
+        writes.flush_collected()
+        return super().delete(using=using, keep_parents=keep_parents)
+
+    delete.alters_data = True
+
     def _do_insert(self, manager, using, fields, returning_fields, raw):
         # A row written anew holds nothing: holds are counted when made. A stale instance
         # saved after its row was deleted (the holds were detached then) must not bring

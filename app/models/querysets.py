@@ -45,5 +45,14 @@ class ProductQuerySet(models.QuerySet):
 
     bulk_create.alters_data = True
 
+    def delete(self):
+        """Django's delete(), once an open change batch has run the effects of the changes
+        it collected (``writes.flush_collected``): the collector may load related rows."""
+        writes.flush_collected()
+        return super().delete()
+
+    delete.alters_data = True
+    delete.queryset_only = True
+
     def low_stock(self) -> ProductQuerySet:
         return self.filter(stock__lt=models.F("low_stock_threshold"))

@@ -33,17 +33,34 @@ def _no_collector(using: str) -> AbstractContextManager[Any]:
     return nullcontext()
 
 
+def _nothing_collected() -> None:
+    return None
+
+
 _collect_changes: Callable[[str], AbstractContextManager[Any]] = _no_collector
+_flush_collected: Callable[[], None] = _nothing_collected
 
 
-def collect_changes_with(collect: Callable[[str], AbstractContextManager[Any]]) -> None:
-    """Install the change collector the bulk writes open around their signals."""
-    global _collect_changes
-    _collect_changes = collect
+def collect_changes_with(
+    collect: Callable[[str], AbstractContextManager[Any]], flush: Callable[[], None]
+) -> None:
+    """Install the change collector the bulk writes open around their signals, and what
+    runs the effects of the changes it has collected so far (before a delete)."""
+    global _collect_changes, _flush_collected
+    _collect_changes, _flush_collected = collect, flush
 
 
 def collecting_changes(using: str) -> AbstractContextManager[Any]:
     return _collect_changes(using)
+
+
+def flush_collected() -> None:
+    """Called by ``Product.delete()`` and the queryset's ``delete()`` before Django's
+    ``Collector`` collects anything: the effects of the changes collected so far run now.
+    While a receiver listens to a related model's deletes (``StockLevel``), the collector
+    loads those rows before any ``pre_delete``; without a batch the change's level row was
+    written at the change, so it must exist by then in a batch too."""
+    _flush_collected()
 
 
 def _quantize(field_: models.Field, value: Any, rounding: str | None = None) -> Any:

@@ -14,103 +14,149 @@ from contextvars import ContextVar
 from django.db import models, transaction
 from django.utils import timezone
 
+from ..core import oncommit
 from ..core.context import current_change_context
+from ..core.oncommit import Marker
 from ..core.sqlrows import CHUNK
 from . import effects
 from .changes import Change, ChangeSet, RowChanges
 
 
 class ChangeBatch:
-    """Change sets (in write order) and extra rows of one block of writes."""
+    """Change sets (in write order) and extra rows of one block of writes.
+
+    Each is kept with the savepoint level it was recorded at (an ``oncommit.Marker``
+    registered there, one per level: consecutive writes at one level share it). A change
+    made in a savepoint that rolls back never happened: as Django drops the ``on_commit``
+    callbacks registered there, the batch drops what was recorded there, so its effects
+    are not written, as they would not be without a batch (they would have been written in
+    the savepoint and rolled back with it).
+    """
 
     def __init__(self, using: str) -> None:
         self.using = using
         self.now = timezone.now()
-        # Python rows are kept per location (of the change context they were made in).
-        self.pending: list[tuple[int | None, list[Change]] | ChangeSet] = []
+        # (level, item): an item is (location, Python rows) (per location of the change
+        # context they were made in) or a ChangeSet; None is a level outside a transaction.
+        self.pending: list[tuple[Marker | None, tuple[int | None, list[Change]] | ChangeSet]] = []
+        self.extra: list[tuple[Marker | None, type[models.Model], list[models.Model]]] = []
         self.done: list[ChangeSet] = []
-        self.extra_rows: dict[type[models.Model], list[models.Model]] = {}
-        # What ``flush_early`` ran inside the transaction: (marker, the pending items and
-        # extra rows it wrote, the change sets it added to ``done``). The marker is
-        # registered with ``on_commit``: a commit runs it (the entry is dropped, written
-        # for good); a rollback (to a savepoint) that undid those writes drops it unrun,
-        # and the next flush runs them again.
-        self.early: list[tuple[Callable[[], None], list, dict, list[ChangeSet]]] = []
+        # What ``flush_early`` wrote inside the transaction: (the level it wrote at, the
+        # pending items and extra rows it wrote, the change sets it added to ``done``).
+        # Should that level roll back while the items' own levels stand, the writes are
+        # undone but the changes were made: the next flush runs them again.
+        self.written: list[tuple[Marker, list, list, list[ChangeSet]]] = []
+        self._level: Marker | None = None  # the last level made, and its savepoints
+        self._level_sids: list[str] = []
+
+    def level(self) -> Marker | None:
+        """The marker of the savepoint level open now (made and registered if new)."""
+        connection = transaction.get_connection(self.using)
+        if not connection.in_atomic_block:
+            return None
+        # atomic(savepoint=False) blocks (None) roll back only with their enclosing level.
+        sids = [sid for sid in connection.savepoint_ids if sid is not None]
+        level = self._level
+        if (
+            level is None
+            or level.callbacks is not connection.run_on_commit  # committed, or a rollback
+            or self._level_sids != sids
+        ):
+            level = self._level = oncommit.mark(self.using)
+            self._level_sids = sids
+        return level
 
     def add_rows(self, rows: Sequence[Change]) -> None:
         pending = self.pending
         location = current_change_context().location_id
-        if pending and isinstance(pending[-1], tuple) and pending[-1][0] == location:
-            pending[-1][1].extend(rows)
-        else:
-            pending.append((location, list(rows)))
+        level = self.level()
+        if pending:
+            last_level, last = pending[-1]
+            if last_level is level and isinstance(last, tuple) and last[0] == location:
+                last[1].extend(rows)
+                return
+        pending.append((level, (location, list(rows))))
 
     def add(self, changes: ChangeSet) -> None:
-        self.pending.append(changes)
+        self.pending.append((self.level(), changes))
+
+    def add_row(self, row: models.Model) -> None:
+        level, extra = self.level(), self.extra
+        if extra and extra[-1][0] is level and extra[-1][1] is type(row):
+            extra[-1][2].append(row)
+        else:
+            extra.append((level, type(row), [row]))
 
     def flush(self) -> None:
-        self._undone_again()
-        for model, rows in self.extra_rows.items():
-            model._default_manager.using(self.using).bulk_create(rows, batch_size=CHUNK)
-        self.extra_rows = {}
-        pending, self.pending = self.pending, []
-        for item in pending:
-            if isinstance(item, tuple):
-                location, rows = item
-                item = RowChanges(rows, using=self.using, now=self.now, location_id=location)
-            effects.run(item)
-            self.done.append(item)
+        """Run the effects of what stands of the batch (at its end)."""
+        self._run(early=False)
 
     def flush_early(self) -> None:
         """``flush`` before the block ends (a delete is coming), remembering what it wrote:
         inside a savepoint the caller may roll back, which must not lose the effects of
         changes made before it."""
-        self._undone_again()  # what an earlier savepoint rolled back: remembered again
-        if not self.pending and not self.extra_rows:
+        self._run(early=True)
+
+    def _run(self, *, early: bool) -> None:
+        if not (self.pending or self.extra or self.written):
             return  # nothing to write (a delete of many products: once per product)
-        connection = transaction.get_connection(self.using)
-        if not connection.in_atomic_block:
-            self.flush()
+        stands = oncommit.standing(self.using)
+        self._undo_rolled_back(stands)
+        pending = [entry for entry in self.pending if stands(entry[0])]
+        extra = [entry for entry in self.extra if stands(entry[0])]
+        self.pending, self.extra = [], []
+        if not (pending or extra):
             return
-        pending, extra = list(self.pending), {m: list(r) for m, r in self.extra_rows.items()}
+        by_model: dict[type[models.Model], list[models.Model]] = {}
+        for _, model, rows in extra:
+            by_model.setdefault(model, []).extend(rows)
+        for model, rows in by_model.items():
+            model._default_manager.using(self.using).bulk_create(rows, batch_size=CHUNK)
+        # What stands runs as before savepoints were told apart: consecutive Python rows of
+        # one location as one change set, whatever level each was recorded at.
+        items: list[tuple[int | None, list[Change]] | ChangeSet] = []
+        for _, item in pending:
+            last = items[-1] if items else None
+            if isinstance(item, tuple) and isinstance(last, tuple) and last[0] == item[0]:
+                last[1].extend(item[1])
+            else:  # a copy: ``written`` keeps the items as recorded, to run them again
+                items.append((item[0], list(item[1])) if isinstance(item, tuple) else item)
         start = len(self.done)
-        self.flush()
+        for item in items:
+            if isinstance(item, tuple):
+                location, rows = item
+                item = RowChanges(rows, using=self.using, now=self.now, location_id=location)
+            effects.run(item)
+            self.done.append(item)
+        if early:
+            level = self.level()
+            if level is not None:
+                self.written.append((level, pending, extra, self.done[start:]))
 
-        def marker() -> None:
-            self.early = [entry for entry in self.early if entry[0] is not marker]
-
-        transaction.on_commit(marker, using=self.using)  # run at commit: kept for good
-        self.early.append((marker, pending, extra, self.done[start:]))
-
-    def _undone_again(self) -> None:
-        """Put back in front of ``pending`` what ``flush_early`` wrote in a savepoint that
-        has since been rolled back (its marker is no longer registered)."""
-        if not self.early:
+    def _undo_rolled_back(self, stands: Callable[[Marker | None], bool]) -> None:
+        """Put back in front of ``pending`` what ``flush_early`` wrote at a savepoint level
+        since rolled back (the writes went with it), unless it was made at a level that
+        rolled back too; forget what was written for good (committed)."""
+        if not self.written:
             return
-        registered = {
-            id(entry[1]) for entry in transaction.get_connection(self.using).run_on_commit
-        }
-        again: list = []
-        extra: dict[type[models.Model], list[models.Model]] = {}
+        pending: list = []
+        extra: list = []
         kept = []
-        for marker, pending, rows, done in self.early:
-            if id(marker) in registered:
-                kept.append((marker, pending, rows, done))
+        for level, items, rows, done in self.written:
+            if stands(level):
+                if not level.committed:
+                    kept.append((level, items, rows, done))
                 continue
-            again.extend(pending)
-            for model, objs in rows.items():
-                extra.setdefault(model, []).extend(objs)
+            pending.extend(items)
+            extra.extend(rows)
             undone = {id(item) for item in done}
             self.done = [item for item in self.done if id(item) not in undone]
-            for item in pending:
+            for _, item in items:
                 if isinstance(item, ChangeSet):
                     item.__dict__.pop("_notes", None)  # notes of effects rolled back
-        self.early = kept
-        if again:
-            self.pending = again + self.pending
-            for model, objs in self.extra_rows.items():
-                extra.setdefault(model, []).extend(objs)
-            self.extra_rows = extra
+        self.written = kept
+        self.pending = pending + self.pending
+        self.extra = extra + self.extra
 
 
 _batch: ContextVar[ChangeBatch | None] = ContextVar("stockpipe_change_batch", default=None)
@@ -178,4 +224,4 @@ def add_row(row: models.Model, *, using: str = "default") -> None:
     if batch is None:
         row.save(using=using)
     else:
-        batch.extra_rows.setdefault(type(row), []).append(row)
+        batch.add_row(row)
