@@ -100,29 +100,14 @@ def mark(using: str) -> Marker | None:
     if not connection.in_atomic_block:
         return None
     marker = Marker(connection)
-    transaction.on_commit(marker.callback, using=using, robust=Marker.robust)
-    callbacks = connection.run_on_commit
-    if not (callbacks and isinstance(callbacks[0][1], _Committed)):
-        # Once per transaction, first in line and in no savepoint (none drops it).
-        callbacks.insert(0, (set(), _Committed(callbacks), False))
-    marker.callbacks = callbacks
+    # First in line, as ``on_commit`` would file it (savepoints open now): at the commit
+    # it runs before any callback that may raise, after which Django runs no other (a
+    # marker left unrun would take a committed change for rolled back).
+    connection.run_on_commit.insert(
+        0, (set(connection.savepoint_ids), marker.callback, Marker.robust)
+    )
+    marker.callbacks = connection.run_on_commit
     return marker
-
-
-class _Committed:
-    """First of a transaction's ``on_commit`` callbacks once it has markers: at the commit
-    it marks every marker still registered (not dropped by a savepoint rollback) as
-    committed, before any callback that may raise, after which Django runs no other (a
-    marker left unrun would take a committed change for rolled back)."""
-
-    def __init__(self, callbacks: list) -> None:
-        self.callbacks = callbacks  # the list Django pops from while it runs them
-
-    def __call__(self) -> None:
-        for _sids, func, _robust in self.callbacks:
-            marker = getattr(func, "__self__", None)
-            if isinstance(marker, Marker):
-                marker.committed = True
 
 
 def standing(using: str) -> Callable[[Marker | None], bool]:
