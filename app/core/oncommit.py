@@ -100,12 +100,7 @@ def mark(using: str) -> Marker | None:
     if not connection.in_atomic_block:
         return None
     marker = Marker(connection)
-    # First in line, as ``on_commit`` would file it (savepoints open now): at the commit
-    # it runs before any callback that may raise, after which Django runs no other (a
-    # marker left unrun would take a committed change for rolled back).
-    connection.run_on_commit.insert(
-        0, (set(connection.savepoint_ids), marker.callback, Marker.robust)
-    )
+    transaction.on_commit(marker.callback, using=using, robust=Marker.robust)
     marker.callbacks = connection.run_on_commit
     return marker
 
