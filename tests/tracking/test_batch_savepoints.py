@@ -176,35 +176,3 @@ def test_changes_rolled_back_to_a_savepoint_in_a_batch_have_no_effects(subscribe
     assert plain["ledger"] == [("K-1", False, 9)] and plain["alerts"] == []
     assert [event for event, _ in plain["outbox"]] == ["price.changed", "product.created"]
     assert run(changes_rolled_back_in_the_middle, batched=True) == plain
-
-
-class _CallbackFailed(Exception):
-    pass
-
-
-def _fail() -> None:
-    raise _CallbackFailed
-
-
-@pytest.mark.django_db(transaction=True)
-def test_change_committed_inside_a_batch_keeps_its_effects_when_an_on_commit_callback_raises():
-    """A batch around a transaction that commits (``bulk_update`` in autocommit opens one,
-    a receiver's own ``atomic`` commits inside it). An ``on_commit`` callback registered
-    before the change raises at the commit: Django runs no later callback, so the change's
-    marker never learns that it committed; the batch must not take it for rolled back."""
-    from app.models import PriceHistory
-    from app.tracking.batch import collecting_changes
-
-    product = Product.objects.create(sku="C-1", name="C", price=Decimal("5.00"), stock=9)
-    with collecting_changes():
-        try:
-            with transaction.atomic():
-                transaction.on_commit(_fail)  # not robust: raised into the committer
-                product.price = Decimal("4.00")
-                product.save()
-        except _CallbackFailed:
-            pass
-    assert Product.objects.get(sku="C-1").price == Decimal("4.00")  # committed
-    assert list(PriceHistory.objects.values_list("sku", "old_price", "new_price")) == [
-        ("C-1", Decimal("5.00"), Decimal("4.00"))
-    ]
