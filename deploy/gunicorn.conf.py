@@ -49,5 +49,6 @@ class SlowRequestLogger(glogging.Logger):
             super().access(resp, req, environ, request_time)
 
 
-SLOW_REQUEST = timedelta(seconds=1)
+# GUNICORN_ACCESS_LOG_MIN_MS=0 logs every request (gunicorn behind no nginx, debugging).
+SLOW_REQUEST = timedelta(milliseconds=float(os.environ.get("GUNICORN_ACCESS_LOG_MIN_MS", "1000")))
 logger_class = SlowRequestLogger

@@ -43,6 +43,7 @@ def machine_env(processes: Processes, name: str) -> dict[str, str]:
         "SECRET_KEY": "several-machines-" + "s3cr3t-" * 8,
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "SECURE_SSL_REDIRECT": "false",  # no nginx (TLS) in front of gunicorn here
+        "GUNICORN_ACCESS_LOG_MIN_MS": "0",  # no nginx's log either: gunicorn logs each request
         "CACHE_URL": CACHE_REDIS_URL,
         "STOCKPIPE_RUN_DIR": str(run_dir),
         "STATIC_ROOT": str(run_dir / "static"),
