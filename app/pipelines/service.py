@@ -10,17 +10,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
 import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from django.db import router, transaction
+from django.db import OperationalError, router, transaction
 from django.db.models import JSONField, Value
 from django.utils import timezone
 
 from ..core import jobs
+from ..core.conflicts import is_transient_conflict
 from ..core.context import change_context
 from ..core.inputs import storable
 from ..models import PipelineRun, Product
@@ -34,6 +36,7 @@ from .writer import RunState, StepUnit
 logger = logging.getLogger(__name__)
 
 STALE_AFTER = timedelta(minutes=10)
+CONFLICT_ATTEMPTS = 3  # tries of a run aborted by a deadlock with a concurrent writer
 
 
 class _Rollback(Exception):
@@ -138,9 +141,50 @@ def execute(
         raise RuntimeError(f"Pipeline run {run.pk} is not pending.")
     run.status = PipelineRun.Status.RUNNING
     progress = Progress(run, using=using, on_progress=on_progress)
+    # A deadlock with a concurrent writer aborts the whole run's transaction (nothing of it
+    # stays): run it again from the first step, unless a caller's transaction encloses it
+    # (that one is aborted too and only its owner can start it again).
+    retry = not transaction.get_connection(using).in_atomic_block
+    attempt = 1
+    try:
+        while True:
+            state = _fresh_state(run, spec, using, progress)
+            try:
+                return _attempt(run, spec, state, user=user, started=started)
+            except OperationalError as exc:
+                if not retry or attempt >= CONFLICT_ATTEMPTS or not is_transient_conflict(exc):
+                    raise
+                logger.warning(
+                    "Pipeline run %s: %s with a concurrent transaction, running it again "
+                    "(attempt %s of %s)",
+                    run.pk,
+                    "deadlock" if exc.__cause__.sqlstate == "40P01" else "serialization failure",
+                    attempt + 1,
+                    CONFLICT_ATTEMPTS,
+                )
+                time.sleep(random.uniform(0.01, 0.05) * attempt)
+                attempt += 1
+    except Exception as exc:
+        logger.exception("Pipeline run %s crashed", run.pk)
+        _finish_failed(run, "internal", f"internal error: {type(exc).__name__}", [], started)
+        raise
+    finally:
+        progress.close()
+
+
+def _fresh_state(run: PipelineRun, spec: PipelineSpec, using: str, progress: Progress) -> RunState:
+    run.steps_done = run.rows_done = 0
     state = RunState(using=using, dry_run=spec.dry_run, progress=progress, policy=spec.policy)
     if spec.dry_run or spec.fingerprint:
         state.hasher = hashlib.sha256(_spec_digest(spec).encode())
+    return state
+
+
+def _attempt(
+    run: PipelineRun, spec: PipelineSpec, state: RunState, *, user, started: float
+) -> dict[str, Any]:
+    """One all-or-nothing try of the run's steps; its outcome as ``execute`` returns it."""
+    using = state.using
     try:
         with (
             transaction.atomic(using=using),
@@ -160,7 +204,7 @@ def execute(
                     units = [unit]
                 for unit in units:
                     state.steps.append({"index": unit.index, "op": unit.op, **vars(unit.counts)})
-                    progress.step_done()
+                    state.progress.step_done()
                 index += len(units)
             fingerprint = state.hasher.hexdigest() if state.hasher is not None else None
             if spec.fingerprint and fingerprint != spec.fingerprint:
@@ -189,12 +233,6 @@ def execute(
     except _Abandoned:
         run.refresh_from_db()
         return {"run_id": run.pk, "status": run.status, "error": run.error}
-    except Exception as exc:
-        logger.exception("Pipeline run %s crashed", run.pk)
-        _finish_failed(run, "internal", f"internal error: {type(exc).__name__}", [], started, state)
-        raise
-    finally:
-        progress.close()
     return result
 
 
