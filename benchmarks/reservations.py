@@ -16,6 +16,9 @@ to the raw limit measured in the same run on the same PostgreSQL database.
          deferred expiry when the task backend defers), ``COMMIT``. Like the service, each
          process writes one expiry task per second of due time (``run_after`` = the hold's
          ``expires_at`` rounded up to the second), once that task has committed.
+* floor: not a side of the ratio; before each round's api side, the same clients send
+         ``GET /api/products/<sku>`` with the same token, answered from the cache (no SQL):
+         what any authenticated API request costs on this stack before it does any work.
 
 The product has ``--requests`` x 0.9 units, so on both sides the same number of requests
 succeed and the last tenth is refused. After each side the rows are counted (reservations,
@@ -85,15 +88,7 @@ def _finished(start: float, times: list[float], held: int, refused: int) -> dict
 
 
 def api_client(stack_url: str, ca: str, token: str, n: int, name: str, barrier, out) -> None:
-    import ssl
-
-    parts = urlsplit(stack_url)
-    conn = http.client.HTTPSConnection(
-        parts.hostname, parts.port, context=ssl.create_default_context(cafile=ca)
-    )
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    conn.request("GET", "/api/auth/me", headers=headers)  # TLS handshake before the start
-    conn.getresponse().read()
+    conn, headers = _https(stack_url, ca, token)
     times, held, refused = [], 0, 0
     barrier.wait()
     start = time.perf_counter()
@@ -112,6 +107,41 @@ def api_client(stack_url: str, ca: str, token: str, n: int, name: str, barrier, 
             out.put({"error": f"{response.status} {data[:300]!r}"})
             return
     out.put(_finished(start, times, held, refused))
+
+
+def floor_client(stack_url: str, ca: str, token: str, n: int, name: str, barrier, out) -> None:
+    """The cheapest authenticated API request on the same stack: ``GET /api/products/<sku>``
+    with the same bearer token, answered from the shared cache (token and body from the
+    near cache: no SQL, at most one Redis round trip). What every API request pays before
+    it does any work of its own (nginx TLS, gunicorn, middleware, authentication, Ninja)."""
+    conn, headers = _https(stack_url, ca, token)
+    times = []
+    barrier.wait()
+    start = time.perf_counter()
+    for _ in range(n):
+        t = time.perf_counter()
+        conn.request("GET", f"/api/products/{SKU}", headers=headers)
+        response = conn.getresponse()
+        data = response.read()
+        times.append(time.perf_counter() - t)
+        if response.status != 200:
+            out.put({"error": f"{response.status} {data[:300]!r}"})
+            return
+    out.put(_finished(start, times, 0, 0))
+
+
+def _https(stack_url: str, ca: str, token: str) -> tuple[http.client.HTTPSConnection, dict]:
+    """One keep-alive HTTPS connection, its TLS handshake done (not timed), and the headers."""
+    import ssl
+
+    parts = urlsplit(stack_url)
+    conn = http.client.HTTPSConnection(
+        parts.hostname, parts.port, context=ssl.create_default_context(cafile=ca)
+    )
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    conn.request("GET", "/api/auth/me", headers=headers)  # TLS handshake before the start
+    conn.getresponse().read()
+    return conn, headers
 
 
 def limit_client(db_url: str, ids: dict, n: int, name: str, barrier, out) -> None:
@@ -274,7 +304,7 @@ def first_task(db_url: str, stack: DeployedStack, token: str) -> str | None:
 
 
 def line(label: str, r: dict) -> str:
-    return f"{label:44} {r['rps']:8.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f}"
+    return f"{label:48} {r['rps']:8.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f}"
 
 
 def main() -> None:
@@ -305,7 +335,14 @@ def main() -> None:
             # Granting the permission voided the cached permissions for 10 s (a tombstone,
             # app.services.permissions); a steady deployment does not change them per second.
             time.sleep(11)
+            # Not a side of the ratio: how fast the stack answers any API request. Measured
+            # while no tombstone of the product's body (cache_guard.TOMBSTONE_TTL, 10 s)
+            # lives, so it is served from the cache: first before any hold (creating the
+            # product wrote none), then in each later round once the last hold's expired.
+            client_args = (stack.url, str(stack.ca), token)
+            floors = [drive(floor_client, client_args, args.clients, args.requests)]
             ids["task"] = first_task(db_url, stack, token)
+            written = time.monotonic()  # the API's last write
             same = {
                 "held": stock,  # 201s / successful UPDATEs
                 "refused": args.requests - stock,  # 409s with available 0 / UPDATEs of no row
@@ -324,14 +361,11 @@ def main() -> None:
             for attempt in range(args.repeat):
                 reset(db_url, ids, stock)
                 try:
-                    apis.append(
-                        drive(
-                            api_client,
-                            (stack.url, str(stack.ca), token),
-                            args.clients,
-                            args.requests,
-                        )
-                    )
+                    if attempt:
+                        time.sleep(max(0.0, written + 11 - time.monotonic()))
+                        floors.append(drive(floor_client, client_args, args.clients, args.requests))
+                    apis.append(drive(api_client, client_args, args.clients, args.requests))
+                    written = time.monotonic()
                 except SystemExit as failed:  # the stack's log says why (a 500's traceback)
                     tail = stack.log.read_text(errors="replace").splitlines()[-60:]
                     raise SystemExit(f"{failed}; deploy/run's log:\n" + "\n".join(tail)) from None
@@ -347,21 +381,28 @@ def main() -> None:
                     "limit", limits[-1], limit_rows, {**same, "stock": 0, "reserved": 0}
                 )
                 print(
-                    f"  round {attempt + 1}/{args.repeat}: api {apis[-1]['rps']:.0f} req/s, "
+                    f"  round {attempt + 1}/{args.repeat}: floor {floors[-1]['rps']:.0f} req/s, "
+                    f"api {apis[-1]['rps']:.0f} req/s, "
                     f"limit {limits[-1]['rps']:.0f} req/s; expiry task rows: api "
                     f"{api_rows['task_rows']}, limit {limit_rows['task_rows']}",
                     flush=True,
                 )
     api = max(apis, key=lambda r: r["rps"])
     limit = max(limits, key=lambda r: r["rps"])
+    floor = max(floors, key=lambda r: r["rps"])
     ratio = api["rps"] / limit["rps"]
     print(
         f"best of {args.repeat} round(s) each; both sides: {stock:,} held, "
         f"{args.requests - stock:,} refused (409), rows counted after each"
     )
-    print(f"{'side':44} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
+    print(f"{'side':48} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
     print(line("api: POST /api/reservations (nginx, gunicorn)", api))
     print(line("limit: UPDATE ... RETURNING + INSERTs, psycopg", limit))
+    print(line("floor: GET /api/products/<sku> (cached, bearer)", floor))
+    print(
+        f"floor/limit: {floor['rps'] / limit['rps']:.2f} (the most any API request reaches "
+        f"on this stack); api/floor: {api['rps'] / floor['rps']:.2f}"
+    )
     verdict = "OK" if ratio >= TARGET else "BELOW TARGET"
     print(f"throughput ratio api/limit: {ratio:.2f} (target >= {TARGET}) {verdict}")
     result = {
@@ -371,6 +412,7 @@ def main() -> None:
         "gunicorn_workers": int(workers),
         "api": {k: round(v, 2) for k, v in api.items()},
         "limit": {k: round(v, 2) for k, v in limit.items()},
+        "floor": {k: round(v, 2) for k, v in floor.items()},
         "ratio": round(ratio, 2),
     }
     print("RESULT " + json.dumps(result), flush=True)

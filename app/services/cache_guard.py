@@ -16,6 +16,12 @@ store, the pre-write value is cached for the whole timeout. So:
   first ``EAGER_KEYS`` keys of a transaction are tombstoned at once as well, so a small
   write leaves no entry behind even if the process dies between commit and ``on_commit``.
   Large (bulk) writes are tombstoned in chunks at commit: one round trip per ``CHUNK`` keys.
+* A key whose eager tombstone was written less than ``MAX_FILL_DELAY`` before the commit
+  is not tombstoned again at commit: that tombstone outlives the commit by more than
+  ``MAX_FILL_DELAY``, so a reader that looked up before it cannot fill after it (its
+  ``add`` fails or the tombstone overwrites it), one that looked up while it lived does
+  not fill, and one that looks up after it expired reads the committed row. A short write
+  (an API request) costs one round trip, not two; a longer transaction still gets both.
 
 With ``stockpipe.cache.RedisCache``, a hit may come from the process's near cache instead of
 a round trip: Redis pushes an invalidation to every process that read a key as soon as the
@@ -132,20 +138,33 @@ class _Batch(oncommit.Accumulator):
     def __init__(self, connection) -> None:
         super().__init__(connection)
         self.keys: set[str] = set()
+        # When the eager tombstones were sent (before sending), by key: only written ones.
+        self.tombstoned: dict[str, float] = {}
 
     def flush(self) -> None:
-        _tombstone_logged(self.keys)
+        now = time.monotonic()
+        tombstoned = self.tombstoned
+        keys = [
+            key
+            for key in self.keys
+            if key not in tombstoned or now - tombstoned[key] >= MAX_FILL_DELAY
+        ]
+        if keys:
+            _tombstone_logged(keys)
 
 
-def _tombstone_logged(keys: Iterable[str]) -> None:
+def _tombstone_logged(keys: Iterable[str]) -> bool:
     """``tombstone``, logging a cache outage instead of raising it: the write being saved
     must commit (and a committed one must not look failed) while the cache is down; what it
-    could not invalidate is then stale for at most the entry's own timeout."""
+    could not invalidate is then stale for at most the entry's own timeout. Whether the
+    tombstones were written."""
     keys = list(keys)
     try:
         tombstone(keys)
     except Exception:
         logger.warning("could not invalidate %d cache keys", len(keys), exc_info=True)
+        return False
+    return True
 
 
 def invalidate(keys: Iterable[str], using: str = DEFAULT_DB_ALIAS) -> None:
@@ -166,4 +185,6 @@ def invalidate(keys: Iterable[str], using: str = DEFAULT_DB_ALIAS) -> None:
             if len(seen) <= EAGER_KEYS:
                 eager.append(key)
     if eager:
-        _tombstone_logged(eager)
+        sent = time.monotonic()
+        if _tombstone_logged(eager):
+            batch.tombstoned.update(dict.fromkeys(eager, sent))

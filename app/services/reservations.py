@@ -126,6 +126,11 @@ def reserve(
     changed_by = _user_id(user, ctx.user_id)
     try:
         with transaction.atomic():
+            # The product's cached body is tombstoned now, before the row lock is taken,
+            # not under it (a Redis round trip every other hold would wait for); the
+            # tombstone also covers the commit (cache_guard). A refused or unknown SKU costs
+            # a needless tombstone.
+            product_cache.invalidate([sku])
             product, free = _take(sku, place, quantity, now)
             if product is not None:
                 reservation = Reservation(
@@ -145,7 +150,6 @@ def reserve(
                 reservations_changed.send(
                     Reservation, action="created", reservations=[reservation], using="default"
                 )
-                product_cache.invalidate([product.sku])
                 _schedule_expiry(expires_at)
                 return ReservationResult(reservation, False)
     except IntegrityError:

@@ -94,6 +94,10 @@ def _database(url: str) -> dict:
     else:
         config["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
         config["CONN_HEALTH_CHECKS"] = True
+        if config["ENGINE"] == "django.db.backends.postgresql":
+            # The same backend, with a health check that needs no round trip while the
+            # server has sent nothing (stockpipe/db/base.py).
+            config["ENGINE"] = "stockpipe.db"
         # Behind PgBouncer in transaction pooling mode, consecutive transactions of one
         # connection may run on different server connections: a server-side cursor (which
         # QuerySet.iterator() declares WITH HOLD outside a transaction) would be lost.

@@ -16,6 +16,7 @@ from django.db import transaction
 from django.test import override_settings
 from django.utils import timezone
 
+from app.core import oncommit
 from app.models import ApiToken, PriceHistory, Product
 from app.services import cache_guard, product_cache
 from app.services.tokens import cache_key, create_token, revoke_token
@@ -27,6 +28,7 @@ from tests.factories import ProductFactory
 pytestmark = pytest.mark.django_db(transaction=True)
 
 REDIS = {"BACKEND": "stockpipe.cache.RedisCache", "LOCATION": redis_test_url("response_cache")}
+DOWN = {"BACKEND": "stockpipe.cache.RedisCache", "LOCATION": "redis://127.0.0.1:1/11"}
 
 
 @pytest.fixture
@@ -246,6 +248,54 @@ def test_a_reader_cannot_store_what_a_commit_invalidated(shared_cache):
     ticket.started -= cache_guard.MAX_FILL_DELAY + 1
     cache_guard.fill(ticket, b"old body", 60)
     assert cache.get(key) is None
+
+
+def test_a_short_write_is_tombstoned_once_and_still_refuses_a_stale_fill(shared_cache):
+    """The eager tombstone outlives a commit made within MAX_FILL_DELAY of it, so the commit
+    writes no second one; a reader that missed before the write still cannot fill."""
+    key = product_cache.key_for("ONCE-1")
+    _, ticket = cache_guard.get(key)  # a reader misses, then reads the old row
+    with transaction.atomic():
+        product_cache.invalidate(["ONCE-1"])  # eager: the tombstone is written now
+        assert cache.get(key) == cache_guard.TOMBSTONE
+    cache_guard.fill(ticket, b"old body", 60)  # after the commit: refused
+    assert cache_guard.get(key) == (None, None)
+    # No second tombstone at commit: what Redis held before the commit is still there.
+    raw = redis.Redis.from_url(REDIS["LOCATION"])
+    with transaction.atomic():
+        product_cache.invalidate(["ONCE-1"])
+        raw.set(cache.make_key(key), b"marker")
+    assert raw.get(cache.make_key(key)) == b"marker"
+
+
+def test_a_commit_long_after_the_eager_tombstone_tombstones_again(shared_cache):
+    key = product_cache.key_for("LONG-1")
+    with transaction.atomic():
+        product_cache.invalidate(["LONG-1"])
+        batch = oncommit.current("default", cache_guard._Batch)
+        batch.tombstoned[key] -= cache_guard.MAX_FILL_DELAY  # as if sent that long ago
+        cache.delete(key)
+    assert cache.get(key) == cache_guard.TOMBSTONE
+
+
+def test_a_failed_eager_tombstone_is_written_at_commit(shared_cache):
+    """Redis unreachable for the eager tombstone (logged), back by the commit."""
+    key = product_cache.key_for("FAIL-1")
+    with transaction.atomic():
+        with override_settings(CACHES={"default": DOWN}):
+            product_cache.invalidate(["FAIL-1"])
+        batch = oncommit.current("default", cache_guard._Batch)
+        assert key in batch.keys and key not in batch.tombstoned
+    assert cache.get(key) == cache_guard.TOMBSTONE
+
+
+def test_a_hold_invalidates_the_cached_body(shared_cache, client_, django_assert_num_queries):
+    ProductFactory(sku="HOLD-1", stock=5)
+    assert cached_twice(client_, "HOLD-1", django_assert_num_queries)["available"] == 5
+    holder = ApiClient(create_token(user_with("add_reservation"), "h")[1])
+    response = holder.post("/api/reservations", {"sku": "HOLD-1", "quantity": 2})
+    assert response.status_code == 201, response.content
+    assert get(client_, "HOLD-1")["available"] == 3
 
 
 def _history(product, *changes):
