@@ -17,6 +17,9 @@ from __future__ import annotations
 import select
 
 from django.db.backends.postgresql import base
+from psycopg.pq import TransactionStatus
+
+IDLE = TransactionStatus.IDLE
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
@@ -25,6 +28,8 @@ class DatabaseWrapper(base.DatabaseWrapper):
         connection = self.connection
         if connection is None or connection.closed:
             return False
+        if connection.broken or connection.info.transaction_status != IDLE:
+            return super().is_usable()  # not a quiet idle connection: let the server say
         try:
             readable, _, _ = select.select([connection.fileno()], [], [], 0)
         except (OSError, ValueError):  # no socket any more
