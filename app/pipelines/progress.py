@@ -39,6 +39,7 @@ class Progress:
         self._side = None
         self._last_write = time.monotonic()
         self._live = connections[using].vendor == "postgresql"
+        self._failing = False  # the last write failed (logged once until one succeeds)
 
     def advance(self, rows: int) -> None:
         self.run.rows_done += rows
@@ -72,10 +73,21 @@ class Progress:
                     ],
                 )
         except Exception:  # progress is best effort; the run itself must not fail for it
-            logger.exception("Could not record progress of pipeline run %s", self.run.pk)
-            self._live = False
+            # ... but the heartbeat must go on (``fail_stale_runs`` would take the run for
+            # dead and its work would be rolled back): a new connection at the next write.
+            if not self._failing:
+                logger.exception("Could not record progress of pipeline run %s", self.run.pk)
+            self._failing = True
+            self.close()
+        else:
+            if self._failing:
+                logger.info("Progress of pipeline run %s recorded again", self.run.pk)
+            self._failing = False
 
     def close(self) -> None:
-        if self._side is not None:
-            self._side.close()
-            self._side = None
+        side, self._side = self._side, None
+        if side is not None:
+            try:
+                side.close()
+            except Exception:  # a connection that failed may fail to close too
+                logger.debug("Closing the progress connection failed", exc_info=True)

@@ -152,7 +152,12 @@ def execute(
             try:
                 return _attempt(run, spec, state, user=user, started=started)
             except OperationalError as exc:
-                if not retry or attempt >= CONFLICT_ATTEMPTS or not is_transient_conflict(exc):
+                if (
+                    not retry
+                    or attempt >= CONFLICT_ATTEMPTS
+                    or not is_transient_conflict(exc)
+                    or _settled(run)
+                ):
                     raise
                 logger.warning(
                     "Pipeline run %s: %s with a concurrent transaction, running it again "
@@ -165,11 +170,28 @@ def execute(
                 time.sleep(random.uniform(0.01, 0.05) * attempt)
                 attempt += 1
     except Exception as exc:
+        if _settled(run):
+            # What raised ran after the run's final status was stored (and, for a
+            # successful run, committed): a non-robust on_commit callback, say. The run
+            # stands as recorded; as with plain Django, the error reaches the caller.
+            logger.exception("Pipeline run %s: an error after its final status was stored", run.pk)
+            raise
         logger.exception("Pipeline run %s crashed", run.pk)
         _finish_failed(run, "internal", f"internal error: {type(exc).__name__}", [], started)
         raise
     finally:
         progress.close()
+
+
+def _settled(run: PipelineRun) -> bool:
+    """Whether the run's final status is stored for good (no longer ``running``, outside
+    any transaction): then an error is not the run's, and neither a retry nor a "failed"
+    status may follow it. Inside a caller's transaction nothing of the run is final yet."""
+    using = run._state.db
+    if transaction.get_connection(using).in_atomic_block:
+        return False
+    status = PipelineRun.objects.using(using).filter(pk=run.pk).values_list("status", flat=True)
+    return status.first() not in (None, PipelineRun.Status.RUNNING)
 
 
 def _fresh_state(run: PipelineRun, spec: PipelineSpec, using: str, progress: Progress) -> RunState:

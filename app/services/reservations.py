@@ -584,7 +584,13 @@ def _schedule_expiry(expires_at: datetime) -> None:
     due = expires_at.replace(microsecond=0)
     if due < expires_at:
         due += timedelta(seconds=1)
-    if due == _scheduled and due - timezone.now() >= _SPARE_AHEAD:
+    # Spared only if the hold's own transaction is the outermost one (it commits right
+    # after): a caller's transaction around reserve() may commit after the sweep has run.
+    if (
+        due == _scheduled
+        and not transaction.get_connection().savepoint_ids
+        and due - timezone.now() >= _SPARE_AHEAD
+    ):
         return
     task = jobs.task("expire_reservations")
     backend = task.get_backend()

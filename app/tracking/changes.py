@@ -481,8 +481,10 @@ def saved(products: Sequence[Product], *, created: bool, update_fields: Any = No
                 "stock": values["stock"],
                 "low_stock_threshold": values["low_stock_threshold"],
             }
-        except KeyError:  # a narrow read left some deferred: ``Change.get`` loads them
-            after = {name: values[name] for name in FIELDS if name in values}
+        except KeyError:  # a narrow read left some deferred: loaded now, as the write
+            # left them (in a change batch the effects read them later, after other writes
+            # of the row may have changed them), as the instance would load them
+            after = {name: getattr(product, name) for name in FIELDS}
         at = values.get("updated_at") if stamped else None
         if created:
             append(Change(product.pk, CREATED, {}, after, at, product))

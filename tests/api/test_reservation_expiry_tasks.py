@@ -188,3 +188,46 @@ def test_holds_sharing_a_sweep_still_expire_when_that_sweep_fails_once(product, 
     for r in (first, second):
         r.refresh_from_db()
         assert r.status == "expired"
+
+
+@pytest.mark.postgres
+def test_a_hold_in_a_longer_transaction_committed_after_its_sweep_still_gets_one(
+    product, run_worker, monkeypatch
+):
+    """``reserve()`` inside a caller's transaction (a script reserving an order's lines in
+    one ``atomic()``): the hold commits when the caller's transaction does, which may be
+    after the sweep of its second has run. Sparing its task is only safe when the hold's
+    own transaction is the one that commits (right after the hold is written)."""
+    import threading
+
+    from django.db import connection
+
+    monkeypatch.setattr(reservations, "_SPARE_AHEAD", timedelta(seconds=2))
+    other = Product.objects.create(sku="HOT-2", name="Hot 2", price="1.00", stock=10)
+    due = a_second_ahead(timedelta(seconds=3))
+    first = hold(product, 1, due - timedelta(milliseconds=100))
+    assert sweeps() == [due]
+
+    written, commit, made = threading.Event(), threading.Event(), []
+
+    def order():
+        with transaction.atomic():  # the caller's transaction
+            made.append(hold(other, 1, due - timedelta(milliseconds=50)))
+            written.set()
+            commit.wait(30)  # the caller's other work
+        connection.close()
+
+    thread = threading.Thread(target=order)
+    thread.start()
+    assert written.wait(10)
+    while timezone.now() <= due:
+        thread.join(0.1)
+    run_worker()  # the sweep of that second: the caller's transaction has not committed
+    first.refresh_from_db()
+    assert first.status == "expired"
+    commit.set()
+    thread.join(30)
+    (late,) = made
+    run_worker()  # whatever sweep the late hold left
+    late.refresh_from_db()
+    assert late.status == "expired", "a hold past due with no sweep task left to expire it"

@@ -318,3 +318,24 @@ def test_python_callers_may_pass_decimals(operator):
     assert result["status"] == "succeeded"
     assert Product.objects.get().price == Decimal("7.50")
     assert PipelineRun.objects.get().spec["steps"][0]["prices"] == {"A-1": "7.5"}
+
+
+def test_skipped_csv_rows_count_as_done_like_a_feeds():
+    """Progress ends at the rows it started with: a CSV row rejected under
+    ``skip_invalid_rows`` is done (as a profile feed's rejected row is), or a finished run
+    would show 3 of 4 rows."""
+    result = process_pipeline(
+        {
+            "name": "skip",
+            "policy": "skip_invalid_rows",
+            "steps": [
+                {
+                    "op": "upsert_products",
+                    "csv": "sku,name,price\nSK-1,A,1.00\nSK-2,,x\nSK-3,C,3.00\nSK-4,D,4.00\n",
+                }
+            ],
+        }
+    )
+    assert result["status"] == "succeeded" and result["totals"]["rejected"] == 1, result
+    run = PipelineRun.objects.get(pk=result["run_id"])
+    assert (run.rows_done, run.rows_total) == (4, 4)

@@ -162,10 +162,15 @@ class UpsertProducts(StepSpec):
             except FeedError as exc:
                 raise _invalid(unit, key, exc.row, exc.column or "*", str(exc)) from None
             return
+
+        def rejected(rejection: Rejection) -> None:  # done, as a feed's rejected row is
+            unit.reject(rejection)
+            unit.advance(1)
+
         with open_csv(text=self.csv, path=self.csv_file) as stream:
             try:
                 for _line, row in iter_csv_rows(
-                    stream, skip=unit.reject if skip else None, as_values=as_values
+                    stream, skip=rejected if skip else None, as_values=as_values
                 ):
                     yield row
             except RowError as exc:
