@@ -226,6 +226,58 @@ def test_upsert_creates_the_default_level_a_product_lacks(db):
     assert levels == {"L-HAS": 7, "L-NONE": 4, "L-NEW": 3}
 
 
+# Names the PostgreSQL stage's array literals must carry unchanged (quotes, backslashes,
+# commas, braces, the word NULL, inner spaces, non-ASCII).
+AWKWARD = ['Say "hi"', 'back\\slash \\"', "a,b", "{x}", "NULL", "null", "two  spaces", "Żółw ∑ 猫"]
+
+
+@pytest.mark.parametrize("thresholds", ["all", "none", "some"])
+def test_chunk_giving_every_or_no_threshold_has_the_object_routes_effects(db, thresholds):
+    """The staged ``UPDATE`` sets stock and threshold only where the chunk gives them
+    (every row: the staged value; some: the staged value or the old one; none: left out):
+    each form leaves the tables as the object route does, names of any characters intact."""
+
+    def threshold(i: int) -> int | None:
+        return {"all": i % 7, "none": None, "some": i % 7 if i % 2 else None}[thresholds]
+
+    rows = [
+        {"sku": f"A-{i}", "name": AWKWARD[i % len(AWKWARD)], "price": f"{i}.25", "stock": i % 5}
+        | ({} if threshold(i) is None else {"low_stock_threshold": threshold(i)})
+        for i in range(24)
+    ]
+    seen = {}
+    for route in ("staged", "objects"):
+        with on_route(route, subscribed=False):  # rolled back after each route
+            Product.objects.bulk_create(
+                Product(sku=f"A-{i}", name=f"old {i}", price=Decimal("3.00"), stock=2,
+                        low_stock_threshold=4)
+                for i in range(0, 24, 2)
+            )  # fmt: skip
+            staged, result = staged_queries(
+                {"name": "x", "steps": [{"op": "upsert_products", "rows": rows}]}
+            )
+            assert result["status"] == "succeeded", result.get("error")
+            assert (staged > 0) == (route == "staged")
+            seen[route] = (
+                sorted(Product.objects.values_list("sku", "name", "price", "stock",
+                                                   "low_stock_threshold")),
+                {  # per SKU: the object route writes rows in another order
+                    k: re.sub(
+                        r"pipeline:\d+",
+                        "pipeline:N",
+                        repr(sorted(v.items()) if isinstance(v, dict) else v),
+                    )
+                    for k, v in observe().items()
+                },
+            )  # fmt: skip
+    products, _ = seen["staged"]
+    assert {name for _, name, *_ in products} == set(AWKWARD)
+    kept = {sku: t for sku, *_, t in products}
+    assert kept["A-0"] == (4 if threshold(0) is None else threshold(0))  # existing, even
+    for table in seen["staged"][1]:
+        assert seen["staged"][1][table] == seen["objects"][1][table], table
+
+
 @pytest.mark.parametrize("price", ["-0", "-0.00", "-0.0"])
 def test_negative_zero_price_is_reported_as_zero_by_both_routes(products, price):
     """``-0`` is a valid price, plain zero: run results and webhook payloads say ``0.00``
