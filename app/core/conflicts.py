@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from django.db import OperationalError
 
-RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock_detected, serialization_failure
+RETRYABLE_SQLSTATES = {"40P01": "deadlock", "40001": "serialization failure"}
 
 
-def is_transient_conflict(error: BaseException) -> bool:
-    """Whether ``error`` aborted its transaction only because of a concurrent one."""
-    return (
-        isinstance(error, OperationalError)
-        and getattr(error.__cause__, "sqlstate", None) in RETRYABLE_SQLSTATES
-    )
+def transient_conflict(error: BaseException) -> str | None:
+    """What concurrent transaction aborted ``error``'s ("deadlock", "serialization
+    failure"), or None when it failed for a reason of its own."""
+    if not isinstance(error, OperationalError):
+        return None
+    return RETRYABLE_SQLSTATES.get(getattr(error.__cause__, "sqlstate", None))

@@ -22,7 +22,7 @@ from django.db.models import JSONField, Value
 from django.utils import timezone
 
 from ..core import jobs
-from ..core.conflicts import is_transient_conflict
+from ..core.conflicts import transient_conflict
 from ..core.context import change_context
 from ..core.inputs import storable
 from ..models import PipelineRun, Product
@@ -152,18 +152,14 @@ def execute(
             try:
                 return _attempt(run, spec, state, user=user, started=started)
             except OperationalError as exc:
-                if (
-                    not retry
-                    or attempt >= CONFLICT_ATTEMPTS
-                    or not is_transient_conflict(exc)
-                    or _settled(run)
-                ):
+                conflict = transient_conflict(exc)
+                if not retry or attempt >= CONFLICT_ATTEMPTS or conflict is None or _settled(run):
                     raise
                 logger.warning(
                     "Pipeline run %s: %s with a concurrent transaction, running it again "
                     "(attempt %s of %s)",
                     run.pk,
-                    "deadlock" if exc.__cause__.sqlstate == "40P01" else "serialization failure",
+                    conflict,
                     attempt + 1,
                     CONFLICT_ATTEMPTS,
                 )

@@ -609,7 +609,7 @@ def _schedule_expiry(expires_at: datetime) -> None:
     transaction.on_commit(enqueue, robust=True)
 
 
-def _mark_scheduled(due: datetime) -> None:
+def _mark_scheduled(due: datetime | None) -> None:
     global _scheduled
     _scheduled = due
 

@@ -42,6 +42,20 @@ def a_second_ahead(delta: timedelta):
     return (timezone.now() + delta).replace(microsecond=0) + timedelta(seconds=1)
 
 
+@pytest.fixture
+def late_race(product, monkeypatch):
+    """The scene of a hold committed after its second's sweep ran: a first hold due in about
+    three seconds with its sweep enqueued, and a second product for the late hold. Returns
+    (that product, the due second, the first hold). The spare gap is shortened so being late
+    takes seconds, not the minute and more a request may last under gunicorn's 120 s."""
+    monkeypatch.setattr(reservations, "_SPARE_AHEAD", timedelta(seconds=2))
+    other = Product.objects.create(sku="HOT-2", name="Hot 2", price="1.00", stock=10)
+    due = a_second_ahead(timedelta(seconds=3))
+    first = hold(product, 1, due - timedelta(milliseconds=100))
+    assert sweeps() == [due]
+    return other, due, first
+
+
 def test_holds_due_in_one_second_share_one_sweep_and_it_expires_them(product, run_worker):
     due = a_second_ahead(timedelta(minutes=10))
     ms = timedelta(milliseconds=1)
@@ -110,20 +124,15 @@ def test_a_hold_sends_the_save_signals_django_sends(product):
 
 
 @pytest.mark.postgres
-def test_a_hold_that_waited_past_its_sweep_still_gets_one(product, run_worker, monkeypatch):
+def test_a_hold_that_waited_past_its_sweep_still_gets_one(late_race, run_worker):
     """A hold whose transaction waits (here on its product's row lock) until the sweep of its
     second has run must not be left to that sweep: whether another task is needed is decided
-    when the hold is written, not when the request began. (The spare gap is shortened so the
-    wait takes seconds, not the minute and more a request may last under gunicorn's 120 s.)"""
+    when the hold is written, not when the request began."""
     import threading
 
     from django.db import connection
 
-    monkeypatch.setattr(reservations, "_SPARE_AHEAD", timedelta(seconds=2))
-    other = Product.objects.create(sku="HOT-2", name="Hot 2", price="1.00", stock=10)
-    due = a_second_ahead(timedelta(seconds=3))
-    first = hold(product, 1, due - timedelta(milliseconds=100))
-    assert sweeps() == [due]
+    other, due, first = late_race
 
     locked, release, made = threading.Event(), threading.Event(), []
 
@@ -192,7 +201,7 @@ def test_holds_sharing_a_sweep_still_expire_when_that_sweep_fails_once(product, 
 
 @pytest.mark.postgres
 def test_a_hold_in_a_longer_transaction_committed_after_its_sweep_still_gets_one(
-    product, run_worker, monkeypatch
+    late_race, run_worker
 ):
     """``reserve()`` inside a caller's transaction (a script reserving an order's lines in
     one ``atomic()``): the hold commits when the caller's transaction does, which may be
@@ -202,11 +211,7 @@ def test_a_hold_in_a_longer_transaction_committed_after_its_sweep_still_gets_one
 
     from django.db import connection
 
-    monkeypatch.setattr(reservations, "_SPARE_AHEAD", timedelta(seconds=2))
-    other = Product.objects.create(sku="HOT-2", name="Hot 2", price="1.00", stock=10)
-    due = a_second_ahead(timedelta(seconds=3))
-    first = hold(product, 1, due - timedelta(milliseconds=100))
-    assert sweeps() == [due]
+    other, due, first = late_race
 
     written, commit, made = threading.Event(), threading.Event(), []
 
