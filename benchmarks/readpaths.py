@@ -211,6 +211,23 @@ LOAD = [
                   now() - interval '1 hour'
            FROM app_product p, app_location l WHERE l.code = 'MAIN' AND p.id %% 200 = 3""",
     ),
+    # The counters app.services.reservations keeps with every hold (the product page reads
+    # the holds of a product whose counter says it has some).
+    (
+        "held units",
+        """UPDATE app_product p SET reserved = h.n
+           FROM (SELECT product_id, sum(quantity) AS n FROM app_reservation
+                 WHERE status = 'active' GROUP BY product_id) h
+           WHERE h.product_id = p.id""",
+    ),
+    (
+        "held at levels",
+        """UPDATE app_stocklevel s SET reserved = h.n
+           FROM (SELECT product_id, location_id, sum(quantity) AS n FROM app_reservation
+                 WHERE status = 'active' AND location_id IS NOT NULL
+                 GROUP BY product_id, location_id) h
+           WHERE h.product_id = s.product_id AND h.location_id = s.location_id""",
+    ),
 ]
 
 TABLES = ("app_product", "app_stocklevel", "app_pricehistory", "app_stockmovement")

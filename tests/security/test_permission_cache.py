@@ -61,6 +61,28 @@ def test_a_denial_is_asked_of_the_database(shared):
     assert not fresh(user).has_perm("app.delete_product")
 
 
+def test_a_cached_denial_costs_no_query(shared, django_assert_num_queries):
+    """The entry is the user's whole set: what it lacks is refused without ModelBackend's
+    two queries (each page's navigation asks for permissions its user may lack)."""
+    user = user_with("add_reservation", is_superuser=False)
+    warm(user)
+    again = fresh(user)
+    with django_assert_num_queries(0):
+        assert not again.has_perm("app.delete_product")
+        assert not again.has_perms([PERM, "app.run_pipeline"])
+        assert again.has_perm(PERM)
+
+
+def test_without_a_shared_cache_modelbackend_answers(django_assert_num_queries):
+    """No shared cache (development): the backend has no say; ModelBackend grants and
+    refuses from the database, as before."""
+    user = fresh(user_with("add_reservation", is_superuser=False))
+    assert not cache_guard.enabled()
+    with django_assert_num_queries(2):  # the user's and their groups' permissions, once
+        assert user.has_perm(PERM)
+        assert not user.has_perm("app.delete_product")
+
+
 def _direct(user):
     user.user_permissions.remove(Permission.objects.get(codename="add_reservation"))
 
