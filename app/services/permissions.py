@@ -26,8 +26,8 @@ per-process cache), read from the near cache, so a hit costs no round trip:
   replica's permissions would be kept for ``MAX_AGE``.
 
 Writes that send no signal (grants as well as revocations) are seen within ``MAX_AGE``
-seconds: raw SQL, ``queryset.update()``
-of groups or permissions, and rows of the auto-created many-to-many tables written directly
+seconds: raw SQL, ``queryset.update()`` of groups or permissions, and rows of the
+auto-created many-to-many tables written directly
 (``User.user_permissions.through.objects.filter(...).delete()`` or ``bulk_create``: Django
 sends no signal for those models), not through the relation's ``add``/``remove``/``set``/
 ``clear``. If the cache cannot be reached, reads fall back to ``ModelBackend`` and an
