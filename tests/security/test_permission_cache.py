@@ -140,6 +140,34 @@ def test_a_grant_is_seen_at_once(shared):
     assert fresh(user).has_perm("app.change_product")
 
 
+def test_a_grant_made_by_a_migration_is_seen_once_migrate_ends(shared):
+    """A data migration grants through historical models (``apps.get_model``): Django sends
+    their signals with the historical class as sender, which the receivers of the real
+    through models never hear, and a ``RenameModel`` renames a content type the same way.
+    ``migrate`` ends with ``post_migrate``: from then on, nobody is refused a permission
+    the migration granted (``deploy/run`` migrates while the cache keeps the entries of
+    the previous version's processes)."""
+    from django.apps import apps as global_apps
+    from django.core.management.sql import emit_post_migrate_signal
+    from django.db.migrations.state import ProjectState
+
+    user = user_with(is_superuser=False)
+    group = Group.objects.create(name="operators")
+    group.permissions.add(Permission.objects.get(codename="add_reservation"))
+    user.groups.add(group)
+    warm(user)
+    assert not fresh(user).has_perm("app.run_pipeline")
+
+    historical = ProjectState.from_apps(global_apps).apps  # what RunPython is given
+    operators = historical.get_model("auth", "Group").objects.get(pk=group.pk)
+    operators.permissions.add(
+        historical.get_model("auth", "Permission").objects.get(codename="run_pipeline")
+    )
+    emit_post_migrate_signal(verbosity=0, interactive=False, db="default")
+
+    assert fresh(user).has_perm("app.run_pipeline")
+
+
 def test_the_changing_transaction_reads_its_own_revocation(shared):
     user = user_with("add_reservation", is_superuser=False)
     warm(user)
