@@ -201,10 +201,18 @@ READER = textwrap.dedent(
 )
 
 
-def test_a_revocation_in_one_process_is_seen_by_another(shared):
-    """The other process answers from its cache (no query) until the revocation here, and
-    right after it refuses: the invalidation crosses processes through Redis."""
-    user = user_with("add_reservation", is_superuser=False)
+def _grant(user):
+    user.user_permissions.add(Permission.objects.get(codename="add_reservation"))
+
+
+@pytest.mark.parametrize(
+    ("held", "change", "before"), [(("add_reservation",), _direct, "True"), ((), _grant, "False")]
+)
+def test_a_change_in_one_process_is_seen_by_another(shared, held, change, before):
+    """The other process answers from its cache (no query) until the change here, and right
+    after it answers the other way: the invalidation crosses processes through Redis (a
+    grant as well: a cached entry refuses what it lacks, ModelBackend is not asked)."""
+    user = user_with(*held, is_superuser=False)
     env = {
         "DJANGO_SETTINGS_MODULE": "stockpipe.settings",
         "DATABASE_URL": database_url(),
@@ -233,10 +241,10 @@ def test_a_revocation_in_one_process_is_seen_by_another(shared):
         # The first asks start a generation and fill the user's entry; then the answer
         # comes from the cache (a busy machine may void a fill that took too long: retry).
         answers = [ask() for _ in range(6)]
-        assert ("True", 0) in answers, answers
-        assert all(allowed == "True" for allowed, _ in answers), answers
-        _direct(user)
-        assert ask()[0] == "False"
+        assert (before, 0) in answers, answers
+        assert all(allowed == before for allowed, _ in answers), answers
+        change(user)
+        assert ask()[0] == str(before != "True")
     finally:
         reader.stdin.close()
         reader.wait(timeout=30)
