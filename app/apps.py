@@ -15,6 +15,7 @@ class InventoryConfig(AppConfig):
             class_prepared,
             m2m_changed,
             post_delete,
+            post_migrate,
             post_save,
             pre_delete,
             pre_save,
@@ -157,3 +158,9 @@ class InventoryConfig(AppConfig):
                     sender=model,
                     dispatch_uid=f"app.permissions_changed.{name}.{model._meta.label}",
                 )
+        # Migrations write through historical models, whose signals name the historical
+        # class (unheard above): a data migration's grant, a RenameModel's content type.
+        # migrate (and flush) ends with post_migrate, sent once with this app as sender.
+        post_migrate.connect(
+            receivers.permissions_changed, sender=self, dispatch_uid="app.permissions_migrated"
+        )

@@ -107,8 +107,9 @@ def api_token_deleted(sender, instance, using, **kwargs) -> None:
 
 
 def permissions_changed(sender, using=None, action=None, **kwargs) -> None:
-    """A user's or group's permissions, a group, a permission or a content type changed:
-    the cached permissions (app.services.permissions) are void."""
+    """A user's or group's permissions, a group, a permission or a content type changed,
+    or migrations ran (``post_migrate``: they write through historical models, whose
+    signals nothing here hears): the cached permissions (app.services.permissions) are void."""
     if action is None or action.startswith("post_"):
         permissions.forget_all(using=using or "default")
 

@@ -211,9 +211,28 @@ LOAD = [
                   now() - interval '1 hour'
            FROM app_product p, app_location l WHERE l.code = 'MAIN' AND p.id %% 200 = 3""",
     ),
+    # The counters app.services.reservations keeps with every hold (the product page reads
+    # the holds of a product whose counter says it has some).
+    (
+        "held units",
+        """UPDATE app_product p SET reserved = h.n
+           FROM (SELECT product_id, sum(quantity) AS n FROM app_reservation
+                 WHERE status = 'active' GROUP BY product_id) h
+           WHERE h.product_id = p.id""",
+    ),
+    (
+        "held at levels",
+        """UPDATE app_stocklevel s SET reserved = h.n
+           FROM (SELECT product_id, location_id, sum(quantity) AS n FROM app_reservation
+                 WHERE status = 'active' AND location_id IS NOT NULL
+                 GROUP BY product_id, location_id) h
+           WHERE h.product_id = s.product_id AND h.location_id = s.location_id""",
+    ),
 ]
 
 TABLES = ("app_product", "app_stocklevel", "app_pricehistory", "app_stockmovement")
+# Idempotent and cheap: run again on a database kept by --reuse (see restore_counters).
+COUNTERS = ("held units", "held at levels")
 
 
 def secondary_indexes(cursor) -> list[tuple[str, str]]:
@@ -278,6 +297,19 @@ def build(shape: Shape, index_build: str) -> dict[str, float]:
         cursor.execute("VACUUM ANALYZE")
     times["vacuum analyze"] = time.perf_counter() - start
     return times
+
+
+def restore_counters() -> None:
+    """The reservation counters, set again on a database kept by ``--reuse``: one built
+    before the load set them holds its 5,000 holds with every ``Product.reserved`` at 0, and
+    the product page, which reads no holds of such a product, would do less work than it
+    does for those products (``recorded`` compares only the sizes)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        for label, sql in LOAD:
+            if label in COUNTERS:
+                cursor.execute(sql)
 
 
 def seed_runs() -> None:
@@ -595,6 +627,7 @@ def main() -> int:
         record(shape, times, args.index_build)
         print(f"  built in {times['total']:.1f}s (indexes {args.index_build} the load)")
     else:
+        restore_counters()
         print(f"  reused (built in {times['total']:.1f}s, indexes {times['index_build']} the load)")
     if args.build_only:
         return 0

@@ -83,9 +83,13 @@ def product_by_sku(sku: str) -> Product:
     return get_object_or_404(Product, sku=sku)
 
 
-def active_reservations(product: Product, limit: int = PRODUCT_ROWS) -> QuerySet[Reservation]:
-    """The product's holds that still count (active, not past due), soonest to lapse first."""
-    return (
+def active_reservations(product: Product, limit: int = PRODUCT_ROWS) -> list[Reservation]:
+    """The product's holds that still count (active, not past due), soonest to lapse first.
+    None, without a query, when ``Product.reserved`` (the units of its active holds, moved
+    in the transaction of every hold's change) is 0: most products."""
+    if not product.reserved:
+        return []
+    return list(
         product.reservations.filter(status=Reservation.Status.ACTIVE, expires_at__gt=timezone.now())
         .select_related("location", "changed_by")
         .order_by("expires_at", "id")[:limit]

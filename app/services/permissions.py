@@ -9,7 +9,8 @@ per-process cache), read from the near cache, so a hit costs no round trip:
 * every entry is stamped with a *generation*, one key for all users; an entry stamped with
   another generation is ignored and rebuilt from the database;
 * any change of permissions (a user's permissions or groups, a group's permissions, a
-  group, permission or content type saved or deleted) invalidates the generation with
+  group, permission or content type saved or deleted, and every ``migrate``: migrations
+  write through historical models, whose signals name another sender) invalidates the generation with
   ``cache_guard.invalidate``: tombstoned before the transaction commits and again after,
   read-your-writes inside it; a reader that read the old generation before the change can
   only store its entry under that generation, which never comes back (a new one is random);
@@ -17,13 +18,17 @@ per-process cache), read from the near cache, so a hit costs no round trip:
 * superusers, inactive and anonymous users get nothing from it (``ModelBackend`` answers,
   ``User.has_perm`` decides for active superusers first): a superuser's entry would list
   every permission and outlive a demotion, however it is written (``queryset.update()``
-  sends no signal); an entry only lists permissions, so what it cannot grant,
-  ``ModelBackend`` is asked for (a denial costs the two queries, as before);
+  sends no signal);
+* an entry is the user's whole set (``ModelBackend``'s own answer, stored), so a permission
+  it lacks is refused from it too (``has_perm`` raises ``PermissionDenied``, which ends
+  Django's walk of the backends) instead of costing ``ModelBackend``'s two queries: every
+  page asks for permissions its user may not have (the navigation's links);
 * the fill reads the primary, never the read replica (``app.core.dbrouter``): a lagging
   replica's permissions would be kept for ``MAX_AGE``.
 
-Writes that send no signal are seen within ``MAX_AGE`` seconds: raw SQL, ``queryset.update()``
-of groups or permissions, and rows of the auto-created many-to-many tables written directly
+Writes that send no signal (grants as well as revocations) are seen within ``MAX_AGE``
+seconds: raw SQL, ``queryset.update()`` of groups or permissions, and rows of the
+auto-created many-to-many tables written directly
 (``User.user_permissions.through.objects.filter(...).delete()`` or ``bulk_create``: Django
 sends no signal for those models), not through the relation's ``add``/``remove``/``set``/
 ``clear``. If the cache cannot be reached, reads fall back to ``ModelBackend`` and an
@@ -40,6 +45,7 @@ from typing import Any
 
 from django.contrib.auth.backends import ModelBackend
 from django.core.cache import cache
+from django.core.exceptions import PermissionDenied
 from django.db import DEFAULT_DB_ALIAS
 
 from ..core import dbrouter
@@ -66,23 +72,32 @@ class CachedPermissionBackend:
         return None
 
     def get_all_permissions(self, user_obj, obj=None) -> set[str]:
+        return self._known(user_obj, obj) or set()
+
+    def has_perm(self, user_obj, perm: str, obj=None) -> bool:
+        known = self._known(user_obj, obj)
+        if known is None:
+            return False  # ModelBackend, next in line, answers as it always did
+        if perm in known:
+            return True
+        raise PermissionDenied  # the whole set: ModelBackend would refuse it as well
+
+    def _known(self, user_obj, obj) -> set[str] | None:
+        """The user's whole set of permissions, or None where this backend has no say."""
         if obj is not None or not user_obj.is_active or user_obj.is_anonymous:
-            return set()
+            return None
         if user_obj.is_superuser:  # never cached: it would outlive a demotion
-            return set()
+            return None
         if not hasattr(user_obj, "_cached_perms"):
             user_obj._cached_perms = cached_permissions(user_obj)
         return user_obj._cached_perms
 
-    def has_perm(self, user_obj, perm: str, obj=None) -> bool:
-        return user_obj.is_active and perm in self.get_all_permissions(user_obj, obj)
 
-
-def cached_permissions(user) -> set[str]:
+def cached_permissions(user) -> set[str] | None:
     """``ModelBackend().get_all_permissions(user)``, from the cache when the entry is of the
-    current generation; without a shared cache, or if it fails, from the database."""
+    current generation, else read now; None without a shared cache or if it fails."""
     if not cache_guard.enabled():
-        return set()  # ModelBackend, next in line, answers as it always did
+        return None  # ModelBackend, next in line, answers as it always did
     try:
         generation, ticket = cache_guard.get(GENERATION_KEY)
         if generation is None:
@@ -98,7 +113,7 @@ def cached_permissions(user) -> set[str]:
         return perms
     except Exception:  # the cache is an optimisation: ModelBackend still answers
         logger.warning("permission cache unavailable", exc_info=True)
-        return set()
+        return None
 
 
 def _read(user) -> set[str]:

@@ -98,21 +98,24 @@ def availability(product: Product) -> tuple[int, list[LocationStock]]:
     """What a product can still promise (on hand minus active holds, never below zero),
     and the same per location (holds naming no location count only for the product)."""
     # One query (the product page's stock facts): each level with the units held at its
-    # location and, the same on every row, at the whole product.
-    active = Reservation.objects.filter(
-        product_id=product.pk, status=Reservation.Status.ACTIVE, expires_at__gt=timezone.now()
-    )
-    levels = (
-        StockLevel.objects.filter(product_id=product.pk)
-        .select_related("location")
-        .annotate(
+    # location and, the same on every row, at the whole product. ``Product.reserved``
+    # counts the units of the product's active holds (due or not), moved in the transaction
+    # of every hold's change: at 0 there is no hold to count, and the levels are read
+    # alone (most products; the sums made this the page's costliest query to build).
+    levels = StockLevel.objects.filter(product_id=product.pk).select_related("location")
+    if product.reserved:
+        active = Reservation.objects.filter(
+            product_id=product.pk, status=Reservation.Status.ACTIVE, expires_at__gt=timezone.now()
+        )
+        levels = levels.annotate(
             here=_units(active.filter(location_id=OuterRef("location_id"))), total=_units(active)
         )
-    )
     places = []
-    total: int | None = None
+    total: int | None = None if product.reserved else 0
     for level in levels:
-        reserved, total = level.here or 0, level.total or 0
+        reserved = 0
+        if product.reserved:
+            reserved, total = level.here or 0, level.total or 0
         places.append(
             LocationStock(
                 code=level.location.code,

@@ -192,7 +192,7 @@ def product_detail(request: HttpRequest, sku: str) -> HttpResponse:
     table = stock_chart_table(series)
     changes, moves = history[: selectors.PRODUCT_ROWS], ledger[: selectors.PRODUCT_ROWS]
     alerts = list(selectors.alert_history(product))
-    holds = list(selectors.active_reservations(product))
+    holds = selectors.active_reservations(product)
     return render(
         request,
         "web/product_detail.html",
