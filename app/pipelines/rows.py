@@ -86,7 +86,8 @@ _PRICE_COLUMN = re.compile(rf"(?:(?:{_PRICE_TEXT.pattern})\n)*")
 # Prices of that form written with two decimals: each already is its ``Decimal`` to the cent.
 _CENTS_COLUMN = re.compile(r"(?:[0-9]{1,10}\.[0-9]{2}\n)*")
 _COUNT_COLUMN = re.compile(rf"(?:(?:{_COUNT_TEXT.pattern})?\n)*")
-# Rows checked together by ``iter_csv_rows`` (what it reads ahead of the rows it yields).
+# Lines read and rows checked together by ``iter_csv_blocks`` (what it reads ahead of the
+# rows it yields).
 FAST_BATCH = 1000
 
 

@@ -577,6 +577,36 @@ def test_whole_blocks_are_taken_without_the_row_by_row_check(monkeypatch):
     assert found[2][0] == (7, ("A-5", "Box 5", Decimal("1.00"), 5, None))
 
 
+def test_no_whole_blocks_with_a_column_the_check_does_not_read(monkeypatch):
+    """A column ``_fast_batch`` does not check (not an upsert column: only a direct caller
+    of ``iter_csv_rows`` can have one) may hold a quoted line break going on past a block's
+    last line: such a CSV is read record by record, as the model reads it."""
+    text = 'sku,name,price,note\nA-1,Box,1.00,"one\ntwo"\nA-2,Box,2.00,x\n'
+
+    def read(as_values: bool):
+        return [
+            (line, row if as_values else row.values())
+            for line, row in iter_csv_rows(io.StringIO(text), skip=print, as_values=as_values)
+        ]
+
+    monkeypatch.setattr(ProductRow, "model_config", {**ProductRow.model_config, "extra": "ignore"})
+    ProductRow.model_rebuild(force=True)
+    try:
+        model = read(as_values=False)
+        monkeypatch.setattr(rows_module, "FAST_BATCH", 1)  # the block ends inside the quotes
+        assert (
+            read(as_values=True)
+            == model
+            == [
+                (3, ("A-1", "Box", Decimal("1.00"), None, None)),
+                (4, ("A-2", "Box", Decimal("2.00"), None, None)),
+            ]
+        )
+    finally:
+        monkeypatch.undo()
+        ProductRow.model_rebuild(force=True)
+
+
 def test_csv_values_equal_model_rows_in_any_column_order():
     text = (
         "price,stock,sku,name\n1.5,7,A-1,Box\n,3,A-2,Bad\n2,,A-3,Two\n"
