@@ -5,7 +5,7 @@ without a profiler; then the pipeline once more with cProfile, its statements su
 
     python benchmarks/profile_upsert.py --db sqlite|postgres --n 100000
         [--workload upsert|map|adjust_prices|delete_products] [--repeat 1] [--top 30]
-        [--reuse] [--no-limit] [--explain SECONDS] [--dump FILE]
+        [--reuse] [--no-limit | --no-pipeline] [--forms array,copy] [--explain SECONDS] [--dump FILE]
 
 ``--reuse`` (PostgreSQL): keep the database ``BENCH_PG_DB`` names when it holds a catalogue
 of ``--n`` products already (a 1,000,000-product load takes minutes), reset it instead of
@@ -43,11 +43,13 @@ def main() -> None:
         type=float,
         default=0,
         help="PostgreSQL: print the plan (auto_explain, ANALYZE, BUFFERS) of every statement "
-        "of the profiled run taking at least this many seconds",
+        "taking at least this many seconds (the limit's and the pipeline's; times inflated)",
     )
     parser.add_argument(
         "--no-limit", action="store_true", help="time the pipeline only in the rounds"
     )
+    parser.add_argument("--no-pipeline", action="store_true", help="time the limit's forms only")
+    parser.add_argument("--forms", help="the limit's forms to time (comma-separated; default all)")
     parser.add_argument("--dump", help="write the profiled run's statements (JSON) to this file")
     parser.add_argument(
         "--reuse", action="store_true", help="PostgreSQL: keep a database loaded with --n products"
@@ -74,19 +76,25 @@ def main() -> None:
             connection, conf.default_location(), conf.low_stock_threshold(), verbose=True
         )
         spec = {"name": "profile", "steps": work.steps}
+        if args.explain and connection.vendor == "postgresql":
+            _auto_explain(connection, args.explain)
         for _round in range(args.repeat):
-            for name, form in ({} if args.no_limit else limits.forms(args.workload)).items():
+            forms = {} if args.no_limit else limits.forms(args.workload)
+            for name, form in forms.items():
+                if args.forms and name not in args.forms.split(","):
+                    continue
                 bench.reset()
                 print(f"limit {name}: {form(work.data):.2f}s", flush=True)
+            if args.no_pipeline:
+                continue
             bench.reset()
             start = time.perf_counter()
             result = process_pipeline(spec)
             assert result["status"] == "succeeded", result.get("error")
             print(f"pipeline: {time.perf_counter() - start:.2f}s", flush=True)
+        if args.no_pipeline:
+            return
         bench.reset()
-        plans: list[str] = []
-        if args.explain and connection.vendor == "postgresql":
-            _auto_explain(connection, args.explain, plans)
         profiler = cProfile.Profile()
         with CaptureQueriesContext(connection) as queries:
             start = time.perf_counter()
@@ -96,8 +104,6 @@ def main() -> None:
             profiler.disable()
             elapsed = time.perf_counter() - start
         assert result["status"] == "succeeded", result.get("error")
-        for plan in plans:
-            print(plan)
         if args.dump:
             Path(args.dump).write_text(json.dumps(queries.captured_queries, indent=1))
         by_kind: dict[str, list[float]] = {}
@@ -118,11 +124,13 @@ def main() -> None:
         connection.close()
 
 
-def _auto_explain(connection, seconds: float, plans: list[str]) -> None:
+def _auto_explain(connection, seconds: float) -> None:
     """Have the server send the plan of each statement of this session taking ``seconds``
-    or more (with actual rows, times and buffers) to ``plans``, as a notice."""
+    or more (with actual rows, times and buffers) as a notice, printed as it comes."""
     connection.ensure_connection()
-    connection.connection.add_notice_handler(lambda diag: plans.append(diag.message_primary or ""))
+    connection.connection.add_notice_handler(
+        lambda diag: print(diag.message_primary or "", flush=True)
+    )
     with connection.cursor() as cursor:
         cursor.execute("LOAD 'auto_explain'")
         for name, value in (
