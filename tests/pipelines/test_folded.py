@@ -200,3 +200,23 @@ def test_the_effects_read_the_stage_not_the_rewritten_products(operator):
         .order_by("sku")
         .values_list("sku", "name", "stock", "threshold")
     ) == [("A-1", "Seed A-1", 3, 4)]
+
+
+def test_the_product_update_runs_without_hash_join_on_postgresql(operator):
+    """On PostgreSQL the group's product ``UPDATE`` runs with hash joins off (rows in key
+    order: a hash join's batches revisit every page, ``folded._in_table_order``); the
+    setting is the session's again afterwards."""
+    if connection.vendor != "postgresql":
+        pytest.skip("a PostgreSQL planner setting")
+    seed(SEEDED)
+    product = connection.ops.quote_name(Product._meta.db_table)
+    with CaptureQueriesContext(connection) as queries:
+        result = process_pipeline(CASES["price then stock"], user=operator)
+    assert result["status"] == "succeeded", result
+    sqls = [q["sql"] for q in queries.captured_queries]
+    write = next(i for i, sql in enumerate(sqls) if sql.startswith(f"UPDATE {product} SET"))
+    assert "set_config('enable_hashjoin', 'off', true)" in sqls[write - 1]
+    assert sqls[write + 1].startswith("SELECT set_config('enable_hashjoin', 'on', true)")
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW enable_hashjoin")
+        assert cursor.fetchone()[0] == "on"
