@@ -28,7 +28,8 @@ are not folded while any level has its own threshold.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,20 +132,21 @@ def write_folded(units: Sequence[StepUnit], writes: Sequence[MapWrite]) -> None:
                     column = qn(Product._meta.get_field(name).column)
                     sets.append(f"{column} = {stage.after(name, len(writes) - 1)}")
             changed = " OR ".join(f"({stage.changed(k)})" for k in range(len(writes)))
-            cursor.execute(
-                f"UPDATE {product} SET {', '.join(sets)}, updated_at = %s FROM {FOLD} s "
-                f"WHERE {product}.id = s.product_id AND ({changed})",
-                [connection.ops.adapt_datetimefield_value(written_at)],
-            )
+            with _in_table_order(cursor, pg):
+                cursor.execute(
+                    f"UPDATE {product} SET {', '.join(sets)}, updated_at = %s FROM {FOLD} s "
+                    f"WHERE {product}.id = s.product_id AND ({changed})",
+                    [connection.ops.adapt_datetimefield_value(written_at)],
+                )
 
         for k, (unit, write) in enumerate(zip(units, writes, strict=True)):
             updated = counts[k]
             if write.field == "price":
                 _list_prices(cursor, unit, stage, k)
             unit.tracked(
-                _effects(unit, write, k, stage, updated, written_at, product, then=write_all)
+                _effects(unit, write, k, stage, updated, written_at, then=write_all)
                 if k == 0
-                else _effects(unit, write, k, stage, updated, written_at, product)
+                else _effects(unit, write, k, stage, updated, written_at)
             )
             unit.counts.updated += updated
             unit.counts.unchanged += len(keys) - updated
@@ -153,31 +155,62 @@ def write_folded(units: Sequence[StepUnit], writes: Sequence[MapWrite]) -> None:
             unit.advance(len(keys))
 
 
+@contextmanager
+def _in_table_order(cursor, pg: bool) -> Iterator[None]:
+    """On PostgreSQL, no hash join for the statement run in the block: the product
+    ``UPDATE`` then visits the rows in primary-key order (a merge join over the primary key,
+    or a nested loop for a few rows).
+
+    A hash join of a large stage with the products works in batches once the hash outgrows
+    ``work_mem`` (8 at 1,000,000 products), and updates each batch's rows in the stage's
+    order: every heap and index page is then visited once per batch. While the table fits
+    in the shared buffers that costs nothing; at 1,000,000 products (312 MB of heap and
+    eight indexes against 128 MB of buffers) each visit reads the page back and writes it
+    out again: the ``UPDATE`` took 53-58 s as a hash join, 26-28 s in key order (the same
+    statement, benchmarks/RESULTS-pipeline.md). The setting is restored after it."""
+    if not pg:
+        yield
+        return
+    cursor.execute(
+        "SELECT current_setting('enable_hashjoin'), set_config('enable_hashjoin', 'off', true)"
+    )
+    before = cursor.fetchone()[0]
+    yield  # on an error the transaction (or savepoint) rolls the setting back
+    cursor.execute("SELECT set_config('enable_hashjoin', %s, true)", [before])
+
+
 def _create(cursor, pg: bool, writes: Sequence[MapWrite]) -> None:
-    """The stage of this group: ``(ord, sku, product_id, price0, stock0, v0, v1, ...)``,
-    ``v<k>`` step ``k``'s value, typed as the product column it goes to (a price is
-    rounded as the product's would be)."""
+    """The stage of this group: ``(ord, sku, product_id, name, threshold, price0, stock0,
+    v0, v1, ...)``, ``v<k>`` step ``k``'s value, typed as the product column it goes to (a
+    price is rounded as the product's would be). ``name`` and ``threshold`` are the locked
+    product's, which the group does not write: the change rows are read from the stage
+    alone (``_changed_rows``)."""
     connection = cursor.db
-    price = Product._meta.get_field("price").db_type(connection)
+    field = Product._meta.get_field
+    price = field("price").db_type(connection)
     stock = "bigint" if pg else "INTEGER"
     types = {"price": price, "stock": stock}
     values = "".join(f", v{k} {types[w.field]}" for k, w in enumerate(writes))
     cursor.execute(f"DROP TABLE IF EXISTS {FOLD}")  # an earlier group's, in this transaction
     cursor.execute(
         f"CREATE TEMP TABLE {FOLD} (ord integer PRIMARY KEY, sku text NOT NULL, "
-        f"product_id bigint, price0 {price}, stock0 {stock}{values})"
-        + (" ON COMMIT DROP" if pg else "")
+        f"product_id bigint, name {field('name').db_type(connection)}, "
+        f"threshold {field('low_stock_threshold').db_type(connection)}, "
+        f"price0 {price}, stock0 {stock}{values})" + (" ON COMMIT DROP" if pg else "")
     )
 
 
 def _fill(cursor, pg: bool, writes: Sequence[MapWrite], keys: list[str], product, qn) -> None:
     """Stage every SKU with each step's value, lock the products (primary-key order, as
-    every writer), and take their ids, prices and stock (``staged._stage`` for one map)."""
+    every writer), and take their ids, names, thresholds, prices and stock
+    (``staged._stage`` for one map)."""
     rows = dict(zip(keys, zip(*(w.values.values() for w in writes), strict=True), strict=True))
     payload = encoding.dumps(rows, default=str)  # in the map's order; Decimals exact
     names = ", ".join(f"v{k}" for k in range(len(writes)))
     price = qn(Product._meta.get_field("price").column)
     stock = qn(Product._meta.get_field("stock").column)
+    name = qn(Product._meta.get_field("name").column)
+    threshold = qn(Product._meta.get_field("low_stock_threshold").column)
     if pg:
         # The map's members go to a table of their own first (analyzed: the planner then
         # joins 100,000 SKUs by hash, not by 100,000 index probes), then each with its
@@ -192,9 +225,10 @@ def _fill(cursor, pg: bool, writes: Sequence[MapWrite], keys: list[str], product
         values = ", ".join(f"(i.value->>{k})::numeric" for k in range(len(writes)))
         # Locked first: a product renamed or deleted meanwhile is not taken by its old SKU.
         cursor.execute(
-            f"INSERT INTO {FOLD} (ord, sku, product_id, price0, stock0, {names}) "
-            f"SELECT i.ord, i.sku, l.id, l.price, l.stock, {values} FROM {FOLD_INPUT} i "
-            f"LEFT JOIN (SELECT p.id, p.sku, p.{price} AS price, p.{stock} AS stock "
+            f"INSERT INTO {FOLD} (ord, sku, product_id, name, threshold, price0, stock0, "
+            f"{names}) SELECT i.ord, i.sku, l.id, l.name, l.threshold, l.price, l.stock, "
+            f"{values} FROM {FOLD_INPUT} i LEFT JOIN (SELECT p.id, p.sku, p.{name} AS name, "
+            f"p.{threshold} AS threshold, p.{price} AS price, p.{stock} AS stock "
             f"FROM {product} p WHERE p.sku IN (SELECT sku FROM {FOLD_INPUT}) "
             "ORDER BY p.id FOR UPDATE) l ON l.sku = i.sku"
         )
@@ -203,8 +237,8 @@ def _fill(cursor, pg: bool, writes: Sequence[MapWrite], keys: list[str], product
     else:  # the transaction holds SQLite's write lock already (BEGIN IMMEDIATE)
         values = ", ".join(f"j.value ->> {k}" for k in range(len(writes)))
         cursor.execute(  # ord: the rowid, given in the members' order
-            f"INSERT INTO {FOLD} (sku, product_id, price0, stock0, {names}) "
-            f"SELECT j.key, p.id, p.{price}, p.{stock}, {values} "
+            f"INSERT INTO {FOLD} (sku, product_id, name, threshold, price0, stock0, {names}) "
+            f"SELECT j.key, p.id, p.{name}, p.{threshold}, p.{price}, p.{stock}, {values} "
             f"FROM json_each(%s) j LEFT JOIN {product} p ON p.sku = j.key",
             [payload],
         )
@@ -289,7 +323,6 @@ def _effects(
     stage: _Stage,
     updated: int,
     at: Any,
-    product: str,
     then: Any = None,
 ):
     """The write of step ``k`` for ``unit.tracked``: ``then`` (the products' one
@@ -301,7 +334,7 @@ def _effects(
         if updated and adapters.saves_tracked():
             record_set(
                 StagedChanges(
-                    _changed_rows(stage, k, product),
+                    _changed_rows(stage, k),
                     field=write.field,
                     count=updated,
                     using=unit.using,
@@ -312,14 +345,20 @@ def _effects(
     return run
 
 
-def _changed_rows(stage: _Stage, k: int, product: str) -> str:
+def _changed_rows(stage: _Stage, k: int) -> str:
     """Step ``k``'s change set rows (``changes.COLUMNS``): the products it changed, with
-    their values before and after it, in the map's order."""
+    their values before and after it, in the map's order.
+
+    Read from the stage alone: its SKU is the product's (matched exactly, the row locked),
+    its name and threshold the locked product's, which no step of the group writes. Each
+    effect reads these rows; joined back to the products it rescanned the table the group
+    had just rewritten (twice its size by then: at 1,000,000 products more than PostgreSQL's
+    buffers hold), once per effect and step."""
     return (
-        "SELECT s.ord AS ord, p.id AS pk, 'updated' AS kind, p.sku AS sku, p.sku AS old_sku, "
-        "p.name AS name, p.name AS old_name, "
+        "SELECT s.ord AS ord, s.product_id AS pk, 'updated' AS kind, s.sku AS sku, "
+        "s.sku AS old_sku, s.name AS name, s.name AS old_name, "
         f"{stage.after('price', k)} AS price, {stage.after('price', k - 1)} AS old_price, "
         f"{stage.after('stock', k)} AS stock, {stage.after('stock', k - 1)} AS old_stock, "
-        "p.low_stock_threshold AS threshold, p.low_stock_threshold AS old_threshold "
-        f"FROM {FOLD} s CROSS JOIN {product} p WHERE p.id = s.product_id AND {stage.changed(k)}"
+        "s.threshold AS threshold, s.threshold AS old_threshold "
+        f"FROM {FOLD} s WHERE s.product_id IS NOT NULL AND {stage.changed(k)}"
     )

@@ -11,7 +11,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from app.models import Location, Product, StockLevel
+from app.models import Location, PriceHistory, Product, StockAlert, StockLevel
 from app.pipelines.folded import FOLD
 from app.pipelines.staged import STAGE
 from app.services.context import change_context
@@ -173,3 +173,50 @@ def test_stock_steps_are_not_folded_while_a_level_has_its_own_threshold(operator
     with CaptureQueriesContext(connection) as queries:
         result = process_pipeline(CASES["price then stock"], user=operator)
     assert any(FOLD in q["sql"] for q in queries.captured_queries)
+
+
+def test_the_effects_read_the_stage_not_the_rewritten_products(operator):
+    """After the group's one product ``UPDATE``, its effects (history, ledger, levels,
+    alerts) read each step's change rows from the stage alone: names and thresholds were
+    staged with the lock. Joined back to the products, every effect rescanned the table
+    just rewritten (at 1,000,000 products on PostgreSQL, most of the map's gap to its
+    limit), and read the same values."""
+    seed(SEEDED)
+    product = connection.ops.quote_name(Product._meta.db_table)
+    with CaptureQueriesContext(connection) as queries:
+        result = process_pipeline(CASES["price then stock"], user=operator)
+    assert result["status"] == "succeeded", result
+    sqls = [q["sql"] for q in queries.captured_queries]
+    write = next(i for i, sql in enumerate(sqls) if sql.startswith(f"UPDATE {product} SET"))
+    reading = [sql for sql in sqls[write + 1 :] if FOLD in sql]
+    assert len(reading) >= 4  # history, ledger, levels, alerts
+    assert not [sql for sql in reading if product in sql]
+    assert [
+        tuple(row)
+        for row in PriceHistory.objects.order_by("id").values_list("sku", "name", "new_price")
+    ] == [("A-1", "Seed A-1", Decimal("11.00")), ("B-1", "Seed B-1", Decimal("7.55"))]
+    assert list(
+        StockAlert.objects.filter(resolved_at__isnull=True)
+        .order_by("sku")
+        .values_list("sku", "name", "stock", "threshold")
+    ) == [("A-1", "Seed A-1", 3, 4)]
+
+
+def test_the_product_update_runs_without_hash_join_on_postgresql(operator):
+    """On PostgreSQL the group's product ``UPDATE`` runs with hash joins off (rows in key
+    order: a hash join's batches revisit every page, ``folded._in_table_order``); the
+    setting is the session's again afterwards."""
+    if connection.vendor != "postgresql":
+        pytest.skip("a PostgreSQL planner setting")
+    seed(SEEDED)
+    product = connection.ops.quote_name(Product._meta.db_table)
+    with CaptureQueriesContext(connection) as queries:
+        result = process_pipeline(CASES["price then stock"], user=operator)
+    assert result["status"] == "succeeded", result
+    sqls = [q["sql"] for q in queries.captured_queries]
+    write = next(i for i, sql in enumerate(sqls) if sql.startswith(f"UPDATE {product} SET"))
+    assert "set_config('enable_hashjoin', 'off', true)" in sqls[write - 1]
+    assert sqls[write + 1].startswith("SELECT set_config('enable_hashjoin', 'on', true)")
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW enable_hashjoin")
+        assert cursor.fetchone()[0] == "on"
