@@ -26,6 +26,7 @@ from .base import Name, Price, Sku, Stock, Strict, Threshold
 
 REQUIRED_COLUMNS = ("sku", "name", "price")
 OPTIONAL_COLUMNS = ("stock", "low_stock_threshold")
+KNOWN_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 
 
 class ProductRow(Strict):
@@ -82,8 +83,11 @@ def _fast_values(at: tuple[int, int, int, int, int], values: list[str]) -> RowVa
 # one), each cell of the form ``_fast_values`` accepts; a count cell may be empty.
 _SKU_COLUMN = re.compile(rf"(?:(?!\.\.?\n)(?:{_PLAIN_SKU.pattern})\n)*")
 _PRICE_COLUMN = re.compile(rf"(?:(?:{_PRICE_TEXT.pattern})\n)*")
+# Prices of that form written with two decimals: each already is its ``Decimal`` to the cent.
+_CENTS_COLUMN = re.compile(r"(?:[0-9]{1,10}\.[0-9]{2}\n)*")
 _COUNT_COLUMN = re.compile(rf"(?:(?:{_COUNT_TEXT.pattern})?\n)*")
-# Rows checked together by ``iter_csv_rows`` (what it reads ahead of the rows it yields).
+# Lines read and rows checked together by ``iter_csv_blocks`` (what it reads ahead of the
+# rows it yields).
 FAST_BATCH = 1000
 
 
@@ -111,7 +115,12 @@ def _fast_batch(
         or _FORBIDDEN_IN_TEXT.search("".join(names))
     ):
         return None
-    if not _column_matches(_PRICE_COLUMN, prices):
+    if _column_matches(_CENTS_COLUMN, prices):
+        amounts = list(map(Decimal, prices))  # the same as quantized: two decimals already
+    elif _column_matches(_PRICE_COLUMN, prices):
+        quantize = Decimal.quantize
+        amounts = [quantize(Decimal(p), CENT) for p in prices]
+    else:
         return None
     counts: list[Any] = []
     for position in at[3:]:
@@ -121,21 +130,16 @@ def _fast_batch(
         cells = columns[position]
         if not _column_matches(_COUNT_COLUMN, cells):
             return None  # a blank cell of spaces, a sign...: row by row
-        found = [int(cell) if cell else None for cell in cells]
-        if max((n for n in found if n is not None), default=0) > MAX_STOCK:
-            return None
+        if all(cells):  # no empty cell
+            found = list(map(int, cells))
+            if max(found) > MAX_STOCK:
+                return None
+        else:
+            found = [int(cell) if cell else None for cell in cells]
+            if max((n for n in found if n is not None), default=0) > MAX_STOCK:
+                return None
         counts.append(found)
-    quantize = Decimal.quantize
-    return list(
-        zip(
-            skus,
-            names,
-            [quantize(Decimal(p), CENT) for p in prices],
-            counts[0],
-            counts[1],
-            strict=True,
-        )
-    )
+    return list(zip(skus, names, amounts, counts[0], counts[1], strict=True))
 
 
 @dataclass
@@ -253,12 +257,26 @@ def iter_csv_rows(
 ) -> Iterator[tuple[int, Any]]:
     """Yield ``(line number, row)``; raise ``RowError`` at the first bad cell or line, or,
     given ``skip``, hand it each bad row as a ``Rejection`` and go on (a malformed CSV
-    record still raises: the rows after it cannot be trusted).
+    record still raises: the rows after it cannot be trusted). ``iter_csv_blocks``, a row
+    at a time."""
+    for block in iter_csv_blocks(stream, skip, as_values=as_values):
+        yield from block
+
+
+def iter_csv_blocks(
+    stream: TextIO, skip: Callable[[Rejection], None] | None = None, *, as_values: bool = False
+) -> Iterator[list[tuple[int, Any]]]:
+    """``iter_csv_rows``'s rows, a list of ``(line number, row)`` at a time (the lists
+    come, the rows are handed to ``skip`` and errors are raised in the same order as a
+    row at a time).
 
     ``as_values``: each row as ``RowValues`` instead of a ``ProductRow``; rows of the common
     form are then checked without building the model, ``FAST_BATCH`` rows at a time
     (``_fast_batch``, else ``_fast_values`` row by row), the others as always, so the same
-    rows pass and fail with the same errors, in the same order."""
+    rows pass and fail with the same errors, in the same order. When the header names only
+    known columns, each once, ``FAST_BATCH`` lines at a time are first read as a whole
+    (``_whole_block``): a block of one record per line, each of the common form, is taken
+    as it is, without a Python step per row; any other block is read record by record."""
     reader = csv.reader(stream)
     header: list[str] = []
     done = 0  # lines read up to the end of the last whole record
@@ -272,14 +290,17 @@ def iter_csv_rows(
         )
     except csv.Error as exc:
         raise _csv_error(exc, stream, done, reader.line_num, header) from None
+    # Whole blocks only when ``_fast_batch`` checks every cell of a row (no column it
+    # does not know of, none twice): a record spanning lines has a cell holding a line
+    # break, which it refuses.
+    whole = fast and len(set(header)) == width and set(header) <= set(KNOWN_COLUMNS)
 
-    def checked(start: int, line: int, values: list[str]) -> Iterator[tuple[int, Any]]:
-        """One row of the table's width: yielded, or handed to ``skip``, or raised."""
+    def checked(start: int, line: int, values: list[str]) -> list[tuple[int, Any]]:
+        """One row of the table's width: returned, or handed to ``skip``, or raised."""
         if fast:
             found = _fast_values(at, values)
             if found is not None:
-                yield line, found
-                return
+                return [(line, found)]
         data = {
             k: v
             for k, v in zip(header, values, strict=True)
@@ -295,51 +316,91 @@ def iter_csv_rows(
                 raise RowError(line, column, msg) from None
             value = str(data.get(column, ""))
             skip(Rejection(start, column, value, first["msg"], _raw(header, values)))
-            return
-        yield line, (row.values() if as_values else row)
+            return []
+        return [(line, row.values() if as_values else row)]
 
     # (first line, last line, values) of rows read but not yet checked (``fast`` only)
     pending: list[tuple[int, int, list[str]]] = []
 
-    def flush() -> Iterator[tuple[int, Any]]:
+    def flush() -> Iterator[list[tuple[int, Any]]]:
         rows = _fast_batch(at, [values for _, _, values in pending])
         if rows is not None:
-            for (_, line, _), row in zip(pending, rows, strict=True):
-                yield line, row
+            yield [(line, row) for (_, line, _), row in zip(pending, rows, strict=True)]
         else:
             for start, line, values in pending:
-                yield from checked(start, line, values)
+                found = checked(start, line, values)
+                if found:
+                    yield found
         pending.clear()
 
-    try:
-        for values in reader:
-            line = reader.line_num
-            if not values or (len(values) == 1 and not values[0].strip()):
+    def records(lines: Iterator[str], stop: int | None) -> Iterator[list[tuple[int, Any]]]:
+        """The records read from ``lines`` (which follow line ``done``), record by record,
+        until one ends at or past their line ``stop`` (``None``: to the end)."""
+        nonlocal done
+        reader = csv.reader(lines)
+        offset = done
+        try:
+            while stop is None or reader.line_num < stop:
+                values = next(reader, None)
+                if values is None:
+                    break
+                line = offset + reader.line_num
+                if not values or (len(values) == 1 and not values[0].strip()):
+                    done = line
+                    continue  # blank line
+                start = done + 1
                 done = line
-                continue  # blank line
-            start = done + 1
-            done = line
-            if fast and len(values) == width:
-                pending.append((start, line, values))
-                if len(pending) >= FAST_BATCH:
+                if fast and len(values) == width:
+                    pending.append((start, line, values))
+                    if len(pending) >= FAST_BATCH:
+                        yield from flush()
+                    continue
+                if pending:
                     yield from flush()
-                continue
-            if pending:
+                if len(values) != width:
+                    msg = f"expected {width} values, found {len(values)}"
+                    if skip is None:
+                        raise RowError(line, "*", msg)
+                    skip(Rejection(start, "*", "", msg, _raw(header, values)))
+                    continue
+                found = checked(start, line, values)
+                if found:
+                    yield found
+        except csv.Error as exc:
+            error = _csv_error(exc, stream, done, offset + reader.line_num, header)
+            if pending:  # the rows before the malformed record come first, their errors too
                 yield from flush()
-            if len(values) != width:
-                msg = f"expected {width} values, found {len(values)}"
-                if skip is None:
-                    raise RowError(line, "*", msg)
-                skip(Rejection(start, "*", "", msg, _raw(header, values)))
-                continue
-            yield from checked(start, line, values)
-    except csv.Error as exc:
-        error = _csv_error(exc, stream, done, reader.line_num, header)
-        if pending:  # the rows before the malformed record come first, their errors too
+            raise error from None
+        if pending:
             yield from flush()
-        raise error from None
-    if pending:
-        yield from flush()
+
+    if not whole:
+        yield from records(stream, None)
+        return
+    while block := list(itertools.islice(stream, FAST_BATCH)):
+        rows = _whole_block(at, width, block)
+        if rows is not None:
+            yield list(zip(range(done + 1, done + 1 + len(block)), rows, strict=True))
+            done += len(block)
+        else:  # record by record from the block's first line (a record may go on past it)
+            yield from records(itertools.chain(block, stream), len(block))
+
+
+def _whole_block(
+    at: tuple[int, int, int, int, int], width: int, lines: list[str]
+) -> list[RowValues] | None:
+    """``_fast_batch`` of the records of ``lines`` when each line is one record of the
+    table's width (no blank line) and every row is of the common form; else ``None``
+    (also for a record ``csv`` cannot read: the caller reads it again, record by record,
+    and reports it there). A record going on past a line, even past the last one, has a
+    cell holding a line break: refused by ``_fast_batch``."""
+    try:
+        rows = list(csv.reader(lines))
+    except csv.Error:
+        return None
+    if len(rows) != len(lines) or set(map(len, rows)) != {width}:
+        return None
+    return _fast_batch(at, rows)
 
 
 def _raw(header: list[str], values: list[str]) -> dict[str, str]:

@@ -20,7 +20,14 @@ from pydantic import ValidationError
 from app.models import Location, Product, StockLevel
 from app.pipelines import rows as rows_module
 from app.pipelines import upserts
-from app.pipelines.rows import ProductRow, RowError, _fast_batch, _fast_values, iter_csv_rows
+from app.pipelines.rows import (
+    ProductRow,
+    RowError,
+    _fast_batch,
+    _fast_values,
+    iter_csv_blocks,
+    iter_csv_rows,
+)
 from app.pipelines.upserts import UPSERT_STAGE
 from app.utils.utils import process_pipeline
 from tests.pipelines.test_identity import observe
@@ -478,6 +485,126 @@ def test_batched_csv_values_equal_the_model_rows(rows):
         return found, [str(r) for r in rejected]
 
     assert read(as_values=True) == read(as_values=False)
+
+
+_LINE = st.one_of(
+    st.sampled_from(  # the common form, often: blocks of it are read whole
+        ["A-1,Box,1.00,7,", "A-2,Two,2,,3", "B.1,Three,0.01,2147483647,0", "A-3,Box,1.5,0,1"]
+    ),
+    st.sampled_from(
+        [
+            "",  # a blank line
+            "   ",
+            "A-4,Short,1.00",  # too few values
+            "A-5,Box,1.00,1,2,3",  # too many
+            'A-6,"Two\nlines",1.00,1,',  # a record of two lines (refused: a line break)
+            'A-7,"Open',  # a quoted cell going on over the next line(s)
+            'x",1.00,2,',
+            'A-8,"Quoted, name",1.50,3,',
+            "A-9,Bad,ten,1,",
+            "A-10,Box,1.00,-1,",
+            "A-11,Box,1.00, 7,",  # accepted row by row only
+            "A-1,Again,1.00,7,",  # a repeated SKU
+            "A-12," + "x" * 45 + ",1.00,1,",  # over the field size limit below
+            'A-13,"' + "y" * 45 + '",1.00,1,',
+            "\ufeffA-14,Box,1.00,1,",
+        ]
+    ),
+    st.lists(_ODD, min_size=5, max_size=5).map(lambda cells: ",".join(cells)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    lines=st.lists(_LINE, max_size=12),
+    ends=st.sampled_from(["\n", "\r\n", "\r"]),
+    last=st.booleans(),
+    batch=st.sampled_from([1, 2, 3, 5, 1000]),
+    skip=st.booleans(),
+)
+def test_whole_blocks_read_as_record_by_record(lines, ends, last, batch, skip):
+    """CSV lines read ``FAST_BATCH`` at a time as whole blocks (``iter_csv_blocks``) give
+    the model's rows, line numbers, rejections and first error (a malformed record, a
+    field over the size limit, a record going on past a block's last line, blank lines,
+    line endings, no line break at the end)."""
+    text = ends.join(["sku,name,price,stock,low_stock_threshold", *lines]) + (ends if last else "")
+
+    def read(as_values: bool):
+        rejected: list[str] = []
+        found: list = []
+        try:
+            for block in iter_csv_blocks(
+                io.StringIO(text, newline=""),
+                skip=rejected.append if skip else None,
+                as_values=as_values,
+            ):
+                found += [(n, row if as_values else row.values()) for n, row in block]
+        except RowError as exc:
+            return found, [str(r) for r in rejected], str(exc)
+        return found, [str(r) for r in rejected], None
+
+    limit = csv.field_size_limit(40)
+    batch_before = rows_module.FAST_BATCH
+    try:
+        model = read(as_values=False)
+        rows_module.FAST_BATCH = batch
+        assert read(as_values=True) == model
+        assert [str(v) for _, row in read(as_values=True)[0] for v in row] == [
+            str(v) for _, row in model[0] for v in row
+        ]
+    finally:
+        csv.field_size_limit(limit)
+        rows_module.FAST_BATCH = batch_before
+
+
+def test_whole_blocks_are_taken_without_the_row_by_row_check(monkeypatch):
+    """A CSV of the common form (a quoted name too) is read a block at a time: no row goes
+    through ``_fast_values`` or the model; a block holding one odd row is read record by
+    record, the others still whole."""
+    lines = ["sku,name,price,stock"]
+    lines += [f'A-{i},"Box {i}, blue",{i}.50,{i % 7}' for i in range(10)]
+    calls: list = []
+    real = rows_module._fast_values
+    monkeypatch.setattr(rows_module, "_fast_values", lambda *a: calls.append(a) or real(*a))
+    monkeypatch.setattr(rows_module, "FAST_BATCH", 4)
+    found = list(iter_csv_blocks(io.StringIO("\n".join(lines) + "\n"), as_values=True))
+    assert [len(block) for block in found] == [4, 4, 2] and calls == []
+    assert found[0][0] == (2, ("A-0", "Box 0, blue", Decimal("0.50"), 0, None))
+    lines[6] = "A-5,Box 5,1.00, 5"  # a count with a space: accepted, row by row
+    found = list(iter_csv_blocks(io.StringIO("\n".join(lines) + "\n"), as_values=True))
+    assert [len(block) for block in found] == [4, 1, 1, 1, 1, 2]
+    assert found[1][0] == (6, ("A-4", "Box 4, blue", Decimal("4.50"), 4, None))
+    assert found[2][0] == (7, ("A-5", "Box 5", Decimal("1.00"), 5, None))
+
+
+def test_no_whole_blocks_with_a_column_the_check_does_not_read(monkeypatch):
+    """A column ``_fast_batch`` does not check (not an upsert column: only a direct caller
+    of ``iter_csv_rows`` can have one) may hold a quoted line break going on past a block's
+    last line: such a CSV is read record by record, as the model reads it."""
+    text = 'sku,name,price,note\nA-1,Box,1.00,"one\ntwo"\nA-2,Box,2.00,x\n'
+
+    def read(as_values: bool):
+        return [
+            (line, row if as_values else row.values())
+            for line, row in iter_csv_rows(io.StringIO(text), skip=print, as_values=as_values)
+        ]
+
+    monkeypatch.setattr(ProductRow, "model_config", {**ProductRow.model_config, "extra": "ignore"})
+    ProductRow.model_rebuild(force=True)
+    try:
+        model = read(as_values=False)
+        monkeypatch.setattr(rows_module, "FAST_BATCH", 1)  # the block ends inside the quotes
+        assert (
+            read(as_values=True)
+            == model
+            == [
+                (3, ("A-1", "Box", Decimal("1.00"), None, None)),
+                (4, ("A-2", "Box", Decimal("2.00"), None, None)),
+            ]
+        )
+    finally:
+        monkeypatch.undo()
+        ProductRow.model_rebuild(force=True)
 
 
 def test_csv_values_equal_model_rows_in_any_column_order():

@@ -4,6 +4,7 @@ file), the supplier's columns mapped by an import profile (``app.pipelines.feeds
 from __future__ import annotations
 
 from collections.abc import Iterator
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,7 +30,7 @@ from ..rows import (
     RowValues,
     count_data_lines,
     header_errors,
-    iter_csv_rows,
+    iter_csv_blocks,
     open_csv,
     read_header,
 )
@@ -142,9 +143,15 @@ class UpsertProducts(StepSpec):
 
     def _items(self, unit, *, as_values: bool = False) -> Iterator[Any]:
         """The rows, validated, as ``ProductRow`` models or (``as_values``) ``RowValues``."""
+        for block in self._blocks(unit, as_values=as_values):
+            yield from block
+
+    def _blocks(self, unit, *, as_values: bool = False) -> Iterator[list[Any]]:
+        """``_items``, a list at a time: JSON rows all at once, a CSV's as
+        ``iter_csv_blocks`` reads them, a mapped feed's one by one (a chunk of them is then
+        taken without a Python step per row)."""
         if self.rows is not None:
-            for row in self.rows:
-                yield row.values() if as_values else row
+            yield [row.values() if as_values else row for row in self.rows]
             return
         key = self.source
         skip = unit.state.policy == "skip_invalid_rows"
@@ -158,7 +165,7 @@ class UpsertProducts(StepSpec):
                         unit.reject(item)
                         unit.advance(1)
                         continue
-                    yield item.values() if as_values else item
+                    yield [item.values() if as_values else item]
             except FeedError as exc:
                 raise _invalid(unit, key, exc.row, exc.column or "*", str(exc)) from None
             return
@@ -169,10 +176,10 @@ class UpsertProducts(StepSpec):
 
         with open_csv(text=self.csv, path=self.csv_file) as stream:
             try:
-                for _line, row in iter_csv_rows(
+                for found in iter_csv_blocks(
                     stream, skip=rejected if skip else None, as_values=as_values
                 ):
-                    yield row
+                    yield list(map(itemgetter(1), found))
             except RowError as exc:
                 raise _invalid(unit, key, exc.line, exc.column, str(exc)) from None
 
@@ -187,11 +194,20 @@ class UpsertProducts(StepSpec):
     def _run_staged(self, unit) -> None:
         """The SQL route (``app.pipelines.upserts``): chunks of distinct SKUs, as below."""
         chunk: dict[str, RowValues] = {}
-        for row in self._items(unit, as_values=True):
-            if row[0] in chunk or len(chunk) >= upserts.STAGE_CHUNK:
-                upserts.write_rows(unit, list(chunk.values()), key=self.source)
-                chunk = {}
-            chunk[row[0]] = row
+        for block in self._blocks(unit, as_values=True):
+            skus = list(map(itemgetter(0), block))
+            if (
+                len(chunk) + len(block) <= upserts.STAGE_CHUNK
+                and len(set(skus)) == len(skus)
+                and chunk.keys().isdisjoint(skus)
+            ):  # the whole block (new SKUs, room for all): as row by row below, at once
+                chunk.update(zip(skus, block, strict=True))
+                continue
+            for row in block:
+                if row[0] in chunk or len(chunk) >= upserts.STAGE_CHUNK:
+                    upserts.write_rows(unit, list(chunk.values()), key=self.source)
+                    chunk = {}
+                chunk[row[0]] = row
         if chunk:
             upserts.write_rows(unit, list(chunk.values()), key=self.source)
 
