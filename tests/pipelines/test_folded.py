@@ -220,3 +220,31 @@ def test_the_product_update_runs_without_hash_join_on_postgresql(operator):
     with connection.cursor() as cursor:
         cursor.execute("SHOW enable_hashjoin")
         assert cursor.fetchone()[0] == "on"
+
+
+RENAMED = {
+    "op": "upsert_products",
+    "rows": [
+        {"sku": "A-1", "name": "Renamed A-1", "price": "10.00", "low_stock_threshold": 9},
+        {"sku": "B-2", "name": "Renamed B-2", "price": "1.00", "low_stock_threshold": 0},
+    ],
+}
+
+
+@pytest.mark.parametrize("steps", ["price then stock", "stock twice"])
+def test_folded_effects_see_names_and_thresholds_an_earlier_step_wrote(
+    recorder,  # noqa: F811
+    operator,
+    steps,
+):
+    """A step before the group renames products and moves their thresholds: the group's
+    history rows and alert episodes (names, thresholds staged with the lock) carry the
+    new ones, as a save per product would."""
+    folded = CASES[steps]
+    assert_same_effects(recorder, operator, spec(RENAMED, *folded["steps"]), lambda: seed(SEEDED))
+    seed(SEEDED)
+    with CaptureQueriesContext(connection) as queries:
+        result = process_pipeline(spec(RENAMED, *folded["steps"]), user=operator)
+    assert result["status"] == "succeeded", result
+    # folded on the SQL route (no user receiver), as the comparison above ran it
+    assert any(FOLD in q["sql"] for q in queries.captured_queries) == (not recorder)
