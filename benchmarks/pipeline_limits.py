@@ -18,6 +18,11 @@ Every workload comes in several forms, all timed; the fastest is "the limit":
 * SQLite ``json``: one JSON parameter staged into a temporary table (each row with its
   product's id), then one statement per table joined by primary key.
 * SQLite ``executemany``: the temporary table filled by ``executemany`` instead.
+* PostgreSQL ``array-keyorder`` and ``copy-keyorder``: the same with hash joins off for the
+  transaction. At 1,000,000 products a hash join of the input with ``app_product``
+  outgrows ``work_mem``, runs in batches and revisits every table and index page once per
+  batch; the pipeline turns hash joins off for its map's product ``UPDATE`` for that reason
+  (``app/pipelines/folded.py``), so the limit may do the same.
 * ``adjust_prices`` has no input rows: ``steps`` (history ``INSERT ... SELECT``, then the
   ``UPDATE``) and, on PostgreSQL, ``cte`` (one ``UPDATE ... RETURNING`` feeding the insert).
 """
@@ -319,6 +324,7 @@ class Limits:
         self.pg = connection.vendor == "postgresql"
         self.d = Dialect(self.pg, location, threshold)
         self.verbose = verbose
+        self.hash_joins = True
 
     def forms(self, workload: str) -> dict[str, Callable[..., float]]:
         if workload == "adjust_prices":
@@ -326,7 +332,22 @@ class Limits:
             return {**forms, "cte": self.adjust_cte} if self.pg else forms
         name = {"delete_products": "delete"}.get(workload, workload)
         staged = ("array", "copy") if self.pg else ("json", "executemany")
-        return {form: getattr(self, f"{name}_{form}") for form in ("values", *staged)}
+        forms = {form: getattr(self, f"{name}_{form}") for form in ("values", *staged)}
+        if self.pg:
+            forms |= {f"{form}-keyorder": self._key_order(forms[form]) for form in staged}
+        return forms
+
+    def _key_order(self, form: Callable[..., float]) -> Callable[..., float]:
+        """``form`` with hash joins off for its transaction (see the module's docstring)."""
+
+        def run(data) -> float:
+            self.hash_joins = False
+            try:
+                return form(data)
+            finally:
+                self.hash_joins = True
+
+        return run
 
     # -- plumbing
 
@@ -342,6 +363,8 @@ class Limits:
         cursor = self._cursor()
         cursor.execute("BEGIN" if self.pg else "BEGIN IMMEDIATE")
         try:
+            if not self.hash_joins:
+                cursor.execute("SET LOCAL enable_hashjoin = off")
             body(cursor)
             self._timed(cursor, "COMMIT")
         except BaseException:
