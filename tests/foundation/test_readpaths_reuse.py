@@ -19,9 +19,8 @@ from tests.factories import ProductFactory
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
+@pytest.mark.postgres  # the benchmark's database is PostgreSQL (UPDATE ... FROM with aliases)
 def test_a_reused_database_gets_the_counters_of_its_holds(db, monkeypatch):
-    if connection.vendor != "postgresql":
-        pytest.skip("the benchmark's database is PostgreSQL (UPDATE ... FROM with aliases)")
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     import readpaths
 

@@ -202,12 +202,11 @@ def test_the_effects_read_the_stage_not_the_rewritten_products(operator):
     ) == [("A-1", "Seed A-1", 3, 4)]
 
 
+@pytest.mark.postgres
 def test_the_product_update_runs_without_hash_join_on_postgresql(operator):
     """On PostgreSQL the group's product ``UPDATE`` runs with hash joins off (rows in key
     order: a hash join's batches revisit every page, ``folded._in_table_order``); the
     setting is the session's again afterwards."""
-    if connection.vendor != "postgresql":
-        pytest.skip("a PostgreSQL planner setting")
     seed(SEEDED)
     product = connection.ops.quote_name(Product._meta.db_table)
     with CaptureQueriesContext(connection) as queries:
