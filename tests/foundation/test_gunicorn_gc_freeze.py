@@ -6,13 +6,7 @@ many objects are frozen in it."""
 
 from __future__ import annotations
 
-import http.client
-import os
-import subprocess
-import sys
-import time
-
-from tests.foundation.test_gunicorn_access_log import ROOT, free_port
+from tests.foundation.gunicorn_probe import get, serving
 
 APP = """
 import gc
@@ -26,42 +20,8 @@ def application(environ, start_response):
 """
 
 
-def frozen_in_worker(port: int) -> int:
-    deadline = time.monotonic() + 30
-    while True:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        try:
-            conn.request("GET", "/")
-            return int(conn.getresponse().read())
-        except ConnectionRefusedError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-        finally:
-            conn.close()
-
-
 def test_a_worker_starts_with_the_masters_objects_frozen(tmp_path):
-    (tmp_path / "probe_gc_app.py").write_text(APP)
-    port = free_port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(tmp_path),
-        "STOCKPIPE_GUNICORN_BIND": f"127.0.0.1:{port}",
-        "STOCKPIPE_RUN_DIR": str(tmp_path),
-        "WEB_CONCURRENCY": "1",
-    }
-    with (tmp_path / "gunicorn.log").open("w") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "probe_gc_app"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            frozen = frozen_in_worker(port)
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
-    assert frozen > 5000, (tmp_path / "gunicorn.log").read_text()
+    with serving(tmp_path, APP) as port:
+        status, body = get(port, "/")
+    assert status == 200
+    assert int(body) > 5000, (tmp_path / "gunicorn.log").read_text()

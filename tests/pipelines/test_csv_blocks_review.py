@@ -6,14 +6,10 @@ quoted or not: the same rows, values, line numbers, rejections and first error."
 
 from __future__ import annotations
 
-import csv
-import io
-
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.pipelines import rows as rows_module
-from app.pipelines.rows import RowError, iter_csv_blocks
+from tests.pipelines.test_upsert_staged import assert_blocks_read_as_the_model
 
 NUMBERS = ["1", "1.00", "1.5", "+1", "1e2", "1.", ".5", "-0", "00012", "0012.50", "NaN"]
 NUMBERS += ["Infinity", "\u0661\u0662", "\uff11", " 7", "7 ", "", " ", "12345678901", "1_000"]
@@ -68,32 +64,4 @@ def test_whole_blocks_read_supplier_number_forms_as_the_model(data):
     ends = data.draw(st.sampled_from(["\n", "\r\n", "\r"]))
     text = ends.join([header, *lines]) + (ends if data.draw(st.booleans()) else "")
     batch = data.draw(st.sampled_from([1, 2, 3, 4, 1000]))
-    skip = data.draw(st.booleans())
-
-    def read(as_values: bool):
-        rejected: list = []
-        found: list = []
-        try:
-            for block in iter_csv_blocks(
-                io.StringIO(text, newline=""),
-                skip=rejected.append if skip else None,
-                as_values=as_values,
-            ):
-                found += [(n, row if as_values else row.values()) for n, row in block]
-        except RowError as exc:
-            return found, [str(r) for r in rejected], str(exc)
-        return found, [str(r) for r in rejected], None
-
-    limit = csv.field_size_limit(40)
-    before = rows_module.FAST_BATCH
-    try:
-        model = read(as_values=False)
-        rows_module.FAST_BATCH = batch
-        got = read(as_values=True)
-        assert got == model
-        assert [[str(v) for v in row] for _, row in got[0]] == [
-            [str(v) for v in row] for _, row in model[0]
-        ]
-    finally:
-        csv.field_size_limit(limit)
-        rows_module.FAST_BATCH = before
+    assert_blocks_read_as_the_model(text, batch=batch, skip=data.draw(st.booleans()))

@@ -175,12 +175,9 @@ def test_stock_steps_are_not_folded_while_a_level_has_its_own_threshold(operator
     assert any(FOLD in q["sql"] for q in queries.captured_queries)
 
 
-def test_the_effects_read_the_stage_not_the_rewritten_products(operator):
-    """After the group's one product ``UPDATE``, its effects (history, ledger, levels,
-    alerts) read each step's change rows from the stage alone: names and thresholds were
-    staged with the lock. Joined back to the products, every effect rescanned the table
-    just rewritten (at 1,000,000 products on PostgreSQL, most of the map's gap to its
-    limit), and read the same values."""
+def _statements_around_the_write(operator) -> tuple[list[str], int]:
+    """The statements of the "price then stock" group on the seeded products, and the index
+    of its one product ``UPDATE`` among them."""
     seed(SEEDED)
     product = connection.ops.quote_name(Product._meta.db_table)
     with CaptureQueriesContext(connection) as queries:
@@ -188,8 +185,19 @@ def test_the_effects_read_the_stage_not_the_rewritten_products(operator):
     assert result["status"] == "succeeded", result
     sqls = [q["sql"] for q in queries.captured_queries]
     write = next(i for i, sql in enumerate(sqls) if sql.startswith(f"UPDATE {product} SET"))
+    return sqls, write
+
+
+def test_the_effects_read_the_stage_not_the_rewritten_products(operator):
+    """After the group's one product ``UPDATE``, its effects (history, ledger, levels,
+    alerts) read each step's change rows from the stage alone: names and thresholds were
+    staged with the lock. Joined back to the products, every effect rescanned the table
+    just rewritten (at 1,000,000 products on PostgreSQL, most of the map's gap to its
+    limit), and read the same values."""
+    sqls, write = _statements_around_the_write(operator)
     reading = [sql for sql in sqls[write + 1 :] if FOLD in sql]
     assert len(reading) >= 4  # history, ledger, levels, alerts
+    product = connection.ops.quote_name(Product._meta.db_table)
     assert not [sql for sql in reading if product in sql]
     assert [
         tuple(row)
@@ -207,13 +215,7 @@ def test_the_product_update_runs_without_hash_join_on_postgresql(operator):
     """On PostgreSQL the group's product ``UPDATE`` runs with hash joins off (rows in key
     order: a hash join's batches revisit every page, ``folded._in_table_order``); the
     setting is the session's again afterwards."""
-    seed(SEEDED)
-    product = connection.ops.quote_name(Product._meta.db_table)
-    with CaptureQueriesContext(connection) as queries:
-        result = process_pipeline(CASES["price then stock"], user=operator)
-    assert result["status"] == "succeeded", result
-    sqls = [q["sql"] for q in queries.captured_queries]
-    write = next(i for i, sql in enumerate(sqls) if sql.startswith(f"UPDATE {product} SET"))
+    sqls, write = _statements_around_the_write(operator)
     assert "set_config('enable_hashjoin', 'off', true)" in sqls[write - 1]
     assert sqls[write + 1].startswith("SELECT set_config('enable_hashjoin', 'on', true)")
     with connection.cursor() as cursor:

@@ -528,6 +528,13 @@ def test_whole_blocks_read_as_record_by_record(lines, ends, last, batch, skip):
     field over the size limit, a record going on past a block's last line, blank lines,
     line endings, no line break at the end)."""
     text = ends.join(["sku,name,price,stock,low_stock_threshold", *lines]) + (ends if last else "")
+    assert_blocks_read_as_the_model(text, batch=batch, skip=skip)
+
+
+def assert_blocks_read_as_the_model(text: str, *, batch: int, skip: bool) -> None:
+    """``text`` read by ``iter_csv_blocks`` in whole blocks of ``batch`` lines gives what
+    it gives a record at a time (the model): rows with their line numbers and values,
+    rejections (``skip``), the first error. The field size limit is lowered to 40."""
 
     def read(as_values: bool):
         rejected: list[str] = []
@@ -548,9 +555,10 @@ def test_whole_blocks_read_as_record_by_record(lines, ends, last, batch, skip):
     try:
         model = read(as_values=False)
         rows_module.FAST_BATCH = batch
-        assert read(as_values=True) == model
-        assert [str(v) for _, row in read(as_values=True)[0] for v in row] == [
-            str(v) for _, row in model[0] for v in row
+        got = read(as_values=True)
+        assert got == model
+        assert [[str(v) for v in row] for _, row in got[0]] == [
+            [str(v) for v in row] for _, row in model[0]
         ]
     finally:
         csv.field_size_limit(limit)
