@@ -132,12 +132,12 @@ def _fast_batch(
             return None  # a blank cell of spaces, a sign...: row by row
         if all(cells):  # no empty cell
             found = list(map(int, cells))
-            if max(found) > MAX_STOCK:
-                return None
+            top = max(found)
         else:
             found = [int(cell) if cell else None for cell in cells]
-            if max((n for n in found if n is not None), default=0) > MAX_STOCK:
-                return None
+            top = max((n for n in found if n is not None), default=0)
+        if top > MAX_STOCK:
+            return None
         counts.append(found)
     return list(zip(skus, names, amounts, counts[0], counts[1], strict=True))
 

@@ -85,7 +85,7 @@ def product_by_sku(sku: str) -> Product:
 
 def active_reservations(product: Product, limit: int = PRODUCT_ROWS) -> list[Reservation]:
     """The product's holds that still count (active, not past due), soonest to lapse first.
-    None, without a query, when ``Product.reserved`` (the units of its active holds, moved
+    Empty, without a query, when ``Product.reserved`` (the units of its active holds, moved
     in the transaction of every hold's change) is 0: most products."""
     if not product.reserved:
         return []
