@@ -49,21 +49,6 @@ def paginate(queryset, page: int, page_size: int) -> dict:
     return {"count": count, "page": page, "page_size": page_size, "items": items}
 
 
-def paginate_late_rows(queryset, page: int, page_size: int) -> dict:
-    """``paginate`` for long histories ordered by an index that ends in the primary key:
-    the page's keys first (an index-only scan skips the offset's rows without reading
-    them from the table), then only those rows. A deep page of a product with 20,000 rows
-    read 20,000 table pages otherwise (issue 13)."""
-    count = queryset.count()
-    start = (page - 1) * page_size
-    if start >= count:
-        return {"count": count, "page": page, "page_size": page_size, "items": []}
-    keys = list(queryset.values_list("pk", flat=True)[start : start + page_size])
-    rows = {row.pk: row for row in queryset.filter(pk__in=keys)}
-    items = [rows[key] for key in keys if key in rows]  # a row deleted meanwhile is left out
-    return {"count": count, "page": page, "page_size": page_size, "items": items}
-
-
 PageNumber = Annotated[int, Field(ge=1, le=1_000_000, description="1-based page number")]
 PageSize = Annotated[int, Field(ge=1, le=200, description="Items per page (max 200)")]
 
