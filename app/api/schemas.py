@@ -49,6 +49,15 @@ def paginate(queryset, page: int, page_size: int) -> dict:
     return {"count": count, "page": page, "page_size": page_size, "items": items}
 
 
+def changed_by_name(obj) -> str | None:
+    """The username of the user a history row names, else None. The API's history pages
+    read their users after their rows (``app.selectors.history``): a user deleted in between
+    is found by neither, and the row shows nobody, as it will a moment later (deleting a
+    user sets the rows' ``changed_by`` to null)."""
+    user = obj.changed_by if obj.changed_by_id else None
+    return user.get_username() if user is not None else None
+
+
 PageNumber = Annotated[int, Field(ge=1, le=1_000_000, description="1-based page number")]
 PageSize = Annotated[int, Field(ge=1, le=200, description="Items per page (max 200)")]
 
@@ -163,7 +172,7 @@ class MovementOut(Schema):
 
     @staticmethod
     def resolve_changed_by(obj) -> str | None:
-        return obj.changed_by.get_username() if obj.changed_by_id else None
+        return changed_by_name(obj)
 
     @staticmethod
     def resolve_location(obj) -> str:
@@ -273,7 +282,7 @@ class PriceChangeOut(Schema):
 
     @staticmethod
     def resolve_changed_by(obj) -> str | None:
-        return obj.changed_by.get_username() if obj.changed_by_id else None
+        return changed_by_name(obj)
 
 
 class PriceChangePage(Page):

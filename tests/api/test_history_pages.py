@@ -182,3 +182,31 @@ def test_a_deep_page_reads_the_history_index_alone(reader_api, endpoint):
         fetches = [line for line in plan.splitlines() if "Heap Fetches" in line]
         assert fetches and all(line.strip() == "Heap Fetches: 0" for line in fetches), plan
     assert len(plans) == 2  # the count and the page
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("endpoint", ["price-history", "stock-movements"])
+def test_a_user_deleted_between_the_rows_and_the_users_shows_as_nobody(reader_api, endpoint):
+    """A page reads its users after its rows: a user deleted in between (which sets the
+    rows' ``changed_by`` to null) is shown as nobody, as a read a moment later would."""
+    product = ProductFactory(sku="DEEP-1", stock=0)
+    fill(product)
+    ann = UserFactory._meta.model.objects.get(username="ann")
+    url = f"/api/products/DEEP-1/{endpoint}"
+    reader_api.get(url)  # the token's first use writes its last_used_at
+    read_rows, deleted = [], []
+
+    def delete_ann_before_the_users(execute, sql, params, many, context):
+        if 'FROM "app_pricehistory"' in sql or 'FROM "app_stockmovement"' in sql:
+            read_rows.append(sql)
+        elif read_rows and 'FROM "auth_user"' in sql and not deleted:
+            deleted.append(ann.pk)
+            ann.delete()  # on this connection, in the test's transaction
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(delete_ann_before_the_users):
+        response = reader_api.get(url, {"page": 1})
+    assert response.status_code == 200, response.content
+    assert deleted and ann.pk is None  # deleted midway
+    shown = {item["changed_by"] for item in response.json()["items"]}
+    assert shown == {"bob", None}
