@@ -33,7 +33,7 @@ import readpaths
 from common import ROOT, production_env
 
 BUFFERS = re.compile(r"Buffers: shared(?: hit=(\d+))?(?: read=(\d+))?")
-IO = re.compile(r"I/O Timings: (?:shared/local )?read=([\d.]+)")
+IO = re.compile(r"I/O Timings: (?:shared(?:/local)? )?read=([\d.]+)")
 
 
 def _explain_first(stats: list[tuple[int, int, float]], execute, sql, params, many, context):
