@@ -13,7 +13,7 @@ rows are old ones, which vacuum has marked).
 So the querysets select only those columns (``only``), and read the user and the location a
 row names with ``prefetch_related``: one query of those few rows, where a join would be
 made for every row the ``OFFSET`` skips. ``HISTORY_PAGE_COLUMNS`` and ``LEDGER_PAGE_COLUMNS``
-must stay within the indexes' columns (``tests/api/test_history_pages_index_only.py``
+must stay within the indexes' columns (``tests/api/test_history_pages.py``
 checks the plans).
 """
 
