@@ -17,10 +17,11 @@ from ninja import Router
 from ninja.errors import HttpError, ValidationError
 
 from ..models import PriceHistory, Product
+from ..selectors.history import price_changes
 from ..selectors.replica import replica_reads
 from .auth import AUTH
 from .errors import responses
-from .schemas import PageNumber, PageSize, PriceAtOut, PriceChangePage, Sku, paginate_late_rows
+from .schemas import PageNumber, PageSize, PriceAtOut, PriceChangePage, Sku, paginate
 
 router = Router(tags=["price history"], auth=AUTH)
 
@@ -35,8 +36,7 @@ def price_history(
     """The current product's price changes, newest first."""
     replica_reads(request)
     product = _product(sku)
-    changes = PriceHistory.objects.filter(product_id=product.pk).select_related("changed_by")
-    return paginate_late_rows(changes.order_by("-changed_at", "-id"), page, page_size)
+    return paginate(price_changes(product.pk), page, page_size)
 
 
 @router.get("/{sku}/price-at", response={200: PriceAtOut, **responses(401, 404, 422)})

@@ -11,6 +11,7 @@ from django.shortcuts import get_object_or_404
 from ninja import Router, Status
 
 from ..models import Product, StockMovement
+from ..selectors.history import stock_movements
 from ..selectors.replica import replica_reads
 from ..services.stock import adjust_stock, availability, set_location_threshold, transfer_stock
 from .auth import AUTH, require_perm
@@ -27,7 +28,7 @@ from .schemas import (
     StockIn,
     TransferIn,
     TransferOut,
-    paginate_late_rows,
+    paginate,
 )
 
 router = Router(tags=["stock"], auth=AUTH)
@@ -144,7 +145,4 @@ def list_stock_movements(
     deleted and created again does not show the deleted product's moves)."""
     replica_reads(request)
     product = get_object_or_404(Product.objects.only("pk"), sku=sku)
-    movements = StockMovement.objects.filter(product_id=product.pk).select_related(
-        "changed_by", "location"
-    )
-    return paginate_late_rows(movements.order_by("-created_at", "-id"), page, page_size)
+    return paginate(stock_movements(product.pk), page, page_size)

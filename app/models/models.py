@@ -314,14 +314,14 @@ class PriceHistory(ChangeSource):
     class Meta:
         ordering = ["-changed_at", "-id"]
         verbose_name_plural = "price history"
-        # With the id last: the API's pages read their keys from this index alone (index-only
-        # scan, ``paginate_late_rows``) in the order they are shown. The included columns are
-        # what the product page (chart, list, Omnibus walk) and price-at read: index-only
-        # scans too, not a table page per row (a product's rows are spread over the table).
+        # With the id last, in the order they are shown. The included columns are what the
+        # product page (chart, list, Omnibus walk), price-at and the API's pages
+        # (``app.selectors.history``, with ``sku``: migration 0016) read: index-only scans,
+        # not a table page per row (a product's rows are spread over the table).
         indexes = [
             models.Index(
                 fields=["product", "changed_at", "id"],
-                include=["old_price", "new_price", "source", "changed_by"],
+                include=["old_price", "new_price", "source", "changed_by", "sku"],
                 name="pricehistory_product_time",
             )
         ]
@@ -414,11 +414,22 @@ class StockMovement(ChangeSource):
         ordering = ["-created_at", "-id"]
         # A product's ledger newest first (API pages, the product page, its stock chart) is
         # a backward range scan, whatever the product's length of history (issue 13). The
-        # included columns are what the product page reads: an index-only scan.
+        # included columns are what the product page and the API's pages
+        # (``app.selectors.history``, with ``sku`` and ``idempotency_key``: migration 0016)
+        # read: index-only scans.
         indexes = [
             models.Index(
                 fields=["product", "created_at", "id"],
-                include=["location", "delta", "stock_after", "reason", "source", "changed_by"],
+                include=[
+                    "location",
+                    "delta",
+                    "stock_after",
+                    "reason",
+                    "source",
+                    "changed_by",
+                    "sku",
+                    "idempotency_key",
+                ],
                 name="stockmovement_product_time",
             )
         ]

@@ -440,6 +440,38 @@ def test_later_schema_changes_still_apply(receiver):
     assert StockMovement.objects.count() > 0
 
 
+def test_migration_0016_rebuilds_the_history_indexes_of_every_partition(receiver):
+    """0016 drops and creates the two product-time indexes again (with the columns the API's
+    pages show): on converted tables the parent's index and each partition's, both ways."""
+    data = populate(receiver)
+    headers, client = api_headers(data["user"]), Client()
+    call_command("partition_tables", apply=True, ahead=3, stdout=io.StringIO())
+    before = snapshot(client, headers)
+    indexes = {"app_pricehistory": "pricehistory_product_time", "app_stockmovement": "stockmovement_product_time"}  # fmt: skip
+
+    def product_time_indexes() -> dict[str, list[str]]:
+        """Table -> the product-time index definition of the parent and of each partition."""
+        found = {}
+        for table, name in indexes.items():
+            tables = [table, *(p for p, *_ in partitioning.partitions(table))]
+            found[table] = [
+                d for t in tables for n, d in index_definitions(t).items()
+                if n == name or (t != table and "(product_id, " in d)
+            ]  # fmt: skip
+            assert len(found[table]) == len(tables)
+        return found
+
+    def includes_sku(found: dict[str, list[str]]) -> set[bool]:
+        return {"sku" in d.split("INCLUDE")[1] for ds in found.values() for d in ds}
+
+    assert includes_sku(product_time_indexes()) == {True}
+    call_command("migrate", "app", "0015", verbosity=0)
+    assert includes_sku(product_time_indexes()) == {False}
+    call_command("migrate", "app", verbosity=0)
+    assert includes_sku(product_time_indexes()) == {True}
+    assert snapshot(client, headers) == before
+
+
 def test_a_conversion_that_cannot_lock_changes_nothing_and_leaves_no_check(monkeypatch):
     """A long transaction starts reading the table just before the switch: the switch gives
     up after its tries, the table stays plain and takes any row (the CHECK added before is
