@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from ninja import Schema
 from pydantic import AwareDatetime, Field, StringConstraints
 
 from ..core import domain
 from ..core.domain import Label, SkuRef
+
+if TYPE_CHECKING:
+    from ..models import PriceHistory, StockMovement
 
 MAX_ID = 2**63 - 1
 ObjectId = Annotated[int, Field(ge=1, le=MAX_ID)]
@@ -49,7 +52,7 @@ def paginate(queryset, page: int, page_size: int) -> dict:
     return {"count": count, "page": page, "page_size": page_size, "items": items}
 
 
-def changed_by_name(obj) -> str | None:
+def changed_by_name(obj: PriceHistory | StockMovement) -> str | None:
     """The username of the user a history row names, else None. The API's history pages
     read their users after their rows (``app.selectors.history``): a user deleted in between
     is found by neither, and the row shows nobody, as it will a moment later (deleting a
