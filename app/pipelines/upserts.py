@@ -29,7 +29,7 @@ from ..core.sqlrows import column_converter
 from ..models import Location, PriceHistory, Product, StockLevel, StockMovement
 from ..tracking import adapters
 from ..tracking.batch import record_set
-from ..tracking.changes import CREATED, UPDATED, StagedChanges
+from ..tracking.changes import CREATED, STOCK_UPDATED, UPDATED, StagedChanges
 from ..tracking.levels import default_location_id
 from .rows import RowValues
 from .writer import MAX_LISTED, MAX_REPORTED, StepUnit, created_meanwhile
@@ -93,7 +93,8 @@ def write_rows(unit: StepUnit, rows: Sequence[RowValues], *, key: str) -> None:
     with connection.cursor() as cursor:
         resolved = _stage(cursor, pg, rows, product)
         _check_totals(unit, cursor, key)
-        _list_price_changes(unit, cursor, product)
+        price_changes, stock_updated = _stage_counts(cursor)
+        _list_price_changes(unit, cursor, price_changes)
 
         def write() -> None:
             at = timezone.now()
@@ -141,6 +142,7 @@ def write_rows(unit: StepUnit, rows: Sequence[RowValues], *, key: str) -> None:
                         count=updated + created,
                         using=unit.using,
                         at=at,
+                        counts={STOCK_UPDATED: stock_updated},
                     )
                 )
             unit.counts.updated += updated
@@ -206,10 +208,10 @@ def _stage(cursor, pg: bool, rows: Sequence[RowValues], product: str) -> int:
         resolved = cursor.fetchone()[0]
         cursor.execute(f"ANALYZE {UPSERT_STAGE}")
         return resolved
-    # SQLite: the transaction holds the write lock already (BEGIN IMMEDIATE).
-    payload = encoding.dumps(
-        [(sku, name, str(price), stock, threshold) for sku, name, price, stock, threshold in rows]
-    )
+    # SQLite: the transaction holds the write lock already (BEGIN IMMEDIATE). The rows go
+    # as they are (tuples are JSON arrays; a price is its text, as ``str`` gives it): no
+    # Python step per row to build them again first.
+    payload = encoding.dumps(rows, default=str)
     cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {UPSERT_STAGE} ({columns})")
     cursor.execute(f"DELETE FROM {UPSERT_STAGE}")
     cursor.execute(
@@ -279,15 +281,25 @@ def _check_totals(unit: StepUnit, cursor, key: str) -> None:
         )
 
 
-def _list_price_changes(unit: StepUnit, cursor, product: str) -> None:
-    """The run's list of price changes (the first ``MAX_LISTED``) and their count."""
+def _stage_counts(cursor) -> tuple[int, int]:
+    """How many products of the stage that exist already get a new price, and how many a
+    new stock (one pass over the stage). The second is the change set's ``STOCK_UPDATED``
+    count: with it the levels effect looks for missing levels among the created products
+    alone (``app.tracking.levels``)."""
+    cursor.execute(
+        "SELECT COUNT(CASE WHEN s.old_price <> s.price THEN 1 END), "
+        f"COUNT(CASE WHEN s.stock <> s.old_stock THEN 1 END) FROM {UPSERT_STAGE} s "
+        "WHERE s.product_id IS NOT NULL"
+    )
+    prices, stocks = cursor.fetchone()
+    return prices, stocks
+
+
+def _list_price_changes(unit: StepUnit, cursor, count: int) -> None:
+    """The run's list of price changes (the first ``MAX_LISTED``) and their ``count``."""
     state = unit.state
     room = MAX_LISTED - len(state.price_changes)
-    cursor.execute(
-        f"SELECT COUNT(*) FROM {UPSERT_STAGE} s WHERE s.product_id IS NOT NULL "
-        "AND s.old_price <> s.price"
-    )
-    state.price_change_count += cursor.fetchone()[0]
+    state.price_change_count += count
     if room <= 0:
         return
     cursor.execute(

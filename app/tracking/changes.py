@@ -152,6 +152,19 @@ THRESHOLD_CHANGED = Where(
 _FIELD_CHANGED = {"price": PRICE_CHANGED, "stock": STOCK_CHANGED}
 
 NOT_CREATED = Where("not created", "c.kind <> 'created'", lambda c: c.kind != CREATED)
+# ``STOCK_CHANGED`` split by kind: of a product that existed before the write, of a new one.
+STOCK_UPDATED = Where(
+    "stock updated",
+    "c.kind = 'updated' AND c.old_stock <> c.stock",
+    lambda c: c.kind == UPDATED and c.old("stock") != c.get("stock"),
+    frozenset({"stock"}),
+)
+STOCK_CREATED = Where(
+    "stock created",
+    "c.kind = 'created' AND c.old_stock <> c.stock",
+    lambda c: c.kind == CREATED and c.old("stock") != c.get("stock"),
+    frozenset({"stock"}),
+)
 
 # The relation every change set offers to SQL (``select``): column -> (value, type).
 # The getters read ``after``/``before`` directly (``get``/``old`` only for what is missing):
@@ -329,8 +342,9 @@ class StagedChanges(ChangeSet):
     """The SQL route's changes: ``source`` is a ``SELECT`` giving ``COLUMNS`` for each
     changed row (after the write), one row per product; ``field`` is the one field the
     write set (``fields``: the fields, for a write setting several); ``count`` how many
-    rows changed. A row's ``before`` holds the old values of those fields (none for a
-    ``created`` row)."""
+    rows changed; ``counts`` how many rows match some filters, where the writer knows
+    (``product_count``). A row's ``before`` holds the old values of those fields (none
+    for a ``created`` row)."""
 
     def __init__(
         self,
@@ -342,8 +356,12 @@ class StagedChanges(ChangeSet):
         using: str,
         at: Any,
         now: Any = None,
+        counts: dict[Where, int] | None = None,
     ) -> None:
         self.source, self.count = source, count
+        # Product counts of filters the writer knows (each row one product), for
+        # ``product_count``.
+        self.counts = counts or {}
         self.fields = tuple(fields) or (field,)
         self.field = self.fields[0]
         self.using = using
@@ -364,6 +382,8 @@ class StagedChanges(ChangeSet):
         # them per row: unknown.
         if not self.has(where):
             return 0
+        if where in self.counts:
+            return self.counts[where]
         if len(self.fields) > 1:
             return None
         return self.count if _FIELD_CHANGED.get(self.field) is where else None

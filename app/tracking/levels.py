@@ -27,7 +27,7 @@ from django.db import connections
 
 from .. import conf
 from ..models import Location, Product, StockLevel
-from .changes import STOCK_CHANGED, ChangeSet
+from .changes import STOCK_CHANGED, STOCK_CREATED, STOCK_UPDATED, ChangeSet
 
 
 def default_location_id(using: str = "default") -> int:
@@ -145,6 +145,18 @@ def apply_levels(changes: ChangeSet, *, using: str) -> None:
                 [*params, default],
             )
             if cursor.rowcount == expected:
+                continue
+            if cursor.rowcount == changes.product_count(STOCK_UPDATED):
+                # A level found for each product that existed before the change (a created
+                # one, new in this transaction, has none): only the created can lack one.
+                # The INSERT reads their rows alone (an upsert's new SKUs), not every row.
+                for created, created_params in changes.select(
+                    columns, STOCK_CREATED, ordered=False
+                ):
+                    cursor.execute(
+                        missing.format(x=f"({grouped.format(sql=created)}) x"),
+                        [default, *created_params, default],
+                    )
                 continue
             cursor.execute(
                 missing.format(x=f"({grouped.format(sql=sql)}) x"),

@@ -787,3 +787,27 @@ def test_delete_without_returning_on_old_sqlite(products, monkeypatch):
     assert deletes and not any("RETURNING" in sql for sql in deletes)
     assert not Product.objects.filter(sku="S-00002").exists()
     assert Product.objects.count() == N - 2
+
+
+def test_upsert_inserts_levels_for_its_new_products_only_when_every_old_one_has_its_own(db):
+    """When the levels ``UPDATE`` finds a level for each existing product whose stock the
+    upsert changes (the stage counts them, ``STOCK_UPDATED``), the missing levels are
+    looked for among the created products alone; the levels are those of the object route
+    (a product without stock gets none), and a product lacking its level still gets one
+    (``test_upsert_creates_the_default_level_a_product_lacks``)."""
+    Product.objects.create(sku="M-OLD", name="old", price=Decimal("1.00"), stock=5)
+    Product.objects.create(sku="M-SAME", name="same", price=Decimal("1.00"), stock=2)
+    text = (
+        "sku,name,price,stock\nM-OLD,old,1.00,9\nM-SAME,same,2.00,2\n"
+        "M-NEW,new,1.00,3\nM-ZERO,zero,1.00,0\n"
+    )
+    with CaptureQueriesContext(connection) as queries:
+        result = process_pipeline({"name": "x", "steps": [{"op": "upsert_products", "csv": text}]})
+    assert result["status"] == "succeeded", result.get("error")
+    inserts = [
+        q["sql"] for q in queries.captured_queries if 'INSERT INTO "app_stocklevel"' in q["sql"]
+    ]
+    levels = dict(StockLevel.objects.values_list("product__sku", "quantity"))
+    assert levels == {"M-OLD": 9, "M-SAME": 2, "M-NEW": 3}
+    if connection.vendor == "sqlite":  # PostgreSQL: one statement updates and inserts
+        assert len(inserts) == 1 and "c.kind = 'created'" in inserts[0]
