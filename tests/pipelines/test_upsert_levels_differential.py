@@ -5,7 +5,7 @@ found one for each of them. Against the same upsert without that count (the INSE
 missing levels over every changed product, as before), over random catalogues: levels
 at the default location deleted, other locations holding some, the default location
 moved by setting, CSVs with and without a stock column, blank cells, repeated SKUs
-(several chunks), new SKUs."""
+and chunks of three rows (several chunks), new SKUs."""
 
 from __future__ import annotations
 
@@ -17,11 +17,13 @@ from django.db import connection, transaction
 from django.test import override_settings
 
 from app.models import Location, Product, StockLevel
+from app.pipelines import upserts
 from app.tracking.changes import EVERY, STOCK_UPDATED, StagedChanges
 from app.tracking.levels import default_location_id
 from app.utils.utils import process_pipeline
 
 _product_count = StagedChanges.product_count
+_CHUNK = upserts.STAGE_CHUNK
 
 
 def _catalogue(rng: random.Random) -> str:
@@ -85,6 +87,7 @@ def test_levels_are_those_of_the_insert_over_every_changed_product(monkeypatch):
     for seed in range(120):
         rng = random.Random(seed)
         code = "W0" if rng.random() < 0.2 else "DEFAULT"
+        monkeypatch.setattr(upserts, "STAGE_CHUNK", rng.choice([3, _CHUNK]))
         with transaction.atomic(), override_settings(STOCKPIPE_DEFAULT_LOCATION=code):
             if code == "W0":
                 Location.objects.create(code="W0", name="W0")
