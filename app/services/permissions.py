@@ -10,10 +10,11 @@ per-process cache), read from the near cache, so a hit costs no round trip:
   another generation is ignored and rebuilt from the database;
 * any change of permissions (a user's permissions or groups, a group's permissions, a
   group, permission or content type saved or deleted, and every ``migrate``: migrations
-  write through historical models, whose signals name another sender) invalidates the generation with
-  ``cache_guard.invalidate``: tombstoned before the transaction commits and again after,
-  read-your-writes inside it; a reader that read the old generation before the change can
-  only store its entry under that generation, which never comes back (a new one is random);
+  write through historical models, whose signals name another sender) invalidates the
+  generation with ``cache_guard.invalidate``: tombstoned before the transaction commits
+  and again after, read-your-writes inside it; a reader that read the old generation
+  before the change can only store its entry under that generation, which never comes
+  back (a new one is random);
   saving a user invalidates that user's entry as well;
 * superusers, inactive and anonymous users get nothing from it (``ModelBackend`` answers,
   ``User.has_perm`` decides for active superusers first): a superuser's entry would list

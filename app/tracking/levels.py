@@ -146,19 +146,14 @@ def apply_levels(changes: ChangeSet, *, using: str) -> None:
             )
             if cursor.rowcount == expected:
                 continue
+            lacking = [(sql, params)]
             if cursor.rowcount == changes.product_count(STOCK_UPDATED):
                 # A level found for each product that existed before the change (a created
                 # one, new in this transaction, has none): only the created can lack one.
                 # The INSERT reads their rows alone (an upsert's new SKUs), not every row.
-                for created, created_params in changes.select(
-                    columns, STOCK_CREATED, ordered=False
-                ):
-                    cursor.execute(
-                        missing.format(x=f"({grouped.format(sql=created)}) x"),
-                        [default, *created_params, default],
-                    )
-                continue
-            cursor.execute(
-                missing.format(x=f"({grouped.format(sql=sql)}) x"),
-                [default, *params, default],
-            )
+                lacking = changes.select(columns, STOCK_CREATED, ordered=False)
+            for rows_sql, rows_params in lacking:
+                cursor.execute(
+                    missing.format(x=f"({grouped.format(sql=rows_sql)}) x"),
+                    [default, *rows_params, default],
+                )
