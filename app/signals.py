@@ -78,10 +78,20 @@ def acts_when(test: Callable[..., bool]) -> Callable[[Callable[..., Any]], Calla
     return mark
 
 
+def live_receivers(signal: Signal, sender: type) -> tuple[list[Callable], list[Callable]]:
+    """The receivers a send from ``sender`` would call now: (synchronous, asynchronous).
+
+    Django has no public way to ask this; ``Signal._live_receivers`` (this shape since
+    Django 5.0) is read here alone, so an upgrade that changes it breaks one function,
+    and ``tests/foundation/test_signal_hooks.py`` says so."""
+    sync, asynchronous = signal._live_receivers(sender)
+    return list(sync), list(asynchronous)
+
+
 def listened(signal: Signal, sender: type, *, using: str) -> bool:
     """Whether sending ``signal`` from ``sender`` now reaches a receiver that acts: any
     receiver not marked with ``acts_when``, or a marked one whose test says it would."""
-    sync, asynchronous = signal._live_receivers(sender)
+    sync, asynchronous = live_receivers(signal, sender)
     if asynchronous:
         return True
     for receiver in sync:

@@ -26,6 +26,7 @@ from django.db.models.signals import (
     pre_save,
 )
 
+from ..signals import live_receivers
 from .models import Product
 
 # form(objs, *, using, **signal arguments): the effect of sending the signal for each of
@@ -48,7 +49,7 @@ def bulk_forms(signal: ModelSignal) -> list[BulkForm] | None:
     """The bulk forms of the receivers ``signal`` would call for a ``Product``, in
     connection order; ``None`` when any of them has none (a user's receiver, an async one,
     or an adapter connected twice): then send per object."""
-    sync, asynchronous = signal._live_receivers(Product)
+    sync, asynchronous = live_receivers(signal, Product)
     if asynchronous:
         return None
     forms: list[BulkForm] = []

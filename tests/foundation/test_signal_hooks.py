@@ -153,3 +153,35 @@ def test_stock_always_equals_the_sum_of_its_ledger():
         (6, 10),
         (-3, 7),
     ]
+
+
+def test_live_receivers_reads_what_a_send_would_call():
+    """``app.signals.live_receivers`` is the one reader of Django's private
+    ``Signal._live_receivers``: synchronous and asynchronous receivers apart, only those
+    of the sender, none that was garbage-collected or disconnected."""
+    import gc
+
+    from django.dispatch import Signal
+
+    from app.signals import live_receivers
+
+    signal = Signal()
+
+    def on_product(sender, **kwargs): ...
+
+    async def on_product_async(sender, **kwargs): ...
+
+    def on_other(sender, **kwargs): ...
+
+    def dies(sender, **kwargs): ...
+
+    signal.connect(on_product, sender=Product)
+    signal.connect(on_product_async, sender=Product)
+    signal.connect(on_other, sender=StockMovement)
+    signal.connect(dies, sender=Product)  # weak: gone once collected
+    del dies
+    gc.collect()
+    assert live_receivers(signal, Product) == ([on_product], [on_product_async])
+    signal.disconnect(on_product, sender=Product)
+    assert live_receivers(signal, Product) == ([], [on_product_async])
+    assert live_receivers(signal, StockMovement) == ([on_other], [])
