@@ -62,3 +62,14 @@ def change_context(
         yield _current.get()
     finally:
         _current.reset(token)
+
+
+@contextmanager
+def restored(context: ChangeContext) -> Iterator[ChangeContext]:
+    """Make ``context`` current for the block: for work deferred from where it was made (a
+    change batch runs its effects when it ends, in each change's own context)."""
+    token = _current.set(context)
+    try:
+        yield context
+    finally:
+        _current.reset(token)

@@ -23,7 +23,7 @@ from django.db.models.signals import post_init, pre_init
 from ..core import sqlrows
 from ..models import Product, StockAlert, deletes, writes
 from ..tracking.adapters import saves_are_bulk
-from ..tracking.batch import collecting_changes
+from ..tracking.batch import running_at_end
 from .base import Select, StepFailure
 
 CHUNK = sqlrows.CHUNK
@@ -306,10 +306,10 @@ class StepUnit:
     def tracked(self, write: Callable[[], Any]) -> None:
         """Run ``write`` in one change batch, then note which alerts it opened or resolved
         (what the alerts effect reports on each change set: no query)."""
-        with collecting_changes(self.using) as batch:
+        with running_at_end(self.using) as done:
             write()
         state = self.state
-        for changes in batch.done:
+        for changes in done:
             resolved = []
             for note in changes.notes("alerts"):
                 if note[0] == "resolved":

@@ -15,7 +15,7 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from ..core import oncommit
-from ..core.context import current_change_context
+from ..core.context import ChangeContext, current_change_context, restored
 from ..core.oncommit import Marker
 from ..core.sqlrows import CHUNK
 from . import effects
@@ -36,9 +36,10 @@ class ChangeBatch:
     def __init__(self, using: str) -> None:
         self.using = using
         self.now = timezone.now()
-        # (level, item): an item is (location, Python rows) (per location of the change
-        # context they were made in) or a ChangeSet; None is a level outside a transaction.
-        self.pending: list[tuple[Marker | None, tuple[int | None, list[Change]] | ChangeSet]] = []
+        # (level, context, item): an item is Python rows or a ChangeSet, with the change
+        # context it was made in (its effects run in it: who, why, where); None is a level
+        # outside a transaction.
+        self.pending: list[tuple[Marker | None, ChangeContext, list[Change] | ChangeSet]] = []
         self.extra: list[tuple[Marker | None, type[models.Model], list[models.Model]]] = []
         self.done: list[ChangeSet] = []
         # What ``flush_early`` wrote inside the transaction: (the level it wrote at, the
@@ -68,17 +69,17 @@ class ChangeBatch:
 
     def add_rows(self, rows: Sequence[Change]) -> None:
         pending = self.pending
-        location = current_change_context().location_id
+        context = current_change_context()
         level = self.level()
         if pending:
-            last_level, last = pending[-1]
-            if last_level is level and isinstance(last, tuple) and last[0] == location:
-                last[1].extend(rows)
+            last_level, last_context, last = pending[-1]
+            if last_level is level and isinstance(last, list) and last_context == context:
+                last.extend(rows)
                 return
-        pending.append((level, (location, list(rows))))
+        pending.append((level, context, list(rows)))
 
     def add(self, changes: ChangeSet) -> None:
-        self.pending.append((self.level(), changes))
+        self.pending.append((self.level(), current_change_context(), changes))
 
     def add_row(self, row: models.Model) -> None:
         level, extra = self.level(), self.extra
@@ -113,20 +114,22 @@ class ChangeBatch:
         for model, rows in by_model.items():
             model._default_manager.using(self.using).bulk_create(rows, batch_size=CHUNK)
         # What stands runs as before savepoints were told apart: consecutive Python rows of
-        # one location as one change set, whatever level each was recorded at.
-        items: list[tuple[int | None, list[Change]] | ChangeSet] = []
-        for _, item in pending:
+        # one change context as one change set, whatever level each was recorded at.
+        items: list[tuple[ChangeContext, list[Change] | ChangeSet]] = []
+        for _, context, item in pending:
             last = items[-1] if items else None
-            if isinstance(item, tuple) and isinstance(last, tuple) and last[0] == item[0]:
-                last[1].extend(item[1])
+            if isinstance(item, list) and last and isinstance(last[1], list) and last[0] == context:
+                last[1].extend(item)
             else:  # a copy: ``written`` keeps the items as recorded, to run them again
-                items.append((item[0], list(item[1])) if isinstance(item, tuple) else item)
+                items.append((context, list(item) if isinstance(item, list) else item))
         start = len(self.done)
-        for item in items:
-            if isinstance(item, tuple):
-                location, rows = item
-                item = RowChanges(rows, using=self.using, now=self.now, location_id=location)
-            effects.run(item)
+        for context, item in items:
+            if isinstance(item, list):
+                item = RowChanges(
+                    item, using=self.using, now=self.now, location_id=context.location_id
+                )
+            with restored(context):
+                effects.run(item)
             self.done.append(item)
         if early:
             level = self.level()
@@ -151,7 +154,7 @@ class ChangeBatch:
             extra.extend(rows)
             undone = {id(item) for item in done}
             self.done = [item for item in self.done if id(item) not in undone]
-            for _, item in items:
+            for _, _, item in items:
                 if isinstance(item, ChangeSet):
                     item.__dict__.pop("_notes", None)  # notes of effects rolled back
         self.written = kept
@@ -180,6 +183,30 @@ def collecting_changes(using: str = "default") -> Iterator[ChangeBatch]:
     finally:
         _batch.reset(token)
     batch.flush()
+
+
+@contextmanager
+def running_at_end(using: str = "default") -> Iterator[list[ChangeSet]]:
+    """``collecting_changes`` whose effects run when the block ends even inside an outer
+    batch; yields the list of the block's change sets, filled then.
+
+    For writes whose change sets read what the next block overwrites (an upsert chunk's
+    from its stage): in an outer batch they would run after it. What the outer batch
+    collected before the block runs first, as before a delete (``flush_open``), so the
+    effects keep the writes' order and the list holds the block's change sets alone.
+    """
+    outer = _batch.get()
+    done: list[ChangeSet] = []
+    if outer is None:
+        with collecting_changes(using) as batch:
+            yield done
+        done.extend(batch.done)
+        return
+    outer.flush_early()
+    before = {id(changes) for changes in outer.done}
+    yield done
+    outer.flush_early()
+    done.extend(changes for changes in outer.done if id(changes) not in before)
 
 
 def flush_open() -> None:
