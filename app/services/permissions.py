@@ -40,6 +40,7 @@ Authenticates nobody: ``authenticate`` and ``get_user`` return ``None``.
 
 from __future__ import annotations
 
+import copy
 import logging
 import secrets
 from typing import Any
@@ -117,10 +118,18 @@ def cached_permissions(user) -> set[str] | None:
         return None
 
 
+# Where ModelBackend memoises a user's permissions on the instance.
+_MODELBACKEND_MEMOS = ("_perm_cache", "_user_perm_cache", "_group_perm_cache")
+
+
 def _read(user) -> set[str]:
-    """From the primary: what is read here is kept for ``MAX_AGE``."""
+    """From the primary, and from the database: what is read here is kept for ``MAX_AGE``,
+    so not the set ``ModelBackend`` memoised on this instance (maybe before a grant)."""
+    unmemoised = copy.copy(user)
+    for name in _MODELBACKEND_MEMOS:
+        unmemoised.__dict__.pop(name, None)
     with dbrouter.primary_reads():
-        return set(ModelBackend().get_all_permissions(user))
+        return set(ModelBackend().get_all_permissions(unmemoised))
 
 
 def forget_all(using: str = DEFAULT_DB_ALIAS) -> None:

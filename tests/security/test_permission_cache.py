@@ -335,3 +335,21 @@ def test_the_fill_reads_the_primary_during_replica_reads(shared):
         dbrouter.current.reset(token)
     assert not any("auth_permission" in q["sql"] for q in replica.captured_queries)
     assert any("auth_permission" in q["sql"] for q in primary.captured_queries)
+
+
+def test_the_fill_reads_the_database_not_the_instances_memo(shared):
+    """``ModelBackend`` memoises a user's permissions on the instance; an instance that read
+    them before a grant must not store that old set in the shared cache for ``MAX_AGE``
+    (every other request would then be refused the grant)."""
+    from django.contrib.auth.backends import ModelBackend
+
+    from app.services import permissions
+
+    user = user_with("add_reservation", is_superuser=False)
+    held = fresh(user)
+    assert "app.change_product" not in ModelBackend().get_all_permissions(held)  # memoised
+    user.user_permissions.add(Permission.objects.get(codename="change_product"))
+    time.sleep(cache_guard.TOMBSTONE_TTL + 0.1)  # past the grant's tombstone
+    permissions.cached_permissions(held)  # starts a generation
+    assert "app.change_product" in permissions.cached_permissions(held)  # stored
+    assert fresh(user).has_perm("app.change_product")
