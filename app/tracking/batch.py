@@ -21,6 +21,9 @@ from ..core.sqlrows import CHUNK
 from . import effects
 from .changes import Change, ChangeSet, RowChanges
 
+Chosen = tuple[effects.Effect, ...]  # the effects registered when a change was made
+Pending = tuple[Marker | None, ChangeContext, Chosen, list[Change] | ChangeSet]
+
 
 class ChangeBatch:
     """Change sets (in write order) and extra rows of one block of writes.
@@ -36,10 +39,10 @@ class ChangeBatch:
     def __init__(self, using: str) -> None:
         self.using = using
         self.now = timezone.now()
-        # (level, context, item): an item is Python rows or a ChangeSet, with the change
-        # context it was made in (its effects run in it: who, why, where); None is a level
-        # outside a transaction.
-        self.pending: list[tuple[Marker | None, ChangeContext, list[Change] | ChangeSet]] = []
+        # (level, context, effects, item): an item is Python rows or a ChangeSet, with the
+        # change context it was made in and the effects registered then (it goes through
+        # those, in that context: who, why, where); None is a level outside a transaction.
+        self.pending: list[Pending] = []
         self.extra: list[tuple[Marker | None, type[models.Model], list[models.Model]]] = []
         self.done: list[ChangeSet] = []
         # What ``flush_early`` wrote inside the transaction: (the level it wrote at, the
@@ -69,23 +72,25 @@ class ChangeBatch:
 
     def add_rows(self, rows: Sequence[Change]) -> None:
         pending = self.pending
-        context = current_change_context()
+        context, chosen = current_change_context(), effects.current()
         level = self.level()
         if pending:
-            last_level, last_context, last = pending[-1]
+            last_level, last_context, last_chosen, last = pending[-1]
             # ``is`` first: a loop of writes in one context gets the one object (a frozen
             # dataclass's ``==`` compares every field, ~10x the cost).
             if (
                 last_level is level
+                and last_chosen is chosen
                 and isinstance(last, list)
                 and (last_context is context or last_context == context)
             ):
                 last.extend(rows)
                 return
-        pending.append((level, context, list(rows)))
+        pending.append((level, context, chosen, list(rows)))
 
     def add(self, changes: ChangeSet) -> None:
-        self.pending.append((self.level(), current_change_context(), changes))
+        made = (current_change_context(), effects.current())
+        self.pending.append((self.level(), *made, changes))
 
     def add_row(self, row: models.Model) -> None:
         level, extra = self.level(), self.extra
@@ -119,23 +124,28 @@ class ChangeBatch:
             by_model.setdefault(model, []).extend(rows)
         for model, rows in by_model.items():
             model._default_manager.using(self.using).bulk_create(rows, batch_size=CHUNK)
-        # What stands runs as before savepoints were told apart: consecutive Python rows of
-        # one change context as one change set, whatever level each was recorded at.
-        items: list[tuple[ChangeContext, list[Change] | ChangeSet]] = []
-        for _, context, item in pending:
+        # What stands runs as before savepoints were told apart: consecutive Python rows
+        # made alike (context, effects) as one change set, whatever level each was at.
+        items: list[tuple[ChangeContext, Chosen, list[Change] | ChangeSet]] = []
+        for _, context, chosen, item in pending:
             last = items[-1] if items else None
-            if isinstance(item, list) and last and isinstance(last[1], list) and last[0] == context:
-                last[1].extend(item)
+            if (
+                isinstance(item, list)
+                and last
+                and isinstance(last[2], list)
+                and last[:2] == (context, chosen)
+            ):
+                last[2].extend(item)
             else:  # a copy: ``written`` keeps the items as recorded, to run them again
-                items.append((context, list(item) if isinstance(item, list) else item))
+                items.append((context, chosen, list(item) if isinstance(item, list) else item))
         start = len(self.done)
-        for context, item in items:
+        for context, chosen, item in items:
             if isinstance(item, list):
                 item = RowChanges(
                     item, using=self.using, now=self.now, location_id=context.location_id
                 )
             with restored(context):
-                effects.run(item)
+                effects.run(item, chosen)
             self.done.append(item)
         if early:
             level = self.level()
@@ -160,7 +170,7 @@ class ChangeBatch:
             extra.extend(rows)
             undone = {id(item) for item in done}
             self.done = [item for item in self.done if id(item) not in undone]
-            for _, _, item in items:
+            for *_, item in items:
                 if isinstance(item, ChangeSet):
                     item.__dict__.pop("_notes", None)  # notes of effects rolled back
         self.written = kept

@@ -185,7 +185,6 @@ def muted_run() -> Any:
     return _result(result)
 
 
-@pytest.mark.xfail(strict=True, reason="revlead finding 2: muted block loses earlier effects")
 def test_a_muted_run_in_a_callers_batch_mutes_only_its_own_effects(told):
     """FINDING (revlead): ``effects.muted(name)`` leaves effect ``name`` out for the block:
     without a batch the caller's earlier change has its history and ledger rows (written

@@ -317,3 +317,29 @@ def test_a_muted_effect_is_skipped_by_both_routes(seen):
         process_pipeline({"steps": [{"op": "set_prices", "prices": {"B": "21.00"}}]})
     assert not PriceHistory.objects.exists()
     assert {(kind, sku) for kind, sku, _ in seen.changes} == {("updated", "A"), ("updated", "B")}
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["alone", "in-a-batch"])
+def test_a_change_goes_through_the_effects_registered_when_it_was_made(db, batched):
+    """``effects.muted`` leaves out the effect of the changes made in its block, and of
+    those alone, however late their batch runs them."""
+    from contextlib import nullcontext
+
+    from django.db import transaction
+
+    from app.tracking.batch import collecting_changes
+
+    with transaction.atomic(), collecting_changes() if batched else nullcontext():
+        product = Product.objects.create(sku="M-1", name="M", price=Decimal("1.00"), stock=5)
+        product.price = Decimal("2.00")
+        product.save()  # before the block: its history is written
+        with effects.muted("history"):
+            product.price = Decimal("3.00")
+            product.save()  # in it: none
+        product.price = Decimal("4.00")
+        product.save()
+    history = PriceHistory.objects.filter(product=product).order_by("pk")
+    assert [(h.old_price, h.new_price) for h in history] == [
+        (Decimal("1.00"), Decimal("2.00")),
+        (Decimal("3.00"), Decimal("4.00")),
+    ]
