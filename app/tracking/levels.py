@@ -26,7 +26,7 @@ from __future__ import annotations
 from django.db import connections
 
 from .. import conf
-from ..models import Location, Product, StockLevel
+from ..models import Location, StockLevel
 from .changes import STOCK_CHANGED, STOCK_CREATED, STOCK_UPDATED, ChangeSet
 
 
@@ -54,10 +54,26 @@ def apply_levels(changes: ChangeSet, *, using: str) -> None:
     connection = connections[using]
     qn = connection.ops.quote_name
     level = qn(StockLevel._meta.db_table)
-    product = qn(Product._meta.db_table)
     typed = "%s::bigint" if connection.vendor == "postgresql" else "%s"
     target = location_of(changes)
     default = target if changes.location_id is None else default_location_id(using)
+    pg = connection.vendor == "postgresql"
+    columns = "c.pk AS pk, c.ord AS ord, c.stock AS stock, c.stock - c.old_stock AS delta"
+    last = "(array_agg(s.stock ORDER BY s.ord DESC))[1]" if pg else "s.stock"
+    # Each product's delta and the stock its last change in the set left (not the row's:
+    # in a batch the row may hold later changes already; folded map steps write the row
+    # once for several change sets, ``app.pipelines.folded``). SQLite: with one max() in
+    # the query, the bare column comes from the row it chose.
+    grouped = (
+        f"SELECT s.pk, SUM(s.delta) AS delta, {last} AS stock"
+        + ("" if pg else ", MAX(s.ord) AS last_ord")
+        + " FROM ({sql}) s GROUP BY s.pk"
+    )
+    one_each = changes.one_per_product(STOCK_CHANGED)
+    if one_each:
+        # Nothing to group (each product changed once): the rows as they are, kept a
+        # table of their own on SQLite (``LIMIT -1``: not flattened into the join).
+        grouped = "SELECT s.pk, s.delta, s.stock FROM ({sql}) s" + ("" if pg else " LIMIT -1")
     with connection.cursor() as cursor:
         if target != default:
             # Existing levels first, then new ones: a CHECK constraint is evaluated on the
@@ -79,14 +95,15 @@ def apply_levels(changes: ChangeSet, *, using: str) -> None:
                     [target, *params, target],
                 )
         if target != default:
-            # The default location keeps the total minus the other locations (unchanged
-            # when the levels summed to the total; created, at 0, where it had no row).
-            for sql, params in changes.select("c.pk", STOCK_CHANGED):
+            # The default location keeps the total its change left minus the other
+            # locations (unchanged when the levels summed to the total; created, at 0, where
+            # it had no row).
+            for sql, params in changes.select(columns, STOCK_CHANGED, ordered=False):
                 cursor.execute(
                     f"INSERT INTO {level} (product_id, location_id, quantity) "
-                    f"SELECT p.id, {typed}, p.stock - COALESCE((SELECT SUM(o.quantity) "
-                    f"FROM {level} o WHERE o.product_id = p.id AND o.location_id <> {typed}), 0) "
-                    f"FROM {product} p WHERE p.id IN ({sql}) ON CONFLICT (product_id, "
+                    f"SELECT x.pk, {typed}, x.stock - COALESCE((SELECT SUM(o.quantity) "
+                    f"FROM {level} o WHERE o.product_id = x.pk AND o.location_id <> {typed}), 0) "
+                    f"FROM ({grouped.format(sql=sql)}) x WHERE true ON CONFLICT (product_id, "
                     "location_id) DO UPDATE SET quantity = excluded.quantity",
                     [default, default, *params],
                 )
@@ -94,24 +111,11 @@ def apply_levels(changes: ChangeSet, *, using: str) -> None:
         # The change applies to the default location: each product's delta is added to its
         # level there, set-based (one UPDATE joined by primary key); a product without a
         # level there (a new one) gets the stock its last change left minus its other
-        # locations (the change's, not the row's: folded map steps write the row once for
-        # several change sets, ``app.pipelines.folded``).
-        pg = connection.vendor == "postgresql"
-        columns = "c.pk AS pk, c.ord AS ord, c.stock AS stock, c.stock - c.old_stock AS delta"
-        last = "(array_agg(s.stock ORDER BY s.ord DESC))[1]" if pg else "s.stock"
-        # SQLite: with one max() in the query, the bare column comes from the row it chose.
-        grouped = (
-            f"SELECT s.pk, SUM(s.delta) AS delta, {last} AS stock"
-            + ("" if pg else ", MAX(s.ord) AS last_ord")
-            + " FROM ({sql}) s GROUP BY s.pk"
-        )
+        # locations.
         # Each product's delta, for the UPDATE (no ordered aggregate: the last stock is for
         # the INSERT of missing levels).
         deltas = "SELECT s.pk, SUM(s.delta) AS delta FROM ({sql}) s GROUP BY s.pk"
-        if changes.one_per_product(STOCK_CHANGED):
-            # Nothing to group (each product changed once): the rows as they are, kept a
-            # table of their own on SQLite (``LIMIT -1``: not flattened into the join).
-            grouped = "SELECT s.pk, s.delta, s.stock FROM ({sql}) s" + ("" if pg else " LIMIT -1")
+        if one_each:
             deltas = "SELECT s.pk, s.delta FROM ({sql}) s" + ("" if pg else " LIMIT -1")
         missing = (
             f"INSERT INTO {level} (product_id, location_id, quantity) "
