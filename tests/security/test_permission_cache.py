@@ -353,3 +353,23 @@ def test_the_fill_reads_the_database_not_the_instances_memo(shared):
     permissions.cached_permissions(held)  # starts a generation
     assert "app.change_product" in permissions.cached_permissions(held)  # stored
     assert fresh(user).has_perm("app.change_product")
+
+
+def test_the_fill_of_a_lazy_deferred_instance_reads_the_database(shared):
+    """``request.user`` is a ``SimpleLazyObject`` over an instance, which may have deferred
+    fields: the fill copies what it wraps (not the wrapper, whose ``__dict__`` holds no
+    memo) and the copy loads what it lacks, from the database, as the instance would."""
+    from django.contrib.auth.backends import ModelBackend
+    from django.utils.functional import SimpleLazyObject
+
+    from app.services import permissions
+
+    user = user_with("add_reservation", is_superuser=False)
+    held = get_user_model().objects.only("pk").get(pk=user.pk)
+    assert "app.change_product" not in ModelBackend().get_all_permissions(held)  # memoised
+    user.user_permissions.add(Permission.objects.get(codename="change_product"))
+    time.sleep(cache_guard.TOMBSTONE_TTL + 0.1)
+    lazy = SimpleLazyObject(lambda: held)
+    permissions.cached_permissions(lazy)  # starts a generation
+    assert "app.change_product" in permissions.cached_permissions(lazy)  # stored
+    assert "app.change_product" in permissions.cached_permissions(fresh(user))  # read back
