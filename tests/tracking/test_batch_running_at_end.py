@@ -162,15 +162,13 @@ def test_a_run_in_a_callers_batch_leaves_what_it_leaves_without(spec, subscribed
     assert tables(once(before_a_run(spec), batched=True, told=told)) == plain
 
 
-@pytest.mark.xfail(strict=True, reason="revlead finding 1: told twice (running_at_end)")
 @pytest.mark.parametrize("spec", [FAILS_AFTER_A_WRITE, PREVIEW], ids=["fails", "preview"])
 def test_a_rolled_back_run_does_not_tell_of_the_callers_alert_twice(spec, told):
-    """FINDING (revlead): ``alerts_opened`` receivers are told of A-1's alert twice in a
-    batch: ``running_at_end`` runs the caller's pending change inside the run's savepoint
-    (the alert is opened, the signal sent), the run rolls back, the batch runs the change
-    again at its end (opened and sent again). Without a batch, once. Before b6a01f7 the
-    change ran once, at the batch's end; a delete in a rolled-back savepoint
-    (``flush_open``) did the same before, but rarely."""
+    """``alerts_opened`` receivers are told of A-1's alert once, as without a batch: the
+    run's savepoint does not hold the caller's pending changes (``_attempt`` runs them
+    first, ``flush_open``). Else ``running_at_end`` ran them inside it (the alert opened,
+    the signal sent), the run rolled back, and the batch ran them again at its end (opened
+    and sent again)."""
     plain = once(before_a_run(spec), batched=False, told=told)
     assert plain[1]["told"] == ["A-1", "U-1"]  # U-1: the run's own, rolled back
     assert once(before_a_run(spec), batched=True, told=told)[1]["told"] == plain[1]["told"]
