@@ -139,6 +139,19 @@ SUCCEEDS = {
         {"op": "set_stock", "stock": {"A-1": 1}},
     ]
 }
+DELETES_THEN_FAILS = {
+    "steps": [
+        {"op": "upsert_products", "rows": [{"sku": "U-1", "name": "U", "price": "1.00"}]},
+        {"op": "delete_products", "skus": ["A-1"]},  # runs what is pending first
+        {"op": "adjust_stock", "deltas": {"U-1": -500}},
+    ]
+}
+DELETES = {  # A-1 saved again after the run: inserted again, as in Django
+    "steps": [
+        {"op": "upsert_products", "rows": [{"sku": "U-1", "name": "U", "price": "1.00"}]},
+        {"op": "delete_products", "skus": ["A-1"]},
+    ]
+}
 
 
 def tables(found: tuple[Any, dict]) -> tuple[Any, dict]:
@@ -150,15 +163,19 @@ def tables(found: tuple[Any, dict]) -> tuple[Any, dict]:
 
 
 @pytest.mark.parametrize(
-    "spec", [FAILS_AFTER_A_WRITE, PREVIEW, SUCCEEDS], ids=["fails", "preview", "succeeds"]
+    "spec",
+    [FAILS_AFTER_A_WRITE, PREVIEW, SUCCEEDS, DELETES_THEN_FAILS, DELETES],
+    ids=["fails", "preview", "succeeds", "deletes-then-fails", "deletes"],
 )
 def test_a_run_in_a_callers_batch_leaves_what_it_leaves_without(spec, subscribed, told):
     """The run's savepoint, rolled back (a failure, a preview) or not, holds the effects
     of the caller's earlier changes (``running_at_end`` ran them there): rolled back with
     it, they are written again when the caller's batch ends, once."""
     plain = tables(once(before_a_run(spec), batched=False, told=told))
-    assert ("A-1", False, Decimal("5.00"), Decimal("6.00")) in plain[1]["history"]
-    assert ("A-1", False, True) in plain[1]["alerts"]
+    assert ("A-1", Decimal("5.00"), Decimal("6.00")) in [
+        (h[0], *h[2:]) for h in plain[1]["history"]
+    ]
+    assert ("A-1", False) in [alert[:2] for alert in plain[1]["alerts"]]
     assert tables(once(before_a_run(spec), batched=True, told=told)) == plain
 
 
