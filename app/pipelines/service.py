@@ -27,6 +27,7 @@ from ..core.context import change_context
 from ..core.inputs import storable
 from ..models import PipelineRun, Product
 from ..signals import pipeline_finished
+from ..tracking.batch import flush_open
 from . import folded
 from .base import StepFailure
 from .progress import Progress
@@ -203,6 +204,7 @@ def _attempt(
 ) -> dict[str, Any]:
     """One all-or-nothing try of the run's steps; its outcome as ``execute`` returns it."""
     using = state.using
+    flush_open()  # a caller's batch: its changes' effects outside the run's savepoint
     try:
         with (
             transaction.atomic(using=using),

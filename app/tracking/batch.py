@@ -3,6 +3,12 @@
 Inside ``collecting_changes()`` writes add their change sets to the open batch; when the
 block ends, each goes through the registered effects (``effects.run``), set-based, which
 is what makes large pipelines fast. Outside a batch a change set is handled at once.
+
+Each change keeps what it was made with: its change context (who, why, where) and the
+effects registered then (``effects.current``); they run in those. What an effect refuses
+(a level below zero at a location) is refused when the batch ends, for the whole batch: a
+caller's ``try`` around one write inside it does not see it, and nothing of the batch is
+written.
 """
 
 from __future__ import annotations
