@@ -163,9 +163,6 @@ class PipelineRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     ]
     readonly_fields = fields
 
-    def get_queryset(self, request):
-        return super().get_queryset(request).select_related("spec_record")
-
     @admin.display(description="spec")
     def spec(self, run: PipelineRun) -> str:
         """Shown as a JSON field is (``display_for_field``), as when it was one of the run's."""
