@@ -1,4 +1,5 @@
 from django.contrib import admin, messages
+from django.contrib.admin.utils import display_for_field
 from django.db.models import F
 
 from .models import (
@@ -7,6 +8,7 @@ from .models import (
     ImportProfile,
     Location,
     PipelineRun,
+    PipelineRunSpec,
     PriceHistory,
     Product,
     Reservation,
@@ -140,6 +142,32 @@ class ImportProfileAdmin(admin.ModelAdmin):
 class PipelineRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["created_at", "id", "name", "status", "user", "dry_run", "mode", "finished_at"]
     list_filter = ["status", "mode"]
+    # ``spec`` is kept in a table of its own (``PipelineRunSpec``): named here to be shown.
+    fields = [
+        "name",
+        "spec",
+        "user",
+        "status",
+        "dry_run",
+        "mode",
+        "result",
+        "error",
+        "steps_total",
+        "steps_done",
+        "rows_total",
+        "rows_done",
+        "started_at",
+        "finished_at",
+        "heartbeat_at",
+        "payload_pruned_at",
+    ]
+    readonly_fields = fields
+
+    @admin.display(description="spec")
+    def spec(self, run: PipelineRun) -> str:
+        """Shown as a JSON field is (``display_for_field``), as when it was one of the run's."""
+        field = PipelineRunSpec._meta.get_field("spec")
+        return display_for_field(run.spec, field, self.get_empty_value_display())
 
 
 @admin.register(ApiToken)

@@ -126,6 +126,7 @@ def reset() -> None:
                 "app_stockmovement",
                 "app_stockalert",
                 "app_deletionaudit",
+                "app_pipelinerunspec",
                 "app_pipelinerun",
                 "django_tasks_database_dbtaskresult",
             )

@@ -314,11 +314,12 @@ def restore_counters() -> None:
 
 def seed_runs() -> None:
     """A few finished pipeline runs for the dashboard."""
-    from app.models import PipelineRun
+    from app.models import PipelineRun, PipelineRunSpec
 
-    PipelineRun.objects.bulk_create(
-        PipelineRun(name=f"bench {i}", spec={"steps": []}, status="succeeded") for i in range(50)
+    runs = PipelineRun.objects.bulk_create(
+        PipelineRun(name=f"bench {i}", status="succeeded") for i in range(50)
     )
+    PipelineRunSpec.objects.bulk_create(PipelineRunSpec(run=r, spec={"steps": []}) for r in runs)
 
 
 def record(shape: Shape, times: dict, index_build: str) -> None:

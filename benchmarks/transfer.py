@@ -64,7 +64,7 @@ def reset() -> None:
     """All stock back at MAIN, nothing at NORTH, an empty ledger (not timed)."""
     from django.db import connection
 
-    from app.models import PipelineRun, StockMovement
+    from app.models import PipelineRun, PipelineRunSpec, StockMovement
 
     with connection.cursor() as cursor:
         cursor.execute("DELETE FROM app_stocklevel")
@@ -72,7 +72,7 @@ def reset() -> None:
             "INSERT INTO app_stocklevel (product_id, location_id, quantity) SELECT id, "
             "(SELECT id FROM app_location WHERE code = 'MAIN'), stock FROM app_product"
         )
-        for model in (StockMovement, PipelineRun):
+        for model in (StockMovement, PipelineRunSpec, PipelineRun):
             cursor.execute(f"DELETE FROM {model._meta.db_table}")
         cursor.execute("DELETE FROM django_tasks_database_dbtaskresult")
         if connection.vendor == "postgresql":

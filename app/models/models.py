@@ -8,11 +8,12 @@ tracking as ``save()`` (see ``app.models.writes``).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import DatabaseError, connections, models, router, transaction
-from django.db.models import Q
+from django.db.models import Q, Value
 
 from .. import conf
 from ..core.domain import (
@@ -565,7 +566,20 @@ class DeletionAudit(ChangeSource):
         return f"deleted {self.model_label} {self.object_repr}"
 
 
+_NO_SPEC = object()  # ``PipelineRun._unsaved_spec``: no spec assigned since the last save
+
+
 class PipelineRun(models.Model):
+    """A pipeline run's record: status, counts, times, result and error.
+
+    Its spec (a CSV feed's whole text, megabytes) is kept in a row of its own
+    (``PipelineRunSpec``) and read and written through ``spec`` as if it were a field
+    (``PipelineRun(spec=...)``, ``objects.create(spec=...)`` and ``save()`` write it with
+    the run). Why: SQLite rewrites a row whole, overflow pages and all, on every ``UPDATE``,
+    and a run's status is updated two or more times per run (claimed, finished); lists of
+    runs do not read it either. ``bulk_create``, ``update()`` and ``values()`` know no
+    ``spec``."""
+
     class Status(models.TextChoices):
         PENDING = "pending"
         RUNNING = "running"
@@ -574,8 +588,6 @@ class PipelineRun(models.Model):
         PREVIEWED = "previewed"
 
     name = models.CharField(max_length=200, blank=True, default="")
-    # Python callers may pass Decimals: stored as their exact text. Specs can be large.
-    spec = models.JSONField(encoder=FastJSONEncoder)
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -601,6 +613,53 @@ class PipelineRun(models.Model):
 
     def __str__(self) -> str:
         return f"Pipeline run {self.pk} {self.name} ({self.status})"
+
+    _unsaved_spec: Any = _NO_SPEC
+
+    @property
+    def spec(self) -> Any:
+        """The spec as recorded (``None`` for a run stored without one, by ``bulk_create``)."""
+        if self._unsaved_spec is not _NO_SPEC:
+            return self._unsaved_spec
+        try:
+            return self.spec_record.spec
+        except PipelineRunSpec.DoesNotExist:
+            return None
+
+    @spec.setter
+    def spec(self, value: Any) -> None:
+        self._unsaved_spec = value
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        """Save the run and, when one was assigned, its spec, in one transaction (a run is
+        never recorded without the spec it was created with)."""
+        spec = self._unsaved_spec
+        if spec is _NO_SPEC:
+            return super().save(*args, **kwargs)
+        using = kwargs.get("using") or router.db_for_write(type(self), instance=self)
+        adding = self._state.adding
+        with transaction.atomic(using=using, savepoint=False):
+            super().save(*args, **kwargs)
+            # A JSON null spec is stored as JSON null, not SQL NULL: the run is still recorded.
+            stored = spec if spec is not None else Value(None, models.JSONField())
+            record = PipelineRunSpec(run=self, spec=stored)
+            record.save(using=using, force_insert=adding)
+        record.spec = spec
+        self._unsaved_spec = _NO_SPEC
+        self.spec_record = record
+
+
+class PipelineRunSpec(models.Model):
+    """A run's spec, one row per run (see ``PipelineRun``); ``manage.py prune`` empties it."""
+
+    run = models.OneToOneField(
+        PipelineRun, primary_key=True, on_delete=models.CASCADE, related_name="spec_record"
+    )
+    # Python callers may pass Decimals: stored as their exact text. Specs can be large.
+    spec = models.JSONField(encoder=FastJSONEncoder)
+
+    def __str__(self) -> str:
+        return f"Spec of pipeline run {self.run_id}"
 
 
 class ApiToken(models.Model):

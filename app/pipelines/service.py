@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from django.db import OperationalError, router, transaction
-from django.db.models import JSONField, Value
 from django.utils import timezone
 
 from ..core import jobs
@@ -75,8 +74,7 @@ def process_pipeline(
     record = storable(data)
     run = PipelineRun.objects.using(using).create(
         name=str(record.get("name", ""))[:200] if isinstance(record, dict) else "",
-        # A JSON null spec is stored as JSON null, not SQL NULL: the run is still recorded.
-        spec=record if record is not None else Value(None, JSONField()),
+        spec=record,
         user=user if getattr(user, "is_authenticated", False) else None,
         status=PipelineRun.Status.PENDING,
         dry_run=bool(record.get("dry_run")) if isinstance(record, dict) else False,
@@ -84,7 +82,6 @@ def process_pipeline(
         if force_sync or not isinstance(record, dict)
         else str(record.get("mode", "sync"))[:10],
     )
-    run.spec = record
     try:
         parsed = validate_spec(data, allow_files=allow_files, base_dir=base_dir)
     except SpecError as exc:
@@ -101,7 +98,12 @@ def process_pipeline(
 def execute_queued(run_id: int) -> str:
     """Run a queued (async) run; a no-op if another worker already took it."""
     using = router.db_for_write(Product)
-    run = PipelineRun.objects.using(using).filter(pk=run_id).select_related("user").first()
+    run = (
+        PipelineRun.objects.using(using)
+        .filter(pk=run_id)
+        .select_related("user", "spec_record")
+        .first()
+    )
     if run is None or run.status != PipelineRun.Status.PENDING:
         return "skipped"
     try:

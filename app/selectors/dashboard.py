@@ -43,8 +43,9 @@ def open_alerts(limit: int = 50) -> QuerySet[StockAlert]:
 
 def recent_runs(user, limit: int = RECENT) -> QuerySet[PipelineRun]:
     """The latest runs ``user`` may read (``app.selectors.runs``)."""
-    # Not their spec and result (the rows show neither; a result can hold thousands of rows).
-    return visible_runs(user).defer("spec", "result").order_by("-created_at", "-id")[:limit]
+    # Not their result (the rows do not show it; a result can hold thousands of rows); a
+    # run's spec is not in its row (``PipelineRunSpec``).
+    return visible_runs(user).defer("result").order_by("-created_at", "-id")[:limit]
 
 
 def active_runs(user) -> QuerySet[PipelineRun]:

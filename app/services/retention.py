@@ -22,7 +22,7 @@ from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
 from .. import conf
-from ..models import DeletionAudit, PipelineRun, PriceHistory, StockMovement
+from ..models import DeletionAudit, PipelineRun, PipelineRunSpec, PriceHistory, StockMovement
 from ..models.webhooks import WebhookAttempt, WebhookDelivery
 from ..tracking.history import carry_forward_ledger, prune_price_history
 from . import partitioning
@@ -238,8 +238,12 @@ def _prune_run_payloads(before: datetime, now: datetime, dry_run: bool) -> int:
         return runs.count()
     pruned = 0
     while ids := list(runs.order_by("pk").values_list("pk", flat=True)[:BATCH]):
-        # Still finished and not yet pruned when the UPDATE runs: checked in its WHERE.
-        pruned += runs.filter(pk__in=ids).update(spec={}, result=None, payload_pruned_at=now)
+        # Still finished and not yet pruned when the UPDATEs run: checked in their WHERE.
+        # The specs (a table of their own) first, then the runs, in one transaction.
+        batch = runs.filter(pk__in=ids)
+        with transaction.atomic():
+            PipelineRunSpec.objects.filter(run__in=batch).update(spec={})
+            pruned += batch.update(result=None, payload_pruned_at=now)
     return pruned
 
 

@@ -266,7 +266,7 @@ def _source_of(request: HttpRequest) -> str:
     raw = request.GET.get("from", "")
     if not raw.isdigit():
         return ""
-    run = visible_runs(request.user).filter(pk=int(raw)).first()
+    run = visible_runs(request.user).select_related("spec_record").filter(pk=int(raw)).first()
     if run is None or not isinstance(run.spec, dict):
         return ""
     spec = {k: v for k, v in run.spec.items() if k not in ("dry_run", "mode")}
@@ -278,7 +278,7 @@ def _source_of(request: HttpRequest) -> str:
 @require_GET
 def pipeline_run(request: HttpRequest, pk: int) -> HttpResponse:
     replica_reads(request)
-    run = get_object_or_404(visible_runs(request.user), pk=pk)
+    run = get_object_or_404(visible_runs(request.user).select_related("spec_record"), pk=pk)
     run.progress = selectors.run_progress(run)
     result = run.result or {}
     diff = Paginator(diff_rows(result), DIFF_PAGE).get_page(request.GET.get("page"))
@@ -347,7 +347,7 @@ def pipeline_commit(request: HttpRequest, pk: int) -> HttpResponse:
     """Apply exactly what a preview showed: the same spec, checked against the preview's
     fingerprint. If the catalogue (or a profile) changed since, nothing is applied and a
     fresh preview is shown instead."""
-    run = get_object_or_404(visible_runs(request.user), pk=pk)
+    run = get_object_or_404(visible_runs(request.user).select_related("spec_record"), pk=pk)
     if run.status != PipelineRun.Status.PREVIEWED:
         messages.error(request, f"Run #{run.pk} is not a preview; only a preview can be run.")
         return redirect("pipeline-run", pk=run.pk)
