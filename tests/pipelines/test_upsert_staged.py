@@ -168,8 +168,9 @@ def test_stock_moved_elsewhere_between_chunks_fails_naming_the_sku(products, mon
     calls = []
 
     def then_move_stock(unit, rows, **options):
+        skus = sorted(rows.skus)  # the chunk lets its rows go once staged
         real(unit, rows, **options)
-        calls.append([row[0] for row in rows])
+        calls.append(skus)
         if len(calls) == 1:
             StockLevel.objects.create(
                 product=Product.objects.get(sku="S-00003"), location=north, quantity=5
