@@ -45,6 +45,8 @@ UPSERT_STAGE = "stockpipe_upsert"
 # 10,000,000 rows). It was 170 MB at 50,000 when the alerts effect still built a
 # ``StockAlert`` per opened alert.
 STAGE_CHUNK = 100_000
+# Rows taken into a chunk's text at a time (``StageRows.add``; a mapped feed's come one by one).
+STAGE_ADD = 1_000
 # The fields an upsert sets (stock and threshold where given).
 UPSERTED = ("name", "price", "stock", "low_stock_threshold")
 # The optional counts: (product column, stage column, index in ``RowValues``; ``None``

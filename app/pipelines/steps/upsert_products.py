@@ -26,7 +26,6 @@ from ..feeds import (
 )
 from ..registry import register
 from ..rows import (
-    FAST_BATCH,
     ProductRow,
     RowError,
     RowValues,
@@ -195,8 +194,8 @@ class UpsertProducts(StepSpec):
 
     def _run_staged(self, unit) -> None:
         """The SQL route (``app.pipelines.upserts``): chunks of distinct SKUs, as below.
-        A chunk keeps its rows as the stage's text (``upserts.StageRows``), taken in a
-        thousand rows at a time (a mapped feed's rows come one by one)."""
+        A chunk keeps its rows as the stage's text (``upserts.StageRows``), taken in
+        ``STAGE_ADD`` rows at a time."""
         pg = connections[unit.using].vendor == "postgresql"
         chunk = upserts.StageRows(pg)
         taken: dict[str, RowValues] = {}  # rows of the chunk not added to it yet
@@ -220,7 +219,7 @@ class UpsertProducts(StepSpec):
                         upserts.write_rows(unit, chunk, key=self.source)
                         chunk, taken = upserts.StageRows(pg), {}
                     taken[row[0]] = row
-            if len(taken) >= FAST_BATCH:
+            if len(taken) >= upserts.STAGE_ADD:
                 chunk.add(list(taken.values()))
                 taken = {}
         chunk.add(list(taken.values()))
