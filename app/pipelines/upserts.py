@@ -38,12 +38,13 @@ logger = logging.getLogger(__name__)
 
 UPSERT_STAGE = "stockpipe_upsert"
 # Rows staged per statement. Each chunk's statements join the stage to whole tables (on
-# PostgreSQL the product UPDATE and the levels effect hash them), so fewer, larger chunks
-# are cheaper: 50,000 against 10,000 took a 100,000-row PostgreSQL upsert from about
-# 0.66x to 0.81x of the benchmark's limit (SQLite: no difference). Memory: a
-# 1,000,000-row CSV upsert peaks at 123-126 MB (92 MB at 10,000; target 150 MB at
-# 10,000,000 rows). It was 170 MB at 50,000 when the alerts effect still built a
-# ``StockAlert`` per opened alert.
+# PostgreSQL the product UPDATE and the levels effect hash them) and the stage is analyzed
+# once per chunk, so fewer, larger chunks are cheaper: 50,000 against 10,000 took a
+# 100,000-row PostgreSQL upsert from about 0.66x to 0.81x of the benchmark's limit
+# (SQLite: no difference); 100,000 makes that upsert one chunk, as the limit is one
+# statement. Memory: a chunk is held as the stage's text (``StageRows``), so a
+# 1,000,000-row CSV upsert peaks at 129 MB with 100,000-row chunks (it was 123-126 MB
+# with 50,000 rows held as ``RowValues``; target 150 MB at 10,000,000 rows).
 STAGE_CHUNK = 100_000
 # Rows taken into a chunk's text at a time (``StageRows.add``; a mapped feed's come one by one).
 STAGE_ADD = 1_000
