@@ -38,13 +38,18 @@ logger = logging.getLogger(__name__)
 
 UPSERT_STAGE = "stockpipe_upsert"
 # Rows staged per statement. Each chunk's statements join the stage to whole tables (on
-# PostgreSQL the product UPDATE and the levels effect hash them), so fewer, larger chunks
-# are cheaper: 50,000 against 10,000 took a 100,000-row PostgreSQL upsert from about
-# 0.66x to 0.81x of the benchmark's limit (SQLite: no difference). Memory: a
-# 1,000,000-row CSV upsert peaks at 123-126 MB (92 MB at 10,000; target 150 MB at
-# 10,000,000 rows). It was 170 MB at 50,000 when the alerts effect still built a
-# ``StockAlert`` per opened alert.
+# PostgreSQL the product UPDATE and the levels effect hash them) and the stage is analyzed
+# once per chunk, so fewer, larger chunks are cheaper: 50,000 against 10,000 took a
+# 100,000-row PostgreSQL upsert from about 0.66x to 0.81x of the benchmark's limit
+# (SQLite: no difference). 100,000 (the benchmark's upsert in one chunk, as the limit's one
+# statement) was not faster at 100,000 rows in the noise and read 0.60x at 1,000,000
+# (0.84-0.89x at 50,000; a stage of 100,000 rows likely outgrows ``work_mem``'s hash), so
+# 50,000 stays. Memory: a chunk is held as the stage's text (``StageRows``); a
+# 1,000,000-row CSV upsert peaked at 129 MB with 100,000-row chunks (123-126 MB with 50,000
+# rows held as ``RowValues``; target 150 MB at 10,000,000 rows).
 STAGE_CHUNK = 50_000
+# Rows taken into a chunk's text at a time (``StageRows.add``; a mapped feed's come one by one).
+STAGE_ADD = 1_000
 # The fields an upsert sets (stock and threshold where given).
 UPSERTED = ("name", "price", "stock", "low_stock_threshold")
 # The optional counts: (product column, stage column, index in ``RowValues``; ``None``
@@ -64,12 +69,67 @@ ANALYZED = (Product, PriceHistory, StockMovement)
 ANALYZE_LOCK_TIMEOUT = "2s"
 
 
-def write_rows(unit: StepUnit, rows: Sequence[RowValues], *, key: str) -> None:
-    """Create or update the products of ``rows`` (distinct SKUs), as ``save()`` per row
-    would: name and price always, stock and threshold where given (``None``: kept; a new
-    product gets 0 and the default threshold). ``key``: the step's source field, for errors.
-    The totals are checked for every chunk, once ``_stage`` holds its products' locks: stock
-    moved to another location while an earlier chunk was written is seen."""
+class StageRows:
+    """A chunk of rows for the stage (distinct SKUs), kept as the text the stage's
+    ``INSERT`` reads, added a block at a time: PostgreSQL's array literals' elements per
+    column, SQLite's JSON arrays. A row's text takes a fraction of the memory of its
+    Python values (a ``RowValues`` tuple with its strings and ``Decimal``, and a dict
+    entry), so a chunk of ``STAGE_CHUNK`` rows does not hold them all (the block being
+    read is the only one alive)."""
+
+    def __init__(self, pg: bool) -> None:
+        self.pg = pg
+        self.count = 0
+        self.skus: set[str] = set()  # for a repeated SKU (a new chunk)
+        # Rows giving a stock, a threshold (``COUNTS``).
+        self.given = [0] * len(COUNTS)
+        self._parts: list[list[str]] = [[] for _ in range(5)] if pg else [[]]
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __contains__(self, sku: str) -> bool:
+        return sku in self.skus
+
+    def add(self, rows: Sequence[RowValues]) -> None:
+        """Add ``rows`` (their SKUs not in the chunk yet, nor repeated among them)."""
+        if not rows:
+            return
+        columns = tuple(zip(*rows, strict=True))
+        self.count += len(rows)
+        self.skus.update(columns[0])
+        for i, (_, _, index) in enumerate(COUNTS):
+            self.given[i] += len(rows) - columns[index].count(None)
+        if self.pg:
+            for parts, column, text in zip(self._parts, columns, _TEXT_COLUMNS, strict=True):
+                parts.append(array_elements(column, text=text))
+        else:
+            # Tuples are JSON arrays; a price is its text, as ``str`` gives it.
+            self._parts[0].append(encoding.dumps(rows, default=str)[1:-1])
+
+    def payload(self) -> list[str]:
+        """The stage's parameters: an array literal per column (PostgreSQL), or one JSON
+        array of the rows (SQLite). Taken once: the pieces are let go as they are joined."""
+        opening, closing = "{}" if self.pg else "[]"
+        params = []
+        for parts in self._parts:
+            params.append(opening + ",".join(parts) + closing)
+            parts.clear()
+        self.skus = set()
+        return params
+
+
+# The columns of ``RowValues`` whose elements are quoted text in an array literal.
+_TEXT_COLUMNS = (True, True, False, False, False)
+
+
+def write_rows(unit: StepUnit, rows: StageRows, *, key: str) -> None:
+    """Create or update the products of the chunk ``rows`` (distinct SKUs), as ``save()``
+    per row would: name and price always, stock and threshold where given (``None``: kept;
+    a new product gets 0 and the default threshold). ``key``: the step's source field, for
+    errors. The totals are checked for every chunk, once
+    ``_stage`` holds its products' locks: stock moved to another location while an earlier
+    chunk was written is seen."""
     connection = connections[unit.using]
     if not connection.in_atomic_block:  # the stage lives as long as the run's transaction
         raise RuntimeError("The SQL route writes inside the pipeline run's transaction.")
@@ -79,8 +139,7 @@ def write_rows(unit: StepUnit, rows: Sequence[RowValues], *, key: str) -> None:
     # The UPDATE sets stock and threshold only where the chunk gives them (a feed without
     # a threshold column leaves its column and the indexes that read it alone).
     values = [("name", "s.name"), ("price", "s.price")]
-    for column, staged, index in COUNTS:
-        given = sum(1 for row in rows if row[index] is not None)
+    for (column, staged, _), given in zip(COUNTS, rows.given, strict=True):
         if given:
             values.append(
                 (
@@ -165,7 +224,7 @@ def _created_meanwhile(unit: StepUnit, cursor, key: str) -> None:
     raise unit.failure([((key, sku), created_meanwhile(sku)) for (sku,) in cursor.fetchall()])
 
 
-def _stage(cursor, pg: bool, rows: Sequence[RowValues], product: str) -> int:
+def _stage(cursor, pg: bool, rows: StageRows, product: str) -> int:
     """The rows as ``(ord, sku, name, price, stock, threshold)`` of a temporary table of
     this connection, each with its product's id and old values (null for a new SKU); the
     products are locked (in primary-key order, as by every other writer) first. Returns
@@ -185,7 +244,6 @@ def _stage(cursor, pg: bool, rows: Sequence[RowValues], product: str) -> int:
         # the CTE, whatever its estimate); the stage is then analyzed for the statements
         # that join it. The rows travel as one array literal per column (the server
         # parses those in about half the time it takes to take a JSON array apart).
-        skus, names, prices, stocks, thresholds = zip(*rows, strict=True)
         cursor.execute(
             "WITH t AS MATERIALIZED (SELECT t.ord, t.sku, t.name, t.price, t.stock, t.threshold "
             "FROM unnest(%s::text[], %s::text[], %s::numeric[], %s::bigint[], %s::bigint[]) "
@@ -197,21 +255,13 @@ def _stage(cursor, pg: bool, rows: Sequence[RowValues], product: str) -> int:
             f"p.stock, p.low_stock_threshold FROM {product} p WHERE p.sku IN (SELECT sku FROM t) "
             "ORDER BY p.id FOR UPDATE) l ON l.sku = t.sku RETURNING product_id) "
             "SELECT COUNT(product_id) FROM i",
-            [
-                array_literal(skus, text=True),
-                array_literal(names, text=True),
-                array_literal(prices),
-                array_literal(stocks),
-                array_literal(thresholds),
-            ],
+            rows.payload(),
         )
         resolved = cursor.fetchone()[0]
         cursor.execute(f"ANALYZE {UPSERT_STAGE}")
         return resolved
     # SQLite: the transaction holds the write lock already (BEGIN IMMEDIATE). The rows go
-    # as they are (tuples are JSON arrays; a price is its text, as ``str`` gives it): no
-    # Python step per row to build them again first.
-    payload = encoding.dumps(rows, default=str)
+    # as one JSON parameter (``StageRows``).
     cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {UPSERT_STAGE} ({columns})")
     cursor.execute(f"DELETE FROM {UPSERT_STAGE}")
     cursor.execute(
@@ -222,23 +272,28 @@ def _stage(cursor, pg: bool, rows: Sequence[RowValues], product: str) -> int:
         "json_extract(j.value, '$[2]'), json_extract(j.value, '$[3]'), "
         "json_extract(j.value, '$[4]'), p.id, p.name, p.price, p.stock, p.low_stock_threshold "
         f"FROM json_each(%s) j LEFT JOIN {product} p ON p.sku = json_extract(j.value, '$[0]')",
-        [payload],
+        rows.payload(),
     )
     return 0
 
 
-def array_literal(values: Sequence[Any], *, text: bool = False) -> str:
-    """A PostgreSQL array literal of ``values`` (``None``: NULL). ``text``: every element
-    quoted, ``\\`` and ``"`` escaped, so any string (commas, braces, quotes, spaces, the
-    word NULL) reads back unchanged; otherwise numbers (``int``, ``Decimal``) as written."""
+def array_elements(values: Sequence[Any], *, text: bool = False) -> str:
+    """The elements of a PostgreSQL array literal of ``values`` (``None``: NULL),
+    comma-separated. ``text``: every element quoted, ``\\`` and ``"`` escaped, so any string
+    (commas, braces, quotes, spaces, the word NULL) reads back unchanged; otherwise numbers
+    (``int``, ``Decimal``) as written."""
     if text:
-        body = ",".join(
+        try:  # the common case, no NULL and nothing to escape: one join
+            body = '","'.join(values)
+        except TypeError:  # a None
+            body = None
+        if body is not None and "\\" not in body and '"' not in body:
+            return '"' + body + '"' if values else ""
+        return ",".join(
             "NULL" if value is None else '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
             for value in values
         )
-    else:
-        body = ",".join("NULL" if value is None else str(value) for value in values)
-    return "{" + body + "}"
+    return ",".join("NULL" if value is None else str(value) for value in values)
 
 
 def _check_totals(unit: StepUnit, cursor, key: str) -> None:

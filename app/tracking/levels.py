@@ -122,6 +122,11 @@ def apply_levels(changes: ChangeSet, *, using: str) -> None:
             f"SELECT x.pk, {typed}, x.stock - COALESCE((SELECT SUM(o.quantity) "
             f"FROM {level} o WHERE o.product_id = x.pk), 0) "
             f"FROM {{x}} WHERE NOT EXISTS "
+        )
+        # Without a level at the default location: not there (a probe), or not found by the
+        # UPDATE ``u`` of the same statement.
+        unmatched = missing + "(SELECT 1 FROM u WHERE u.product_id = x.pk)"
+        missing += (
             f"(SELECT 1 FROM {level} o WHERE o.product_id = x.pk AND o.location_id = {typed})"
         )
         # When the change set knows how many products it names (the SQL route's), an
@@ -132,12 +137,16 @@ def apply_levels(changes: ChangeSet, *, using: str) -> None:
             if pg and expected is None:
                 # One statement, the change rows read once: both parts see the levels as
                 # they were before it, and touch different rows (with/without a level).
+                # The products without a level there are those the UPDATE did not find
+                # (one level per product and location): an anti-join against its
+                # RETURNING, not a second probe of the levels (a scan of the whole table
+                # per chunk of an upsert, which grows with the catalogue).
                 cursor.execute(
                     f"WITH x AS MATERIALIZED ({grouped.format(sql=sql)}), u AS (UPDATE {level} "
                     f"SET quantity = {level}.quantity + x.delta FROM x WHERE "
-                    f"{level}.product_id = x.pk AND {level}.location_id = {typed}) "
-                    + missing.format(x="x"),
-                    [*params, default, default, default],
+                    f"{level}.product_id = x.pk AND {level}.location_id = {typed} "
+                    f"RETURNING {level}.product_id) " + unmatched.format(x="x"),
+                    [*params, default, default],
                 )
                 continue
             # Each product's delta (a derived table of its own, probed into the levels by

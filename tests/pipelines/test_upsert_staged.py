@@ -168,8 +168,9 @@ def test_stock_moved_elsewhere_between_chunks_fails_naming_the_sku(products, mon
     calls = []
 
     def then_move_stock(unit, rows, **options):
+        skus = sorted(rows.skus)  # the chunk lets its rows go once staged
         real(unit, rows, **options)
-        calls.append([row[0] for row in rows])
+        calls.append(skus)
         if len(calls) == 1:
             StockLevel.objects.create(
                 product=Product.objects.get(sku="S-00003"), location=north, quantity=5
@@ -283,6 +284,55 @@ def test_chunk_giving_every_or_no_threshold_has_the_object_routes_effects(db, th
     assert kept["A-0"] == (4 if threshold(0) is None else threshold(0))  # existing, even
     for table in seen["staged"][1]:
         assert seen["staged"][1][table] == seen["objects"][1][table], table
+
+
+@pytest.mark.parametrize("add", [1, 4, 1_000])
+def test_chunks_kept_as_text_over_many_blocks_have_the_object_routes_effects(db, monkeypatch, add):
+    """A chunk holds its rows as the stage's text, taken in ``STAGE_ADD`` rows at a time
+    (blocks of three CSV lines here; a chunk of eleven rows): rows staged in input order
+    across blocks and chunks, names of any characters intact, a blank stock in some blocks
+    only (the chunk's count of given stocks), a SKU repeated in a later block (a new
+    chunk), and existing and new products leave the tables as the object route does."""
+    monkeypatch.setattr(rows_module, "FAST_BATCH", 3)
+    monkeypatch.setattr(upserts, "STAGE_CHUNK", 11)
+    monkeypatch.setattr(upserts, "STAGE_ADD", add)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["sku", "name", "price", "stock"])
+    for i in range(40):
+        stock = "" if 9 <= i < 15 else i % 6  # two blocks without stock
+        writer.writerow([f"A-{i}", AWKWARD[i % len(AWKWARD)], f"{i}.25", stock])
+        if i == 20:
+            writer.writerow(["A-17", "again " + AWKWARD[1], "1.50", 9])  # repeated
+    seen = {}
+    for route in ("staged", "objects"):
+        with on_route(route, subscribed=False):  # rolled back after each route
+            Product.objects.bulk_create(
+                Product(sku=f"A-{i}", name=f"old {i}", price=Decimal("3.00"), stock=2)
+                for i in range(0, 40, 3)
+            )
+            staged, result = staged_queries(
+                {"name": "x", "steps": [{"op": "upsert_products", "csv": out.getvalue()}]}
+            )
+            assert result["status"] == "succeeded", result.get("error")
+            assert (staged > 0) == (route == "staged")
+            seen[route] = (
+                sorted(Product.objects.values_list("sku", "name", "price", "stock")),
+                list(Product.objects.order_by("pk").values_list("sku", flat=True)),  # input order
+                {
+                    k: re.sub(
+                        r"pipeline:\d+",
+                        "pipeline:N",
+                        repr(sorted(v.items()) if isinstance(v, dict) else v),
+                    )
+                    for k, v in observe().items()
+                },
+            )
+    products, _, _ = seen["staged"]
+    assert {name for _, name, *_ in products} == {*AWKWARD, "again " + AWKWARD[1]}
+    assert ("A-17", "again " + AWKWARD[1], Decimal("1.50"), 9) in products
+    assert ("A-12", AWKWARD[12 % len(AWKWARD)], Decimal("12.25"), 2) in products  # kept
+    assert seen["staged"] == seen["objects"]
 
 
 @pytest.mark.parametrize("price", ["-0", "-0.00", "-0.0"])

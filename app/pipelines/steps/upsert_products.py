@@ -8,6 +8,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any, Literal
 
+from django.db import connections
 from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from ...core.feeds import FeedProfile
@@ -192,24 +193,38 @@ class UpsertProducts(StepSpec):
         upserts.analyze_grown(unit, ends)
 
     def _run_staged(self, unit) -> None:
-        """The SQL route (``app.pipelines.upserts``): chunks of distinct SKUs, as below."""
-        chunk: dict[str, RowValues] = {}
+        """The SQL route (``app.pipelines.upserts``): chunks of distinct SKUs, as below.
+        A chunk keeps its rows as the stage's text (``upserts.StageRows``), taken in
+        ``STAGE_ADD`` rows at a time."""
+        pg = connections[unit.using].vendor == "postgresql"
+        chunk = upserts.StageRows(pg)
+        taken: dict[str, RowValues] = {}  # rows of the chunk not added to it yet
         for block in self._blocks(unit, as_values=True):
             skus = list(map(itemgetter(0), block))
             if (
-                len(chunk) + len(block) <= upserts.STAGE_CHUNK
+                len(chunk) + len(taken) + len(block) <= upserts.STAGE_CHUNK
                 and len(set(skus)) == len(skus)
-                and chunk.keys().isdisjoint(skus)
+                and taken.keys().isdisjoint(skus)
+                and chunk.skus.isdisjoint(skus)
             ):  # the whole block (new SKUs, room for all): as row by row below, at once
-                chunk.update(zip(skus, block, strict=True))
-                continue
-            for row in block:
-                if row[0] in chunk or len(chunk) >= upserts.STAGE_CHUNK:
-                    upserts.write_rows(unit, list(chunk.values()), key=self.source)
-                    chunk = {}
-                chunk[row[0]] = row
-        if chunk:
-            upserts.write_rows(unit, list(chunk.values()), key=self.source)
+                taken.update(zip(skus, block, strict=True))
+            else:
+                for row in block:
+                    if (
+                        row[0] in taken
+                        or row[0] in chunk
+                        or len(chunk) + len(taken) >= upserts.STAGE_CHUNK
+                    ):
+                        chunk.add(list(taken.values()))
+                        upserts.write_rows(unit, chunk, key=self.source)
+                        chunk, taken = upserts.StageRows(pg), {}
+                    taken[row[0]] = row
+            if len(taken) >= upserts.STAGE_ADD:
+                chunk.add(list(taken.values()))
+                taken = {}
+        chunk.add(list(taken.values()))
+        if len(chunk):
+            upserts.write_rows(unit, chunk, key=self.source)
 
     def _run_objects(self, unit) -> None:
         """The object route: a ``Product`` per row, saved in chunks (a repeated SKU starts
