@@ -5,6 +5,7 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 from django.test import TestCase, TransactionTestCase
+from hypothesis import HealthCheck, Phase, settings
 
 from tests.smtp import SmtpServer
 
@@ -227,3 +228,19 @@ def pytest_collection_modifyitems(config, items):
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = selected
+
+
+def differential_settings(full: int) -> settings:
+    """Hypothesis settings of a differential test over database writes (each example runs
+    the same operations twice): ``hypothesis_examples(full)`` examples, the same sequence
+    on every run (no example database), no deadline, the first failure reported, shrunk,
+    without the "explain" phase (it would run the writes again to print them)."""
+    return settings(
+        max_examples=hypothesis_examples(full),
+        derandomize=True,
+        database=None,
+        deadline=None,
+        report_multiple_bugs=False,
+        phases=[Phase.explicit, Phase.generate, Phase.shrink],
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )

@@ -43,7 +43,7 @@ from asgiref.sync import async_to_sync
 from django.core.exceptions import MultipleObjectsReturned, ObjectDoesNotExist
 from django.db import connection, models, transaction
 from django.db.models import Case, F, Max, Value, When
-from hypothesis import HealthCheck, Phase, given, note, settings
+from hypothesis import given, note
 from hypothesis import strategies as st
 
 from app.models import (
@@ -56,7 +56,7 @@ from app.models import (
     StockMovement,
 )
 from tests.conformance.plainapp.models import PlainProduct, PlainProductProxy, ProductProxy
-from tests.conftest import hypothesis_examples
+from tests.conftest import differential_settings
 
 EXAMPLES = 1000
 MAX_OPS = 20
@@ -688,18 +688,7 @@ def check_tracking(op: tuple, before: dict[str, tuple], history_after_id: int) -
 
 
 @pytest.mark.django_db(transaction=True)
-@settings(
-    max_examples=hypothesis_examples(EXAMPLES),
-    derandomize=True,
-    database=None,
-    deadline=None,
-    phases=[
-        Phase.explicit,
-        Phase.generate,
-        Phase.shrink,
-    ],  # no "explain": prints the ops
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@differential_settings(EXAMPLES)
 @given(ops=st.lists(operations, min_size=1, max_size=MAX_OPS))
 def test_product_writes_behave_like_plain_django_and_are_tracked(ops):
     note(f"operations: {ops}")

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from django.db import IntegrityError, transaction
-from hypothesis import HealthCheck, Phase, assume, event, given, note, settings
+from hypothesis import assume, event, given, note
 from hypothesis import strategies as st
 
 from app.core.context import change_context
@@ -28,7 +28,7 @@ from app.tracking.batch import collecting_changes
 from app.utils.utils import process_pipeline
 from tests.conformance.plainapp.models import ProductProxy
 from tests.conformance.test_differential import Side, operations
-from tests.conftest import hypothesis_examples
+from tests.conftest import differential_settings
 from tests.factories import UserFactory
 from tests.tracking.test_batch_delete import taken
 from tests.tracking.test_batch_savepoints import perform
@@ -130,15 +130,7 @@ def step(side: Side, op: tuple) -> tuple[str | None, Any]:
 
 
 @pytest.mark.django_db(transaction=True)
-@settings(
-    max_examples=hypothesis_examples(EXAMPLES),
-    derandomize=True,
-    database=None,
-    deadline=None,
-    report_multiple_bugs=False,
-    phases=[Phase.explicit, Phase.generate, Phase.shrink],
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@differential_settings(EXAMPLES)
 @given(ops=st.lists(st.tuples(operations_or_runs, contexts), min_size=1, max_size=MAX_OPS))
 def test_batched_changes_are_attributed_as_without_a_batch(ops):
     note(f"operations: {ops}")

@@ -26,14 +26,14 @@ from typing import Any
 import pytest
 from django.db import transaction
 from django.db.models.signals import post_delete, pre_delete
-from hypothesis import HealthCheck, Phase, given, note, settings
+from hypothesis import given, note
 from hypothesis import strategies as st
 
 from app.models import Product, StockLevel, WebhookEvent, WebhookSubscription
 from app.webhooks import outbox
 from tests.conformance.plainapp.models import ProductProxy
 from tests.conformance.test_differential import Rollback, Side, apply, operations
-from tests.conftest import hypothesis_examples
+from tests.conftest import differential_settings
 from tests.tracking.test_batch_delete import LevelWatcher, run, taken
 
 EXAMPLES = 300
@@ -90,15 +90,7 @@ def writes_of(ops: list[tuple], results: list) -> Any:
 
 
 @pytest.mark.django_db(transaction=True)
-@settings(
-    max_examples=hypothesis_examples(EXAMPLES),
-    derandomize=True,
-    database=None,
-    deadline=None,
-    report_multiple_bugs=False,
-    phases=[Phase.explicit, Phase.generate, Phase.shrink],
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@differential_settings(EXAMPLES)
 @given(ops=st.lists(blocks, min_size=1, max_size=MAX_OPS), watched=st.booleans())
 def test_writes_in_a_batch_leave_what_they_leave_without(ops, watched):
     note(f"operations: {ops}")
