@@ -7,10 +7,13 @@ client-side caching (``CLIENT TRACKING``, Redis 6+): a dedicated RESP3 connectio
 keys, Redis remembers which keys it read and pushes an ``invalidate`` message on that
 connection as soon as any client changes, expires, evicts or flushes one of them. Before
 serving from memory, pending pushes are drained, so a write that another process has
-completed is seen by the next read here; a write made through this cache object drops its
-keys at once. A broken tracking connection empties the near cache (messages may be lost)
-and the read falls back to an ordinary round trip. Entries also keep the key's TTL, read
-in the same round trip, so nothing outlives its timeout even before Redis's lazy expiry.
+completed is seen by the next read here once its push has arrived: Redis queues the push
+while it runs the write and sends it in the same pass of its event loop as the writer's
+reply, one socket after the other, so a read that starts in between (microseconds) is
+still served the old value. A write made through this cache object drops its keys at
+once. A broken tracking connection empties the near cache (messages may be lost) and the
+read falls back to an ordinary round trip. Entries also keep the key's TTL, read in the
+same round trip, so nothing outlives its timeout even before Redis's lazy expiry.
 
 redis-py has this built in (``cache_config``) but refuses servers older than 7.4, and
 CLIENT TRACKING itself only needs 6.0; Debian's Redis here is 7.0.
