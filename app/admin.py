@@ -142,26 +142,9 @@ class ImportProfileAdmin(admin.ModelAdmin):
 class PipelineRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["created_at", "id", "name", "status", "user", "dry_run", "mode", "finished_at"]
     list_filter = ["status", "mode"]
-    # ``spec`` is kept in a table of its own (``PipelineRunSpec``): named here to be shown.
-    fields = [
-        "name",
-        "spec",
-        "user",
-        "status",
-        "dry_run",
-        "mode",
-        "result",
-        "error",
-        "steps_total",
-        "steps_done",
-        "rows_total",
-        "rows_done",
-        "started_at",
-        "finished_at",
-        "heartbeat_at",
-        "payload_pruned_at",
-    ]
-    readonly_fields = fields
+    # ``spec`` is kept in a table of its own (``PipelineRunSpec``): named here to be shown,
+    # after the run's own fields (all read-only: nobody may change a run).
+    readonly_fields = ["spec"]
 
     @admin.display(description="spec")
     def spec(self, run: PipelineRun) -> str:

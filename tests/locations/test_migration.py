@@ -11,6 +11,7 @@ from django.db import connection
 
 from app.models import Location, Product, StockLevel, StockMovement
 from app.services.stock import adjust_stock
+from tests.migrations import migrated_back
 
 
 @pytest.mark.django_db(transaction=True)
@@ -20,14 +21,11 @@ def test_existing_stock_and_ledger_move_to_the_default_location():
         adjust_stock(product, -3, user=None, reason="sold")
         adjust_stock(product, 7, user=None, reason="restock")
     Product.objects.create(sku="M-EMPTY", name="M", price="1.00", stock=0)
-    try:
-        call_command("migrate", "app", "0008", verbosity=0)
+    with migrated_back("0008"):
         with connection.cursor() as cursor:  # the ledger before: no location column
             cursor.execute("SELECT COUNT(*) FROM app_stockmovement")
             assert cursor.fetchone()[0] == 15
         call_command("migrate", "app", verbosity=0)
-    finally:
-        call_command("migrate", verbosity=0)
     main = Location.objects.get(code="MAIN")
     by_product: dict[int, int] = defaultdict(int)
     by_location: dict[tuple[int, int], int] = defaultdict(int)

@@ -13,6 +13,7 @@ from django.utils import timezone
 from app.models import Location, Product, Reservation, StockLevel
 from app.services import reservations
 from app.services.stock import adjust_stock
+from tests.migrations import migrated_back
 
 
 @pytest.mark.django_db(transaction=True)
@@ -30,14 +31,11 @@ def test_counters_are_filled_from_the_active_holds():
     gone = reservations.reserve(second, 5, user=None).reservation
     reservations.release(gone.pk, user=None)
     reservations.reserve(second, 1, user=None)
-    try:
-        call_command("migrate", "app", "0011", verbosity=0)
+    with migrated_back("0011"):
         with connection.cursor() as cursor:  # before: no counter
             cursor.execute("SELECT * FROM app_product LIMIT 0")
             assert "reserved" not in [c[0] for c in cursor.description]
         call_command("migrate", "app", verbosity=0)
-    finally:
-        call_command("migrate", verbosity=0)
     assert dict(Product.objects.values_list("sku", "reserved")) == {
         "MIG-0": 0,
         "MIG-1": 10,  # 2 + 3 + 1 + 4 (due, not yet swept: still active)

@@ -10,12 +10,13 @@ from decimal import Decimal
 import pytest
 from django.core.management import call_command
 from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 from django.test.utils import CaptureQueriesContext
+from django.utils.text import capfirst
 
 from app.models import PipelineRun, PipelineRunSpec
 from app.utils.utils import process_pipeline
 from tests.factories import ProductFactory
+from tests.migrations import migrated_back
 
 SPEC_TABLE = PipelineRunSpec._meta.db_table
 RUN_TABLE = PipelineRun._meta.db_table
@@ -129,9 +130,13 @@ def test_the_admin_shows_a_runs_spec_as_json(admin_client):
     # As when the spec was a JSON field of the run (the field's encoder, compact).
     assert "<label>Spec:</label>" in text
     assert "{&quot;steps&quot;:[{&quot;op&quot;:&quot;upsert_products&quot;}]}" in text
+    # Every field of the run is shown too.
+    for field in PipelineRun._meta.concrete_fields:
+        if field.editable and not field.primary_key:
+            assert f"<label>{capfirst(field.verbose_name)}:</label>" in text, field.name
 
 
-BEFORE = ("app", "0016_readpaths_page_columns")
+BEFORE = "0016_readpaths_page_columns"
 
 
 @pytest.mark.django_db(transaction=True)
@@ -148,13 +153,8 @@ def test_0017_moves_every_spec_to_its_table_and_back():
         "text": "not an object",
         "null": None,
     }
-    try:
-        call_command("migrate", "app", BEFORE[1], verbosity=0)
-        old = (
-            MigrationExecutor(connection)
-            .loader.project_state(BEFORE)
-            .apps.get_model("app", "PipelineRun")
-        )
+    with migrated_back(BEFORE) as model:
+        old = model("PipelineRun")
         for name, spec in specs.items():
             old.objects.create(
                 name=name, spec=spec if spec is not None else Value(None, JSONField())
@@ -165,15 +165,8 @@ def test_0017_moves_every_spec_to_its_table_and_back():
         assert {name: run.spec for name, run in runs.items()} == specs
         assert PipelineRunSpec.objects.count() == len(specs)
 
-        call_command("migrate", "app", BEFORE[1], verbosity=0)
-        old = (
-            MigrationExecutor(connection)
-            .loader.project_state(BEFORE)
-            .apps.get_model("app", "PipelineRun")
-        )
+        call_command("migrate", "app", BEFORE, verbosity=0)
         assert {run.name: run.spec for run in old.objects.all()} == specs
         with connection.cursor() as cursor:
             columns = connection.introspection.get_table_description(cursor, RUN_TABLE)
         assert [c.null_ok for c in columns if c.name == "spec"] == [False]
-    finally:
-        call_command("migrate", "app", verbosity=0)

@@ -9,6 +9,7 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
 from app.models import Product
+from tests.migrations import migrated_back
 
 from .legacy import legacy_product
 
@@ -25,9 +26,6 @@ def test_0004_applies_over_legacy_rows_and_changes_no_sql():
     assert [sql for sql in editor.collected_sql if not sql.startswith("--")] == []
 
     legacy_product("OLD\nSKU", name="two\nlines")
-    try:
-        call_command("migrate", "app", "0003", verbosity=0)
+    with migrated_back("0003"):
         call_command("migrate", "app", verbosity=0)
-    finally:
-        call_command("migrate", verbosity=0)
     assert Product.objects.get().sku == "OLD\nSKU"

@@ -10,15 +10,14 @@ from decimal import Decimal
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 
 from app.models import WebhookSubscription
 from app.webhooks import services
 from app.webhooks.signing import new_standard_secret, verify_signature
 from tests.factories import ProductFactory
+from tests.migrations import migrated_back
 
-BEFORE = ("app", "0005_retention")
+BEFORE = "0005_retention"
 
 
 @pytest.mark.django_db(transaction=True)
@@ -32,13 +31,8 @@ def test_0006_keeps_old_receivers_working_and_gives_a_derivable_standard_secret(
         lucky = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode().rstrip("=")
     given = "my-own-secret-16"  # a short secret a user typed
     standard = new_standard_secret()  # already in the standard form: left alone
-    try:
-        call_command("migrate", "app", BEFORE[1], verbosity=0)
-        old_model = (
-            MigrationExecutor(connection)
-            .loader.project_state(BEFORE)
-            .apps.get_model("app", "WebhookSubscription")
-        )
+    with migrated_back(BEFORE) as model:
+        old_model = model("WebhookSubscription")
         for name, secret in [
             ("generated", generated),
             ("given", given),
@@ -79,8 +73,6 @@ def test_0006_keeps_old_receivers_working_and_gives_a_derivable_standard_secret(
         rotated = services.rotate_secret(WebhookSubscription.objects.get(name="generated"))
         assert rotated.legacy_secret == "" and rotated.previous_secret == derived
 
-        call_command("migrate", "app", BEFORE[1], verbosity=0)  # backwards
+        call_command("migrate", "app", BEFORE, verbosity=0)  # backwards
         rows = {s.name: s.secret for s in old_model.objects.all()}
         assert rows["given"] == given and rows["standard"] == standard and rows["lucky"] == lucky
-    finally:
-        call_command("migrate", verbosity=0)
