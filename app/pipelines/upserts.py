@@ -460,17 +460,17 @@ def analyze_grown(unit: StepUnit, ends: list[int] | None) -> list[str]:
 
 
 def analyze_unanalyzed(cursor) -> None:
-    """ANALYZE the tables of ``PLANNED`` that hold rows but have no statistics yet
-    (PostgreSQL; the rows may be this transaction's own, which ANALYZE counts). On a
-    database in use autovacuum analyzed them long ago: one catalogue query. A table another
-    transaction is analyzing is skipped (``SKIP_LOCKED``), not waited for: the lock is held
-    until the run ends."""
+    """ANALYZE the tables of ``PLANNED`` that hold rows but were never analyzed while they
+    did (PostgreSQL: ``reltuples`` -1, or 0 from an empty table; the rows may be this
+    transaction's own, which ANALYZE counts). On a database in use autovacuum analyzed them
+    long ago: one catalogue query (``pg_stats`` would say it too, in 15 ms against 0.05).
+    A table another transaction is analyzing is skipped (``SKIP_LOCKED``), not waited for:
+    the lock is held until the run ends."""
     qn = cursor.db.ops.quote_name
     cursor.execute(
         "SELECT c.relname FROM pg_class c WHERE c.relname = ANY(%s) AND c.relkind = 'r' "
-        "AND pg_table_is_visible(c.oid) AND pg_relation_size(c.oid) > 0 AND NOT EXISTS "
-        "(SELECT 1 FROM pg_stats s WHERE s.tablename = c.relname "
-        "AND s.schemaname = c.relnamespace::regnamespace::text) ORDER BY c.relname",
+        "AND pg_table_is_visible(c.oid) AND c.reltuples <= 0 AND pg_relation_size(c.oid) > 0 "
+        "ORDER BY c.relname",
         [[model._meta.db_table for model in PLANNED]],
     )
     for (table,) in cursor.fetchall():
