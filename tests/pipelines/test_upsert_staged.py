@@ -238,9 +238,10 @@ def test_upsert_creates_the_default_level_a_product_lacks(db):
     assert levels == {"L-HAS": 7, "L-NONE": 4, "L-NEW": 3}
 
 
-# Names the PostgreSQL stage's array literals must carry unchanged (quotes, backslashes,
-# commas, braces, the word NULL, inner spaces, non-ASCII).
-AWKWARD = ['Say "hi"', 'back\\slash \\"', "a,b", "{x}", "NULL", "null", "two  spaces", "Żółw ∑ 猫"]
+# Names the PostgreSQL stage's COPY text must carry unchanged (quotes, backslashes, COPY's
+# NULL and end-of-data markers, commas, braces, the word NULL, inner spaces, non-ASCII).
+AWKWARD = ['Say "hi"', 'back\\slash \\"', "a,b", "{x}", "NULL", "null", "two  spaces", "Żółw ∑ 猫",
+           "\\N", "\\.", "ends\\", "\\t \\n \\\\N"]  # fmt: skip
 
 
 @pytest.mark.parametrize("thresholds", ["all", "none", "some"])
@@ -337,6 +338,67 @@ def test_chunks_kept_as_text_over_many_blocks_have_the_object_routes_effects(db,
     assert ("A-17", "again " + AWKWARD[1], Decimal("1.50"), 9) in products
     assert ("A-12", AWKWARD[12 % len(AWKWARD)], Decimal("12.25"), 2) in products  # kept
     assert seen["staged"] == seen["objects"]
+
+
+def test_skus_and_names_with_copy_escapes_have_the_object_routes_effects(db):
+    """SKUs may hold a backslash and quotes, names too (COPY's escape character; ``\\N``
+    is its NULL): existing and new products of such SKUs are found and written by the
+    staged route as by the object route."""
+    skus = ["B\\N", "B\\", 'B"q"', "B\\.", "B\\t", "B\\\\N", "B-plain"]
+    rows = [
+        {"sku": sku, "name": AWKWARD[i % len(AWKWARD)] + sku, "price": f"{i}.10", "stock": i}
+        for i, sku in enumerate(skus)
+    ]
+    seen = {}
+    for route in ("staged", "objects"):
+        with on_route(route, subscribed=False):  # rolled back after each route
+            Product.objects.bulk_create(
+                Product(sku=sku, name="old", price=Decimal("3.00"), stock=2) for sku in skus[::2]
+            )
+            staged, result = staged_queries(
+                {"name": "x", "steps": [{"op": "upsert_products", "rows": rows}]}
+            )
+            assert result["status"] == "succeeded", result.get("error")
+            assert (staged > 0) == (route == "staged")
+            assert result["steps"][0]["created"] == 3, result["steps"]
+            seen[route] = (
+                sorted(Product.objects.values_list("sku", "name", "price", "stock")),
+                {
+                    k: re.sub(
+                        r"pipeline:\d+",
+                        "pipeline:N",
+                        repr(sorted(v.items()) if isinstance(v, dict) else v),
+                    )
+                    for k, v in observe().items()
+                },
+            )
+    assert [(sku, name) for sku, name, *_ in seen["staged"][0]] == sorted(
+        (row["sku"], row["name"]) for row in rows
+    )
+    assert seen["staged"] == seen["objects"]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_copy_lines_read_back_unchanged():
+    """What validation lets through never holds a tab or a line break, but ``copy_lines``
+    escapes them all the same: every value reads back as given, ``None`` as NULL."""
+    texts = ["tab\there", "line\nbreak", "cr\rhere", "\\N", "\\", "\\.", "a\\tb", "", "Żółw"]
+    rows = [
+        (text, text[::-1], Decimal(f"{i}.5"), None if i % 2 else i, None if i % 3 else 7)
+        for i, text in enumerate(texts)
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE TEMP TABLE copied (ord integer, sku text, name text, price numeric, "
+            "stock bigint, threshold bigint)"
+        )
+        with cursor.cursor.copy("COPY copied FROM STDIN") as copy:
+            copy.write(upserts.copy_lines(list(zip(*rows, strict=True)), start=5))
+        cursor.execute("SELECT ord, sku, name, price, stock, threshold FROM copied ORDER BY ord")
+        back = cursor.fetchall()
+        cursor.execute("DROP TABLE copied")
+    assert back == [(i, *row) for i, row in enumerate(rows, start=5)]
 
 
 @pytest.mark.parametrize("price", ["-0", "-0.00", "-0.0"])
@@ -781,8 +843,8 @@ def test_no_upsert_stage_outlives_its_transaction(monkeypatch):
     def stages_left() -> int:
         with connection.cursor() as cursor:
             cursor.execute(
-                "SELECT count(*) FROM pg_class WHERE relname = %s AND relpersistence = 't'",
-                [UPSERT_STAGE],
+                "SELECT count(*) FROM pg_class WHERE relname = ANY(%s) AND relpersistence = 't'",
+                [[UPSERT_STAGE, upserts.UPSERT_ROWS]],
             )
             return cursor.fetchone()[0]
 
@@ -800,6 +862,33 @@ def test_no_upsert_stage_outlives_its_transaction(monkeypatch):
     assert failed["status"] == "failed"
     assert stages_left() == 0
     assert Product.objects.filter(sku__startswith="W-").count() == 8
+
+
+@pytest.mark.postgres
+def test_stage_is_analyzed_from_a_small_sample(products, monkeypatch):
+    """The stage and its copied rows are analyzed for their size and shares, from a sample
+    of ``STAGE_STATISTICS * 300`` rows (every column's target), not the default 30,000."""
+    targets = []
+    check = upserts._check_totals
+
+    def checked(unit, cursor, key):
+        cursor.execute(
+            "SELECT c.relname, a.attname, a.attstattarget FROM pg_attribute a JOIN pg_class c "
+            "ON c.oid = a.attrelid WHERE c.relname = ANY(%s) AND a.attnum > 0 "
+            "AND NOT a.attisdropped AND pg_table_is_visible(c.oid)",
+            [[UPSERT_STAGE, upserts.UPSERT_ROWS]],
+        )
+        targets.extend(cursor.fetchall())
+        return check(unit, cursor, key)
+
+    monkeypatch.setattr(upserts, "_check_totals", checked)
+    text = "sku,name,price,stock\nS-00001,A,1.00,2\nNEW-1,C,1.00,0\n"
+    _staged, result = staged_queries(
+        {"name": "x", "steps": [{"op": "upsert_products", "csv": text}]}
+    )
+    assert result["status"] == "succeeded", result.get("error")
+    assert {table for table, _, _ in targets} == {UPSERT_STAGE, upserts.UPSERT_ROWS}
+    assert {target for _, _, target in targets} == {upserts.STAGE_STATISTICS}
 
 
 @pytest.mark.sqlite
