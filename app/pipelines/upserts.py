@@ -2,13 +2,14 @@
 
 The object route builds a ``Product`` per row (an instance for each existing SKU, one for
 each new one) so that every receiver sees each save. When only the project's receivers
-listen, a chunk of validated rows (``RowValues`` tuples, SKUs distinct) is staged instead
-in a temporary table (PostgreSQL: copied, ``COPY``; SQLite: one JSON parameter), each SKU resolved to its product (locked, in primary-key order, with its old
-values), the stock totals checked against the other locations' levels (nothing is
-written when one fails), and applied with one ``UPDATE`` and one ``INSERT``. The change set (``StagedChanges`` over ``CHANGED_ROWS``: rows
-``created`` and ``updated`` with their old and new values, read from the stage alone) goes
-to the change pipeline's effects (history, ledger, stock levels, webhooks, alerts, cache),
-set-based, as the map steps' does.
+listen, a chunk of validated rows (``RowValues`` tuples, SKUs distinct) is staged instead in
+a temporary table (PostgreSQL: copied, ``COPY``; SQLite: one JSON parameter), each SKU
+resolved to its product (locked, in primary-key order, with its old values), the stock
+totals checked against the other locations' levels (nothing is written when one fails), and
+applied with one ``UPDATE`` and one ``INSERT``. The change set (``StagedChanges`` over
+``CHANGED_ROWS``: rows ``created`` and ``updated`` with their old and new values, read from
+the stage alone) goes to the change pipeline's effects (history, ledger, stock levels,
+webhooks, alerts, cache), set-based, as the map steps' does.
 
 On PostgreSQL the stage is dropped when the transaction ends (``ON COMMIT DROP``): behind
 a transaction pooler (PgBouncer) the server connection goes to other clients after it.
@@ -95,7 +96,7 @@ class StageRows:
         self.skus: set[str] = set()  # for a repeated SKU (a new chunk)
         # Rows giving a stock, a threshold (``COUNTS``).
         self.given = [0] * len(COUNTS)
-        self._parts: list[list[str]] = [[]]
+        self._text: list[str] = []  # COPY lines or JSON arrays, a block's per item
 
     def __len__(self) -> int:
         return self.count
@@ -113,25 +114,23 @@ class StageRows:
         for i, (_, _, index) in enumerate(COUNTS):
             self.given[i] += len(rows) - columns[index].count(None)
         if self.pg:
-            self._parts[0].append(copy_lines(columns, start=self.count - len(rows) + 1))
+            self._text.append(copy_lines(columns, start=self.count - len(rows) + 1))
         else:
             # Tuples are JSON arrays; a price is its text, as ``str`` gives it.
-            self._parts[0].append(encoding.dumps(rows, default=str)[1:-1])
+            self._text.append(encoding.dumps(rows, default=str)[1:-1])
 
     def payload(self) -> list[str]:
         """The stage's parameters (SQLite): one JSON array of the rows. Taken once: the
         pieces are let go as they are joined."""
-        params = []
-        for parts in self._parts:
-            params.append("[" + ",".join(parts) + "]")
-            parts.clear()
+        params = ["[" + ",".join(self._text) + "]"]
+        self._text.clear()
         self.skus = set()
         return params
 
     def copy_text(self) -> Iterator[str]:
         """The rows as ``COPY`` text (PostgreSQL), a block at a time, each let go once
         given. Taken once."""
-        parts = self._parts[0]
+        parts = self._text
         self.skus = set()
         parts.reverse()
         while parts:
