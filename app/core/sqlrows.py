@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import datetime
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
@@ -18,6 +19,33 @@ from django.db.models.expressions import RawSQL
 from . import encoding
 
 CHUNK = 2000
+
+
+@contextmanager
+def hash_joins_off(cursor) -> Iterator[None]:
+    """On PostgreSQL, no hash join for the statements run in the block: a large change set
+    joined to a whole table is then read in the table's key order (a merge join over an
+    index, or a nested loop of index probes), not hashed with it.
+
+    A hash join of a large stage with the products, or with the stock levels, reads the
+    whole table for each chunk of a write and works in batches once the hash outgrows
+    ``work_mem`` (8 at 1,000,000 products), updating each batch's rows in the stage's
+    order: every heap and index page is then visited once per batch. While the table fits
+    in the shared buffers that costs little; at 1,000,000 products (312 MB of heap and
+    eight indexes against 128 MB of buffers) each visit reads the page back and writes it
+    out again. The map's product ``UPDATE`` took 53-58 s as a hash join, 26-28 s in key
+    order; an upsert chunk's levels ``UPDATE`` hashed all 1,000,000 levels to change
+    50,000 of them (benchmarks/RESULTS-pipeline.md). The setting is restored after the
+    block; on an error the transaction (or savepoint) rolls it back."""
+    if cursor.db.vendor != "postgresql":
+        yield
+        return
+    cursor.execute(
+        "SELECT current_setting('enable_hashjoin'), set_config('enable_hashjoin', 'off', true)"
+    )
+    before = cursor.fetchone()[0]
+    yield
+    cursor.execute("SELECT set_config('enable_hashjoin', %s, true)", [before])
 
 
 def insert_rows(

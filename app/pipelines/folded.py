@@ -28,14 +28,13 @@ are not folded while any level has its own threshold.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from django.utils import timezone
 
-from ..core import encoding
+from ..core import encoding, sqlrows
 from ..models import MAX_STOCK, Product, StockLevel
 from ..tracking import adapters
 from ..tracking.batch import record_set
@@ -132,7 +131,7 @@ def write_folded(units: Sequence[StepUnit], writes: Sequence[MapWrite]) -> None:
                     column = qn(Product._meta.get_field(name).column)
                     sets.append(f"{column} = {stage.after(name, len(writes) - 1)}")
             changed = " OR ".join(f"({stage.changed(k)})" for k in range(len(writes)))
-            with _in_table_order(cursor, pg):
+            with sqlrows.hash_joins_off(cursor):
                 cursor.execute(
                     f"UPDATE {product} SET {', '.join(sets)}, updated_at = %s FROM {FOLD} s "
                     f"WHERE {product}.id = s.product_id AND ({changed})",
@@ -153,30 +152,6 @@ def write_folded(units: Sequence[StepUnit], writes: Sequence[MapWrite]) -> None:
             if write.field == "price":
                 unit.state.price_change_count += updated
             unit.advance(len(keys))
-
-
-@contextmanager
-def _in_table_order(cursor, pg: bool) -> Iterator[None]:
-    """On PostgreSQL, no hash join for the statement run in the block: the product
-    ``UPDATE`` then visits the rows in primary-key order (a merge join over the primary key,
-    or a nested loop for a few rows).
-
-    A hash join of a large stage with the products works in batches once the hash outgrows
-    ``work_mem`` (8 at 1,000,000 products), and updates each batch's rows in the stage's
-    order: every heap and index page is then visited once per batch. While the table fits
-    in the shared buffers that costs nothing; at 1,000,000 products (312 MB of heap and
-    eight indexes against 128 MB of buffers) each visit reads the page back and writes it
-    out again: the ``UPDATE`` took 53-58 s as a hash join, 26-28 s in key order (the same
-    statement, benchmarks/RESULTS-pipeline.md). The setting is restored after it."""
-    if not pg:
-        yield
-        return
-    cursor.execute(
-        "SELECT current_setting('enable_hashjoin'), set_config('enable_hashjoin', 'off', true)"
-    )
-    before = cursor.fetchone()[0]
-    yield  # on an error the transaction (or savepoint) rolls the setting back
-    cursor.execute("SELECT set_config('enable_hashjoin', %s, true)", [before])
 
 
 def _create(cursor, pg: bool, writes: Sequence[MapWrite]) -> None:

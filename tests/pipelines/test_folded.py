@@ -213,7 +213,7 @@ def test_the_effects_read_the_stage_not_the_rewritten_products(operator):
 @pytest.mark.postgres
 def test_the_product_update_runs_without_hash_join_on_postgresql(operator):
     """On PostgreSQL the group's product ``UPDATE`` runs with hash joins off (rows in key
-    order: a hash join's batches revisit every page, ``folded._in_table_order``); the
+    order: a hash join's batches revisit every page, ``sqlrows.hash_joins_off``); the
     setting is the session's again afterwards."""
     sqls, write = _statements_around_the_write(operator)
     assert "set_config('enable_hashjoin', 'off', true)" in sqls[write - 1]
