@@ -194,16 +194,20 @@ def write_rows(unit: StepUnit, rows: StageRows, *, key: str) -> None:
             analyze_unanalyzed(cursor)
         resolved = _stage(cursor, pg, rows, product)
         _check_totals(unit, cursor, key)
-        price_changes, stock_updated = _stage_counts(cursor)
+        price_changes, stock_updated, ids = _stage_counts(cursor)
         _list_price_changes(unit, cursor, price_changes)
 
         def write() -> None:
             at = timezone.now()
             stamp = connection.ops.adapt_datetimefield_value(at)
+            # PostgreSQL: within the chunk's range of ids (``_stage_counts``). SQLite probes
+            # the products by the stage's ids already.
+            bounded = f"AND {product}.id BETWEEN %s AND %s " if pg else ""
             cursor.execute(
                 f"UPDATE {product} SET {sets}, updated_at = %s "
-                f"FROM {UPSERT_STAGE} s WHERE {product}.id = s.product_id AND ({differs})",
-                [stamp],
+                f"FROM {UPSERT_STAGE} s WHERE {product}.id = s.product_id {bounded}"
+                f"AND ({differs})",
+                [stamp, *ids] if pg else [stamp],
             )
             updated = cursor.rowcount
             threshold = Product._meta.get_field("low_stock_threshold").get_default()
@@ -307,14 +311,20 @@ def _stage(cursor, pg: bool, rows: StageRows, product: str) -> int:
             for text in rows.copy_text():
                 copy.write(text)
         cursor.execute(f"ANALYZE {UPSERT_ROWS}")
+        # The chunk's range of SKUs (as the database orders them, in its collation): a feed
+        # in SKU order (most exports are) has the products looked up in its range of the
+        # SKU index instead of a scan of the whole table for every chunk.
+        cursor.execute(f"SELECT MIN(sku), MAX(sku) FROM {UPSERT_ROWS}")
+        skus = cursor.fetchone()
         cursor.execute(
             f"WITH i AS (INSERT INTO {UPSERT_STAGE} (ord, sku, name, price, stock, threshold, "
             "product_id, old_name, old_price, old_stock, old_threshold) SELECT t.ord, t.sku, "
             "t.name, t.price, t.stock, t.threshold, l.id, l.name, l.price, l.stock, "
             f"l.low_stock_threshold FROM {UPSERT_ROWS} t LEFT JOIN (SELECT p.id, p.sku, "
-            f"p.name, p.price, p.stock, p.low_stock_threshold FROM {product} p WHERE p.sku IN "
-            f"(SELECT sku FROM {UPSERT_ROWS}) ORDER BY p.id FOR UPDATE) l ON l.sku = t.sku "
-            "RETURNING product_id) SELECT COUNT(product_id) FROM i"
+            f"p.name, p.price, p.stock, p.low_stock_threshold FROM {product} p WHERE p.sku "
+            f"BETWEEN %s AND %s AND p.sku IN (SELECT sku FROM {UPSERT_ROWS}) ORDER BY p.id "
+            "FOR UPDATE) l ON l.sku = t.sku RETURNING product_id) SELECT COUNT(product_id) FROM i",
+            skus,
         )
         resolved = cursor.fetchone()[0]
         cursor.execute(f"ANALYZE {UPSERT_STAGE}")
@@ -382,18 +392,22 @@ def _check_totals(unit: StepUnit, cursor, key: str) -> None:
         )
 
 
-def _stage_counts(cursor) -> tuple[int, int]:
-    """How many products of the stage that exist already get a new price, and how many a
-    new stock (one pass over the stage). The second is the change set's ``STOCK_UPDATED``
-    count: with it the levels effect looks for missing levels among the created products
-    alone (``app.tracking.levels``)."""
+def _stage_counts(cursor) -> tuple[int, int, tuple[int | None, int | None]]:
+    """How many products of the stage that exist already get a new price, how many a new
+    stock, and the lowest and highest of their ids (one pass over the stage). The second
+    is the change set's ``STOCK_UPDATED`` count: with it the levels effect looks for missing
+    levels among the created products alone (``app.tracking.levels``). The ids bound the
+    product ``UPDATE`` to the chunk's range of the table: a merge join over the primary key
+    otherwise reads it from its first row for every chunk (chunk ``k`` of a feed in
+    catalogue order read ``k`` chunks' rows), a hash join reads the whole table."""
     cursor.execute(
         "SELECT COUNT(CASE WHEN s.old_price <> s.price THEN 1 END), "
-        f"COUNT(CASE WHEN s.stock <> s.old_stock THEN 1 END) FROM {UPSERT_STAGE} s "
+        "COUNT(CASE WHEN s.stock <> s.old_stock THEN 1 END), "
+        f"MIN(s.product_id), MAX(s.product_id) FROM {UPSERT_STAGE} s "
         "WHERE s.product_id IS NOT NULL"
     )
-    prices, stocks = cursor.fetchone()
-    return prices, stocks
+    prices, stocks, low, high = cursor.fetchone()
+    return prices, stocks, (low, high)
 
 
 def _list_price_changes(unit: StepUnit, cursor, count: int) -> None:
