@@ -1045,3 +1045,47 @@ def effect_added(effect) -> Iterator[None]:
         yield
     finally:
         effects.unregister("test_probe")
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("order", ["sku order", "shuffled"])
+def test_a_chunk_reads_the_catalogue_in_proportion_to_itself(db, monkeypatch, order):
+    """Each chunk's lookup and product ``UPDATE`` read the products of its own range of
+    SKUs and ids when the feed comes in SKU order, not the whole catalogue (a hash join
+    scanned it) or the primary key from its first row (a merge join): otherwise a
+    1,000,000-row import reads the catalogue once per chunk, in time growing with the
+    square of its size. A shuffled feed is read as before (its range is the catalogue)
+    and gives the same result. Judged by the rows PostgreSQL read from ``app_product`` in
+    the run's transaction (``pg_stat_xact_user_tables``), not by time."""
+    size, chunk, fed = 20_000, 2_000, 6_000
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO app_product (sku, name, price, stock, reserved, low_stock_threshold, "
+            "created_at, updated_at) SELECT 'C-' || lpad(i::text, 6, '0'), 'C', 1.00, 20, 0, "
+            "5, now(), now() FROM generate_series(1, %s) i",
+            [size],
+        )
+        cursor.execute("ANALYZE app_product")
+    monkeypatch.setattr(upserts, "STAGE_CHUNK", chunk)
+    lines = [f"C-{i:06d},C,2.00,21" for i in range(size - fed + 1, size + 1)]
+    if order == "shuffled":
+        lines = lines[1::2] + lines[::2]
+
+    def read() -> tuple[int, int]:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT seq_tup_read, COALESCE(idx_tup_fetch, 0) FROM pg_stat_xact_user_tables "
+                "WHERE relname = 'app_product'"
+            )
+            return cursor.fetchone()
+
+    (seq_before, idx_before) = read()
+    result = process_pipeline(_upsert(lines))
+    (seq_after, idx_after) = read()
+    assert result["status"] == "succeeded" and result["steps"][0]["updated"] == fed
+    assert Product.objects.filter(price=Decimal("2.00"), stock=21).count() == fed
+    rows_read = seq_after - seq_before + idx_after - idx_before
+    if order == "sku order":
+        assert rows_read <= 3 * fed, rows_read
+    else:  # each chunk spans the catalogue: read as a whole, once per chunk at most
+        assert rows_read <= 3 * size * fed // chunk, rows_read
