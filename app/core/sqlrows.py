@@ -37,15 +37,22 @@ def hash_joins_off(cursor) -> Iterator[None]:
     order; an upsert chunk's levels ``UPDATE`` hashed all 1,000,000 levels to change
     50,000 of them (benchmarks/RESULTS-pipeline.md). The setting is restored after the
     block; on an error the transaction (or savepoint) rolls it back."""
+    with setting(cursor, "enable_hashjoin", "off"):
+        yield
+
+
+@contextmanager
+def setting(cursor, name: str, value: str) -> Iterator[None]:
+    """On PostgreSQL, the setting ``name`` at ``value`` for the statements run in the
+    block (``set_config``, local to the transaction, and back to what it was after it; an
+    error rolls it back with the transaction or savepoint). Elsewhere nothing."""
     if cursor.db.vendor != "postgresql":
         yield
         return
-    cursor.execute(
-        "SELECT current_setting('enable_hashjoin'), set_config('enable_hashjoin', 'off', true)"
-    )
+    cursor.execute("SELECT current_setting(%s), set_config(%s, %s, true)", [name, name, value])
     before = cursor.fetchone()[0]
     yield
-    cursor.execute("SELECT set_config('enable_hashjoin', %s, true)", [before])
+    cursor.execute("SELECT set_config(%s, %s, true)", [name, before])
 
 
 def insert_rows(

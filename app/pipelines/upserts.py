@@ -24,7 +24,7 @@ from typing import Any
 from django.db import connections, transaction
 from django.utils import timezone
 
-from ..core import encoding, jobs
+from ..core import encoding, jobs, sqlrows
 from ..core.sqlrows import column_converter
 from ..models import Location, PriceHistory, Product, StockAlert, StockLevel, StockMovement
 from ..tracking import adapters
@@ -233,7 +233,7 @@ def write_rows(unit: StepUnit, rows: StageRows, *, key: str) -> None:
                     # would have the effects' statements expect almost no changed rows and
                     # loop over them (a first import into an empty catalogue took 95 s in
                     # one statement against 3 s).
-                    cursor.execute(f"ANALYZE {UPSERT_STAGE}")
+                    _analyze_stage(cursor, UPSERT_STAGE)
             else:
                 cursor.execute(insert, [threshold, stamp, stamp])
                 created = cursor.rowcount
@@ -292,42 +292,33 @@ def _stage(cursor, pg: bool, rows: StageRows, product: str) -> int:
         # primary-key order: a product renamed or deleted meanwhile is not taken by its old
         # SKU), so every stage row is written once. Against the rows as array parameters
         # of one statement (``unnest``), the server neither parses a literal of the whole
-        # chunk nor guesses the number of SKUs (the rows are analyzed: it hashes them and
-        # scans the products, or probes the SKU index, as their count says).
+        # chunk nor guesses the number of SKUs (the rows are analyzed).
         for table, definition in ((UPSERT_STAGE, columns), (UPSERT_ROWS, _ROWS_COLUMNS)):
             cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table} ({definition}) ON COMMIT DROP")
-            # ANALYZE samples STAGE_STATISTICS * 300 rows, not 30,000 (sorting the text
-            # columns' samples was most of its 0.1-0.15 s per 50,000-row chunk): the
-            # statements that read these need their size and shares, not fine histograms.
-            cursor.execute(
-                f"ALTER TABLE {table} "
-                + ", ".join(
-                    f"ALTER COLUMN {column.split()[0]} SET STATISTICS {STAGE_STATISTICS}"
-                    for column in definition.split(", ")
-                )
-            )
             cursor.execute(f"TRUNCATE {table}")
         with cursor.cursor.copy(f"COPY {UPSERT_ROWS} FROM STDIN") as copy:
             for text in rows.copy_text():
                 copy.write(text)
-        cursor.execute(f"ANALYZE {UPSERT_ROWS}")
-        # The chunk's range of SKUs (as the database orders them, in its collation): a feed
-        # in SKU order (most exports are) has the products looked up in its range of the
-        # SKU index instead of a scan of the whole table for every chunk.
-        cursor.execute(f"SELECT MIN(sku), MAX(sku) FROM {UPSERT_ROWS}")
-        skus = cursor.fetchone()
+        _analyze_stage(cursor, UPSERT_ROWS)
+        # Each row's product is found by a probe of the SKU index (a ``LATERAL`` subquery
+        # with a ``LIMIT`` is never turned into a join, so never into a scan of the whole
+        # catalogue: a hash join read all of it for every chunk of a feed not in SKU
+        # order), then the products are locked by id, in id order (``= ANY`` of the ids
+        # is an index scan of the primary key). A product renamed meanwhile is locked but
+        # not joined (``l.sku = t.sku`` compares its locked row), so not taken by its old
+        # SKU; one deleted meanwhile is not locked: both rows stage as new SKUs.
         cursor.execute(
             f"WITH i AS (INSERT INTO {UPSERT_STAGE} (ord, sku, name, price, stock, threshold, "
             "product_id, old_name, old_price, old_stock, old_threshold) SELECT t.ord, t.sku, "
             "t.name, t.price, t.stock, t.threshold, l.id, l.name, l.price, l.stock, "
             f"l.low_stock_threshold FROM {UPSERT_ROWS} t LEFT JOIN (SELECT p.id, p.sku, "
-            f"p.name, p.price, p.stock, p.low_stock_threshold FROM {product} p WHERE p.sku "
-            f"BETWEEN %s AND %s AND p.sku IN (SELECT sku FROM {UPSERT_ROWS}) ORDER BY p.id "
-            "FOR UPDATE) l ON l.sku = t.sku RETURNING product_id) SELECT COUNT(product_id) FROM i",
-            skus,
+            f"p.name, p.price, p.stock, p.low_stock_threshold FROM {product} p WHERE p.id = "
+            f"ANY(ARRAY(SELECT q.id FROM {UPSERT_ROWS} r CROSS JOIN LATERAL (SELECT x.id "
+            f"FROM {product} x WHERE x.sku = r.sku LIMIT 1) q)) ORDER BY p.id FOR UPDATE) l "
+            "ON l.sku = t.sku RETURNING product_id) SELECT COUNT(product_id) FROM i"
         )
         resolved = cursor.fetchone()[0]
-        cursor.execute(f"ANALYZE {UPSERT_STAGE}")
+        _analyze_stage(cursor, UPSERT_STAGE)
         return resolved
     # SQLite: the transaction holds the write lock already (BEGIN IMMEDIATE). The rows go
     # as one JSON parameter (``StageRows``). Each ``json_extract`` parses the row's text
@@ -350,6 +341,15 @@ def _stage(cursor, pg: bool, rows: StageRows, product: str) -> int:
         rows.payload(),
     )
     return 0
+
+
+def _analyze_stage(cursor, table: str) -> None:
+    """ANALYZE a stage table (PostgreSQL) sampling ``STAGE_STATISTICS`` * 300 rows, not
+    30,000: sorting the text columns' samples was most of its 0.1-0.15 s per 50,000-row
+    chunk, and the statements reading the stage need its size and shares, not fine
+    histograms. (A column's own target, ``ALTER TABLE``, cost 6 ms per table and chunk.)"""
+    with sqlrows.setting(cursor, "default_statistics_target", str(STAGE_STATISTICS)):
+        cursor.execute(f"ANALYZE {table}")
 
 
 def _check_totals(unit: StepUnit, cursor, key: str) -> None:
