@@ -192,15 +192,14 @@ def write_rows(unit: StepUnit, rows: StageRows, *, key: str) -> None:
     with connection.cursor() as cursor:
         if pg:
             analyze_unanalyzed(cursor)
-        resolved = _stage(cursor, pg, rows, product)
+        resolved, price_changes, stock_updated, ids = _stage(cursor, pg, rows, product)
         _check_totals(unit, cursor, key)
-        price_changes, stock_updated, ids = _stage_counts(cursor)
         _list_price_changes(unit, cursor, price_changes)
 
         def write() -> None:
             at = timezone.now()
             stamp = connection.ops.adapt_datetimefield_value(at)
-            # PostgreSQL: within the chunk's range of ids (``_stage_counts``). SQLite probes
+            # PostgreSQL: within the chunk's range of ids (``STAGE_COUNTS``). SQLite probes
             # the products by the stage's ids already.
             bounded = f"AND {product}.id BETWEEN %s AND %s " if pg else ""
             cursor.execute(
@@ -276,11 +275,13 @@ def _created_meanwhile(unit: StepUnit, cursor, key: str) -> None:
     raise unit.failure([((key, sku), created_meanwhile(sku)) for (sku,) in cursor.fetchall()])
 
 
-def _stage(cursor, pg: bool, rows: StageRows, product: str) -> int:
+def _stage(
+    cursor, pg: bool, rows: StageRows, product: str
+) -> tuple[int, int, int, tuple[int | None, int | None]]:
     """The rows as ``(ord, sku, name, price, stock, threshold)`` of a temporary table of
     this connection, each with its product's id and old values (null for a new SKU); the
     products are locked (in primary-key order, as by every other writer) first. Returns
-    how many rows name an existing product (PostgreSQL; 0 on SQLite)."""
+    how many rows name an existing product (PostgreSQL; 0 on SQLite), and ``STAGE_COUNTS``."""
     columns = (
         "ord integer PRIMARY KEY, sku text NOT NULL, name text NOT NULL, price numeric NOT NULL, "
         "stock bigint, threshold bigint, product_id bigint, created integer NOT NULL DEFAULT 0, "
@@ -315,11 +316,12 @@ def _stage(cursor, pg: bool, rows: StageRows, product: str) -> int:
             f"p.name, p.price, p.stock, p.low_stock_threshold FROM {product} p WHERE p.id = "
             f"ANY(ARRAY(SELECT q.id FROM {UPSERT_ROWS} r CROSS JOIN LATERAL (SELECT x.id "
             f"FROM {product} x WHERE x.sku = r.sku LIMIT 1) q)) ORDER BY p.id FOR UPDATE) l "
-            "ON l.sku = t.sku RETURNING product_id) SELECT COUNT(product_id) FROM i"
+            "ON l.sku = t.sku RETURNING product_id, old_price, price, old_stock, stock) "
+            f"SELECT COUNT(product_id), {STAGE_COUNTS} FROM i s"
         )
-        resolved = cursor.fetchone()[0]
+        resolved, *counts = cursor.fetchone()
         _analyze_stage(cursor, UPSERT_STAGE)
-        return resolved
+        return resolved, *_counted(counts)
     # SQLite: the transaction holds the write lock already (BEGIN IMMEDIATE). The rows go
     # as one JSON parameter (``StageRows``). Each ``json_extract`` parses the row's text
     # again (most of the statement's time): a count no row of the chunk gives is staged as
@@ -340,7 +342,8 @@ def _stage(cursor, pg: bool, rows: StageRows, product: str) -> int:
         f"FROM json_each(%s) j LEFT JOIN {product} p ON p.sku = json_extract(j.value, '$[0]')",
         rows.payload(),
     )
-    return 0
+    cursor.execute(f"SELECT {STAGE_COUNTS} FROM {UPSERT_STAGE} s")
+    return 0, *_counted(cursor.fetchone())
 
 
 def _analyze_stage(cursor, table: str) -> None:
@@ -392,21 +395,23 @@ def _check_totals(unit: StepUnit, cursor, key: str) -> None:
         )
 
 
-def _stage_counts(cursor) -> tuple[int, int, tuple[int | None, int | None]]:
-    """How many products of the stage that exist already get a new price, how many a new
-    stock, and the lowest and highest of their ids (one pass over the stage). The second
-    is the change set's ``STOCK_UPDATED`` count: with it the levels effect looks for missing
-    levels among the created products alone (``app.tracking.levels``). The ids bound the
-    product ``UPDATE`` to the chunk's range of the table: a merge join over the primary key
-    otherwise reads it from its first row for every chunk (chunk ``k`` of a feed in
-    catalogue order read ``k`` chunks' rows), a hash join reads the whole table."""
-    cursor.execute(
-        "SELECT COUNT(CASE WHEN s.old_price <> s.price THEN 1 END), "
-        "COUNT(CASE WHEN s.stock <> s.old_stock THEN 1 END), "
-        f"MIN(s.product_id), MAX(s.product_id) FROM {UPSERT_STAGE} s "
-        "WHERE s.product_id IS NOT NULL"
-    )
-    prices, stocks, low, high = cursor.fetchone()
+# Over the staged rows ``s`` (after their lookup): how many products that exist already get
+# a new price, how many a new stock, and the lowest and highest of their ids (a new SKU's
+# old values and id are null: not counted). The second is the change set's
+# ``STOCK_UPDATED`` count: with it the levels effect looks for missing levels among the
+# created products alone (``app.tracking.levels``). The ids bound the product ``UPDATE``
+# to the chunk's range of the table: a merge join over the primary key otherwise reads it
+# from its first row for every chunk (chunk ``k`` of a feed in catalogue order read ``k``
+# chunks' rows), a hash join reads the whole table. PostgreSQL counts them in the lookup's
+# statement, SQLite in a pass over the stage.
+STAGE_COUNTS = (
+    "COUNT(CASE WHEN s.old_price <> s.price THEN 1 END), "
+    "COUNT(CASE WHEN s.stock <> s.old_stock THEN 1 END), MIN(s.product_id), MAX(s.product_id)"
+)
+
+
+def _counted(counts: Sequence[Any]) -> tuple[int, int, tuple[int | None, int | None]]:
+    prices, stocks, low, high = counts
     return prices, stocks, (low, high)
 
 
