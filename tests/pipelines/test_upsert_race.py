@@ -5,6 +5,8 @@ Before, the INSERT's unique violation failed the run as an internal error."""
 
 from __future__ import annotations
 
+import threading
+import time
 from decimal import Decimal
 
 import pytest
@@ -77,3 +79,72 @@ def test_a_sku_created_meanwhile_fails_the_step_naming_it(monkeypatch, route):
     assert theirs in after["products"]
     after["products"].remove(theirs)
     assert after == before  # nothing of the run was written
+
+
+def _waiting_for_a_lock(watcher) -> bool:
+    with watcher.cursor() as cursor:
+        cursor.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock'"
+        )
+        return cursor.fetchone() is not None
+
+
+@pytest.mark.parametrize("change", ["renamed", "deleted"])
+def test_a_product_changed_while_the_stage_waits_for_its_lock_is_not_taken_by_its_old_sku(
+    change,
+):
+    """The SQL route finds each row's product (a snapshot) before locking it: another
+    transaction renaming or deleting the product meanwhile holds the lock, and once it
+    commits the stage sees the row as it is now. The old SKU is then a new product, as if
+    the upsert had run after the other transaction; the renamed product keeps its values."""
+    kept = Product.objects.create(sku="R-1", name="Old one", price=Decimal("1.00"), stock=10)
+    other = connections.create_connection("default")
+    watcher = connections.create_connection("default")
+    for connection in (other, watcher):  # committed and closed by the thread below
+        connection.inc_thread_sharing()
+    other.ensure_connection()
+    other.set_autocommit(False)
+    with other.cursor() as cursor:
+        if change == "renamed":
+            cursor.execute("UPDATE app_product SET sku = 'R-1-OLD' WHERE id = %s", [kept.pk])
+        else:
+            for table in ("app_stocklevel", "app_stockmovement", "app_stockalert"):
+                cursor.execute(f"DELETE FROM {table} WHERE product_id = %s", [kept.pk])
+            cursor.execute("DELETE FROM app_product WHERE id = %s", [kept.pk])
+
+    waited = []
+
+    def commit_once_waited_for() -> None:
+        try:
+            for _ in range(500):
+                if _waiting_for_a_lock(watcher):
+                    waited.append(True)
+                    break
+                time.sleep(0.01)
+        finally:
+            try:
+                other.commit()
+            finally:
+                other.close()
+                watcher.close()
+
+    thread = threading.Thread(target=commit_once_waited_for)
+    thread.start()
+    try:
+        result = process_pipeline({"name": "x", "steps": [{"op": "upsert_products", "csv": CSV}]})
+    finally:
+        thread.join()
+    assert waited, "the run never waited for the other transaction's lock"
+    assert result["status"] == "succeeded", result.get("error")
+    assert (result["steps"][0]["created"], result["steps"][0]["updated"]) == (3, 0)
+    products = {p.sku: (p.name, p.price, p.stock) for p in Product.objects.all()}
+    expected = {
+        "R-1": ("Old one", Decimal("2.00"), 1),
+        "RACE-1": ("New one", Decimal("3.00"), 2),
+        "R-NEW": ("Other new", Decimal("4.00"), 7),
+    }
+    if change == "renamed":
+        expected["R-1-OLD"] = ("Old one", Decimal("1.00"), 10)
+        assert Product.objects.get(sku="R-1-OLD").pk == kept.pk
+    assert products == expected
