@@ -122,10 +122,9 @@ def guarded_update(product: Product, base_qs: models.QuerySet, pk_val: Any, valu
     """
     written = {f.attname: f for f, _, _ in values}
     tracked = [name for name in TRACKED_FIELDS if name in written]
-    filtered = base_qs.filter(pk=pk_val)
     if not tracked:
         product._before_write = {}
-        return filtered._update(values) > 0
+        return base_qs.filter(pk=pk_val)._update(values) > 0
     computed = {f.attname: v for f, _, v in values if hasattr(v, "resolve_expression")}
     loaded = getattr(product, "_loaded", None) or {}
     held = product.__dict__
@@ -135,12 +134,15 @@ def guarded_update(product: Product, base_qs: models.QuerySet, pk_val: Any, valu
         name in loaded and (name in written or held[name] == loaded[name]) for name in guard
     ):
         expected = {name: loaded[name] for name in guard}
-        updated = _update_if_unchanged(filtered.db, pk_val, values, expected)
+        # The common case compiles no query (``_update_if_unchanged``): no QuerySet is
+        # built for it either (a filter() per save was a tenth of a save's Python).
+        updated = _update_if_unchanged(base_qs.db, pk_val, values, expected)
         if updated is None:
-            updated = filtered.filter(**expected)._update(values)
+            updated = base_qs.filter(pk=pk_val, **expected)._update(values)
         if updated > 0:
             product._before_write = {name: expected[name] for name in tracked}
             return True
+    filtered = base_qs.filter(pk=pk_val)
     new = {
         f"_new_{name}": models.ExpressionWrapper(value, output_field=written[name])
         for name, value in computed.items()

@@ -19,6 +19,7 @@ Python and its SQL form side by side.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -208,6 +209,17 @@ COLUMNS: dict[str, tuple[Callable[[int, Change], Any], models.Field]] = {
 _REFERENCE = re.compile(r"\bc\.(\w+)")
 
 
+@functools.lru_cache(maxsize=256)
+def _json_select(using: str, vendor: str, columns: str) -> tuple[str, tuple[str, ...]]:
+    """``SELECT columns`` over change rows sent as one JSON parameter, and the ``COLUMNS``
+    it reads (in order), built once per database and columns: an effect's columns are fixed
+    text, and building them was a tenth of a single ``save()``'s Python."""
+    connection = connections[using]
+    used = tuple(name for name in COLUMNS if name in set(_REFERENCE.findall(columns)))
+    source = json_rows_sql(connection, [COLUMNS[n][1] for n in used], used, alias="c")
+    return f"SELECT {columns} FROM {source}", used
+
+
 class ChangeSet:
     """What one write (or one batch of writes) changed; read by every effect."""
 
@@ -327,11 +339,8 @@ class RowChanges(ChangeSet):
         rows = self.rows(where)
         if not rows:
             return
-        connection = connections[self.using]
-        used = [name for name in COLUMNS if name in set(_REFERENCE.findall(columns))]
+        sql, used = _json_select(self.using, connections[self.using].vendor, columns)
         getters = [COLUMNS[name][0] for name in used]
-        source = json_rows_sql(connection, [COLUMNS[n][1] for n in used], used, alias="c")
-        sql = f"SELECT {columns} FROM {source}"
         for start in range(0, len(rows), CHUNK):
             chunk = rows[start : start + CHUNK]
             values = [[get(start + i, c) for get in getters] for i, c in enumerate(chunk)]
