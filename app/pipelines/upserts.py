@@ -307,7 +307,10 @@ def _stage(
         # order), then the products are locked by id, in id order (``= ANY`` of the ids
         # is an index scan of the primary key). A product renamed meanwhile is locked but
         # not joined (``l.sku = t.sku`` compares its locked row), so not taken by its old
-        # SKU; one deleted meanwhile is not locked: both rows stage as new SKUs.
+        # SKU; one deleted meanwhile is not locked: both rows stage as new SKUs. The planner
+        # takes any ``= ANY`` of a subquery's array for 10 rows, so it hashes the locked
+        # products to join them: not to be run under ``hash_joins_off`` (a nested loop of
+        # the chunk's rows by its locked products, 50,000 x 50,000 comparisons).
         cursor.execute(
             f"WITH i AS (INSERT INTO {UPSERT_STAGE} (ord, sku, name, price, stock, threshold, "
             "product_id, old_name, old_price, old_stock, old_threshold) SELECT t.ord, t.sku, "
