@@ -336,6 +336,41 @@ class StepUnit:
             self.state.progress.advance(items)
 
 
+class ReaderUnit:
+    """What a step's input reader running in a thread of its own (``feeds.read_ahead``)
+    may call on its ``StepUnit``: reads and errors as the unit gives them; the calls that
+    change the run's state (a rejected row, progress, the fingerprint) are kept, and
+    ``replay``ed in order by the thread that writes (the progress writer's connection, the
+    run's state and its hasher are that thread's)."""
+
+    def __init__(self, unit: StepUnit) -> None:
+        self.unit = unit
+        self.state = unit.state
+        self._calls: list[tuple[Callable[[StepUnit, Any], None], Any]] = []
+
+    def failure(self, items: Sequence[tuple[Sequence[Any], str]]) -> StepFailure:
+        return self.unit.failure(items)
+
+    def reject(self, rejection: Any) -> None:
+        self._calls.append((StepUnit.reject, rejection))
+
+    def advance(self, items: int) -> None:
+        self._calls.append((StepUnit.advance, items))
+
+    def note_fingerprint(self, text: str) -> None:
+        self._calls.append((StepUnit.note_fingerprint, text))
+
+    def take(self) -> list[tuple[Callable[[StepUnit, Any], None], Any]]:
+        """The calls kept since the last ``take`` (in the reader's thread)."""
+        calls, self._calls = self._calls, []
+        return calls
+
+    def replay(self, calls: list[tuple[Callable[[StepUnit, Any], None], Any]]) -> None:
+        """Make ``calls`` (from ``take``) on the unit (in the writer's thread)."""
+        for call, argument in calls:
+            call(self.unit, argument)
+
+
 ATTNAMES = tuple(f.attname for f in Product._meta.concrete_fields)
 # What the project's receivers and the steps read; created_at/updated_at stay deferred.
 NARROW_ATTNAMES = tuple(name for name in ATTNAMES if name not in ("created_at", "updated_at"))

@@ -79,6 +79,9 @@ TEMPLATES = [
 ]
 
 
+SQLITE_CACHE_KIB = 65_536
+
+
 def _database(url: str) -> dict:
     config = environ.Env.db_url_config(url)
     if config["ENGINE"] == "django.db.backends.sqlite3":
@@ -88,7 +91,12 @@ def _database(url: str) -> dict:
             {
                 "transaction_mode": "IMMEDIATE",
                 "timeout": 30,
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                # A page cache of 64 MiB, not 2: a large UPDATE rewrites entries all over
+                # the product indexes, and with 2 MiB it re-read and spilled their pages
+                # (a 1,000,000-row upsert's product UPDATE: 13.8 s -> 8.7 s). The cache
+                # grows only as pages are read, per connection.
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
+                f"PRAGMA cache_size=-{SQLITE_CACHE_KIB};",
             }
         )
     else:

@@ -62,3 +62,20 @@ def test_code_reads_the_current_setting(settings):
     assert conf.manager_email() == "boss@example.com"
     del settings.STOCKPIPE_MANAGER_EMAIL
     assert conf.manager_email() == "manager@company.com"
+
+
+@pytest.mark.sqlite
+def test_sqlite_connections_are_set_up_for_a_writer_beside_readers(db):
+    """Every SQLite connection: WAL (readers beside a writer), NORMAL sync, a 64 MiB page
+    cache (a large upsert's index pages stay in it)."""
+    from django.db import connection
+
+    from stockpipe.settings import SQLITE_CACHE_KIB
+
+    with connection.cursor() as cursor:
+        found = {}
+        for pragma in ("journal_mode", "synchronous", "cache_size"):
+            cursor.execute(f"PRAGMA {pragma}")
+            found[pragma] = cursor.fetchone()[0]
+    assert found == {"journal_mode": "wal", "synchronous": 1, "cache_size": -SQLITE_CACHE_KIB}
+    assert SQLITE_CACHE_KIB == 65_536

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
@@ -195,6 +196,91 @@ def test_stock_moved_elsewhere_between_chunks_fails_naming_the_sku(products, mon
         }
     ]
     assert observe() == before
+
+
+def readers_alive() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "feed-reader"]
+
+
+def test_the_next_chunk_is_read_while_one_is_written(products, monkeypatch):
+    """The rows are parsed, checked and built into chunks by a thread of their own while
+    the chunk before is written: the first chunk's write waits (in the writing thread) for
+    the second chunk to be built, which a reader in the same thread could never do. The
+    rows rejected meanwhile reach the run record in order (the reader's calls replayed)."""
+    monkeypatch.setattr(upserts, "STAGE_CHUNK", 300)
+    writer = threading.current_thread()
+    built, builders = threading.Event(), set()
+    real_add, real_write = upserts.StageRows.add, upserts.write_rows
+    writes = []
+
+    def add(self, rows):
+        builders.add(threading.current_thread())
+        real_add(self, rows)
+        if writes:  # a chunk after the one being written
+            built.set()
+
+    def write_rows(unit, rows, **options):
+        writes.append(len(rows))
+        if len(writes) == 1:
+            assert built.wait(10), "the second chunk was not built while the first was written"
+        real_write(unit, rows, **options)
+
+    monkeypatch.setattr(upserts.StageRows, "add", add)
+    monkeypatch.setattr(upserts, "write_rows", write_rows)
+    spec = {
+        "name": "x",
+        "policy": "skip_invalid_rows",
+        "steps": [{"op": "upsert_products", "csv": feed()}],
+    }
+    _staged, result = staged_queries(spec)
+    assert result["status"] == "succeeded", result["error"]
+    assert len(writes) > 2 and writer not in builders
+    assert [(r["row"], r["column"]) for r in result["rejected"]] == [
+        (N // 2 + 3, "price"),
+        (N // 2 + 3 + 701, "stock"),
+    ]
+    assert readers_alive() == []
+
+
+def test_a_bad_row_after_chunks_were_written_fails_the_run_and_stops_the_reader(
+    products, monkeypatch
+):
+    """The reader's error is raised in the writing thread, after the chunks before it were
+    written: the run fails naming the line, nothing stays written, no reader is left."""
+    monkeypatch.setattr(upserts, "STAGE_CHUNK", 100)
+    before = observe()
+    lines = [f"S-{i:05d},Renamed {i},{i % 50}.25,{i % 7}" for i in range(1000)]
+    lines.insert(700, "S-09999,Bad,1.00,many")
+    text = "sku,name,price,stock\n" + "\n".join(lines) + "\n"
+    staged, result = staged_queries(
+        {"name": "x", "steps": [{"op": "upsert_products", "csv": text}]}
+    )
+    assert staged > 0 and result["status"] == "failed"
+    [error] = result["error"]["errors"]
+    assert error["loc"] == ["steps", 0, "csv", 702, "stock"]
+    assert observe() == before
+    assert readers_alive() == []
+
+
+def test_a_chunk_failing_to_write_stops_the_reader(products, monkeypatch):
+    """A write that fails (stock below another location's, in the first chunk) ends the
+    step while the reader still has rows: it stops, and leaves nothing written."""
+    monkeypatch.setattr(upserts, "STAGE_CHUNK", 50)
+    north = Location.objects.create(code="NORTH", name="North")
+    StockLevel.objects.create(
+        product=Product.objects.get(sku="S-00003"), location=north, quantity=5
+    )
+    before = observe()
+    text = "sku,name,price,stock\n" + "".join(
+        f"S-{i:05d},N{i},{i % 9}.50,{i % 4}\n" for i in range(N)
+    )
+    _staged, result = staged_queries(
+        {"name": "x", "steps": [{"op": "upsert_products", "csv": text}]}
+    )
+    assert result["status"] == "failed"
+    assert result["error"]["errors"][0]["loc"] == ["steps", 0, "csv", "S-00003"]
+    assert observe() == before
+    assert readers_alive() == []
 
 
 def test_stock_totals_are_looked_up_only_while_another_location_holds_stock(products, monkeypatch):

@@ -35,7 +35,7 @@ from ..rows import (
     open_csv,
     read_header,
 )
-from ..writer import CHUNK
+from ..writer import CHUNK, ReaderUnit
 
 
 @register
@@ -193,10 +193,34 @@ class UpsertProducts(StepSpec):
         upserts.analyze_grown(unit, ends)
 
     def _run_staged(self, unit) -> None:
-        """The SQL route (``app.pipelines.upserts``): chunks of distinct SKUs, as below.
-        A chunk keeps its rows as the stage's text (``upserts.StageRows``), taken in
-        ``STAGE_ADD`` rows at a time."""
+        """The SQL route (``app.pipelines.upserts``): chunks of distinct SKUs (``_chunks``),
+        read and built a chunk ahead by a thread of their own (``read_ahead``) while the
+        chunk before is written: parsing and checking the input is Python, writing mostly
+        waits for the database (SQLite's and psycopg's calls release the GIL), so the two
+        overlap on a second core. The reader touches no database; what it would change
+        on the unit is replayed here, in order, before the chunk it came with."""
         pg = connections[unit.using].vendor == "postgresql"
+        reader = ReaderUnit(unit)
+
+        def read() -> Iterator[tuple[list, upserts.StageRows | None]]:
+            try:
+                for chunk in self._chunks(reader, pg):
+                    yield reader.take(), chunk
+            except Exception:
+                yield reader.take(), None  # the rows rejected before the error
+                raise
+            yield reader.take(), None
+
+        for calls, chunk in read_ahead(read(), batch=1, depth=1):
+            reader.replay(calls)
+            if chunk is not None:
+                upserts.write_rows(unit, chunk, key=self.source)
+
+    def _chunks(self, unit, pg: bool) -> Iterator[upserts.StageRows]:
+        """The rows as chunks of at most ``STAGE_CHUNK`` distinct SKUs (a repeated SKU
+        starts a new chunk, so it is applied after the earlier row, like repeated saves),
+        each kept as the stage's text (``upserts.StageRows``), taken in ``STAGE_ADD`` rows
+        at a time."""
         chunk = upserts.StageRows(pg)
         taken: dict[str, RowValues] = {}  # rows of the chunk not added to it yet
         for block in self._blocks(unit, as_values=True):
@@ -216,7 +240,7 @@ class UpsertProducts(StepSpec):
                         or len(chunk) + len(taken) >= upserts.STAGE_CHUNK
                     ):
                         chunk.add(list(taken.values()))
-                        upserts.write_rows(unit, chunk, key=self.source)
+                        yield chunk
                         chunk, taken = upserts.StageRows(pg), {}
                     taken[row[0]] = row
             if len(taken) >= upserts.STAGE_ADD:
@@ -224,7 +248,7 @@ class UpsertProducts(StepSpec):
                 taken = {}
         chunk.add(list(taken.values()))
         if len(chunk):
-            upserts.write_rows(unit, chunk, key=self.source)
+            yield chunk
 
     def _run_objects(self, unit) -> None:
         """The object route: a ``Product`` per row, saved in chunks (a repeated SKU starts
