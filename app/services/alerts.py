@@ -120,11 +120,13 @@ def _with_location_thresholds(using: str) -> set[int]:
     """Products with a per-location threshold somewhere, or an open per-location episode
     (few, next to a catalogue)."""
     levels = StockLevel.objects.using(using).filter(low_stock_threshold__isnull=False)
+    # The conditions of ``one_open_stock_alert_per_location``, unordered: read from that
+    # partial index alone, not by a scan of every alert (run for each change set).
     open_alerts = StockAlert.objects.using(using).filter(
-        location__isnull=False, resolved_at__isnull=True
+        product__isnull=False, location__isnull=False, resolved_at__isnull=True
     )
     return set(levels.values_list("product_id", flat=True).distinct()) | set(
-        open_alerts.values_list("product_id", flat=True)
+        open_alerts.order_by().values_list("product_id", flat=True)
     )
 
 

@@ -82,3 +82,30 @@ def test_the_api_sets_a_location_threshold(product, client, django_user_model):
         "MAIN": None,
         "NORTH": 5,
     }
+
+
+@pytest.mark.sqlite
+def test_open_location_episodes_are_read_from_their_partial_index(product):
+    """Every change set asks which products have a per-location threshold or an open
+    per-location episode: the episodes come from ``one_open_stock_alert_per_location``
+    alone, not from a scan of every alert (a 1,000,000-row upsert asked 20 times, over
+    100,000 product-level alerts)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from django.utils.timezone import now
+
+    from app.services.alerts import _with_location_thresholds
+
+    north = Location.objects.get(code="NORTH")
+    other = Product.objects.create(sku="LA-2", name="Desk", price="1.00", stock=1)
+    StockAlert.objects.create(
+        product=product, location=north, stock=1, threshold=2, opened_at=now()
+    )
+    assert StockAlert.objects.filter(product=other, resolved_at=None).exists()  # below 5
+    with CaptureQueriesContext(connection) as queries:
+        assert _with_location_thresholds("default") == {product.pk}
+    [sql] = [q["sql"] for q in queries.captured_queries if "app_stockalert" in q["sql"]]
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN QUERY PLAN {sql}")
+        plan = " ".join(str(row[-1]) for row in cursor.fetchall())
+    assert "one_open_stock_alert_per_location" in plan and "TEMP B-TREE" not in plan, plan
