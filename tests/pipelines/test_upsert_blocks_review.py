@@ -24,7 +24,7 @@ def test_both_routes_have_the_same_effects_with_blocks_smaller_than_a_chunk(
     monkeypatch,
     batch,
 ):
-    monkeypatch.setattr(rows_module, "FAST_BATCH", batch)  # STAGE_CHUNK is 300 there
+    monkeypatch.setattr(rows_module, "FAST_BATCH", batch)  # STAGE_CHUNKS is 300 there
     whole = []
     real = rows_module._whole_block
     monkeypatch.setattr(rows_module, "_whole_block", lambda *a: whole.append(r := real(*a)) or r)

@@ -23,7 +23,6 @@ from app.tracking.levels import default_location_id
 from app.utils.utils import process_pipeline
 
 _product_count = StagedChanges.product_count
-_CHUNK = upserts.STAGE_CHUNK
 
 
 def _catalogue(rng: random.Random) -> str:
@@ -84,10 +83,11 @@ def test_levels_are_those_of_the_insert_over_every_changed_product(monkeypatch):
             counted.append(len(pks))
         return _product_count(self, where)
 
+    chunk = upserts.STAGE_CHUNKS[connection.vendor]
     for seed in range(120):
         rng = random.Random(seed)
         code = "W0" if rng.random() < 0.2 else "DEFAULT"
-        monkeypatch.setattr(upserts, "STAGE_CHUNK", rng.choice([3, _CHUNK]))
+        monkeypatch.setitem(upserts.STAGE_CHUNKS, connection.vendor, rng.choice([3, chunk]))
         with transaction.atomic(), override_settings(STOCKPIPE_DEFAULT_LOCATION=code):
             if code == "W0":
                 Location.objects.create(code="W0", name="W0")

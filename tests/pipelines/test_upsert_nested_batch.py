@@ -8,7 +8,7 @@ from contextlib import nullcontext
 from decimal import Decimal
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 
 from app.models import Product
 from app.pipelines import upserts
@@ -55,7 +55,7 @@ def _run(*, nested: bool) -> tuple[str, dict]:
 
 
 def test_an_upsert_inside_an_open_batch_has_the_effects_it_has_alone(monkeypatch):
-    monkeypatch.setattr(upserts, "STAGE_CHUNK", 3)
+    monkeypatch.setitem(upserts.STAGE_CHUNKS, connection.vendor, 3)
     alone = _run(nested=False)
     assert "N-12" in alone[0] and "Decimal('23.25')" in alone[0]  # a price change's history
     assert alone[1]["totals"]["alerts_opened"] == 7  # X-1's is the outer block's

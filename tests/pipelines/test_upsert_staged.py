@@ -87,7 +87,7 @@ def outbox_by_sku() -> dict:
 
 @pytest.mark.parametrize("subscribed", [False, True], ids=["no webhooks", "subscribed"])
 def test_both_routes_have_the_same_effects_over_many_chunks(products, subscribed, monkeypatch):
-    monkeypatch.setattr(upserts, "STAGE_CHUNK", 300)  # many chunks
+    monkeypatch.setitem(upserts.STAGE_CHUNKS, connection.vendor, 300)  # many chunks
     spec = {
         "name": "x",
         "policy": "skip_invalid_rows",
@@ -167,7 +167,7 @@ def test_stock_moved_elsewhere_between_chunks_fails_naming_the_sku(products, mon
     """No stock outside the default location when the step starts; stock for a product of
     the second chunk is moved there while the first chunk is written (as a located transfer
     committed meanwhile would be seen): the second chunk's check names the SKU."""
-    monkeypatch.setattr(upserts, "STAGE_CHUNK", 2)
+    monkeypatch.setitem(upserts.STAGE_CHUNKS, connection.vendor, 2)
     north = Location.objects.create(code="NORTH", name="North")
     real = upserts.write_rows
     calls = []
@@ -207,7 +207,7 @@ def test_the_next_chunk_is_read_while_one_is_written(products, monkeypatch):
     the chunk before is written: the first chunk's write waits (in the writing thread) for
     the second chunk to be built, which a reader in the same thread could never do. The
     rows rejected meanwhile reach the run record in order (the reader's calls replayed)."""
-    monkeypatch.setattr(upserts, "STAGE_CHUNK", 300)
+    monkeypatch.setitem(upserts.STAGE_CHUNKS, connection.vendor, 300)
     writer = threading.current_thread()
     built, builders = threading.Event(), set()
     real_add, real_write = upserts.StageRows.add, upserts.write_rows
@@ -247,7 +247,7 @@ def test_a_bad_row_after_chunks_were_written_fails_the_run_and_stops_the_reader(
 ):
     """The reader's error is raised in the writing thread, after the chunks before it were
     written: the run fails naming the line, nothing stays written, no reader is left."""
-    monkeypatch.setattr(upserts, "STAGE_CHUNK", 100)
+    monkeypatch.setitem(upserts.STAGE_CHUNKS, connection.vendor, 100)
     before = observe()
     lines = [f"S-{i:05d},Renamed {i},{i % 50}.25,{i % 7}" for i in range(1000)]
     lines.insert(700, "S-09999,Bad,1.00,many")
@@ -265,7 +265,7 @@ def test_a_bad_row_after_chunks_were_written_fails_the_run_and_stops_the_reader(
 def test_a_chunk_failing_to_write_stops_the_reader(products, monkeypatch):
     """A write that fails (stock below another location's, in the first chunk) ends the
     step while the reader still has rows: it stops, and leaves nothing written."""
-    monkeypatch.setattr(upserts, "STAGE_CHUNK", 50)
+    monkeypatch.setitem(upserts.STAGE_CHUNKS, connection.vendor, 50)
     north = Location.objects.create(code="NORTH", name="North")
     StockLevel.objects.create(
         product=Product.objects.get(sku="S-00003"), location=north, quantity=5
@@ -287,7 +287,7 @@ def test_stock_totals_are_looked_up_only_while_another_location_holds_stock(prod
     """Each chunk's products are looked up in the levels only when some other location
     holds stock at all (a probe through the location index, after the chunk's locks):
     a single warehouse, or other locations holding nothing, cost no lookup."""
-    monkeypatch.setattr(upserts, "STAGE_CHUNK", 2)
+    monkeypatch.setitem(upserts.STAGE_CHUNKS, connection.vendor, 2)
     text = "sku,name,price,stock\n" + "".join(f"S-{i:05d},A,1.00,{i}\n" for i in range(1, 6))
     spec = {"name": "x", "steps": [{"op": "upsert_products", "csv": text}]}
 
@@ -385,7 +385,7 @@ def test_chunks_kept_as_text_over_many_blocks_have_the_object_routes_effects(db,
     only (the chunk's count of given stocks), a SKU repeated in a later block (a new
     chunk), and existing and new products leave the tables as the object route does."""
     monkeypatch.setattr(rows_module, "FAST_BATCH", 3)
-    monkeypatch.setattr(upserts, "STAGE_CHUNK", 11)
+    monkeypatch.setitem(upserts.STAGE_CHUNKS, connection.vendor, 11)
     monkeypatch.setattr(upserts, "STAGE_ADD", add)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -924,7 +924,7 @@ def test_failed_analyze_leaves_the_committed_run_succeeded(monkeypatch, caplog, 
 def test_no_upsert_stage_outlives_its_transaction(monkeypatch):
     """Behind a transaction pooler the next transaction of any client may get the server
     connection a run used: the stage ends with the run, committed or rolled back."""
-    monkeypatch.setattr(upserts, "STAGE_CHUNK", 3)  # several chunks, one stage
+    monkeypatch.setitem(upserts.STAGE_CHUNKS, connection.vendor, 3)  # several chunks, one stage
 
     def stages_left() -> int:
         with connection.cursor() as cursor:
@@ -1088,7 +1088,7 @@ def test_a_first_import_analyzes_the_tables_it_filled_before_its_next_chunk(db, 
         cursor.execute(
             "UPDATE pg_class SET reltuples = -1 WHERE oid = ANY(%s::regclass[])", [tables]
         )
-    monkeypatch.setattr(upserts, "STAGE_CHUNK", 1_000)
+    monkeypatch.setitem(upserts.STAGE_CHUNKS, connection.vendor, 1_000)
     open_alerts = "SELECT 1 FROM app_stockalert WHERE location_id IS NULL AND resolved_at IS NULL"
     seen = []
 
@@ -1160,7 +1160,7 @@ def test_a_chunk_reads_the_catalogue_in_proportion_to_itself(db, monkeypatch, or
             [size],
         )
         cursor.execute("ANALYZE app_product")
-    monkeypatch.setattr(upserts, "STAGE_CHUNK", chunk)
+    monkeypatch.setitem(upserts.STAGE_CHUNKS, connection.vendor, chunk)
     lines = [f"C-{i:06d},C,2.00,21" for i in range(size - fed + 1, size + 1)]
     if order == "shuffled":
         lines = lines[1::2] + lines[::2]

@@ -199,12 +199,13 @@ class UpsertProducts(StepSpec):
         waits for the database (SQLite's and psycopg's calls release the GIL), so the two
         overlap on a second core. The reader touches no database; what it would change
         on the unit is replayed here, in order, before the chunk it came with."""
-        pg = connections[unit.using].vendor == "postgresql"
+        vendor = connections[unit.using].vendor
+        limit, pg = upserts.STAGE_CHUNKS[vendor], vendor == "postgresql"
         reader = ReaderUnit(unit)
 
         def read() -> Iterator[tuple[list, upserts.StageRows | None]]:
             try:
-                for chunk in self._chunks(reader, pg):
+                for chunk in self._chunks(reader, pg, limit):
                     yield reader.take(), chunk
             except Exception:
                 yield reader.take(), None  # the rows rejected before the error
@@ -216,8 +217,8 @@ class UpsertProducts(StepSpec):
             if chunk is not None:
                 upserts.write_rows(unit, chunk, key=self.source)
 
-    def _chunks(self, unit, pg: bool) -> Iterator[upserts.StageRows]:
-        """The rows as chunks of at most ``STAGE_CHUNK`` distinct SKUs (a repeated SKU
+    def _chunks(self, unit, pg: bool, limit: int) -> Iterator[upserts.StageRows]:
+        """The rows as chunks of at most ``limit`` distinct SKUs (a repeated SKU
         starts a new chunk, so it is applied after the earlier row, like repeated saves),
         each kept as the stage's text (``upserts.StageRows``), taken in ``STAGE_ADD`` rows
         at a time."""
@@ -226,7 +227,7 @@ class UpsertProducts(StepSpec):
         for block in self._blocks(unit, as_values=True):
             skus = list(map(itemgetter(0), block))
             if (
-                len(chunk) + len(taken) + len(block) <= upserts.STAGE_CHUNK
+                len(chunk) + len(taken) + len(block) <= limit
                 and len(set(skus)) == len(skus)
                 and taken.keys().isdisjoint(skus)
                 and chunk.skus.isdisjoint(skus)
@@ -234,11 +235,7 @@ class UpsertProducts(StepSpec):
                 taken.update(zip(skus, block, strict=True))
             else:
                 for row in block:
-                    if (
-                        row[0] in taken
-                        or row[0] in chunk
-                        or len(chunk) + len(taken) >= upserts.STAGE_CHUNK
-                    ):
+                    if row[0] in taken or row[0] in chunk or len(chunk) + len(taken) >= limit:
                         chunk.add(list(taken.values()))
                         yield chunk
                         chunk, taken = upserts.StageRows(pg), {}
