@@ -242,6 +242,26 @@ def test_the_next_chunk_is_read_while_one_is_written(products, monkeypatch):
     assert readers_alive() == []
 
 
+def test_the_first_chunk_is_smaller_so_writing_starts_early(products, monkeypatch):
+    """The first chunk holds at most ``STAGE_FIRST_CHUNK`` rows, the others the database's
+    ``STAGE_CHUNKS``: the writer waits only for the first to be read."""
+    monkeypatch.setitem(upserts.STAGE_CHUNKS, connection.vendor, 100)
+    monkeypatch.setattr(upserts, "STAGE_FIRST_CHUNK", 40)
+    real_write, sizes = upserts.write_rows, []
+
+    def write_rows(unit, rows, **options):
+        sizes.append(len(rows))
+        real_write(unit, rows, **options)
+
+    monkeypatch.setattr(upserts, "write_rows", write_rows)
+    text = "sku,name,price\n" + "".join(f"S-{i:05d},N{i},{i % 9}.50\n" for i in range(250))
+    _staged, result = staged_queries(
+        {"name": "x", "steps": [{"op": "upsert_products", "csv": text}]}
+    )
+    assert result["status"] == "succeeded" and result["steps"][0]["updated"] == 250
+    assert sizes == [40, 100, 100, 10]
+
+
 def test_a_bad_row_after_chunks_were_written_fails_the_run_and_stops_the_reader(
     products, monkeypatch
 ):

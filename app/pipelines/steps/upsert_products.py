@@ -221,8 +221,10 @@ class UpsertProducts(StepSpec):
         """The rows as chunks of at most ``limit`` distinct SKUs (a repeated SKU
         starts a new chunk, so it is applied after the earlier row, like repeated saves),
         each kept as the stage's text (``upserts.StageRows``), taken in ``STAGE_ADD`` rows
-        at a time."""
-        chunk = upserts.StageRows(pg)
+        at a time. The first holds at most ``STAGE_FIRST_CHUNK``: nothing is written while
+        it is read."""
+        chunk, full = upserts.StageRows(pg), limit
+        limit = min(limit, upserts.STAGE_FIRST_CHUNK)
         taken: dict[str, RowValues] = {}  # rows of the chunk not added to it yet
         for block in self._blocks(unit, as_values=True):
             skus = list(map(itemgetter(0), block))
@@ -238,7 +240,7 @@ class UpsertProducts(StepSpec):
                     if row[0] in taken or row[0] in chunk or len(chunk) + len(taken) >= limit:
                         chunk.add(list(taken.values()))
                         yield chunk
-                        chunk, taken = upserts.StageRows(pg), {}
+                        chunk, taken, limit = upserts.StageRows(pg), {}, full
                     taken[row[0]] = row
             if len(taken) >= upserts.STAGE_ADD:
                 chunk.add(list(taken.values()))
