@@ -48,14 +48,15 @@ _ROWS_COLUMNS = "ord integer, sku text, name text, price numeric, stock bigint, 
 # and read 0.60x at 1,000,000 (0.84-0.89x at 50,000; a stage of 100,000 rows likely
 # outgrows ``work_mem``'s hash), so 50,000 stays there. SQLite joins by index probes, and
 # with its 64 MiB page cache (settings) 100,000 took a 1,000,000-row upsert from about
-# 0.85x to 0.90-0.94x (10 chunks' statements instead of 20). Memory: a chunk is held as the
+# 0.80-0.85x to 0.90-0.95x (10 chunks' statements instead of 20). Memory: a chunk is held as the
 # stage's text (``StageRows``); a 1,000,000-row CSV upsert peaked at 129 MB with 100,000-row
 # chunks (123-126 MB with 50,000 rows held as ``RowValues``; target 150 MB at 10,000,000
 # rows).
 STAGE_CHUNKS = {"postgresql": 50_000, "sqlite": 100_000}
 # At most the rows of a step's first chunk: the writer waits while it is read (the next ones
-# are read while the one before is written). A 100,000-row SQLite upsert in one chunk ran at
-# about 0.70x of the limit, in two of 50,000 at 0.87x.
+# are read while the one before is written), so a 100,000-row SQLite upsert is two chunks,
+# the second read while the first is written (in one chunk its rounds read 0.68-0.91x of the
+# limit, in two 0.79-0.89x: noisy, not worse).
 STAGE_FIRST_CHUNK = 50_000
 # Rows taken into a chunk's text at a time (``StageRows.add``; a mapped feed's come one by one).
 STAGE_ADD = 1_000
