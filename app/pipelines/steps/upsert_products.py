@@ -147,10 +147,13 @@ class UpsertProducts(StepSpec):
         for block in self._blocks(unit, as_values=as_values):
             yield from block
 
-    def _blocks(self, unit, *, as_values: bool = False) -> Iterator[list[Any]]:
+    def _blocks(
+        self, unit, *, as_values: bool = False, feed_ahead: bool = True
+    ) -> Iterator[list[Any]]:
         """``_items``, a list at a time: JSON rows all at once, a CSV's as
         ``iter_csv_blocks`` reads them, a mapped feed's one by one (a chunk of them is then
-        taken without a Python step per row)."""
+        taken without a Python step per row). A mapped feed is read by a thread of its own
+        (``read_ahead``) unless ``feed_ahead`` is false: the caller reads in one already."""
         if self.rows is not None:
             yield [row.values() if as_values else row for row in self.rows]
             return
@@ -158,8 +161,9 @@ class UpsertProducts(StepSpec):
         skip = unit.state.policy == "skip_invalid_rows"
         if self._feed is not None:
             unit.note_fingerprint(self._feed.fingerprint())
+            items = iter_feed(self._feed, self._records())
             try:
-                for _number, item in read_ahead(iter_feed(self._feed, self._records())):
+                for _number, item in read_ahead(items) if feed_ahead else items:
                     if isinstance(item, Rejection):
                         if not skip:
                             raise _invalid(unit, key, item.row, item.column, str(item))
@@ -169,6 +173,8 @@ class UpsertProducts(StepSpec):
                     yield [item.values() if as_values else item]
             except FeedError as exc:
                 raise _invalid(unit, key, exc.row, exc.column or "*", str(exc)) from None
+            finally:
+                items.close()  # the file, when the step stops early (``read_ahead`` does too)
             return
 
         def rejected(rejection: Rejection) -> None:  # done, as a feed's rejected row is
@@ -223,13 +229,13 @@ class UpsertProducts(StepSpec):
         each kept as the stage's text (``upserts.StageRows``), taken in ``STAGE_ADD`` rows
         at a time. The first holds at most ``STAGE_FIRST_CHUNK``: nothing is written while
         it is read."""
-        chunk, full = upserts.StageRows(pg), limit
-        limit = min(limit, upserts.STAGE_FIRST_CHUNK)
+        chunk, size = upserts.StageRows(pg), min(limit, upserts.STAGE_FIRST_CHUNK)
         taken: dict[str, RowValues] = {}  # rows of the chunk not added to it yet
-        for block in self._blocks(unit, as_values=True):
+        # This runs in ``_run_staged``'s reader thread: a feed needs no second one.
+        for block in self._blocks(unit, as_values=True, feed_ahead=False):
             skus = list(map(itemgetter(0), block))
             if (
-                len(chunk) + len(taken) + len(block) <= limit
+                len(chunk) + len(taken) + len(block) <= size
                 and len(set(skus)) == len(skus)
                 and taken.keys().isdisjoint(skus)
                 and chunk.skus.isdisjoint(skus)
@@ -237,10 +243,10 @@ class UpsertProducts(StepSpec):
                 taken.update(zip(skus, block, strict=True))
             else:
                 for row in block:
-                    if row[0] in taken or row[0] in chunk or len(chunk) + len(taken) >= limit:
+                    if row[0] in taken or row[0] in chunk or len(chunk) + len(taken) >= size:
                         chunk.add(list(taken.values()))
                         yield chunk
-                        chunk, taken, limit = upserts.StageRows(pg), {}, full
+                        chunk, taken, size = upserts.StageRows(pg), {}, limit
                     taken[row[0]] = row
             if len(taken) >= upserts.STAGE_ADD:
                 chunk.add(list(taken.values()))
