@@ -1,3 +1,5 @@
+import gc
+
 from django.apps import AppConfig
 
 
@@ -164,3 +166,10 @@ class InventoryConfig(AppConfig):
         post_migrate.connect(
             receivers.permissions_changed, sender=self, dispatch_uid="app.permissions_migrated"
         )
+        # What start-up loaded (Django, every app, these receivers) lives as long as the
+        # process: frozen, the collector's full collections no longer walk it. A worker
+        # running a 100,000-row supplier import paid 50-90 ms for the one it triggered
+        # (10-15 ms frozen). gunicorn's master freezes again what it loads after this (the
+        # URLconf, the API schemas: ``pre_fork`` in deploy/gunicorn.conf.py).
+        gc.collect()
+        gc.freeze()
