@@ -27,7 +27,9 @@ def pre_fork(server, worker) -> None:
     once every few hundred requests: 70-180 ms of the request it lands in (measured
     in-process on the 2-core machine; benchmarks/RESULTS-readpaths.md), where a product
     page takes 15-20 ms. Frozen objects are never collected: they live as long as the
-    process anyway; the master's garbage is collected first."""
+    process anyway; the master's garbage is collected first. (``InventoryConfig.ready``
+    froze what Django's start-up loaded, in every process; this freezes what the master
+    loaded after it.)"""
     gc.collect()
     gc.freeze()
 
