@@ -169,7 +169,7 @@ class InventoryConfig(AppConfig):
         # What start-up loaded (Django, every app, these receivers) lives as long as the
         # process: frozen, the collector's full collections no longer walk it. A worker
         # running a 100,000-row supplier import paid 50-90 ms for the one it triggered
-        # (10-15 ms frozen). gunicorn's master freezes again what it loads after this (the
+        # (9-14 ms frozen). gunicorn's master freezes again what it loads after this (the
         # URLconf, the API schemas: ``pre_fork`` in deploy/gunicorn.conf.py).
         gc.collect()
         gc.freeze()
