@@ -162,8 +162,9 @@ class UpsertProducts(StepSpec):
         if self._feed is not None:
             unit.note_fingerprint(self._feed.fingerprint())
             items = iter_feed(self._feed, self._records())
+            rows = read_ahead(items) if feed_ahead else items
             try:
-                for _number, item in read_ahead(items) if feed_ahead else items:
+                for _number, item in rows:
                     if isinstance(item, Rejection):
                         if not skip:
                             raise _invalid(unit, key, item.row, item.column, str(item))
@@ -174,7 +175,9 @@ class UpsertProducts(StepSpec):
             except FeedError as exc:
                 raise _invalid(unit, key, exc.row, exc.column or "*", str(exc)) from None
             finally:
-                items.close()  # the file, when the step stops early (``read_ahead`` does too)
+                # The file, when the step stops early: ``read_ahead`` stops its thread,
+                # which closes the feed; a feed read here is closed itself.
+                rows.close()
             return
 
         def rejected(rejection: Rejection) -> None:  # done, as a feed's rejected row is
